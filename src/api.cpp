@@ -1,0 +1,147 @@
+// Public API: validation, then dispatch to the reference, fast CPU or CUDA backend.
+#include "sampleattn/api.h"
+
+#include "core/problem.h"
+#include "cpu/fast.h"
+#include "cpu/reference.h"
+#include "sampleattn/error.h"
+#ifdef SAMPLEATTN_WITH_CUDA
+#include "cuda/backend.h"
+#endif
+
+namespace sampleattn {
+namespace {
+
+using core::Problem;
+
+Backend resolve(const ExecOptions& options, const TensorView& q) {
+  Backend b = options.backend;
+  if (b == Backend::automatic) b = q.device == Device::cuda ? Backend::cuda : Backend::cpu;
+  if (b == Backend::cuda) {
+#ifdef SAMPLEATTN_WITH_CUDA
+    SA_CHECK(q.device == Device::cuda, "backend cuda needs CUDA tensors, but q.device is ", to_string(q.device));
+    SA_CHECK(cuda::available(), "backend cuda: no CUDA device is available");
+#else
+    detail::fail("backend cuda: this build of sampleattn has no CUDA backend");
+#endif
+  } else {
+    SA_CHECK(q.device == Device::cpu, "backend ", to_string(b), " needs host tensors, but q.device is ",
+             to_string(q.device));
+  }
+  SA_CHECK(options.num_threads >= 0, "options.num_threads (", options.num_threads, ") must be >= 0");
+  return b;
+}
+
+void check_inputs(Backend b, const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v) {
+  if (b == Backend::cuda) {
+#ifdef SAMPLEATTN_WITH_CUDA
+    cuda::check_supported(p, q.dtype);
+#endif
+    return;
+  }
+  SA_CHECK(p.head_dim <= 256, "q.head_dim (", p.head_dim, ") must be <= 256 on the CPU backends");
+  core::check_finite(q, "q");
+  core::check_finite(k, "k");
+  if (v != nullptr) core::check_finite(*v, "v");
+}
+
+}  // namespace
+
+Selection select(const TensorView& q, const TensorView& k, const AttnParams& params, const SampleConfig& config,
+                 const ExecOptions& options) {
+  const Problem p = core::make_problem(q, k, nullptr, params);
+  core::check_config(config);
+  const Backend b = resolve(options, q);
+  check_inputs(b, p, q, k, nullptr);
+  switch (b) {
+    case Backend::cpu_reference: return ref::select(p, q, k, config);
+#ifdef SAMPLEATTN_WITH_CUDA
+    case Backend::cuda: return cuda::select(p, q, k, config, options.cuda_stream);
+#endif
+    default: return cpu::select(p, q, k, config, options.num_threads);
+  }
+}
+
+void attend(const TensorView& q, const TensorView& k, const TensorView& v, const Selection& selection,
+            const TensorView& out, float* lse, const AttnParams& params, const ExecOptions& options) {
+  const Problem p = core::make_problem(q, k, &v, params);
+  core::check_output(p, q, out);
+  selection.validate();
+  SA_CHECK(selection.batch == p.batch && selection.heads == p.q_heads && selection.seq_q == p.seq_q &&
+               selection.seq_k == p.seq_k,
+           "selection shape (batch ", selection.batch, ", heads ", selection.heads, ", seq_q ", selection.seq_q,
+           ", seq_k ", selection.seq_k, ") does not match the inputs (batch ", p.batch, ", heads ", p.q_heads,
+           ", seq_q ", p.seq_q, ", seq_k ", p.seq_k, ")");
+  SA_CHECK(selection.causal == p.causal, "selection.causal (", selection.causal, ") must equal params.causal (",
+           p.causal, ")");
+  const Backend b = resolve(options, q);
+  check_inputs(b, p, q, k, &v);
+  switch (b) {
+    case Backend::cpu_reference: ref::attend(p, q, k, v, selection, out, lse); break;
+#ifdef SAMPLEATTN_WITH_CUDA
+    case Backend::cuda: cuda::attend(p, q, k, v, selection, out, lse, options.cuda_stream); break;
+#endif
+    default: cpu::attend(p, q, k, v, selection, out, lse, options.num_threads); break;
+  }
+}
+
+Selection sample_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                           float* lse, const AttnParams& params, const SampleConfig& config,
+                           const ExecOptions& options) {
+  const Problem p = core::make_problem(q, k, &v, params);
+  core::check_output(p, q, out);
+  core::check_config(config);
+  const Backend b = resolve(options, q);
+  check_inputs(b, p, q, k, &v);
+  switch (b) {
+    case Backend::cpu_reference: {
+      Selection s = ref::select(p, q, k, config);
+      ref::attend(p, q, k, v, s, out, lse);
+      return s;
+    }
+#ifdef SAMPLEATTN_WITH_CUDA
+    case Backend::cuda: {
+      Selection s;
+      cuda::sample_attention(p, q, k, v, out, lse, config, options.cuda_stream, &s);
+      return s;
+    }
+#endif
+    default: {
+      Selection s = cpu::select(p, q, k, config, options.num_threads);
+      cpu::attend(p, q, k, v, s, out, lse, options.num_threads);
+      return s;
+    }
+  }
+}
+
+void dense_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                     float* lse, const AttnParams& params, const ExecOptions& options) {
+  const Problem p = core::make_problem(q, k, &v, params);
+  core::check_output(p, q, out);
+  const Backend b = resolve(options, q);
+  check_inputs(b, p, q, k, &v);
+  switch (b) {
+    case Backend::cpu_reference: ref::dense(p, q, k, v, out, lse); break;
+#ifdef SAMPLEATTN_WITH_CUDA
+    case Backend::cuda: cuda::dense(p, q, k, v, out, lse, options.cuda_stream); break;
+#endif
+    default: cpu::dense(p, q, k, v, out, lse, options.num_threads); break;
+  }
+}
+
+std::vector<HeadMetrics> exact_metrics(const TensorView& q, const TensorView& k, const TensorView& v,
+                                       const Selection& selection, const std::vector<std::int64_t>& rows,
+                                       const AttnParams& params) {
+  const Problem p = core::make_problem(q, k, &v, params);
+  SA_CHECK(q.device == Device::cpu, "exact_metrics needs host tensors, but q.device is ", to_string(q.device));
+  selection.validate();
+  SA_CHECK(selection.batch == p.batch && selection.heads == p.q_heads && selection.seq_q == p.seq_q &&
+               selection.seq_k == p.seq_k,
+           "selection shape does not match the inputs");
+  for (std::int64_t r : rows) {
+    SA_CHECK(r >= 0 && r < p.seq_q, "exact_metrics: row (", r, ") must be in [0, ", p.seq_q, ")");
+  }
+  return ref::metrics(p, q, k, v, selection, rows);
+}
+
+}  // namespace sampleattn

@@ -1,0 +1,43 @@
+// Problem: the sizes of one attention call, derived from and checked against the tensor views.
+// Every backend receives a validated Problem; nothing below the API re-checks shapes.
+#pragma once
+
+#include <cstdint>
+
+#include "sampleattn/config.h"
+#include "sampleattn/tensor.h"
+
+namespace sampleattn::core {
+
+struct Problem {
+  std::int64_t batch = 0;
+  std::int64_t seq_q = 0;
+  std::int64_t seq_k = 0;
+  std::int64_t q_heads = 0;
+  std::int64_t kv_heads = 0;
+  std::int64_t head_dim = 0;
+  float scale = 1.0f;
+  bool causal = true;
+
+  std::int64_t group() const { return q_heads / kv_heads; }
+  std::int64_t kv_head(std::int64_t h) const { return h / group(); }
+  // Key position of query row r: the queries are the last seq_q of the seq_k positions.
+  std::int64_t key_pos(std::int64_t r) const { return seq_k - seq_q + r; }
+  // One past the last key row r may see.
+  std::int64_t visible_end(std::int64_t r) const { return causal ? key_pos(r) + 1 : seq_k; }
+};
+
+// Checks q, k, v (v may be null for select()) against each other and `params`; throws sampleattn::Error
+// naming the argument and values. `max_head_dim` is the backend's limit.
+Problem make_problem(const TensorView& q, const TensorView& k, const TensorView* v, const AttnParams& params);
+
+// Checks that `out` is a writable [batch, seq_q, q_heads, head_dim] view on q's device, in bounds.
+void check_output(const Problem& p, const TensorView& q, const TensorView& out);
+
+void check_config(const SampleConfig& config);
+
+// Throws unless every element of the view is finite (host views only). Documented input policy: NaN/Inf
+// in q, k or v is rejected rather than producing a selection computed from garbage.
+void check_finite(const TensorView& t, const char* name);
+
+}  // namespace sampleattn::core

@@ -1,0 +1,29 @@
+// CUDA backend entry points used by the public API (src/api.cpp). Plain C++: no CUDA types cross this line.
+// Tensors are device views; `stream` is a cudaStream_t (nullptr = default stream).
+#pragma once
+
+#include "core/problem.h"
+#include "sampleattn/selection.h"
+
+namespace sampleattn::cuda {
+
+// True when the CUDA backend can run here (a device is present and the runtime answers).
+bool available();
+// Throws sampleattn::Error naming head_dim / dtype when no kernel instance covers the problem.
+void check_supported(const core::Problem& p, DType dtype);
+
+// Runs stages 1 and 2 on the device, then copies the selection to the host (synchronises the stream).
+Selection select(const core::Problem& p, const TensorView& q, const TensorView& k, const SampleConfig& config,
+                 void* stream);
+// Uploads `selection`, then runs sparse attention on `stream`.
+void attend(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
+            const Selection& selection, const TensorView& out, float* lse, void* stream);
+void dense(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
+           const TensorView& out, float* lse, void* stream);
+// Select + attend with the selection kept on the device. When `selection_out` is non-null the selection
+// is also copied to the host (one synchronisation); otherwise nothing waits on the host.
+void sample_attention(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
+                      const TensorView& out, float* lse, const SampleConfig& config, void* stream,
+                      Selection* selection_out);
+
+}  // namespace sampleattn::cuda
