@@ -1,6 +1,8 @@
 // Public API: validation, then dispatch to the reference, fast CPU or CUDA backend.
 #include "sampleattn/api.h"
 
+#include <algorithm>
+
 #include "core/problem.h"
 #include "cpu/fast.h"
 #include "cpu/reference.h"
@@ -45,6 +47,17 @@ void check_inputs(Backend b, const Problem& p, const TensorView& q, const Tensor
   if (v != nullptr) core::check_finite(*v, "v");
 }
 
+void check_selection(const Problem& p, const Selection& selection) {
+  selection.validate();
+  SA_CHECK(selection.batch == p.batch && selection.heads == p.q_heads && selection.seq_q == p.seq_q &&
+               selection.seq_k == p.seq_k,
+           "selection shape (batch ", selection.batch, ", heads ", selection.heads, ", seq_q ", selection.seq_q,
+           ", seq_k ", selection.seq_k, ") does not match the inputs (batch ", p.batch, ", heads ", p.q_heads,
+           ", seq_q ", p.seq_q, ", seq_k ", p.seq_k, ")");
+  SA_CHECK(selection.causal == p.causal, "selection.causal (", selection.causal, ") must equal params.causal (",
+           p.causal, ")");
+}
+
 }  // namespace
 
 Selection select(const TensorView& q, const TensorView& k, const AttnParams& params, const SampleConfig& config,
@@ -66,14 +79,7 @@ void attend(const TensorView& q, const TensorView& k, const TensorView& v, const
             const TensorView& out, float* lse, const AttnParams& params, const ExecOptions& options) {
   const Problem p = core::make_problem(q, k, &v, params);
   core::check_output(p, q, out);
-  selection.validate();
-  SA_CHECK(selection.batch == p.batch && selection.heads == p.q_heads && selection.seq_q == p.seq_q &&
-               selection.seq_k == p.seq_k,
-           "selection shape (batch ", selection.batch, ", heads ", selection.heads, ", seq_q ", selection.seq_q,
-           ", seq_k ", selection.seq_k, ") does not match the inputs (batch ", p.batch, ", heads ", p.q_heads,
-           ", seq_q ", p.seq_q, ", seq_k ", p.seq_k, ")");
-  SA_CHECK(selection.causal == p.causal, "selection.causal (", selection.causal, ") must equal params.causal (",
-           p.causal, ")");
+  check_selection(p, selection);
   const Backend b = resolve(options, q);
   check_inputs(b, p, q, k, &v);
   switch (b) {
@@ -134,14 +140,19 @@ std::vector<HeadMetrics> exact_metrics(const TensorView& q, const TensorView& k,
                                        const AttnParams& params) {
   const Problem p = core::make_problem(q, k, &v, params);
   SA_CHECK(q.device == Device::cpu, "exact_metrics needs host tensors, but q.device is ", to_string(q.device));
-  selection.validate();
-  SA_CHECK(selection.batch == p.batch && selection.heads == p.q_heads && selection.seq_q == p.seq_q &&
-               selection.seq_k == p.seq_k,
-           "selection shape does not match the inputs");
+  check_selection(p, selection);
   for (std::int64_t r : rows) {
     SA_CHECK(r >= 0 && r < p.seq_q, "exact_metrics: row (", r, ") must be in [0, ", p.seq_q, ")");
   }
   return ref::metrics(p, q, k, v, selection, rows);
+}
+
+std::vector<std::int64_t> metric_rows(std::int64_t seq_q, std::int64_t n) {
+  SA_CHECK(seq_q > 0 && n > 0, "metric_rows: seq_q (", seq_q, ") and n (", n, ") must be > 0");
+  const std::int64_t count = std::min(n, seq_q);
+  std::vector<std::int64_t> rows(static_cast<std::size_t>(count));
+  for (std::int64_t i = 0; i < count; ++i) rows[i] = (i + 1) * seq_q / count - 1;
+  return rows;
 }
 
 }  // namespace sampleattn

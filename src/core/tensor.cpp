@@ -1,0 +1,41 @@
+// Names and sizes of the enums in tensor.h / config.h, and the contiguous-view constructor.
+#include "sampleattn/config.h"
+#include "sampleattn/tensor.h"
+
+namespace sampleattn {
+
+const char* to_string(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return "float32";
+    case DType::f16: return "float16";
+    case DType::bf16: return "bfloat16";
+  }
+  return "unknown";
+}
+
+const char* to_string(Device device) { return device == Device::cuda ? "cuda" : "cpu"; }
+
+const char* to_string(Backend backend) {
+  switch (backend) {
+    case Backend::automatic: return "auto";
+    case Backend::cpu: return "cpu";
+    case Backend::cpu_reference: return "cpu-ref";
+    case Backend::cuda: return "cuda";
+  }
+  return "unknown";
+}
+
+std::size_t dtype_size(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
+
+TensorView TensorView::contiguous(void* data, DType dtype, std::int64_t batch, std::int64_t seq,
+                                  std::int64_t heads, std::int64_t head_dim, Device device) {
+  TensorView t;
+  t.data = data;
+  t.dtype = dtype;
+  t.device = device;
+  t.shape = {batch, seq, heads, head_dim};
+  t.stride = {seq * heads * head_dim, heads * head_dim, head_dim, 1};
+  return t;
+}
+
+}  // namespace sampleattn

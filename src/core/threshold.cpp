@@ -1,0 +1,36 @@
+// Stage 2 column choice (threshold.h).
+#include "core/threshold.h"
+
+#include <algorithm>
+#include <numeric>
+
+namespace sampleattn::core {
+
+template <typename Score>
+std::vector<std::int32_t> choose_columns(const Score* scores, std::int64_t n, double alpha,
+                                         std::int64_t sink_tokens) {
+  std::vector<std::int32_t> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  // Descending score; the stable sort over ascending indices puts the lower index first among ties.
+  std::stable_sort(order.begin(), order.end(),
+                   [scores](std::int32_t a, std::int32_t b) { return scores[a] > scores[b]; });
+  double total = 0.0;
+  for (std::int32_t j : order) total += static_cast<double>(scores[j]);
+  const double target = alpha * total;
+  std::vector<std::int32_t> kept;
+  double running = 0.0;
+  for (std::int32_t j : order) {
+    if (running >= target || scores[j] <= Score(0)) break;
+    running += static_cast<double>(scores[j]);
+    kept.push_back(j);
+  }
+  for (std::int64_t j = 0; j < std::min(sink_tokens, n); ++j) kept.push_back(static_cast<std::int32_t>(j));
+  std::sort(kept.begin(), kept.end());
+  kept.erase(std::unique(kept.begin(), kept.end()), kept.end());
+  return kept;
+}
+
+template std::vector<std::int32_t> choose_columns<float>(const float*, std::int64_t, double, std::int64_t);
+template std::vector<std::int32_t> choose_columns<double>(const double*, std::int64_t, double, std::int64_t);
+
+}  // namespace sampleattn::core

@@ -1,0 +1,42 @@
+// Plain parameter struct and launcher of the CUDA attention kernels (dense and sparse). No framework types.
+// Layout of every tensor: [batch, seq, heads, head_dim] with int64 element strides.
+#pragma once
+
+#include <cstdint>
+
+#include "sampleattn/tensor.h"
+
+namespace sampleattn::cuda {
+
+struct AttentionParams {
+  const void* q = nullptr;  // [B, Sq, Hq, d]
+  const void* k = nullptr;  // [B, Sk, Hkv, d]
+  const void* v = nullptr;  // [B, Sk, Hkv, d]
+  void* out = nullptr;      // [B, Sq, Hq, d], same dtype as q
+  float* lse = nullptr;     // optional, contiguous [B, Hq, Sq]
+  std::int64_t q_stride[4]{}, k_stride[4]{}, v_stride[4]{}, out_stride[4]{};
+  std::int64_t batch = 0, seq_q = 0, seq_k = 0, q_heads = 0, kv_heads = 0, head_dim = 0;
+  DType dtype = DType::bf16;
+  float scale = 1.0f;
+  bool causal = true;
+
+  // Sparse mode when col_indices != nullptr. Per query head bh = b * Hq + h, all device arrays:
+  //   window[bh]: band width w (row r keeps p(r) - w < j <= p(r); non-causal: p(r) - w < j < p(r) + w);
+  //   col_indices + col_offsets[bh] .. col_offsets[bh] + col_counts[bh]: kept columns, sorted ascending;
+  //   col_bitmap + bh * bitmap_words: bit j set iff column j is kept (for the masks inside the band span).
+  //   dense_tail: the last dense_tail rows keep every visible key.
+  const std::int32_t* window = nullptr;
+  const std::int32_t* col_indices = nullptr;
+  const std::int64_t* col_offsets = nullptr;
+  const std::int32_t* col_counts = nullptr;
+  const std::uint32_t* col_bitmap = nullptr;
+  std::int64_t bitmap_words = 0;
+  std::int64_t dense_tail = 0;
+};
+
+// Whether a kernel instance exists for (dtype, head_dim) on the current device.
+bool attention_supported(DType dtype, std::int64_t head_dim);
+// Launches on `stream` (a cudaStream_t); throws sampleattn::Error on a launch failure.
+void run_attention(const AttentionParams& params, void* stream);
+
+}  // namespace sampleattn::cuda
