@@ -1,5 +1,9 @@
 // Plain parameter struct and launcher of the CUDA attention kernels (dense and sparse). No framework types.
-// Layout of every tensor: [batch, seq, heads, head_dim] with int64 element strides.
+// Layout of every tensor: [batch, seq, heads, head_dim] with int64 element strides; the head_dim stride
+// must be 1. Rows that start on 16-byte boundaries (base pointer 16-byte aligned, batch / seq / head
+// strides multiples of 8) take the cp.async path; other strides work through a slower plain-load path.
+// Kernels: src/cuda/attention_kernel_sm80.cuh (one thread block per 128 query rows of one head), plan of the
+// sparse key runs: src/cuda/attention_plan.cuh; measurements: bench/NOTES-cuda-attn.md.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +29,10 @@ struct AttentionParams {
   //   col_indices + col_offsets[bh] .. col_offsets[bh] + col_counts[bh]: kept columns, sorted ascending;
   //   col_bitmap + bh * bitmap_words: bit j set iff column j is kept (for the masks inside the band span).
   //   dense_tail: the last dense_tail rows keep every visible key.
+  // A row that keeps no key (possible only with window 0) gets O = 0 and lse = -inf.
+  // Cost follows the kept entries: per 128-row query tile, the kept columns left of the tile's band are
+  // gathered by index (binary search on the device), the band span is read in place; element masks only
+  // on edge tiles. The selection arrays are read on the device only: nothing waits on the host.
   const std::int32_t* window = nullptr;
   const std::int32_t* col_indices = nullptr;
   const std::int64_t* col_offsets = nullptr;
@@ -36,7 +44,9 @@ struct AttentionParams {
 
 // Whether a kernel instance exists for (dtype, head_dim) on the current device.
 bool attention_supported(DType dtype, std::int64_t head_dim);
-// Launches on `stream` (a cudaStream_t); throws sampleattn::Error on a launch failure.
+// Launches on `stream` (a cudaStream_t); no allocation, no synchronisation (graph-capturable). Throws
+// sampleattn::Error naming the argument for unsupported parameters (dtype, head_dim, head_dim stride != 1,
+// seq_q > seq_k, seq_k >= 2^31 - 256, batch > 65535) and on a launch failure.
 void run_attention(const AttentionParams& params, void* stream);
 
 }  // namespace sampleattn::cuda

@@ -1,0 +1,48 @@
+// SampleAttention on CUDA without allocation or synchronisation: the caller owns the workspace and the
+// stream, so a whole prefill (every layer's sample_attention) can be captured in a CUDA graph.
+// Available when sampleattn is built with its CUDA backend (SAMPLEATTN_WITH_CUDA is then defined).
+//
+//   std::size_t bytes = sampleattn::cuda::sample_attention_workspace_size(q, k, params, config);
+//   cudaMalloc(&ws, bytes);                                  // once; reuse across calls of the same shape
+//   sampleattn::cuda::sample_attention(q, k, v, out, lse, params, config, ws, bytes, stream);
+//   Selection s = sampleattn::cuda::selection_from_workspace(q, k, params, config, ws, bytes, stream);
+//
+// Tensors are CUDA views (tensor.h) of bfloat16 or float16 with head_dim 64 or 128, head_dim contiguous;
+// shapes and the optional lse output as in api.h. `stream` is a cudaStream_t (nullptr: the legacy default
+// stream). The workspace must be 256-byte aligned (cudaMalloc memory is). Every function validates its
+// arguments on the host and throws sampleattn::Error before enqueuing anything.
+//
+// Non-finite inputs: the CUDA path does not scan q/k/v (that would need a synchronisation). A head whose
+// column scores are not finite (NaN/Inf in q or k reaching the sampled rows) keeps every column, and its
+// HeadStats::sampled_coverage is NaN; its output then carries the NaN exactly as dense attention would.
+#pragma once
+
+#include <cstddef>
+
+#include "sampleattn/config.h"
+#include "sampleattn/selection.h"
+#include "sampleattn/tensor.h"
+
+namespace sampleattn::cuda {
+
+// Bytes of workspace sample_attention() and select_to_workspace() need for these shapes and settings.
+// Depends only on the shapes and the configuration, never on the data.
+std::size_t sample_attention_workspace_size(const TensorView& q, const TensorView& k, const AttnParams& params = {},
+                                            const SampleConfig& config = {});
+
+// Stage 1, stage 2 and sparse attention, all enqueued on `stream`; the selection stays in the workspace.
+void sample_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                      float* lse, const AttnParams& params, const SampleConfig& config, void* workspace,
+                      std::size_t workspace_bytes, void* stream);
+
+// Stages 1 and 2 only (the selection, e.g. to time it or to reuse it).
+void select_to_workspace(const TensorView& q, const TensorView& k, const AttnParams& params,
+                         const SampleConfig& config, void* workspace, std::size_t workspace_bytes, void* stream);
+
+// The selection and statistics the last call on this workspace left there, copied to the host; waits for
+// `stream`. Pass the same shapes, params and config as that call.
+Selection selection_from_workspace(const TensorView& q, const TensorView& k, const AttnParams& params,
+                                   const SampleConfig& config, const void* workspace, std::size_t workspace_bytes,
+                                   void* stream);
+
+}  // namespace sampleattn::cuda

@@ -1,0 +1,81 @@
+"""PyTorch custom operators, so that torch.compile traces SampleAttention without graph breaks.
+
+    torch.ops.sampleattn.sample_attention(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale)
+        -> out [batch, seq_q, q_heads, head_dim], contiguous, q's dtype and device
+    torch.ops.sampleattn.sample_attention_with_stats(...same...) -> (out, stats)
+        stats: float64 [batch, q_heads, 4] on the CPU: density, sampled coverage, kept columns, window
+        (what the transformers integration reports per layer).
+
+Each op has a fake (meta) implementation giving the output shapes, which is all torch.compile needs. The
+ops have no autograd formula: they serve inference (prefill); backward through them raises.
+Importing this module registers the ops; `import sampleattn` does so whenever torch is importable.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from . import _api
+
+_STATS_FIELDS = ("density", "sampled_coverage", "kept_columns", "window")
+
+
+def _stats_tensor(selection) -> torch.Tensor:
+    import numpy as np
+
+    fields = (selection.head_density, selection.sampled_coverage, selection.kept_columns, selection.window)
+    return torch.from_numpy(np.stack([np.asarray(f, dtype=np.float64) for f in fields], axis=-1))
+
+
+def _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale):
+    return _api.sample_attention(
+        q, k, v, alpha=alpha, sample_ratio=sample_ratio, window_ratio=window_ratio, sink_tokens=sink_tokens,
+        causal=causal, scale=scale, return_selection=True,
+    )
+
+
+@torch.library.custom_op("sampleattn::sample_attention", mutates_args=())
+def sample_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    alpha: float = 0.95,
+    sample_ratio: float = 0.05,
+    window_ratio: float = 0.08,
+    sink_tokens: int = 0,
+    causal: bool = True,
+    scale: Optional[float] = None,
+) -> torch.Tensor:
+    out, _ = _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale)
+    return out
+
+
+@sample_attention.register_fake
+def _sample_attention_fake(q, k, v, alpha=0.95, sample_ratio=0.05, window_ratio=0.08, sink_tokens=0, causal=True,
+                           scale=None):
+    return q.new_empty(q.shape)
+
+
+@torch.library.custom_op("sampleattn::sample_attention_with_stats", mutates_args=())
+def sample_attention_with_stats(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    alpha: float = 0.95,
+    sample_ratio: float = 0.05,
+    window_ratio: float = 0.08,
+    sink_tokens: int = 0,
+    causal: bool = True,
+    scale: Optional[float] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    out, selection = _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale)
+    return out, _stats_tensor(selection)
+
+
+@sample_attention_with_stats.register_fake
+def _sample_attention_with_stats_fake(q, k, v, alpha=0.95, sample_ratio=0.05, window_ratio=0.08, sink_tokens=0,
+                                      causal=True, scale=None):
+    batch, heads = q.shape[0], q.shape[2]
+    return q.new_empty(q.shape), q.new_empty((batch, heads, len(_STATS_FIELDS)), dtype=torch.float64, device="cpu")

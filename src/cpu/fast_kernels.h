@@ -1,0 +1,101 @@
+// Inner kernels of the fast CPU backend (fast.h): row conversion, one key chunk of flash attention, and one
+// tile of stage-1 sampled rows. Two implementations with the same contract: AVX2+FMA+F16C
+// (fast_kernels_avx2.cpp, compiled with per-function target attributes) and portable C++
+// (fast_kernels_portable.cpp); kernels() picks one at run time from the CPU's features.
+//
+// Layouts. Scores are kept transposed, S^T (keys, query rows), so that a vector holds 8 query rows of one
+// key: the row max and sum of the online softmax are then vertical (element-wise) operations, and Q K^T needs
+// K in its natural (key, d) layout, broadcast one element at a time. Q is stored transposed once per tile.
+// All scores are in log2 units: Q is pre-multiplied by scale * log2(e) and exp2 replaces exp.
+#pragma once
+
+#include <cstdint>
+
+#include "sampleattn/tensor.h"
+
+namespace sampleattn::cpu::fast {
+
+inline constexpr int kLanes = 16;        // query rows are padded to a multiple of this (two 8-float vectors)
+inline constexpr int kMaxTileRows = 64;  // query rows per attention tile
+inline constexpr int kChunk = 64;        // keys per attention chunk
+inline constexpr float kLog2e = 1.4426950408889634f;
+inline constexpr float kLn2 = 0.6931471805599453f;
+
+inline std::int64_t round_up(std::int64_t x, std::int64_t m) { return (x + m - 1) / m * m; }
+
+// One attention tile: up to kMaxTileRows consecutive query rows of one (batch, head). Buffers belong to the
+// calling thread; the kernel updates o, m, l in place (online softmax).
+struct QueryTile {
+  int rows = 0;          // valid rows, 1..kMaxTileRows
+  int rows_padded = 0;   // rows rounded up to kLanes
+  int dim = 0;           // head_dim d
+  int dim_padded = 0;    // d rounded up to 8: the length of V rows and O rows
+  const float* qt = nullptr;  // (d, rows_padded) Q^T * scale * log2(e); padded rows are zero
+  float* o = nullptr;         // (rows, dim_padded) unnormalised output
+  float* m = nullptr;         // (rows_padded) running max of the scores, -inf before the first key
+  float* l = nullptr;         // (rows_padded) running sum of exp2(score - m)
+  float* s = nullptr;         // (kChunk, rows_padded) scratch: scores, then probabilities
+  float* corr = nullptr;      // (rows_padded) scratch: exp2(m_old - m_new)
+  // Per row (rows_padded; padded rows copy the last valid row): keys [lo, hi) are its band, keys below vis
+  // are visible. Read for masked chunks only.
+  const std::int32_t* lo = nullptr;
+  const std::int32_t* hi = nullptr;
+  const std::int32_t* vis = nullptr;
+};
+
+// Up to kChunk keys, given by row pointers (a contiguous span or a gathered stripe list alike).
+// Unmasked: every key is kept for every row of the tile. Masked: the keys are first_key, first_key + 1, ...
+// and row i keeps key j iff lo[i] <= j < hi[i], or is_column[j] and j < vis[i] (SPEC step 4).
+struct KeyChunk {
+  int n = 0;
+  const float* const* k = nullptr;  // n rows of d floats
+  const float* const* v = nullptr;  // n rows of dim_padded floats
+  bool masked = false;
+  std::int32_t first_key = 0;
+  const std::uint8_t* is_column = nullptr;  // flags by key index; null: no columns
+};
+
+// Stage 1 for up to kLanes sampled rows of one (batch, head): the exact softmax of each row over its visible
+// keys, summed per key column into colscore, and the part outside each row's band into outside.
+struct SampleTile {
+  int rows = 0;  // valid rows, 1..kLanes
+  int dim = 0;
+  const float* qt = nullptr;      // (d, kLanes) Q^T * scale * log2(e); padded rows zero
+  std::int64_t end = 0;           // keys [0, end) are scored: the largest visible end of the rows
+  const float* k = nullptr;       // K rows: key j at k + j * k_ld
+  std::int64_t k_ld = 0;
+  const std::int32_t* vis = nullptr;  // (kLanes) visible end per row; padded rows 0
+  const std::int32_t* lo = nullptr;   // (kLanes) band [lo, hi) per row; a dense-tail row has [0, vis)
+  const std::int32_t* hi = nullptr;
+  // Over the valid rows: keys below out_lo or at/after out_hi are outside every band (or invisible);
+  // keys in [in_lo, in_hi) are inside every band.
+  std::int64_t out_lo = 0, out_hi = 0, in_lo = 0, in_hi = 0;
+  float* s = nullptr;          // scratch (end, kLanes)
+  double* colscore = nullptr;  // (end) += sum over rows of P[row, j]
+  double* outside = nullptr;   // (end) += the same sum over rows whose band does not hold j
+};
+
+// n elements of a row in `dtype` with element stride `stride` -> dst[0..n) as float times `scale`;
+// dst[n..padded) = 0.
+using ConvertRowFn = void (*)(const void* src, DType dtype, std::int64_t stride, std::int64_t n, float scale,
+                              float* dst, std::int64_t padded);
+// src[0..n) times `scale` -> n elements of `dtype` at dst with element stride `stride` (round to nearest even).
+using StoreRowFn = void (*)(const float* src, std::int64_t n, float scale, void* dst, DType dtype,
+                            std::int64_t stride);
+
+struct Kernels {
+  const char* name;
+  ConvertRowFn convert_row;
+  StoreRowFn store_row;
+  void (*attend_chunk)(const QueryTile& tile, const KeyChunk& chunk);
+  void (*sample_rows)(const SampleTile& tile);
+};
+
+const Kernels& portable_kernels();
+// The AVX2 set, or null where the CPU lacks AVX2, FMA or F16C (or the compiler cannot target them).
+const Kernels* avx2_kernels();
+// The set the backend uses: AVX2 where available, unless force_portable_kernels(true) was called (tests).
+const Kernels& kernels();
+void force_portable_kernels(bool on);
+
+}  // namespace sampleattn::cpu::fast

@@ -1,0 +1,124 @@
+// run_attention / attention_supported (attention.h): checks the parameters, turns them into KernelArgs
+// and picks the kernel instance for (dtype, head_dim). The one selector behind both functions.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "cuda/attention.h"
+#include "cuda/attention_args.h"
+#include "cuda/attention_instances.h"
+#include "sampleattn/error.h"
+
+namespace sampleattn::cuda {
+namespace {
+
+constexpr std::int64_t kBlockM = 128;  // query rows per thread block (attention_kernel_sm80.cuh)
+
+using Launcher = cudaError_t (*)(const KernelArgs&, std::int64_t, cudaStream_t);
+
+Launcher select_instance(DType dtype, std::int64_t head_dim) {
+  if (dtype == DType::bf16 && head_dim == 64) return launch_attention_sm80_bf16_d64;
+  if (dtype == DType::bf16 && head_dim == 128) return launch_attention_sm80_bf16_d128;
+  if (dtype == DType::f16 && head_dim == 64) return launch_attention_sm80_f16_d64;
+  if (dtype == DType::f16 && head_dim == 128) return launch_attention_sm80_f16_d128;
+  return nullptr;
+}
+
+bool device_is_sm80_or_newer() {
+  int device = 0, major = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
+  return major >= 8;
+}
+
+// Rows of 16-bit elements that start on 16-byte boundaries: base aligned, batch/seq/head strides % 8 == 0.
+bool rows_aligned16(const void* base, const std::int64_t (&stride)[4]) {
+  return reinterpret_cast<std::uintptr_t>(base) % 16 == 0 && stride[0] % 8 == 0 && stride[1] % 8 == 0 &&
+         stride[2] % 8 == 0;
+}
+
+bool pairs_aligned4(const void* base, const std::int64_t (&stride)[4]) {
+  return reinterpret_cast<std::uintptr_t>(base) % 4 == 0 && stride[0] % 2 == 0 && stride[1] % 2 == 0 &&
+         stride[2] % 2 == 0;
+}
+
+void check_tensor(const void* data, const std::int64_t (&stride)[4], const char* name) {
+  SA_CHECK(data != nullptr, "attention: ", name, " is null");
+  SA_CHECK(stride[3] == 1, "attention: ", name, ".stride[3] (", stride[3], ") must be 1 (head_dim contiguous)");
+  for (int i = 0; i < 3; ++i)
+    SA_CHECK(stride[i] >= 0, "attention: ", name, ".stride[", i, "] (", stride[i], ") must be >= 0");
+  SA_CHECK(reinterpret_cast<std::uintptr_t>(data) % 2 == 0, "attention: ", name, " is not 2-byte aligned");
+}
+
+}  // namespace
+
+bool attention_supported(DType dtype, std::int64_t head_dim) {
+  return select_instance(dtype, head_dim) != nullptr && device_is_sm80_or_newer();
+}
+
+void run_attention(const AttentionParams& p, void* stream) {
+  const Launcher launch = select_instance(p.dtype, p.head_dim);
+  SA_CHECK(launch != nullptr, "attention: no CUDA kernel for dtype ", to_string(p.dtype), " and head_dim ",
+           p.head_dim, " (bf16 / float16 with head_dim 64 or 128)");
+  SA_CHECK(p.batch > 0 && p.seq_q > 0 && p.seq_k > 0 && p.q_heads > 0 && p.kv_heads > 0,
+           "attention: sizes must be > 0 (batch ", p.batch, ", seq_q ", p.seq_q, ", seq_k ", p.seq_k,
+           ", q_heads ", p.q_heads, ", kv_heads ", p.kv_heads, ")");
+  SA_CHECK(p.q_heads % p.kv_heads == 0, "attention: q_heads (", p.q_heads, ") must be a multiple of kv_heads (",
+           p.kv_heads, ")");
+  SA_CHECK(p.seq_q <= p.seq_k, "attention: seq_q (", p.seq_q, ") must be <= seq_k (", p.seq_k, ")");
+  SA_CHECK(p.seq_k <= std::numeric_limits<std::int32_t>::max() - 256, "attention: seq_k (", p.seq_k,
+           ") must be below 2^31 - 256 (int32 key positions and column indices)");
+  SA_CHECK(std::isfinite(p.scale) && p.scale > 0.0f, "attention: scale (", p.scale, ") must be finite and > 0");
+  check_tensor(p.q, p.q_stride, "q");
+  check_tensor(p.k, p.k_stride, "k");
+  check_tensor(p.v, p.v_stride, "v");
+  check_tensor(p.out, p.out_stride, "out");
+  const std::int64_t m_tiles = (p.seq_q + kBlockM - 1) / kBlockM;
+  SA_CHECK(m_tiles * p.q_heads <= std::numeric_limits<std::int32_t>::max(), "attention: seq_q (", p.seq_q,
+           ") x q_heads (", p.q_heads, ") exceeds the grid");
+  SA_CHECK(p.batch <= 65535, "attention: batch (", p.batch, ") must be <= 65535");
+
+  KernelArgs a;
+  a.q = p.q;
+  a.k = p.k;
+  a.v = p.v;
+  a.out = p.out;
+  a.lse = p.lse;
+  for (int i = 0; i < 3; ++i) {
+    a.q_stride[i] = p.q_stride[i];
+    a.k_stride[i] = p.k_stride[i];
+    a.v_stride[i] = p.v_stride[i];
+    a.out_stride[i] = p.out_stride[i];
+  }
+  a.seq_q = p.seq_q;
+  a.seq_k = p.seq_k;
+  a.q_heads = p.q_heads;
+  a.group = p.q_heads / p.kv_heads;
+  a.num_m_tiles = m_tiles;
+  a.scale_log2 = p.scale * 1.4426950408889634f;
+  a.causal = p.causal;
+  a.aligned_inputs = rows_aligned16(p.q, p.q_stride) && rows_aligned16(p.k, p.k_stride) &&
+                     rows_aligned16(p.v, p.v_stride);
+  a.aligned_out = pairs_aligned4(p.out, p.out_stride);
+  if (p.col_indices != nullptr) {
+    SA_CHECK(p.window != nullptr && p.col_offsets != nullptr && p.col_counts != nullptr && p.col_bitmap != nullptr,
+             "attention: sparse mode needs window, col_offsets, col_counts and col_bitmap");
+    SA_CHECK(p.bitmap_words * 32 >= p.seq_k, "attention: bitmap_words (", p.bitmap_words,
+             ") must cover seq_k (", p.seq_k, ") bits");
+    SA_CHECK(p.dense_tail >= 0, "attention: dense_tail (", p.dense_tail, ") must be >= 0");
+    a.window = p.window;
+    a.col_indices = p.col_indices;
+    a.col_offsets = p.col_offsets;
+    a.col_counts = p.col_counts;
+    a.col_bitmap = p.col_bitmap;
+    a.bitmap_words = p.bitmap_words;
+    a.dense_tail = p.dense_tail < p.seq_q ? p.dense_tail : p.seq_q;
+  }
+  const cudaError_t err = launch(a, p.batch, static_cast<cudaStream_t>(stream));
+  SA_CHECK(err == cudaSuccess, "attention: kernel launch failed (", to_string(p.dtype), ", head_dim ", p.head_dim,
+           "): ", cudaGetErrorString(err));
+}
+
+}  // namespace sampleattn::cuda

@@ -1,0 +1,137 @@
+// Per query tile: which K/V rows the kernel visits, in what order, and which of those tiles need an element
+// mask (attention.h, sparse mode). A query tile covers rows [m0, m1) at key positions p0 = p(m0) ..
+// p1 = p(m1 - 1), p(r) = Sk - Sq + r. Its keys come in up to three runs of 64-key tiles (visited band
+// first; the order does not change the online softmax):
+//   left stripes   kept columns j < span_lo, gathered by index (every row sees them, none has them in band);
+//   band span      contiguous keys [span_lo, span_end): the band of every row of the tile, span_lo = the
+//                  first row's band start rounded down to 64; element masks only on edge tiles;
+//   right stripes  (non-causal only) kept columns j >= span_end, gathered by index.
+// Dense mode is a band span over every visible key. A tile holding dense-tail rows runs the span over
+// [0, visible end) with the full mask (band | column bit | tail row), and no stripes.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/attention_args.h"
+
+namespace sampleattn::cuda::sm80 {
+
+// Number of entries of the sorted a[0, n) that are < value, found by one warp with 32 probes per round
+// (three rounds of global loads for 128K entries instead of 17 dependent ones). Every lane returns it.
+__device__ __forceinline__ std::int64_t warp_count_less(const std::int32_t* a, std::int64_t n,
+                                                        std::int64_t value) {
+  const int lane = threadIdx.x & 31;
+  std::int64_t lo = 0, hi = n;  // a[i] < value for i < lo; a[i] >= value for i >= hi
+  while (hi - lo > 32) {
+    const std::int64_t step = (hi - lo + 31) / 32;
+    const std::int64_t probe = lo + (lane + 1) * step - 1;
+    const bool less = probe < hi && a[probe] < value;
+    const int below = __popc(__ballot_sync(0xffffffffu, less));
+    const std::int64_t new_lo = lo + below * step;
+    const std::int64_t new_hi = lo + (below + 1) * step - 1;
+    lo = new_lo;
+    hi = new_hi < hi ? new_hi : hi;
+  }
+  const bool less = lo + lane < hi && a[lo + lane] < value;
+  return lo + __popc(__ballot_sync(0xffffffffu, less));
+}
+
+// Key positions, column counts and tile numbers all fit in int32 (seq_k < 2^31 is checked on the host);
+// 32-bit fields keep the plan, which lives through the whole loop, at half the registers.
+template <int kBlockN>
+struct TilePlan {
+  int p0 = 0, p1 = 0;        // key positions of the tile's first and last row
+  int window = 0;            // band width w (sparse)
+  int tail_row = 0;          // rows r >= tail_row keep every visible key (sparse)
+  bool sparse = false, tail_mode = false;
+  const std::int32_t* cols = nullptr;  // this head's sorted kept columns
+  const std::uint32_t* bitmap = nullptr;
+  int left_count = 0;                  // cols[0, left_count) are the left stripes
+  int right_begin = 0, right_end = 0;  // cols[right_begin, right_end) are the right stripes
+  int span_lo = 0, span_tiles = 0;
+  int left_tiles = 0, right_tiles = 0;
+
+  __device__ int total_tiles() const { return left_tiles + span_tiles + right_tiles; }
+};
+
+// One 64-key tile of the plan: contiguous keys [base, base + 64) or gathered columns cols[base, end).
+struct TileRef {
+  bool gather;
+  int base;
+  int end;
+};
+
+// Tile order: the band span first (its first tile needs no index list, so nothing waits before the first
+// copy), then the left stripes, then the right stripes.
+template <int kBlockN>
+__device__ __forceinline__ TileRef tile_ref(const TilePlan<kBlockN>& pl, int t) {
+  if (t < pl.span_tiles) return {false, pl.span_lo + t * kBlockN, 0};
+  t -= pl.span_tiles;
+  if (t < pl.left_tiles) return {true, t * kBlockN, pl.left_count};
+  t -= pl.left_tiles;
+  return {true, pl.right_begin + t * kBlockN, pl.right_end};
+}
+
+__device__ __forceinline__ std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
+// bh = b * Hq + h; rows [m0, m1) of the query tile. Called by every thread (uniform result).
+template <int kBlockN>
+__device__ __forceinline__ TilePlan<kBlockN> make_plan(const KernelArgs& a, std::int64_t bh, std::int64_t m0,
+                                                       std::int64_t m1) {
+  TilePlan<kBlockN> pl;
+  const std::int64_t offset = a.seq_k - a.seq_q;
+  const std::int64_t p0 = offset + m0, p1 = offset + m1 - 1;
+  pl.p0 = static_cast<int>(p0);
+  pl.p1 = static_cast<int>(p1);
+  const std::int64_t visible_end = a.causal ? p1 + 1 : a.seq_k;
+  pl.sparse = a.col_indices != nullptr;
+  if (!pl.sparse) {
+    pl.span_tiles = static_cast<int>(ceil_div(visible_end, kBlockN));
+    return pl;
+  }
+  const std::int64_t w = a.window[bh];
+  pl.window = static_cast<int>(w);
+  pl.tail_row = static_cast<int>(a.seq_q - a.dense_tail);  // may be negative: every row is a tail row
+  pl.cols = a.col_indices + a.col_offsets[bh];
+  pl.bitmap = a.col_bitmap + bh * a.bitmap_words;
+  const std::int64_t count = a.col_counts[bh];
+  if (m1 > a.seq_q - a.dense_tail) {
+    pl.tail_mode = true;
+    pl.span_tiles = static_cast<int>(ceil_div(visible_end, kBlockN));
+    return pl;
+  }
+  const std::int64_t lo = p0 - w + 1 > 0 ? p0 - w + 1 : 0;
+  std::int64_t hi = a.causal ? p1 + 1 : p1 + w;
+  if (hi > a.seq_k) hi = a.seq_k;
+  const std::int64_t span_lo = lo / kBlockN * kBlockN;
+  const std::int64_t span_tiles = hi > span_lo ? ceil_div(hi - span_lo, kBlockN) : 0;
+  std::int64_t span_end = span_lo + span_tiles * kBlockN;
+  if (span_end > a.seq_k) span_end = a.seq_k;
+  pl.span_lo = static_cast<int>(span_lo);
+  pl.span_tiles = static_cast<int>(span_tiles);
+  const std::int64_t left = warp_count_less(pl.cols, count, span_lo);
+  pl.left_count = static_cast<int>(left);
+  pl.left_tiles = static_cast<int>(ceil_div(left, kBlockN));
+  if (!a.causal) {
+    const std::int64_t right = warp_count_less(pl.cols, count, span_end);
+    pl.right_begin = static_cast<int>(right);
+    pl.right_end = static_cast<int>(count);
+    pl.right_tiles = static_cast<int>(ceil_div(count - right, kBlockN));
+  }
+  return pl;
+}
+
+// Whether a contiguous tile starting at key n0 holds an entry some row of the query tile drops.
+template <int kBlockN>
+__device__ __forceinline__ bool span_tile_needs_mask(const TilePlan<kBlockN>& pl, const KernelArgs& a, int n0) {
+  const std::int64_t n = n0;
+  bool need = n + kBlockN > a.seq_k;
+  if (a.causal) need = need || n + kBlockN - 1 > pl.p0;
+  if (pl.sparse) {
+    need = need || pl.tail_mode || n <= static_cast<std::int64_t>(pl.p1) - pl.window;
+    if (!a.causal) need = need || n + kBlockN - 1 >= static_cast<std::int64_t>(pl.p0) + pl.window;
+  }
+  return need;
+}
+
+}  // namespace sampleattn::cuda::sm80

@@ -1,0 +1,154 @@
+// CUDA backend entry points (backend.h) behind the public API: validation of what only this backend limits,
+// workspace allocation with cudaMallocAsync on the caller's stream (the no-allocation path is
+// include/sampleattn/cuda.h), and the upload of host selections for attend().
+#include "cuda/backend.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "cuda/attention.h"
+#include "cuda/check.h"
+#include "cuda/workspace.h"
+#include "sampleattn/error.h"
+
+namespace sampleattn::cuda {
+namespace {
+
+// Device memory from the stream-ordered allocator, freed on the same stream when the owner goes away
+// (also when an exception unwinds).
+class StreamBuffer {
+ public:
+  StreamBuffer(std::size_t bytes, cudaStream_t stream) : stream_(stream) {
+    SA_CUDA_CHECK(cudaMallocAsync(&ptr_, bytes > 0 ? bytes : 1, stream));
+  }
+  ~StreamBuffer() { cudaFreeAsync(ptr_, stream_); }
+  StreamBuffer(const StreamBuffer&) = delete;
+  StreamBuffer& operator=(const StreamBuffer&) = delete;
+  void* get() const { return ptr_; }
+
+ private:
+  void* ptr_ = nullptr;
+  cudaStream_t stream_;
+};
+
+AttentionParams base_params(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
+                            const TensorView& out, float* lse) {
+  AttentionParams ap;
+  ap.q = q.data;
+  ap.k = k.data;
+  ap.v = v.data;
+  ap.out = out.data;
+  ap.lse = lse;
+  for (int i = 0; i < 4; ++i) {
+    ap.q_stride[i] = q.stride[i];
+    ap.k_stride[i] = k.stride[i];
+    ap.v_stride[i] = v.stride[i];
+    ap.out_stride[i] = out.stride[i];
+  }
+  ap.batch = p.batch;
+  ap.seq_q = p.seq_q;
+  ap.seq_k = p.seq_k;
+  ap.q_heads = p.q_heads;
+  ap.kv_heads = p.kv_heads;
+  ap.head_dim = p.head_dim;
+  ap.dtype = q.dtype;
+  ap.scale = p.scale;
+  ap.causal = p.causal;
+  return ap;
+}
+
+template <typename T>
+void upload(void* dst, const std::vector<T>& src, cudaStream_t stream) {
+  // Pageable source: the call returns once the data is staged, so `src` may go away afterwards.
+  if (!src.empty())
+    SA_CUDA_CHECK(cudaMemcpyAsync(dst, src.data(), src.size() * sizeof(T), cudaMemcpyHostToDevice, stream));
+}
+
+}  // namespace
+
+bool available() {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error so later calls start clean
+    return false;
+  }
+  return n > 0;
+}
+
+void check_supported(const core::Problem& p, DType dtype) {
+  SA_CHECK(dtype == DType::bf16 || dtype == DType::f16, "q.dtype (", to_string(dtype),
+           ") is not supported by the CUDA backend (bfloat16 or float16)");
+  SA_CHECK(p.head_dim == 64 || p.head_dim == 128, "q.head_dim (", p.head_dim,
+           ") is not supported by the CUDA backend (64 or 128)");
+  SA_CHECK(attention_supported(dtype, p.head_dim), "the CUDA backend needs a GPU of compute capability 8.0 or newer");
+}
+
+Selection select(const core::Problem& p, const TensorView& q, const TensorView& k, const SampleConfig& config,
+                 void* stream) {
+  const SelectPlan plan = make_plan(p, config);
+  const WorkspaceLayout layout = workspace_layout(plan);
+  StreamBuffer buffer(layout.bytes, static_cast<cudaStream_t>(stream));
+  const Workspace ws = carve_workspace(buffer.get(), layout.bytes, layout);
+  run_selection(plan, q, k, ws, stream);
+  return download_selection(plan, ws, stream);
+}
+
+void attend(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
+            const Selection& selection, const TensorView& out, float* lse, void* stream) {
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const std::int64_t heads = selection.num_heads_total();
+  const std::int64_t words = (p.seq_k + 31) / 32;
+  std::vector<std::int32_t> window(static_cast<std::size_t>(heads)), counts(static_cast<std::size_t>(heads));
+  std::vector<std::uint32_t> bitmap(static_cast<std::size_t>(heads * words), 0u);
+  for (std::int64_t bh = 0; bh < heads; ++bh) {
+    window[bh] = static_cast<std::int32_t>(std::min<std::int64_t>(selection.window[bh], p.seq_k));
+    counts[bh] = static_cast<std::int32_t>(selection.offsets[bh + 1] - selection.offsets[bh]);
+    for (std::int32_t j : selection.columns(bh)) bitmap[bh * words + j / 32] |= 1u << (j % 32);
+  }
+  const std::size_t n_idx = selection.indices.size();
+  const std::size_t off_window = 0;
+  const std::size_t off_counts = off_window + window.size() * 4;
+  const std::size_t off_offsets = (off_counts + counts.size() * 4 + 7) / 8 * 8;
+  const std::size_t off_bitmap = off_offsets + selection.offsets.size() * 8;
+  const std::size_t off_indices = off_bitmap + bitmap.size() * 4;
+  StreamBuffer buffer(off_indices + (n_idx > 0 ? n_idx : 1) * 4, s);
+  auto* base = static_cast<unsigned char*>(buffer.get());
+  upload(base + off_window, window, s);
+  upload(base + off_counts, counts, s);
+  upload(base + off_offsets, selection.offsets, s);
+  upload(base + off_bitmap, bitmap, s);
+  upload(base + off_indices, selection.indices, s);
+
+  AttentionParams ap = base_params(p, q, k, v, out, lse);
+  ap.window = reinterpret_cast<const std::int32_t*>(base + off_window);
+  ap.col_counts = reinterpret_cast<const std::int32_t*>(base + off_counts);
+  ap.col_offsets = reinterpret_cast<const std::int64_t*>(base + off_offsets);
+  ap.col_bitmap = reinterpret_cast<const std::uint32_t*>(base + off_bitmap);
+  ap.col_indices = reinterpret_cast<const std::int32_t*>(base + off_indices);
+  ap.bitmap_words = words;
+  ap.dense_tail = selection.dense_tail;
+  run_attention(ap, stream);
+}
+
+void dense(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
+           const TensorView& out, float* lse, void* stream) {
+  run_attention(base_params(p, q, k, v, out, lse), stream);
+}
+
+void sample_attention(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
+                      const TensorView& out, float* lse, const SampleConfig& config, void* stream,
+                      Selection* selection_out) {
+  const SelectPlan plan = make_plan(p, config);
+  const WorkspaceLayout layout = workspace_layout(plan);
+  StreamBuffer buffer(layout.bytes, static_cast<cudaStream_t>(stream));
+  const Workspace ws = carve_workspace(buffer.get(), layout.bytes, layout);
+  run_selection(plan, q, k, ws, stream);
+  run_sparse_attention(plan, q, k, v, out, lse, ws, stream);
+  if (selection_out != nullptr) *selection_out = download_selection(plan, ws, stream);
+}
+
+}  // namespace sampleattn::cuda

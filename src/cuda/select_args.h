@@ -1,0 +1,57 @@
+// Plain parameter structs of the selection kernels (stage 1: select_stage1*.cu, stage 2: select_stage2.cu),
+// built on the host by workspace.cpp from a validated Problem and SampleConfig. No CUDA types.
+#pragma once
+
+#include <cstdint>
+
+#include "sampleattn/tensor.h"
+
+namespace sampleattn::cuda {
+
+// Per-head statistics as stage 2 leaves them on the device (copied to HeadStats on request).
+struct DeviceHeadStats {
+  std::int64_t kept_columns;
+  std::int64_t kept_entries;  // band + stripes + dense tail, each entry once (core::count_entries)
+  double sampled_coverage;    // NaN when the head's column scores were not finite (fallback: every column)
+};
+
+// Stage 1: sampled-row log-sum-exp (pass 1), then column scores (pass 2).
+struct Stage1Args {
+  const void* q = nullptr;  // [B, Sq, Hq, d], head_dim contiguous
+  const void* k = nullptr;  // [B, Sk, Hkv, d], head_dim contiguous
+  std::int64_t q_stride[3]{}, k_stride[3]{};  // batch, seq, head strides in elements
+  std::int64_t batch = 0, seq_q = 0, seq_k = 0, q_heads = 0, kv_heads = 0, group = 1;
+  std::int64_t num_sampled = 0;  // n: sampled row i is t_i = floor((i + 1) * Sq / n) - 1
+  std::int64_t window = 1;       // w (core::window_size)
+  std::int64_t dense_tail = 0;   // clipped to Sq
+  float scale_log2 = 1.0f;       // softmax scale * log2(e): scores are handled in base 2
+  bool causal = true;
+  bool aligned = true;           // q and k rows start on 16-byte boundaries (cp.async); else plain loads
+  float* lse2 = nullptr;         // [B * Hq, n]: log2-sum-exp2 of each sampled row (pass 1 writes, pass 2 reads)
+  float* colscore = nullptr;     // [B * Hq, Sk]: sum over sampled rows of P[row, j]
+  float* inside = nullptr;       // [B * Hq, Sk]: the part of colscore inside the rows' bands or dense tail
+};
+
+// Stage 2: per head, the columns reaching alpha, their bitmap and the head's statistics.
+struct Stage2Args {
+  const float* colscore = nullptr;
+  const float* inside = nullptr;
+  std::int32_t* indices = nullptr;   // [B * Hq, Sk]: head bh's kept columns at bh * Sk, ascending
+  std::int64_t* offsets = nullptr;   // [B * Hq + 1]: offsets[bh] = bh * Sk (fixed capacity per head)
+  std::int32_t* counts = nullptr;    // [B * Hq]
+  std::int32_t* window = nullptr;    // [B * Hq]
+  std::uint32_t* bitmap = nullptr;   // [B * Hq, bitmap_words]
+  DeviceHeadStats* stats = nullptr;  // [B * Hq]
+  std::int64_t heads_total = 0, seq_q = 0, seq_k = 0, window_size = 1, dense_tail = 0, sink_tokens = 0;
+  std::int64_t bitmap_words = 0;
+  std::int64_t base_entries = 0;     // entries kept whatever the columns are (band + tail), per head
+  double alpha = 0.95;
+  float fixed_scale = 1.0f;          // 2^F: scores are summed as uint64 fixed point (order-independent)
+  bool causal = true;
+};
+
+// Launchers (select_stage1_*.cu, select_stage2.cu): enqueue on `stream`, throw sampleattn::Error on failure.
+void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, void* stream);
+void launch_stage2(const Stage2Args& args, void* stream);
+
+}  // namespace sampleattn::cuda

@@ -1,0 +1,14 @@
+// Stage 1 kernel instances for bf16 (head_dim 64 and 128); the kernels live in select_stage1.cuh.
+#include "cuda/select_stage1.cuh"
+
+namespace sampleattn::cuda {
+
+void launch_stage1_bf16(const Stage1Args& args, std::int64_t head_dim, cudaStream_t stream) {
+  if (head_dim == 64) {
+    sel::launch_stage1_instance<__nv_bfloat16, 64>(args, stream);
+  } else {
+    sel::launch_stage1_instance<__nv_bfloat16, 128>(args, stream);
+  }
+}
+
+}  // namespace sampleattn::cuda

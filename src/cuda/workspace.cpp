@@ -1,0 +1,238 @@
+// Workspace plan and layout, the stage 1 / stage 2 / attention sequence on one stream, and the copy of a
+// selection back to the host (workspace.h).
+#include "cuda/workspace.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "core/schedule.h"
+#include "cuda/attention.h"
+#include "cuda/check.h"
+#include "sampleattn/error.h"
+
+namespace sampleattn::cuda {
+namespace {
+
+constexpr std::size_t kAlign = 256;
+
+std::size_t align_up(std::size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+
+void copy_strides(const TensorView& t, std::int64_t (&dst)[3]) {
+  for (int i = 0; i < 3; ++i) dst[i] = t.stride[i];
+}
+
+bool rows_aligned16(const TensorView& t) {
+  return reinterpret_cast<std::uintptr_t>(t.data) % 16 == 0 && t.stride[0] % 8 == 0 && t.stride[1] % 8 == 0 &&
+         t.stride[2] % 8 == 0;
+}
+
+void check_device_view(const TensorView& t, const char* name) {
+  SA_CHECK(t.device == Device::cuda, name, ".device is ", to_string(t.device), ", the CUDA backend needs cuda");
+  SA_CHECK(t.stride[3] == 1 || t.shape[3] == 1, name, ".stride[3] (", t.stride[3],
+           ") must be 1 on the CUDA backend (head_dim contiguous)");
+  SA_CHECK(reinterpret_cast<std::uintptr_t>(t.data) % 2 == 0, name, ".data is not 2-byte aligned");
+}
+
+// Fractional bits of the fixed-point sums in stage 2: the total of the column scores is n (each sampled row's
+// probabilities sum to 1), so n * 2^F must stay well inside 64 bits. 2^-40 per column is far below the fp32
+// rounding of the scores themselves.
+float fixed_scale(std::int64_t n) {
+  int bits = 0;
+  while ((std::int64_t{1} << bits) <= n) ++bits;
+  const int f = std::min(40, 61 - bits);
+  return std::ldexp(1.0f, f);
+}
+
+}  // namespace
+
+SelectPlan make_plan(const core::Problem& p, const SampleConfig& config) {
+  SA_CHECK(p.seq_k <= std::numeric_limits<std::int32_t>::max() - 256, "k.seq (", p.seq_k,
+           ") must be below 2^31 - 256 on the CUDA backend (int32 column indices)");
+  SA_CHECK(p.batch <= 65535 && p.kv_heads <= 65535, "batch (", p.batch, ") and k.heads (", p.kv_heads,
+           ") must be <= 65535 on the CUDA backend");
+  SelectPlan plan;
+  plan.problem = p;
+  plan.heads_total = p.batch * p.q_heads;
+  plan.num_sampled = std::clamp<std::int64_t>(core::ceil_ratio(config.sample_ratio, p.seq_q), 1, p.seq_q);
+  plan.window = core::window_size(config, p.seq_k);
+  plan.dense_tail = std::min(config.dense_tail, p.seq_q);
+  plan.dense_tail_config = config.dense_tail;
+  plan.sink_tokens = config.sink_tokens;
+  plan.alpha = config.alpha;
+  plan.bitmap_words = (p.seq_k + 31) / 32;
+  const core::EntryCount base = core::count_entries(p, plan.window, plan.dense_tail, nullptr, 0);
+  plan.base_entries = base.kept;
+  plan.visible_entries = base.visible;
+  SA_CHECK(plan.heads_total <= std::numeric_limits<std::int32_t>::max(), "batch * q.heads (", plan.heads_total,
+           ") exceeds the CUDA grid");
+  return plan;
+}
+
+WorkspaceLayout workspace_layout(const SelectPlan& plan) {
+  const std::size_t heads = static_cast<std::size_t>(plan.heads_total);
+  const std::size_t sk = static_cast<std::size_t>(plan.problem.seq_k);
+  WorkspaceLayout l;
+  std::size_t at = 0;
+  auto place = [&at](std::size_t bytes) {
+    const std::size_t here = at;
+    at = align_up(at + bytes);
+    return here;
+  };
+  l.lse2 = place(heads * static_cast<std::size_t>(plan.num_sampled) * sizeof(float));
+  l.colscore = place(heads * sk * sizeof(float));
+  l.inside = place(heads * sk * sizeof(float));
+  l.indices = place(heads * sk * sizeof(std::int32_t));
+  l.offsets = place((heads + 1) * sizeof(std::int64_t));
+  l.counts = place(heads * sizeof(std::int32_t));
+  l.window = place(heads * sizeof(std::int32_t));
+  l.bitmap = place(heads * static_cast<std::size_t>(plan.bitmap_words) * sizeof(std::uint32_t));
+  l.stats = place(heads * sizeof(DeviceHeadStats));
+  l.bytes = at;
+  return l;
+}
+
+Workspace carve_workspace(void* base, std::size_t bytes, const WorkspaceLayout& l) {
+  SA_CHECK(base != nullptr, "workspace is null");
+  SA_CHECK(reinterpret_cast<std::uintptr_t>(base) % kAlign == 0, "workspace must be ", kAlign,
+           "-byte aligned (cudaMalloc memory is)");
+  SA_CHECK(bytes >= l.bytes, "workspace_bytes (", bytes, ") is smaller than sample_attention_workspace_size (",
+           l.bytes, ")");
+  auto* b = static_cast<unsigned char*>(base);
+  return Workspace{reinterpret_cast<float*>(b + l.lse2),          reinterpret_cast<float*>(b + l.colscore),
+                   reinterpret_cast<float*>(b + l.inside),        reinterpret_cast<std::int32_t*>(b + l.indices),
+                   reinterpret_cast<std::int64_t*>(b + l.offsets), reinterpret_cast<std::int32_t*>(b + l.counts),
+                   reinterpret_cast<std::int32_t*>(b + l.window),  reinterpret_cast<std::uint32_t*>(b + l.bitmap),
+                   reinterpret_cast<DeviceHeadStats*>(b + l.stats)};
+}
+
+void run_selection(const SelectPlan& plan, const TensorView& q, const TensorView& k, const Workspace& ws,
+                   void* stream) {
+  const core::Problem& p = plan.problem;
+  check_device_view(q, "q");
+  check_device_view(k, "k");
+  Stage1Args a;
+  a.q = q.data;
+  a.k = k.data;
+  copy_strides(q, a.q_stride);
+  copy_strides(k, a.k_stride);
+  a.batch = p.batch;
+  a.seq_q = p.seq_q;
+  a.seq_k = p.seq_k;
+  a.q_heads = p.q_heads;
+  a.kv_heads = p.kv_heads;
+  a.group = p.group();
+  a.num_sampled = plan.num_sampled;
+  a.window = plan.window;
+  a.dense_tail = plan.dense_tail;
+  a.scale_log2 = p.scale * 1.4426950408889634f;
+  a.causal = p.causal;
+  a.aligned = rows_aligned16(q) && rows_aligned16(k);
+  a.lse2 = ws.lse2;
+  a.colscore = ws.colscore;
+  a.inside = ws.inside;
+  launch_stage1(a, q.dtype, p.head_dim, stream);
+
+  Stage2Args c;
+  c.colscore = ws.colscore;
+  c.inside = ws.inside;
+  c.indices = ws.indices;
+  c.offsets = ws.offsets;
+  c.counts = ws.counts;
+  c.window = ws.window;
+  c.bitmap = ws.bitmap;
+  c.stats = ws.stats;
+  c.heads_total = plan.heads_total;
+  c.seq_q = p.seq_q;
+  c.seq_k = p.seq_k;
+  c.window_size = plan.window;
+  c.dense_tail = plan.dense_tail;
+  c.sink_tokens = plan.sink_tokens;
+  c.bitmap_words = plan.bitmap_words;
+  c.base_entries = plan.base_entries;
+  c.alpha = plan.alpha;
+  c.fixed_scale = fixed_scale(plan.num_sampled);
+  c.causal = p.causal;
+  launch_stage2(c, stream);
+}
+
+void run_sparse_attention(const SelectPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
+                          const TensorView& out, float* lse, const Workspace& ws, void* stream) {
+  const core::Problem& p = plan.problem;
+  AttentionParams ap;
+  ap.q = q.data;
+  ap.k = k.data;
+  ap.v = v.data;
+  ap.out = out.data;
+  ap.lse = lse;
+  for (int i = 0; i < 4; ++i) {
+    ap.q_stride[i] = q.stride[i];
+    ap.k_stride[i] = k.stride[i];
+    ap.v_stride[i] = v.stride[i];
+    ap.out_stride[i] = out.stride[i];
+  }
+  ap.batch = p.batch;
+  ap.seq_q = p.seq_q;
+  ap.seq_k = p.seq_k;
+  ap.q_heads = p.q_heads;
+  ap.kv_heads = p.kv_heads;
+  ap.head_dim = p.head_dim;
+  ap.dtype = q.dtype;
+  ap.scale = p.scale;
+  ap.causal = p.causal;
+  ap.window = ws.window;
+  ap.col_indices = ws.indices;
+  ap.col_offsets = ws.offsets;
+  ap.col_counts = ws.counts;
+  ap.col_bitmap = ws.bitmap;
+  ap.bitmap_words = plan.bitmap_words;
+  ap.dense_tail = plan.dense_tail;
+  run_attention(ap, stream);
+}
+
+Selection download_selection(const SelectPlan& plan, const Workspace& ws, void* stream) {
+  const core::Problem& p = plan.problem;
+  const std::int64_t heads = plan.heads_total;
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  std::vector<std::int32_t> counts(static_cast<std::size_t>(heads));
+  std::vector<DeviceHeadStats> stats(static_cast<std::size_t>(heads));
+  std::vector<std::int32_t> indices(static_cast<std::size_t>(heads * p.seq_k));
+  SA_CUDA_CHECK(cudaMemcpyAsync(counts.data(), ws.counts, counts.size() * sizeof(std::int32_t),
+                                cudaMemcpyDeviceToHost, s));
+  SA_CUDA_CHECK(cudaMemcpyAsync(stats.data(), ws.stats, stats.size() * sizeof(DeviceHeadStats),
+                                cudaMemcpyDeviceToHost, s));
+  SA_CUDA_CHECK(cudaMemcpyAsync(indices.data(), ws.indices, indices.size() * sizeof(std::int32_t),
+                                cudaMemcpyDeviceToHost, s));
+  SA_CUDA_CHECK(cudaStreamSynchronize(s));
+
+  Selection sel;
+  sel.batch = p.batch;
+  sel.heads = p.q_heads;
+  sel.seq_q = p.seq_q;
+  sel.seq_k = p.seq_k;
+  sel.causal = p.causal;
+  sel.dense_tail = plan.dense_tail_config;
+  sel.window.assign(static_cast<std::size_t>(heads), plan.window);
+  sel.offsets.assign(1, 0);
+  sel.stats.resize(static_cast<std::size_t>(heads));
+  for (std::int64_t bh = 0; bh < heads; ++bh) {
+    const std::int32_t* first = indices.data() + bh * p.seq_k;
+    sel.indices.insert(sel.indices.end(), first, first + counts[bh]);
+    sel.offsets.push_back(static_cast<std::int64_t>(sel.indices.size()));
+    HeadStats& h = sel.stats[bh];
+    h.kept_columns = stats[bh].kept_columns;
+    h.kept_entries = stats[bh].kept_entries;
+    h.visible_entries = plan.visible_entries;
+    h.density = plan.visible_entries > 0
+                    ? static_cast<double>(h.kept_entries) / static_cast<double>(plan.visible_entries)
+                    : 0.0;
+    h.sampled_coverage = stats[bh].sampled_coverage;
+  }
+  return sel;
+}
+
+}  // namespace sampleattn::cuda

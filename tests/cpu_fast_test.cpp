@@ -1,0 +1,410 @@
+// The fast CPU backend (src/cpu/fast.h) against the CPU reference, through the public API, on fresh random
+// inputs over awkward shapes (Sk = 1, 17, 97, 1025, 4097; Sq < Sk; GQA 1/4/8; d 8..256; batch 2), all three
+// dtypes, strided views and causal / non-causal masks. Outputs start poisoned (NaN), so an element the
+// backend forgot fails the comparison. Both kernel sets (AVX2 where present, portable) are checked.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/half.h"
+#include "core/schedule.h"
+#include "cpu/fast_kernels.h"
+#include "sampleattn/api.h"
+#include "support/host_tensor.h"
+#include "tolerance.h"
+
+namespace sampleattn {
+namespace {
+
+using test::HostTensor;
+using test::Layout;
+
+const ExecOptions kRef{Backend::cpu_reference};
+
+ExecOptions fast_options(int threads = 0) {
+  ExecOptions o;
+  o.backend = Backend::cpu;
+  o.num_threads = threads;
+  return o;
+}
+
+struct Case {
+  std::int64_t batch, sq, sk, hq, hkv, d;
+  bool causal;
+  DType dtype;
+  Layout layout;
+};
+
+std::string describe(const Case& c) {
+  std::ostringstream os;
+  os << "B" << c.batch << " Sq" << c.sq << " Sk" << c.sk << " Hq" << c.hq << " Hkv" << c.hkv << " d" << c.d
+     << (c.causal ? " causal " : " non-causal ") << to_string(c.dtype) << " layout " << static_cast<int>(c.layout);
+  return os.str();
+}
+
+struct Inputs {
+  HostTensor q, k, v;
+};
+
+// q in the case's layout, k and v in the two others (every layout is exercised as K/V too).
+Inputs make_inputs(const Case& c, std::mt19937_64& rng) {
+  const Layout others[3][2] = {{Layout::bhsd, Layout::padded}, {Layout::padded, Layout::bshd}, {Layout::bshd, Layout::bhsd}};
+  const int li = static_cast<int>(c.layout);
+  Inputs in{HostTensor(c.dtype, c.batch, c.sq, c.hq, c.d, c.layout),
+            HostTensor(c.dtype, c.batch, c.sk, c.hkv, c.d, others[li][0]),
+            HostTensor(c.dtype, c.batch, c.sk, c.hkv, c.d, others[li][1])};
+  in.q.fill_random(rng);
+  in.k.fill_random(rng);
+  in.v.fill_random(rng);
+  return in;
+}
+
+// Small and awkward shapes that the reference runs in well under a second, over every dtype and layout.
+std::vector<Case> small_cases() {
+  const std::vector<std::array<std::int64_t, 6>> shapes = {
+      {1, 1, 1, 1, 1, 64},    {1, 17, 17, 4, 1, 64},   {2, 97, 97, 8, 1, 128}, {1, 13, 97, 4, 2, 128},
+      {1, 33, 50, 2, 2, 72},  {1, 20, 40, 1, 1, 256},  {1, 5, 9, 3, 1, 8},     {2, 70, 130, 2, 2, 64},
+      {1, 150, 150, 2, 2, 40}};
+  std::vector<Case> cases;
+  int i = 0;
+  for (const auto& s : shapes)
+    for (DType dt : {DType::f32, DType::f16, DType::bf16}) {
+      const Layout layout = static_cast<Layout>(i % 3);
+      const bool causal = (i % 4) != 3;
+      cases.push_back({s[0], s[1], s[2], s[3], s[4], s[5], causal, dt, layout});
+      ++i;
+    }
+  return cases;
+}
+
+// Longer sequences, one dtype each (the fp64 reference takes a few seconds here).
+std::vector<Case> long_cases() {
+  return {{1, 1025, 1025, 2, 1, 64, true, DType::bf16, Layout::bhsd},
+          {1, 40, 1025, 4, 4, 128, true, DType::f16, Layout::padded},
+          {1, 64, 4097, 8, 2, 128, true, DType::bf16, Layout::bshd},
+          {1, 300, 1025, 2, 2, 64, false, DType::f32, Layout::bshd}};
+}
+
+std::vector<float> poisoned_lse(const Case& c) {
+  return std::vector<float>(static_cast<std::size_t>(c.batch * c.hq * c.sq), std::nanf(""));
+}
+
+// The output of a fast run against the reference's: max |diff| within the dtype's tolerance times max |v|
+// (the outputs are convex combinations of v rows), lse within its tolerance, nothing left unwritten.
+void expect_close(const Case& c, const HostTensor& v, const HostTensor& out, const HostTensor& ref_out,
+                  const std::vector<float>& lse, const std::vector<float>& ref_lse) {
+  const test::Tolerance tol = test::tolerance(c.dtype);
+  const double scale = std::max(1.0, test::max_abs(v));
+  EXPECT_LE(test::max_abs_diff(out, ref_out), tol.out * scale) << describe(c);
+  EXPECT_LE(test::max_abs_diff(lse, ref_lse), tol.lse) << describe(c);
+}
+
+AttnParams params_of(const Case& c) {
+  AttnParams p;
+  p.causal = c.causal;
+  return p;
+}
+
+TEST(CpuFast, DenseMatchesReference) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::vector<Case> cases = small_cases();
+  for (const Case& c : long_cases()) cases.push_back(c);
+  for (const Case& c : cases) {
+    Inputs in = make_inputs(c, rng);
+    HostTensor out(c.dtype, c.batch, c.sq, c.hq, c.d, Layout::padded), ref(DType::f32, c.batch, c.sq, c.hq, c.d);
+    std::vector<float> lse = poisoned_lse(c), ref_lse = poisoned_lse(c);
+    dense_attention(in.q.view(), in.k.view(), in.v.view(), out.view(), lse.data(), params_of(c), fast_options());
+    dense_attention(in.q.view(), in.k.view(), in.v.view(), ref.view(), ref_lse.data(), params_of(c), kRef);
+    expect_close(c, in.v, out, ref, lse, ref_lse);
+  }
+}
+
+TEST(CpuFast, AttendMatchesReferenceOnRandomSelections) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::vector<Case> cases = small_cases();
+  for (const Case& c : long_cases()) cases.push_back(c);
+  int i = 0;
+  for (const Case& c : cases) {
+    Inputs in = make_inputs(c, rng);
+    // Windows from 1 (diagonal only) past Sk, columns from none to all, some rows in a dense tail.
+    const std::int64_t windows[] = {1, 3, 16, c.sk / 5 + 1, c.sk + 7};
+    const std::int64_t window = windows[i % 5];
+    const std::int64_t columns = (i % 7 == 0) ? 0 : (i % 7 == 1 ? c.sk : std::max<std::int64_t>(1, c.sk / 8));
+    const std::int64_t tail = (i % 3 == 0) ? c.sq / 4 : 0;
+    ++i;
+    const Selection sel = test::random_selection(rng, c.batch, c.hq, c.sq, c.sk, c.causal, window, columns, tail);
+    HostTensor out(c.dtype, c.batch, c.sq, c.hq, c.d, c.layout), ref(DType::f32, c.batch, c.sq, c.hq, c.d);
+    std::vector<float> lse = poisoned_lse(c), ref_lse = poisoned_lse(c);
+    attend(in.q.view(), in.k.view(), in.v.view(), sel, out.view(), lse.data(), params_of(c), fast_options());
+    attend(in.q.view(), in.k.view(), in.v.view(), sel, ref.view(), ref_lse.data(), params_of(c), kRef);
+    SCOPED_TRACE("window " + std::to_string(window) + " columns " + std::to_string(columns) + " tail " +
+                 std::to_string(tail));
+    expect_close(c, in.v, out, ref, lse, ref_lse);
+  }
+}
+
+// fp64 stage-1 column scores of one head, computed here by brute force (SPEC step 2).
+std::vector<double> column_scores(const Case& c, const Inputs& in, const SampleConfig& config, std::int64_t b,
+                                  std::int64_t h) {
+  const std::int64_t kvh = h / (c.hq / c.hkv);
+  const double scale = 1.0 / std::sqrt(double(c.d));
+  std::vector<double> score(static_cast<std::size_t>(c.sk), 0.0);
+  for (std::int64_t r : core::sampled_rows(config.sample_ratio, c.sq)) {
+    const std::int64_t end = c.causal ? c.sk - c.sq + r + 1 : c.sk;
+    std::vector<double> s(static_cast<std::size_t>(end));
+    for (std::int64_t j = 0; j < end; ++j) {
+      double dot = 0.0;
+      for (std::int64_t x = 0; x < c.d; ++x) dot += double(in.q.at(b, r, h, x)) * in.k.at(b, j, kvh, x);
+      s[j] = dot * scale;
+    }
+    const double m = *std::max_element(s.begin(), s.end());
+    double sum = 0.0;
+    for (double x : s) sum += std::exp(x - m);
+    for (std::int64_t j = 0; j < end; ++j) score[j] += std::exp(s[j] - m) / sum;
+  }
+  return score;
+}
+
+// Whether the fast columns may differ from the reference's: every differing column's fp64 score ties
+// (within fp32 rounding of the fast path's sums) with a score at the reference's cut, and a different count
+// happens only where the running sum meets alpha * total within that rounding.
+::testing::AssertionResult same_selection_up_to_ties(std::span<const std::int32_t> fast, std::span<const std::int32_t> ref,
+                                                     const std::vector<double>& score, double alpha) {
+  if (std::equal(fast.begin(), fast.end(), ref.begin(), ref.end())) return ::testing::AssertionSuccess();
+  const std::int64_t n = static_cast<std::int64_t>(score.size());
+  std::vector<std::int32_t> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return score[a] > score[b]; });
+  const double total = std::accumulate(score.begin(), score.end(), 0.0);
+  const double target = alpha * total;
+  std::vector<double> cum(static_cast<std::size_t>(n + 1), 0.0);
+  for (std::int64_t i = 0; i < n; ++i) cum[i + 1] = cum[i] + score[order[i]];
+  std::int64_t cut = 0;  // the reference's greedy count
+  while (cut < n && cum[cut] < target && score[order[cut]] > 0) ++cut;
+  const double rel = 1e-5;
+  auto near = [&](double a, double b) { return std::abs(a - b) <= rel * std::max(std::abs(a), std::abs(b)) + 1e-12 * total; };
+  std::vector<std::int32_t> diff;
+  std::set_symmetric_difference(fast.begin(), fast.end(), ref.begin(), ref.end(), std::back_inserter(diff));
+  const double at_cut = cut > 0 ? score[order[cut - 1]] : 0.0, after_cut = cut < n ? score[order[cut]] : 0.0;
+  for (std::int32_t j : diff)
+    if (!near(score[j], at_cut) && !near(score[j], after_cut))
+      return ::testing::AssertionFailure() << "column " << j << " (score " << score[j] << ") differs; cut scores "
+                                           << at_cut << " / " << after_cut;
+  if (fast.size() != ref.size()) {
+    const bool crossing = std::abs(cum[cut] - target) <= rel * total || (cut > 0 && std::abs(cum[cut - 1] - target) <= rel * total);
+    if (!crossing)
+      return ::testing::AssertionFailure() << "column counts differ (" << fast.size() << " vs " << ref.size()
+                                           << ") away from the alpha crossing";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+void check_select(const Case& c, const SampleConfig& config, std::mt19937_64& rng) {
+  SCOPED_TRACE(describe(c) + " alpha " + std::to_string(config.alpha) + " tail " + std::to_string(config.dense_tail));
+  const Inputs in = make_inputs(c, rng);
+  const Selection fast = select(in.q.view(), in.k.view(), params_of(c), config, fast_options());
+  const Selection ref = select(in.q.view(), in.k.view(), params_of(c), config, kRef);
+  ASSERT_NO_THROW(fast.validate());
+  ASSERT_EQ(fast.window, ref.window);
+  ASSERT_EQ(fast.dense_tail, ref.dense_tail);
+  for (std::int64_t bh = 0; bh < ref.num_heads_total(); ++bh) {
+    const std::vector<double> score = column_scores(c, in, config, bh / c.hq, bh % c.hq);
+    EXPECT_TRUE(same_selection_up_to_ties(fast.columns(bh), ref.columns(bh), score, config.alpha)) << "head " << bh;
+    const bool same = std::ranges::equal(fast.columns(bh), ref.columns(bh));
+    if (same) {
+      EXPECT_EQ(fast.stats[bh].kept_entries, ref.stats[bh].kept_entries);
+      EXPECT_NEAR(fast.stats[bh].sampled_coverage, ref.stats[bh].sampled_coverage, 1e-5) << "head " << bh;
+    }
+    EXPECT_EQ(fast.stats[bh].visible_entries, ref.stats[bh].visible_entries);
+    EXPECT_GE(fast.stats[bh].sampled_coverage, config.alpha - 1e-5) << "head " << bh;
+  }
+}
+
+TEST(CpuFast, SelectMatchesReference) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  int i = 0;
+  for (const Case& c : small_cases()) {
+    SampleConfig config;
+    config.alpha = (i % 3 == 0) ? 0.8 : (i % 3 == 1 ? 0.95 : 1.0);
+    config.sample_ratio = (i % 2 == 0) ? 0.3 : 1.0;
+    config.window_ratio = 0.1;
+    config.min_window = (i % 4 == 0) ? 1 : 4;
+    config.sink_tokens = (i % 5 == 0) ? 2 : 0;
+    config.dense_tail = (i % 3 == 2) ? c.sq / 3 : 0;
+    ++i;
+    check_select(c, config, rng);
+  }
+  for (const Case& c : long_cases()) check_select(c, SampleConfig{}, rng);
+}
+
+TEST(CpuFast, SampleAttentionMatchesReferenceOnItsSelection) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (const Case& c : {Case{1, 1025, 1025, 4, 1, 128, true, DType::bf16, Layout::padded},
+                        Case{2, 200, 333, 4, 2, 64, true, DType::f16, Layout::bhsd},
+                        Case{1, 100, 257, 2, 1, 96, false, DType::f32, Layout::bshd}}) {
+    SCOPED_TRACE(describe(c));
+    Inputs in = make_inputs(c, rng);
+    SampleConfig config;
+    config.alpha = 0.9;
+    config.sample_ratio = 0.1;
+    config.window_ratio = 0.05;
+    config.min_window = 16;
+    config.dense_tail = 7;
+    HostTensor out(c.dtype, c.batch, c.sq, c.hq, c.d, c.layout), ref(DType::f32, c.batch, c.sq, c.hq, c.d);
+    std::vector<float> lse = poisoned_lse(c), ref_lse = poisoned_lse(c);
+    const Selection sel =
+        sample_attention(in.q.view(), in.k.view(), in.v.view(), out.view(), lse.data(), params_of(c), config, fast_options());
+    EXPECT_LT(sel.density(), 1.0);
+    attend(in.q.view(), in.k.view(), in.v.view(), sel, ref.view(), ref_lse.data(), params_of(c), kRef);
+    expect_close(c, in.v, out, ref, lse, ref_lse);
+  }
+}
+
+TEST(CpuFast, AlphaOneWithFullWindowEqualsDense) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (const Case& c : {Case{1, 300, 300, 4, 2, 64, true, DType::bf16, Layout::bshd},
+                        Case{1, 60, 200, 2, 1, 128, true, DType::f32, Layout::padded},
+                        Case{1, 90, 90, 2, 2, 64, false, DType::f16, Layout::bhsd}}) {
+    SCOPED_TRACE(describe(c));
+    Inputs in = make_inputs(c, rng);
+    SampleConfig config;
+    config.alpha = 1.0;
+    config.window_ratio = 1.0;
+    HostTensor sparse(DType::f32, c.batch, c.sq, c.hq, c.d), dense(DType::f32, c.batch, c.sq, c.hq, c.d);
+    std::vector<float> lse = poisoned_lse(c), dense_lse = poisoned_lse(c);
+    const Selection sel = sample_attention(in.q.view(), in.k.view(), in.v.view(), sparse.view(), lse.data(),
+                                           params_of(c), config, fast_options());
+    EXPECT_DOUBLE_EQ(sel.density(), 1.0);
+    dense_attention(in.q.view(), in.k.view(), in.v.view(), dense.view(), dense_lse.data(), params_of(c), fast_options());
+    // Same keys in the same chunks: only the chunk order may differ, so fp32 rounding only.
+    EXPECT_LE(test::max_abs_diff(sparse, dense), 1e-5 * std::max(1.0, test::max_abs(in.v)));
+    EXPECT_LE(test::max_abs_diff(lse, dense_lse), 1e-5);
+  }
+}
+
+TEST(CpuFast, ThreadCountDoesNotChangeResults) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Case c{2, 300, 500, 4, 2, 64, true, DType::bf16, Layout::bshd};
+  Inputs in = make_inputs(c, rng);
+  SampleConfig config;
+  config.window_ratio = 0.05;
+  config.sample_ratio = 0.2;
+  std::vector<HostTensor> outs;
+  std::vector<std::vector<float>> lses;
+  for (int threads : {1, 2, 5}) {
+    const Selection sel = select(in.q.view(), in.k.view(), params_of(c), config, fast_options(threads));
+    const Selection fixed = select(in.q.view(), in.k.view(), params_of(c), config, fast_options(1));
+    EXPECT_EQ(sel.indices.size(), fixed.indices.size());
+    outs.emplace_back(DType::f32, c.batch, c.sq, c.hq, c.d);
+    lses.push_back(poisoned_lse(c));
+    attend(in.q.view(), in.k.view(), in.v.view(), fixed, outs.back().view(), lses.back().data(), params_of(c),
+           fast_options(threads));
+  }
+  for (std::size_t i = 1; i < outs.size(); ++i) {
+    EXPECT_EQ(test::max_abs_diff(outs[i], outs[0]), 0.0);
+    EXPECT_EQ(test::max_abs_diff(lses[i], lses[0]), 0.0);
+  }
+}
+
+TEST(CpuFast, MixedOutputDtypeAndNoLse) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Case c{1, 77, 120, 2, 1, 64, true, DType::bf16, Layout::bshd};
+  Inputs in = make_inputs(c, rng);
+  for (DType out_dtype : {DType::f32, DType::f16, DType::bf16}) {
+    HostTensor out(out_dtype, c.batch, c.sq, c.hq, c.d, Layout::bhsd), ref(DType::f32, c.batch, c.sq, c.hq, c.d);
+    dense_attention(in.q.view(), in.k.view(), in.v.view(), out.view(), nullptr, params_of(c), fast_options());
+    dense_attention(in.q.view(), in.k.view(), in.v.view(), ref.view(), nullptr, params_of(c), kRef);
+    // The output is rounded once to its own dtype.
+    EXPECT_LE(test::max_abs_diff(out, ref), test::tolerance(out_dtype).out * std::max(1.0, test::max_abs(in.v)))
+        << to_string(out_dtype);
+  }
+}
+
+// Views whose head_dim elements are not adjacent (every other element of a wider buffer) take the
+// element-by-element conversion path.
+TEST(CpuFast, NonUnitElementStride) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const Case c{1, 50, 90, 4, 2, 32, true, DType::f16, Layout::bshd};
+  HostTensor q(c.dtype, c.batch, c.sq, c.hq, 2 * c.d), k(c.dtype, c.batch, c.sk, c.hkv, 2 * c.d),
+      v(c.dtype, c.batch, c.sk, c.hkv, 2 * c.d), out(c.dtype, c.batch, c.sq, c.hq, 2 * c.d);
+  q.fill_random(rng);
+  k.fill_random(rng);
+  v.fill_random(rng);
+  auto every_other = [&](const HostTensor& t) {
+    TensorView view = t.view();
+    view.shape[3] = c.d;
+    view.stride[3] = 2;
+    return view;
+  };
+  HostTensor ref(DType::f32, c.batch, c.sq, c.hq, c.d);
+  std::vector<float> lse = poisoned_lse(c), ref_lse = poisoned_lse(c);
+  dense_attention(every_other(q), every_other(k), every_other(v), every_other(out), lse.data(), {}, fast_options());
+  dense_attention(every_other(q), every_other(k), every_other(v), ref.view(), ref_lse.data(), {}, kRef);
+  double diff = 0.0;
+  for (std::int64_t r = 0; r < c.sq; ++r)
+    for (std::int64_t h = 0; h < c.hq; ++h)
+      for (std::int64_t x = 0; x < c.d; ++x) {
+        EXPECT_TRUE(std::isnan(out.at(0, r, h, 2 * x + 1))) << "wrote between the elements";
+        diff = std::max(diff, std::abs(double(out.at(0, r, h, 2 * x)) - ref.at(0, r, h, x)));
+      }
+  EXPECT_LE(diff, test::tolerance(c.dtype).out * std::max(1.0, test::max_abs(v)));
+  EXPECT_LE(test::max_abs_diff(lse, ref_lse), test::tolerance(c.dtype).lse);
+}
+
+// The portable kernel set on the same checks (the AVX2 set is what runs by default on this machine).
+class CpuFastPortable : public ::testing::Test {
+ protected:
+  void SetUp() override { cpu::fast::force_portable_kernels(true); }
+  void TearDown() override { cpu::fast::force_portable_kernels(false); }
+};
+
+TEST_F(CpuFastPortable, DenseAttendAndSelectMatchReference) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  int i = 0;
+  for (const Case& c : small_cases()) {
+    if (i++ % 2 != 0) continue;
+    Inputs in = make_inputs(c, rng);
+    HostTensor out(c.dtype, c.batch, c.sq, c.hq, c.d, c.layout), ref(DType::f32, c.batch, c.sq, c.hq, c.d);
+    std::vector<float> lse = poisoned_lse(c), ref_lse = poisoned_lse(c);
+    dense_attention(in.q.view(), in.k.view(), in.v.view(), out.view(), lse.data(), params_of(c), fast_options());
+    dense_attention(in.q.view(), in.k.view(), in.v.view(), ref.view(), ref_lse.data(), params_of(c), kRef);
+    expect_close(c, in.v, out, ref, lse, ref_lse);
+    const Selection sel = test::random_selection(rng, c.batch, c.hq, c.sq, c.sk, c.causal, 5, c.sk / 4 + 1, c.sq / 5);
+    attend(in.q.view(), in.k.view(), in.v.view(), sel, out.view(), lse.data(), params_of(c), fast_options());
+    attend(in.q.view(), in.k.view(), in.v.view(), sel, ref.view(), ref_lse.data(), params_of(c), kRef);
+    expect_close(c, in.v, out, ref, lse, ref_lse);
+  }
+  for (const Case& c : {small_cases()[4], small_cases()[22]}) {
+    SampleConfig config;
+    config.sample_ratio = 0.5;
+    config.dense_tail = 3;
+    check_select(c, config, rng);
+  }
+}
+
+}  // namespace
+}  // namespace sampleattn

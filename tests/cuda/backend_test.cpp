@@ -1,0 +1,435 @@
+// The CUDA backend end to end (src/cuda/backend.cpp, include/sampleattn/cuda.h) against the CPU reference:
+// sample_attention's selection vs the reference selection, its output and lse vs the fp64 reference
+// attention over the same selection; alpha = 1 vs dense; attend() with a host selection; the workspace API
+// on a non-default stream and under CUDA graph capture; the NaN/Inf policy end to end; argument errors; and
+// (SAMPLEATTN_LARGE_TESTS=1) a 1M-token prefill checked on a sample of rows in fp64. Outputs are poisoned
+// (NaN) before each run, so an unwritten element fails. Skips without a GPU.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/half.h"
+#include "core/problem.h"
+#include "cuda/device_util.h"
+#include "cuda/selection_check.h"
+#include "sampleattn/api.h"
+#include "sampleattn/cuda.h"
+#include "sampleattn/workload.h"
+#include "support/host_tensor.h"
+#include "tolerance.h"
+
+namespace sampleattn {
+namespace {
+
+using test::DeviceBuffer;
+using test::DeviceTensor;
+using test::HostTensor;
+using test::Layout;
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+ExecOptions on(Backend b) {
+  ExecOptions o;
+  o.backend = b;
+  return o;
+}
+
+struct E2ECase {
+  std::int64_t batch, seq_q, seq_k, q_heads, kv_heads, head_dim;
+  DType dtype;
+  Layout layout = Layout::bshd;
+  bool causal = true;
+  double alpha = 0.95;
+  std::int64_t sink = 0, tail = 0;
+  float q_scale = 2.0f;
+};
+
+std::string describe(const E2ECase& c) {
+  return "B" + std::to_string(c.batch) + " Sq" + std::to_string(c.seq_q) + " Sk" + std::to_string(c.seq_k) +
+         " Hq" + std::to_string(c.q_heads) + " Hkv" + std::to_string(c.kv_heads) + " d" +
+         std::to_string(c.head_dim) + " " + to_string(c.dtype) + " layout" +
+         std::to_string(static_cast<int>(c.layout)) + (c.causal ? " causal" : " non-causal") + " alpha" +
+         std::to_string(c.alpha) + " sink" + std::to_string(c.sink) + " tail" + std::to_string(c.tail);
+}
+
+// out / lse of the CUDA run against the fp64 reference attention over the selection the CUDA run used.
+void expect_attention_matches(const HostTensor& q, const HostTensor& k, const HostTensor& v,
+                              const Selection& sel, const HostTensor& out, const std::vector<float>& lse,
+                              const AttnParams& params) {
+  HostTensor ref(DType::f32, out.shape()[0], out.shape()[1], out.shape()[2], out.shape()[3]);
+  std::vector<float> ref_lse(lse.size(), kNaN);
+  attend(q.view(), k.view(), v.view(), sel, ref.view(), ref_lse.data(), params, on(Backend::cpu_reference));
+  const test::Tolerance tol = test::tolerance(q.dtype());
+  EXPECT_LE(test::max_abs_diff(out, ref), tol.out * test::max_abs(v));
+  EXPECT_LE(test::max_abs_diff(lse, ref_lse), tol.lse);
+}
+
+void run_e2e(const E2ECase& c, std::uint64_t seed) {
+  SCOPED_TRACE(describe(c) + " seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  HostTensor q(c.dtype, c.batch, c.seq_q, c.q_heads, c.head_dim, c.layout);
+  HostTensor k(c.dtype, c.batch, c.seq_k, c.kv_heads, c.head_dim, c.layout);
+  HostTensor v(c.dtype, c.batch, c.seq_k, c.kv_heads, c.head_dim, c.layout);
+  HostTensor out(c.dtype, c.batch, c.seq_q, c.q_heads, c.head_dim, c.layout);  // poisoned
+  q.fill_random(rng, c.q_scale);
+  k.fill_random(rng);
+  v.fill_random(rng);
+  DeviceTensor dq(q), dk(k), dv(v), dout(out);
+  std::vector<float> lse(static_cast<std::size_t>(c.batch * c.q_heads * c.seq_q), kNaN);
+  DeviceBuffer dlse(lse);
+  AttnParams params;
+  params.causal = c.causal;
+  SampleConfig cfg;
+  cfg.alpha = c.alpha;
+  cfg.sink_tokens = c.sink;
+  cfg.dense_tail = c.tail;
+  cfg.min_window = 4;
+  const Selection sel = sample_attention(dq.view(), dk.view(), dv.view(), dout.view(),
+                                         static_cast<float*>(dlse.get()), params, cfg, on(Backend::cuda));
+  dout.download(out);
+  dlse.download(lse.data());
+  const Selection ref = select(q.view(), k.view(), params, cfg, on(Backend::cpu_reference));
+  test::expect_selection_matches(sel, ref, core::make_problem(q.view(), k.view(), nullptr, params), q.view(),
+                                 k.view(), cfg);
+  expect_attention_matches(q, k, v, sel, out, lse, params);
+}
+
+class BackendCuda : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!test::has_gpu()) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+TEST_F(BackendCuda, SampleAttentionMatchesReference) {
+  const std::uint64_t seed = test::test_seed();
+  const E2ECase cases[] = {
+      {1, 1, 1, 1, 1, 64, DType::bf16},
+      {1, 17, 17, 4, 1, 128, DType::f16},
+      {2, 97, 97, 4, 4, 64, DType::bf16, Layout::bhsd, true, 0.9, 1, 3},
+      {1, 60, 97, 8, 1, 128, DType::bf16, Layout::padded},
+      {1, 1025, 1025, 8, 2, 128, DType::bf16, Layout::bshd, true, 0.95, 4, 16, 3.0f},
+      {1, 300, 1025, 4, 4, 64, DType::f16, Layout::bshd, false, 0.9},
+      {1, 700, 4097, 8, 1, 128, DType::f16, Layout::bshd, true, 0.8, 0, 0, 3.0f},
+  };
+  for (const E2ECase& c : cases) run_e2e(c, seed);
+}
+
+TEST_F(BackendCuda, StructuredWorkloadMatchesReference) {
+  const std::uint64_t seed = test::test_seed();
+  WorkloadConfig wc;
+  wc.seq_k = 4097;
+  wc.q_heads = 8;
+  wc.kv_heads = 2;
+  wc.head_dim = 128;
+  wc.dtype = DType::bf16;
+  wc.seed = seed;
+  const Workload w(wc);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  DeviceTensor dq(w.q(), test::view_bytes(w.q())), dk(w.k(), test::view_bytes(w.k())),
+      dv(w.v(), test::view_bytes(w.v()));
+  HostTensor out(DType::bf16, 1, w.seq_q(), wc.q_heads, wc.head_dim);
+  DeviceTensor dout(out);
+  std::vector<float> lse(static_cast<std::size_t>(wc.q_heads * w.seq_q()), kNaN);
+  DeviceBuffer dlse(lse);
+  const Selection sel = sample_attention(dq.view(), dk.view(), dv.view(), dout.view(),
+                                         static_cast<float*>(dlse.get()), {}, {}, on(Backend::cuda));
+  dout.download(out);
+  dlse.download(lse.data());
+  const Selection ref = select(w.q(), w.k(), {}, {}, on(Backend::cpu_reference));
+  test::expect_selection_matches(sel, ref, core::make_problem(w.q(), w.k(), nullptr, {}), w.q(), w.k(), {});
+  EXPECT_LT(sel.density(), 0.6) << "the structured workload should leave something to skip";
+  HostTensor ref_out(DType::f32, 1, w.seq_q(), wc.q_heads, wc.head_dim);
+  std::vector<float> ref_lse(lse.size(), kNaN);
+  attend(w.q(), w.k(), w.v(), sel, ref_out.view(), ref_lse.data(), {}, on(Backend::cpu_reference));
+  double vmax = 0.0;
+  for (std::int64_t j = 0; j < wc.seq_k; ++j)
+    for (std::int64_t h = 0; h < wc.kv_heads; ++h)
+      for (std::int64_t d = 0; d < wc.head_dim; ++d)
+        vmax = std::max<double>(vmax, std::fabs(core::load_element(w.v().data, DType::bf16, w.v().offset(0, j, h, d))));
+  EXPECT_LE(test::max_abs_diff(out, ref_out), test::tolerance(DType::bf16).out * vmax);
+  EXPECT_LE(test::max_abs_diff(lse, ref_lse), test::tolerance(DType::bf16).lse);
+}
+
+TEST_F(BackendCuda, AlphaOneEqualsDense) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  HostTensor q(DType::bf16, 1, 500, 4, 128), k(DType::bf16, 1, 1025, 1, 128), v(DType::bf16, 1, 1025, 1, 128);
+  HostTensor out(DType::bf16, 1, 500, 4, 128), dense_out(DType::bf16, 1, 500, 4, 128);
+  q.fill_random(rng);
+  k.fill_random(rng);
+  v.fill_random(rng);
+  DeviceTensor dq(q), dk(k), dv(v), dout(out), ddense(dense_out);
+  SampleConfig cfg;
+  cfg.alpha = 1.0;
+  const Selection sel = sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), nullptr, {}, cfg,
+                                         on(Backend::cuda));
+  dense_attention(dq.view(), dk.view(), dv.view(), ddense.view(), nullptr, {}, on(Backend::cuda));
+  dout.download(out);
+  ddense.download(dense_out);
+  HostTensor ref(DType::f32, 1, 500, 4, 128);
+  dense_attention(q.view(), k.view(), v.view(), ref.view(), nullptr, {}, on(Backend::cpu_reference));
+  const double tol = test::tolerance(DType::bf16).out * test::max_abs(v);
+  EXPECT_LE(test::max_abs_diff(out, ref), tol);
+  EXPECT_LE(test::max_abs_diff(dense_out, ref), tol);
+  EXPECT_DOUBLE_EQ(sel.min_sampled_coverage() > 1.0 - 1e-5 ? 1.0 : sel.min_sampled_coverage(), 1.0);
+}
+
+TEST_F(BackendCuda, AttendWithHostSelection) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  HostTensor q(DType::f16, 2, 300, 4, 64, Layout::bhsd), k(DType::f16, 2, 1025, 2, 64, Layout::bhsd),
+      v(DType::f16, 2, 1025, 2, 64, Layout::bhsd), out(DType::f16, 2, 300, 4, 64, Layout::bhsd);
+  q.fill_random(rng, 2.0f);
+  k.fill_random(rng);
+  v.fill_random(rng);
+  SampleConfig cfg;
+  cfg.dense_tail = 7;
+  cfg.sink_tokens = 2;
+  const Selection sel = select(q.view(), k.view(), {}, cfg, on(Backend::cpu_reference));
+  DeviceTensor dq(q), dk(k), dv(v), dout(out);
+  std::vector<float> lse(2 * 4 * 300, kNaN);
+  DeviceBuffer dlse(lse);
+  attend(dq.view(), dk.view(), dv.view(), sel, dout.view(), static_cast<float*>(dlse.get()), {}, on(Backend::cuda));
+  dout.download(out);
+  dlse.download(lse.data());
+  expect_attention_matches(q, k, v, sel, out, lse, {});
+}
+
+TEST_F(BackendCuda, WorkspaceApiUnderGraphCapture) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  HostTensor q(DType::bf16, 1, 1500, 8, 128), k(DType::bf16, 1, 2048, 2, 128), v(DType::bf16, 1, 2048, 2, 128);
+  HostTensor out(DType::bf16, 1, 1500, 8, 128);
+  q.fill_random(rng, 3.0f);
+  k.fill_random(rng);
+  v.fill_random(rng);
+  DeviceTensor dq(q), dk(k), dv(v), dout(out);
+  std::vector<float> lse(8 * 1500, kNaN);
+  DeviceBuffer dlse(lse);
+  SampleConfig cfg;
+  cfg.sink_tokens = 1;
+  const std::size_t bytes = cuda::sample_attention_workspace_size(dq.view(), dk.view(), {}, cfg);
+  DeviceBuffer ws(bytes);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+
+  // Eager run on the stream.
+  cuda::sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), static_cast<float*>(dlse.get()), {}, cfg,
+                         ws.get(), bytes, stream);
+  const Selection eager = cuda::selection_from_workspace(dq.view(), dk.view(), {}, cfg, ws.get(), bytes, stream);
+  HostTensor eager_out = out;
+  dout.download(eager_out);
+  std::vector<float> eager_lse(lse.size());
+  dlse.download(eager_lse.data());
+
+  // Same call captured into a graph, outputs poisoned again, graph replayed twice.
+  dout.upload(out);
+  dlse.upload(lse.data());
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  cuda::sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), static_cast<float*>(dlse.get()), {}, cfg,
+                         ws.get(), bytes, stream);
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  const Selection replay = cuda::selection_from_workspace(dq.view(), dk.view(), {}, cfg, ws.get(), bytes, stream);
+  HostTensor graph_out = out;
+  dout.download(graph_out);
+  std::vector<float> graph_lse(lse.size());
+  dlse.download(graph_lse.data());
+  EXPECT_EQ(test::max_abs_diff(graph_out, eager_out), 0.0) << "graph replay must reproduce the eager run";
+  EXPECT_EQ(test::max_abs_diff(graph_lse, eager_lse), 0.0);
+  EXPECT_EQ(replay.indices, eager.indices);
+  EXPECT_EQ(replay.offsets, eager.offsets);
+
+  const Selection ref = select(q.view(), k.view(), {}, cfg, on(Backend::cpu_reference));
+  test::expect_selection_matches(eager, ref, core::make_problem(q.view(), k.view(), nullptr, {}), q.view(),
+                                 k.view(), cfg);
+  expect_attention_matches(q, k, v, eager, graph_out, graph_lse, {});
+
+  EXPECT_THROW(cuda::sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), nullptr, {}, cfg, ws.get(),
+                                      bytes - 1, stream),
+               Error);
+  EXPECT_THROW(cuda::sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), nullptr, {}, cfg, nullptr,
+                                      bytes, stream),
+               Error);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+// NaN in one key of KV head 1: its query heads keep every column, so every row that sees the key is NaN
+// (as in dense attention) and the rows before it are exact; the other KV head is untouched.
+TEST_F(BackendCuda, NonFiniteInputPropagatesLikeDense) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const std::int64_t s = 400, bad_key = 150;
+  HostTensor q(DType::bf16, 1, s, 4, 64), k(DType::bf16, 1, s, 2, 64), v(DType::bf16, 1, s, 2, 64),
+      out(DType::bf16, 1, s, 4, 64);
+  q.fill_random(rng, 2.0f);
+  k.fill_random(rng);
+  v.fill_random(rng);
+  k.set(0, bad_key, 1, 3, kNaN);
+  DeviceTensor dq(q), dk(k), dv(v), dout(out);
+  const Selection sel =
+      sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), nullptr, {}, {}, on(Backend::cuda));
+  dout.download(out);
+  for (std::int64_t h = 0; h < 4; ++h) {
+    for (std::int64_t r = 0; r < s; ++r) {
+      const bool expect_nan = h >= 2 && r >= bad_key;
+      bool any_nan = false, all_nan = true;
+      for (std::int64_t d = 0; d < 64; ++d) {
+        const bool n = std::isnan(out.at(0, r, h, d));
+        any_nan |= n;
+        all_nan &= n;
+      }
+      if (expect_nan) {
+        EXPECT_TRUE(all_nan) << "head " << h << " row " << r;
+      } else {
+        EXPECT_FALSE(any_nan) << "head " << h << " row " << r;
+      }
+    }
+    if (h >= 2) {
+      EXPECT_EQ(sel.stats[h].kept_columns, s);
+      EXPECT_TRUE(std::isnan(sel.stats[h].sampled_coverage));
+    }
+  }
+}
+
+TEST_F(BackendCuda, SmallCasesForSanitizers) {
+  // Small enough for compute-sanitizer memcheck / racecheck: selection (both stage 1 passes, stage 2) and the
+  // sparse attention, aligned and unaligned loads, GQA, partial tiles, sinks and tail.
+  const std::uint64_t seed = test::test_seed();
+  const E2ECase cases[] = {
+      {1, 90, 150, 4, 2, 64, DType::bf16, Layout::bshd, true, 0.9, 2, 5},
+      {1, 70, 130, 2, 1, 128, DType::f16, Layout::padded, false, 0.95},
+  };
+  for (const E2ECase& c : cases) run_e2e(c, seed);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 1M tokens (SAMPLEATTN_LARGE_TESTS=1): Sq = Sk = 2^20, Hq 4, Hkv 1, d 128, bf16. q and k carry 64 heavy
+// key columns (a shared direction in dimension 0) so that the selection has something to find; the output
+// is checked on a few rows in fp64 against the sparse attention over the GPU's own selection.
+
+float hash_uniform(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  x ^= x >> 31;
+  return (static_cast<float>(x >> 40) / 16777216.0f - 0.5f) * 3.4641016f;  // unit variance
+}
+
+void parallel_for(std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& body) {
+  const std::int64_t threads = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (std::int64_t t = 0; t < threads; ++t)
+    pool.emplace_back(body, n * t / threads, n * (t + 1) / threads);
+  for (auto& th : pool) th.join();
+}
+
+TEST_F(BackendCuda, MillionTokensOnSampledRows) {
+  const char* flag = std::getenv("SAMPLEATTN_LARGE_TESTS");
+  if (flag == nullptr || std::string(flag) != "1") GTEST_SKIP() << "set SAMPLEATTN_LARGE_TESTS=1";
+  const std::int64_t s = std::int64_t{1} << 20, hq = 4, hkv = 1, d = 128;
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::vector<std::uint16_t> q(static_cast<std::size_t>(s * hq * d)), k(static_cast<std::size_t>(s * hkv * d)),
+      v(k.size());
+  std::vector<char> heavy(static_cast<std::size_t>(s), 0);
+  for (int i = 0; i < 64; ++i) heavy[(seed * 7919 + static_cast<std::uint64_t>(i) * 16381) % s] = 1;
+  parallel_for(s, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t j = lo; j < hi; ++j) {
+      for (std::int64_t e = 0; e < hq * d; ++e) {
+        const float x = e % d == 0 ? 12.0f : hash_uniform(seed * 3 + static_cast<std::uint64_t>(j * hq * d + e));
+        q[j * hq * d + e] = core::float_to_bf16(x);
+      }
+      for (std::int64_t e = 0; e < d; ++e) {
+        const float x = e == 0 ? (heavy[j] ? 12.0f : 0.0f)
+                               : hash_uniform(seed * 5 + 1 + static_cast<std::uint64_t>(j * d + e));
+        k[j * d + e] = core::float_to_bf16(x);
+        v[j * d + e] = core::float_to_bf16(hash_uniform(seed * 11 + 2 + static_cast<std::uint64_t>(j * d + e)));
+      }
+    }
+  });
+  DeviceBuffer dq(q), dk(k), dv(v), dout(q.size() * 2), dlse(static_cast<std::size_t>(hq * s) * 4);
+  ASSERT_EQ(cudaMemset(dout.get(), 0xff, dout.bytes()), cudaSuccess);  // 0xffff = bf16 NaN
+  ASSERT_EQ(cudaMemset(dlse.get(), 0xff, dlse.bytes()), cudaSuccess);
+  const TensorView tq = TensorView::contiguous(dq.get(), DType::bf16, 1, s, hq, d, Device::cuda);
+  const TensorView tk = TensorView::contiguous(dk.get(), DType::bf16, 1, s, hkv, d, Device::cuda);
+  const TensorView tv = TensorView::contiguous(dv.get(), DType::bf16, 1, s, hkv, d, Device::cuda);
+  const TensorView to = TensorView::contiguous(dout.get(), DType::bf16, 1, s, hq, d, Device::cuda);
+  const Selection sel =
+      sample_attention(tq, tk, tv, to, static_cast<float*>(dlse.get()), {}, {}, on(Backend::cuda));
+  ASSERT_NO_THROW(sel.validate());
+  std::printf("1M tokens: density %.4f, min sampled coverage %.4f, kept columns head 0: %lld\n", sel.density(),
+              sel.min_sampled_coverage(), static_cast<long long>(sel.stats[0].kept_columns));
+  EXPECT_GE(sel.min_sampled_coverage(), 0.95 - 2e-6);
+  EXPECT_LT(sel.density(), 0.5);
+
+  const std::vector<std::int64_t> rows = {0, 4097, 333333, 777777, s - 2, s - 1};
+  const double tol = test::tolerance(DType::bf16).out * 1.7320508;  // max |v| <= sqrt(3)
+  for (std::int64_t h = 0; h < hq; ++h) {
+    std::vector<char> is_col(static_cast<std::size_t>(s), 0);
+    for (std::int32_t j : sel.columns(h)) is_col[j] = 1;
+    for (std::int64_t r : rows) {
+      std::vector<std::uint16_t> got(static_cast<std::size_t>(d));
+      float got_lse = 0.0f;
+      ASSERT_EQ(cudaMemcpy(got.data(), static_cast<std::uint16_t*>(dout.get()) + (r * hq + h) * d, d * 2,
+                           cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(&got_lse, static_cast<float*>(dlse.get()) + h * s + r, 4, cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      // fp64 sparse attention of row r over the band and the chosen columns, split over threads.
+      const std::int64_t end = r + 1, w = sel.window[h];
+      std::vector<double> qr(static_cast<std::size_t>(d));
+      for (std::int64_t e = 0; e < d; ++e) qr[e] = core::bf16_to_float(q[(r * hq + h) * d + e]);
+      std::vector<double> score(static_cast<std::size_t>(end));
+      parallel_for(end, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t j = lo; j < hi; ++j) {
+          double dot = 0.0;
+          for (std::int64_t e = 0; e < d; ++e) dot += qr[e] * core::bf16_to_float(k[j * d + e]);
+          const bool keep = j > r - w || is_col[j];
+          score[j] = keep ? dot / std::sqrt(static_cast<double>(d)) : -INFINITY;
+        }
+      });
+      const double m = *std::max_element(score.begin(), score.end());
+      double sum = 0.0;
+      std::vector<double> o(static_cast<std::size_t>(d), 0.0);
+      for (std::int64_t j = 0; j < end; ++j) {
+        if (score[j] == -INFINITY) continue;
+        const double p = std::exp(score[j] - m);
+        sum += p;
+        for (std::int64_t e = 0; e < d; ++e) o[e] += p * core::bf16_to_float(v[j * d + e]);
+      }
+      double err = 0.0;
+      for (std::int64_t e = 0; e < d; ++e) {
+        const double x = core::bf16_to_float(got[e]);
+        err = std::isfinite(x) ? std::max(err, std::fabs(x - o[e] / sum)) : INFINITY;
+      }
+      EXPECT_LE(err, tol) << "head " << h << " row " << r;
+      EXPECT_NEAR(got_lse, m + std::log(sum), test::tolerance(DType::bf16).lse * 4) << "head " << h << " row " << r;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sampleattn

@@ -1,0 +1,77 @@
+// Test helpers for the CUDA tests: a GPU check for GTEST_SKIP, owning device buffers, and device copies of
+// host tensors that keep the host strides byte for byte (so the GPU sees exactly the layout the CPU
+// reference sees, padded and [b, h, s, d] layouts included).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "sampleattn/error.h"
+#include "sampleattn/tensor.h"
+#include "support/host_tensor.h"
+
+namespace sampleattn::test {
+
+inline bool has_gpu() {
+  int n = 0;
+  const bool ok = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  cudaGetLastError();
+  return ok;
+}
+
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
+    if (cudaMalloc(&ptr_, bytes > 0 ? bytes : 1) != cudaSuccess) throw Error("cudaMalloc failed");
+  }
+  DeviceBuffer(const void* host, std::size_t bytes) : DeviceBuffer(bytes) { upload(host); }
+  template <typename T>
+  explicit DeviceBuffer(const std::vector<T>& v) : DeviceBuffer(v.data(), v.size() * sizeof(T)) {}
+  ~DeviceBuffer() { cudaFree(ptr_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void* get() const { return ptr_; }
+  std::size_t bytes() const { return bytes_; }
+  void upload(const void* host) {
+    if (bytes_ > 0 && cudaMemcpy(ptr_, host, bytes_, cudaMemcpyHostToDevice) != cudaSuccess)
+      throw Error("cudaMemcpy to device failed");
+  }
+  void download(void* host) const {
+    if (bytes_ > 0 && cudaMemcpy(host, ptr_, bytes_, cudaMemcpyDeviceToHost) != cudaSuccess)
+      throw Error("cudaMemcpy to host failed");
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+// A device copy of a host view's whole buffer (extent from shape and strides), same strides.
+class DeviceTensor {
+ public:
+  DeviceTensor(const TensorView& host, std::size_t bytes) : host_(host), buffer_(host.data, bytes) {}
+  explicit DeviceTensor(const HostTensor& t) : DeviceTensor(t.view(), t.bytes()) {}
+  TensorView view() const {
+    TensorView v = host_;
+    v.data = buffer_.get();
+    v.device = Device::cuda;
+    return v;
+  }
+  void download(HostTensor& t) const { buffer_.download(t.data()); }
+  void upload(const HostTensor& t) { buffer_.upload(t.data()); }
+
+ private:
+  TensorView host_;
+  DeviceBuffer buffer_;
+};
+
+// Bytes a contiguous view spans.
+inline std::size_t view_bytes(const TensorView& t) {
+  std::int64_t extent = 0;
+  for (int a = 0; a < 4; ++a) extent += (t.shape[a] - 1) * t.stride[a];
+  return static_cast<std::size_t>(extent + 1) * dtype_size(t.dtype);
+}
+
+}  // namespace sampleattn::test

@@ -1,0 +1,184 @@
+"""PyTorch CUDA tensors (device machine): the package against PyTorch SDPA and against SDPA given the
+selection's mask, on the caller's stream, under torch.compile, and the transformers drop-in in bf16.
+Skipped where torch has no GPU or the extension was built without the CUDA backend."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import sampleattn  # noqa: E402
+import spec_reference as ref  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and sampleattn.built_with_cuda),
+                                reason="needs a CUDA device and a CUDA build of sampleattn")
+
+DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16}
+# (batch, seq_q, seq_k, q_heads, kv_heads, head_dim)
+SHAPES = [(1, 1024, 1024, 32, 8, 128), (2, 1025, 1025, 8, 1, 64), (1, 257, 4097, 4, 4, 128), (1, 17, 17, 2, 2, 64)]
+
+
+def _qkv(gen, shape, dtype, bhsd=True):
+    b, sq, sk, hq, hkv, d = shape
+
+    def draw(s, h, scale):
+        dims = (b, h, s, d) if bhsd else (b, s, h, d)
+        x = (torch.randn(dims, generator=gen, device="cuda") * scale).to(dtype)
+        return x.transpose(1, 2) if bhsd else x
+
+    return draw(sq, hq, 2.0), draw(sk, hkv, 1.0), draw(sk, hkv, 1.0)
+
+
+def _sdpa(q, k, v, mask=None, causal=True):
+    """SDPA in fp32 on [batch, seq, heads, dim] views; bottom-right causal alignment via an explicit mask."""
+    b, sq, hq, d = q.shape
+    sk, hkv = k.shape[1], k.shape[2]
+    if mask is None and causal:
+        mask = torch.ones(sq, sk, dtype=torch.bool, device=q.device).tril(sk - sq)
+    qf, kf, vf = (x.float().transpose(1, 2) for x in (q, k, v))
+    kf, vf = kf.repeat_interleave(hq // hkv, 1), vf.repeat_interleave(hq // hkv, 1)
+    return torch.nn.functional.scaled_dot_product_attention(qf, kf, vf, attn_mask=mask).transpose(1, 2)
+
+
+def _selection_mask(sel, device):
+    masks = [[torch.from_numpy(ref.mask_of(sel.seq_q, sel.seq_k, int(sel.window[b, h]), sel.columns(b, h),
+                                           sel.causal)) for h in range(sel.heads)] for b in range(sel.batch)]
+    return torch.stack([torch.stack(m) for m in masks]).to(device)
+
+
+def _close(out, want, v, name):
+    tol = ref.tolerance(name)[0]
+    assert torch.isfinite(out).all()
+    err = (out.float() - want).abs().max().item() / v.float().abs().max().item()
+    assert err <= tol, f"max error {err:.3g} x max|v| > {tol}"
+
+
+@pytest.fixture
+def gen():
+    return torch.Generator(device="cuda").manual_seed(20261129)
+
+
+@pytest.mark.parametrize("name", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_alpha_one_and_dense_match_sdpa(gen, shape, name):
+    q, k, v = _qkv(gen, shape, DTYPES[name])
+    want = _sdpa(q, k, v)
+    out = sampleattn.sample_attention(q, k, v, alpha=1.0)
+    assert out.is_cuda and out.dtype == q.dtype and out.shape == q.shape
+    _close(out, want, v, name)
+    _close(sampleattn.dense_attention(q, k, v), want, v, name)
+
+
+@pytest.mark.parametrize("name", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES[:3], ids=lambda s: "x".join(map(str, s)))
+def test_sparse_output_matches_sdpa_with_the_selection_mask(gen, shape, name):
+    q, k, v = _qkv(gen, shape, DTYPES[name], bhsd=shape[0] == 1)
+    out, lse, sel = sampleattn.sample_attention(q, k, v, alpha=0.9, return_lse=True, return_selection=True)
+    assert sel.density < 1.0 and sel.min_sampled_coverage >= 0.9 - 1e-3
+    mask = _selection_mask(sel, q.device)
+    _close(out, _sdpa(q, k, v, mask=mask), v, name)
+    # The log-sum-exp over the kept entries, from the same scores in fp32.
+    scores = (q.float().transpose(1, 2) @ k.float().transpose(1, 2).repeat_interleave(q.shape[2] // k.shape[2], 1)
+              .transpose(-1, -2)) / math.sqrt(q.shape[3])
+    want_lse = scores.masked_fill(~mask, float("-inf")).logsumexp(-1)
+    assert (lse - want_lse).abs().max().item() <= ref.tolerance(name)[1] * 4
+
+
+def test_select_attend_and_cpu_agree(gen):
+    q, k, v = _qkv(gen, (1, 512, 512, 8, 2, 128), torch.bfloat16)
+    sel_gpu = sampleattn.select(q, k, alpha=0.9)
+    sel_cpu = sampleattn.select(q.cpu(), k.cpu(), alpha=0.9)
+    assert (sel_gpu.window == sel_cpu.window).all()
+    same = sum(set(sel_gpu.columns(0, h).tolist()) == set(sel_cpu.columns(0, h).tolist()) for h in range(8))
+    assert same >= 6, "GPU and CPU selections must agree except for boundary ties"
+    out = sampleattn.attend(q, k, v, sel_gpu)
+    _close(out, _sdpa(q, k, v, mask=_selection_mask(sel_gpu, q.device)), v, "bf16")
+
+
+def test_runs_on_the_callers_stream(gen):
+    q0, k, v = _qkv(gen, (1, 2048, 2048, 8, 8, 128), torch.bfloat16)
+    want = sampleattn.sample_attention(q0 * 0.5, k, v, alpha=1.0)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        q = q0 * 0.5  # produced on the side stream: the kernels must be ordered after it
+        out = sampleattn.sample_attention(q, k, v, alpha=1.0)
+    side.synchronize()
+    torch.testing.assert_close(out, want, atol=0, rtol=0)
+
+
+def test_bad_input_on_cuda(gen):
+    q, k, v = _qkv(gen, (1, 64, 64, 4, 2, 64), torch.bfloat16)
+    with pytest.raises(sampleattn.Error, match=r"k\.device"):
+        sampleattn.sample_attention(q, k.cpu(), v)
+    with pytest.raises(sampleattn.Error, match=r"k\.dtype"):
+        sampleattn.sample_attention(q, k.half(), v)
+
+
+def test_torch_compile_cuda(gen):
+    torch._dynamo.reset()
+
+    def layer(q, k, v):
+        return torch.ops.sampleattn.sample_attention(q, k, v, 0.95).float().sum(-1)
+
+    q, k, v = _qkv(gen, (1, 1024, 1024, 8, 2, 128), torch.bfloat16)
+    compiled = torch.compile(layer, fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v), layer(q, k, v), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_transformers_bf16_alpha_one_matches_sdpa(family):
+    transformers = pytest.importorskip("transformers")
+    import sampleattn.transformers as sat
+
+    cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[family]
+    config = cls(vocab_size=1000, hidden_size=512, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=8192)
+    saved = sat.settings()
+    sat.register(min_seq_len=0, alpha=1.0)
+    try:
+        torch.manual_seed(0)
+        with torch.device("cuda"):
+            dense = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa",
+                                                                  dtype=torch.bfloat16).eval()
+            sparse = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sample_attention",
+                                                                   dtype=torch.bfloat16).eval()
+        sparse.load_state_dict(dense.state_dict())
+        ids = torch.randint(0, 1000, (1, 3000), device="cuda")
+        with torch.no_grad():
+            a, b = dense(ids).logits.float(), sparse(ids).logits.float()
+        assert sat.summary()["sample_attention_layers"] == 2
+        rel = ((a - b).norm() / a.norm()).item()
+        assert rel < 1e-2, f"relative logit error {rel:.3g}"
+    finally:
+        sat.configure(**saved)
+
+
+def test_generate_16k_prompt_default_settings():
+    transformers = pytest.importorskip("transformers")
+    import sampleattn.transformers as sat
+
+    sat.register()
+    saved = sat.settings()
+    sat.configure(min_seq_len=8192, alpha=0.95, sample_ratio=0.05, window_ratio=0.08, sink_tokens=0)
+    try:
+        config = transformers.LlamaConfig(vocab_size=1000, hidden_size=512, intermediate_size=1024,
+                                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                          max_position_embeddings=32768)
+        torch.manual_seed(0)
+        with torch.device("cuda"):
+            model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sample_attention",
+                                                                  dtype=torch.bfloat16).eval()
+        prompt = torch.randint(0, 1000, (1, 16384), device="cuda")
+        with torch.no_grad():
+            out = model.generate(prompt, max_new_tokens=8, do_sample=False)
+        assert out.shape == (1, 16384 + 8)
+        prefill = sat.last_stats(prefill=True)
+        assert {s.path for s in prefill.values()} == {"sample_attention"}
+        assert all(s.seq_q == 16384 for s in prefill.values())
+        assert {s.reason for s in sat.last_stats().values()} == {"decode"}
+    finally:
+        sat.configure(**saved)
