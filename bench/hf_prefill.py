@@ -61,19 +61,37 @@ def prefill(model, ids):
     return model.lm_head(hidden[:, -1:])
 
 
+def rel(a, b) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
 def attention_only(seq: int, repeat: int):
-    """One layer's attention on Llama-3-8B shapes: sampleattn (default settings) vs SDPA (cuDNN if picked)."""
+    """One layer's attention on Llama-3-8B shapes, default settings: SDPA against sampleattn's
+    sample_attention, and the parts of it (select alone, attend alone, sampleattn's dense kernel), with the
+    output's relative error against SDPA at the default alpha and at alpha = 1."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(1, 32, seq, 128, generator=gen, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(1, 8, seq, 128, generator=gen, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(1, 8, seq, 128, generator=gen, device="cuda", dtype=torch.bfloat16)
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    sdpa_ms, _ = timed(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                                                                enable_gqa=True), repeat)
-    ours_ms, _ = timed(lambda: sampleattn.sample_attention(qt, kt, vt), repeat)
-    _, sel = sampleattn.sample_attention(qt, kt, vt, return_selection=True)
-    return {"seq": seq, "sdpa_ms": sdpa_ms, "sample_attention_ms": ours_ms, "speedup": sdpa_ms / ours_ms,
-            "density": sel.density, "min_sampled_coverage": sel.min_sampled_coverage}
+
+    def sdpa():
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+    row = {"seq": seq}
+    row["sdpa_ms"], _ = timed(sdpa, repeat)
+    row["sample_attention_ms"], _ = timed(lambda: sampleattn.sample_attention(qt, kt, vt), repeat)
+    row["select_ms"], _ = timed(lambda: sampleattn.select(qt, kt), repeat)
+    sel = sampleattn.select(qt, kt)
+    row["attend_ms"], _ = timed(lambda: sampleattn.attend(qt, kt, vt, sel), repeat)
+    row["sampleattn_dense_ms"], _ = timed(lambda: sampleattn.dense_attention(qt, kt, vt), repeat)
+    want = sdpa().transpose(1, 2)
+    out, sel = sampleattn.sample_attention(qt, kt, vt, return_selection=True)
+    row.update(speedup=row["sdpa_ms"] / row["sample_attention_ms"], density=sel.density,
+               min_sampled_coverage=sel.min_sampled_coverage, rel_error_vs_sdpa=rel(out, want),
+               rel_error_alpha1_vs_sdpa=rel(sampleattn.sample_attention(qt, kt, vt, alpha=1.0), want),
+               rel_error_dense_vs_sdpa=rel(sampleattn.dense_attention(qt, kt, vt), want))
+    return row
 
 
 def main() -> int:
@@ -121,19 +139,27 @@ def main() -> int:
             want = prefill(model, ids).float()
             set_impl(model, "sample_attention")
             got = prefill(model, ids).float()
+            sat.configure(alpha=1.0)  # keeps every column with mass: must agree with sdpa to bf16 rounding
+            got_alpha1 = prefill(model, ids).float()
+            sat.configure(alpha=0.95)
         row["speedup"] = row["sdpa_ms"] / row["sample_attention_ms"]
-        row["last_logits_rel_diff"] = ((got - want).norm() / want.norm()).item()
+        row["last_logits_rel_diff"] = rel(got, want)
+        row["last_logits_rel_diff_alpha1"] = rel(got_alpha1, want)
         result["cases"].append(row)
         print(f"seq {seq}: sdpa {row['sdpa_ms']:.1f} ms, sample_attention {row['sample_attention_ms']:.1f} ms "
               f"({row['speedup']:.2f}x), density {row['mean_density']:.3f}, min coverage "
-              f"{row['min_sampled_coverage']:.3f}, last-token logits rel diff {row['last_logits_rel_diff']:.3g}",
+              f"{row['min_sampled_coverage']:.3f}, last-token logits rel diff {row['last_logits_rel_diff']:.3g} "
+              f"(alpha 1: {row['last_logits_rel_diff_alpha1']:.3g})",
               flush=True)
         del ids
         torch.cuda.empty_cache()
         a = attention_only(seq, args.repeat)
         result["attention_only"].append(a)
         print(f"  one attention layer: sdpa {a['sdpa_ms']:.2f} ms, sample_attention {a['sample_attention_ms']:.2f} ms "
-              f"({a['speedup']:.2f}x), density {a['density']:.3f}", flush=True)
+              f"({a['speedup']:.2f}x; select {a['select_ms']:.2f}, attend {a['attend_ms']:.2f}, sampleattn dense "
+              f"{a['sampleattn_dense_ms']:.2f}), density {a['density']:.3f}, rel error vs sdpa "
+              f"{a['rel_error_vs_sdpa']:.3g} (alpha 1: {a['rel_error_alpha1_vs_sdpa']:.3g}, dense: "
+              f"{a['rel_error_dense_vs_sdpa']:.3g})", flush=True)
         if args.out:  # written after every length, so a run cut short still leaves its numbers
             with open(args.out, "w") as f:
                 json.dump(result, f, indent=1)

@@ -50,7 +50,7 @@ Args::Args(const std::string& command, const std::vector<std::string>& argv, con
     SA_CHECK(values_.count(name) == 0, "option --", name, " is given more than once");
     if (!found->takes_value) {
       SA_CHECK(eq == std::string::npos, "option --", name, " takes no value (got '", a.substr(eq + 1), "')");
-      values_[name] = "1";
+      values_.emplace(name, std::string(1, '1'));
     } else if (eq != std::string::npos) {
       values_[name] = a.substr(eq + 1);
     } else {

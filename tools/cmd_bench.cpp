@@ -4,8 +4,10 @@
 //
 // Selections: "synthetic" (default) attends a window + random columns selection built to a target density,
 // while select() is still timed on the same inputs (its cost hardly depends on what it keeps), so that
-// "sparse total" = select + attend at that density; "workload" runs the synthetic workload generator and
-// attends what select() chose.
+// "sparse total" = select + attend at that density; "workload" runs the synthetic workload generator,
+// attends what select() chose, and also times the fused sample_attention() call.
+// On CUDA, select() includes copying the selection to the host and attend() uploading it again; the fused
+// call keeps it on the device.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -210,8 +212,10 @@ int bench_main(const std::vector<std::string>& argv) {
       const Timing t_select = time_it(warmup, reps, [&] { chosen = select(q, k, {}, config, exec); });
       const Selection sel = mode == "synthetic" ? synthetic_selection(seed + 1, batch, hq, seq, seq, target) : chosen;
       const Timing t_attend = time_it(warmup, reps, [&] { attend(q, k, v, sel, o, nullptr, {}, exec); });
-      Timing t_dense;
+      Timing t_dense, t_sample;
       if (run_dense) t_dense = time_it(warmup, reps, [&] { dense_attention(q, k, v, o, nullptr, {}, exec); });
+      // The fused call (on CUDA the selection then stays on the device); only meaningful on the workload.
+      if (mode == "workload") t_sample = time_it(warmup, reps, [&] { sample_attention(q, k, v, o, nullptr, {}, config, exec); });
 
       std::int64_t kept = 0, visible = 0;
       for (const HeadStats& st : sel.stats) {
@@ -238,6 +242,7 @@ int bench_main(const std::vector<std::string>& argv) {
         << ", \"kept_entries\": " << kept << ", \"visible_entries\": " << visible
         << ",\n     \"select\": " << timing_json(t_select) << ",\n     \"attend\": " << timing_json(t_attend)
         << ",\n     \"dense\": " << (run_dense ? timing_json(t_dense) : "null")
+        << ",\n     \"sample_attention\": " << (mode == "workload" ? timing_json(t_sample) : "null")
         << ",\n     \"sparse_total_ms\": " << number(sparse_ms)
         << ", \"dense_gflops\": " << (run_dense ? number(dense_gflops) : "null")
         << ", \"attend_gflops_kept\": " << number(attend_gflops)

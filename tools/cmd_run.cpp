@@ -121,9 +121,9 @@ int run_main(const std::vector<std::string>& argv) {
   if (!lse.empty()) io::write_npy(args.text("lse", ""), DType::f32, {p.batch, p.q_heads, p.seq_q}, lse.data());
   if (args.has("selection")) io::write_selection_json(args.text("selection", ""), sel);
 
-  std::printf("sampleattn run: %s attention, backend %s, q %s, k %s, %s: %.3f s", dense ? "dense" : "sample",
+  std::printf("sampleattn run: %s attention, backend %s, q %s, k %s, %s: %.3f ms", dense ? "dense" : "sample",
               to_string(exec.backend), io::shape_string(qa.shape).c_str(), io::shape_string(ka.shape).c_str(),
-              to_string(q.dtype), seconds);
+              to_string(q.dtype), 1e3 * seconds);
   if (!dense) std::printf(", density %.4f, min sampled coverage %.4f", sel.density(), sel.min_sampled_coverage());
   std::printf("\n");
   return 0;

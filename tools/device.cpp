@@ -39,7 +39,9 @@ std::string gpu_description() {
          std::to_string(driver / 1000) + "." + std::to_string(driver % 1000 / 10) + ")";
 }
 
-void device_sync() { check(cudaDeviceSynchronize(), "device synchronize"); }
+void device_sync() {
+  if (cuda_present()) check(cudaDeviceSynchronize(), "device synchronize");
+}
 
 DeviceBuffer::DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
   check(cudaMalloc(&data_, bytes == 0 ? 1 : bytes), "cudaMalloc");

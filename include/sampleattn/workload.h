@@ -11,8 +11,8 @@
 //   - noise: Gaussian content features in the remaining dimensions.
 // Each query head mixes these with its own gains (HeadProfile), so heads differ: with the default profiles,
 // cycled over the query heads, one head in four is "stripes" (sinks + heavy columns: > 95% sparse at alpha
-// 0.95 with a small window), one "local", one "mixed" and one "dense" (near-uniform attention, nearly every
-// column needed).
+// 0.95 with a small window), one "local" (sinks + local decay), one "mixed" and one "dense" (near-uniform
+// attention: nearly every column is needed to reach alpha).
 //
 // Strengths are logit boosts ABOVE ln(seq_k): a column of strength s carries e^s times the combined mass of
 // seq_k ordinary keys (logit 0), so the patterns keep their weight as the sequence grows. The logits assume
@@ -31,7 +31,9 @@
 
 namespace sampleattn {
 
-// Per query head gains on the four components (0 = absent, 1 = the config's full strength).
+// Per query head gains. sink / heavy / local multiply the attention mass of that component (a logit shift
+// of ln(gain); 0 removes it, 1 = the config's strength); noise multiplies the noise standard deviation.
+// Each head also gets a seeded jitter of +-20% on every gain.
 struct HeadProfile {
   std::string name;
   double sink = 0.0;
@@ -53,7 +55,7 @@ struct WorkloadConfig {
   std::int64_t sink_tokens = 4;    // keys [0, sink_tokens) are sinks
   double sink_strength = 2.0;      // logit of a sink above ln(seq_k)
   std::int64_t heavy_columns = 32; // heavy keys per (batch, KV head), outside the sinks
-  double heavy_strength = -1.0;    // logit of a heavy key above ln(seq_k) (e^-1 * 32 = 12x the ordinary mass)
+  double heavy_strength = -1.0;    // logit of a heavy key above ln(seq_k) (32 of them: 12x the ordinary mass)
   double local_strength = 2.0;     // logit at distance 0 above ln(seq_k)
   double local_scale = 8.0;        // tokens: the logit falls to ~60% of its peak at this distance
   double noise = 0.5;              // standard deviation of the content logits
@@ -63,8 +65,8 @@ struct WorkloadConfig {
   std::vector<HeadProfile> profiles;
 };
 
-// stripes (sink 1, heavy 1, local 0, noise 1), local (sink 0.5, heavy 0, local 1, noise 1),
-// mixed (0.8, 0.8, 0.8, 1), dense (0, 0, 0, 0.2).
+// stripes (sink 1, heavy 1, local 0, noise 1), local (sink 1, heavy 0, local 1, noise 1),
+// mixed (0.5, 1, 0.3, 1), dense (0, 0, 0, 0.2).
 std::vector<HeadProfile> default_profiles();
 
 class Workload {

@@ -110,6 +110,11 @@ class _Recorder:
 
 
 _recorder = _Recorder()
+
+# What the CUDA backend has kernels for (src/cuda/backend.cpp, check_supported). Checked here first so that
+# the common fallbacks cost no exception; anything else the backend rejects is caught below.
+_CUDA_DTYPES = (torch.bfloat16, torch.float16)
+_CUDA_HEAD_DIMS = (64, 128)
 _warned: set = set()
 
 
@@ -194,6 +199,8 @@ def _fallback_reason(module, query, key, value, attention_mask, dropout, is_caus
         return "output_attentions"
     if query.shape[-1] != key.shape[-1] or key.shape[-1] != value.shape[-1]:
         return "head_dim"
+    if query.is_cuda and (query.dtype not in _CUDA_DTYPES or query.shape[-1] not in _CUDA_HEAD_DIMS):
+        return f"unsupported on CUDA: {query.dtype}, head_dim {query.shape[-1]}"
     return ""
 
 
@@ -205,8 +212,9 @@ def _layer_key(module) -> Any:
 def _sdpa(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs, reason):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    _recorder.record(LayerStats(layer=_layer_key(module), path="sdpa", reason=reason, batch=query.shape[0],
-                                q_heads=query.shape[1], seq_q=query.shape[2], seq_k=key.shape[2]))
+    if not torch.compiler.is_compiling():
+        _recorder.record(LayerStats(layer=_layer_key(module), path="sdpa", reason=reason, batch=query.shape[0],
+                                    q_heads=query.shape[1], seq_q=query.shape[2], seq_k=key.shape[2]))
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                   is_causal=is_causal, **kwargs)
 
@@ -236,11 +244,14 @@ def sample_attention_forward(
     if key.shape[2] > q_len:
         key, value = key[:, :, :q_len], value[:, :, :q_len]
     q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+    args = (float(_settings["alpha"]), float(_settings["sample_ratio"]), float(_settings["window_ratio"]),
+            int(_settings["sink_tokens"]), True, None if scaling is None else float(scaling))
+    if torch.compiler.is_compiling():
+        # Inside a compiled graph: the op alone (traced through its fake implementation); no stats are
+        # recorded, since that is a host-side effect that would break the graph.
+        return torch.ops.sampleattn.sample_attention(q, k, v, *args), None
     try:
-        out, stats = torch.ops.sampleattn.sample_attention_with_stats(
-            q, k, v, float(_settings["alpha"]), float(_settings["sample_ratio"]), float(_settings["window_ratio"]),
-            int(_settings["sink_tokens"]), True, None if scaling is None else float(scaling),
-        )
+        out, stats = torch.ops.sampleattn.sample_attention_with_stats(q, k, v, *args)
     except _api.Error as err:
         # The backend rejected this case before writing anything (say, a head size without a kernel):
         # dense attention gives the exact answer, and the stats say why it ran.

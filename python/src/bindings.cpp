@@ -206,6 +206,10 @@ std::string selection_repr(const Selection& s) {
 }
 
 void bind_selection(nb::module_& m) {
+  using sampleattn::HeadStats;
+  // Arrays come back as NumPy arrays that own a copy (stats) or view the Selection (window, offsets,
+  // indices, columns), which they keep alive; `automatic` leaves the owner they carry in place.
+  constexpr auto kOwned = nb::rv_policy::automatic;
   nb::class_<Selection>(m, "Selection",
                         "What SampleAttention keeps per (batch, query head): the local window and the sorted kept "
                         "key columns (CSR: offsets + indices), with per-head stats.")
@@ -220,15 +224,18 @@ void bind_selection(nb::module_& m) {
       .def_ro("seq_k", &Selection::seq_k)
       .def_ro("causal", &Selection::causal)
       .def_ro("dense_tail", &Selection::dense_tail)
-      .def_prop_ro("window",
-                   [](const Selection& s) {
-                     return selection_view(s, s.window, {static_cast<std::size_t>(s.batch),
-                                                         static_cast<std::size_t>(s.heads)});
-                   }, nb::rv_policy::automatic)
-      .def_prop_ro("offsets",
-                   [](const Selection& s) { return selection_view(s, s.offsets, {s.offsets.size()}); }, nb::rv_policy::automatic)
-      .def_prop_ro("indices",
-                   [](const Selection& s) { return selection_view(s, s.indices, {s.indices.size()}); }, nb::rv_policy::automatic)
+      .def_prop_ro(
+          "window",
+          [](const Selection& s) {
+            return selection_view(s, s.window, {static_cast<std::size_t>(s.batch), static_cast<std::size_t>(s.heads)});
+          },
+          kOwned, "Local window w per head, [batch, heads].")
+      .def_prop_ro(
+          "offsets", [](const Selection& s) { return selection_view(s, s.offsets, {s.offsets.size()}); }, kOwned,
+          "CSR offsets into indices, [batch * heads + 1].")
+      .def_prop_ro(
+          "indices", [](const Selection& s) { return selection_view(s, s.indices, {s.indices.size()}); }, kOwned,
+          "Kept key columns of every head, concatenated (int32).")
       .def(
           "columns",
           [](const Selection& s, std::int64_t b, std::int64_t h) {
@@ -236,18 +243,27 @@ void bind_selection(nb::module_& m) {
               throw nb::index_error(cat("columns(", b, ", ", h, "): batch must be in [0, ", s.batch,
                                         ") and head in [0, ", s.heads, ")").c_str());
             }
-            const std::int64_t bh = b * s.heads + h;
-            const auto n = static_cast<std::size_t>(s.offsets[bh + 1] - s.offsets[bh]);
-            return nb::ndarray<nb::numpy, const std::int32_t>(s.indices.data() + s.offsets[bh], {n}, nb::find(&s));
+            const std::int64_t i = b * s.heads + h;
+            const auto n = static_cast<std::size_t>(s.offsets[i + 1] - s.offsets[i]);
+            return nb::ndarray<nb::numpy, const std::int32_t>(s.indices.data() + s.offsets[i], {n}, nb::find(&s));
           },
-          nb::arg("batch"), nb::arg("head"), nb::rv_policy::automatic, "The kept key columns of one (batch, query head), sorted.")
-      .def_prop_ro("kept_columns", [](const Selection& s) { return head_stat<std::int64_t>(s, &sampleattn::HeadStats::kept_columns); }, nb::rv_policy::automatic)
-      .def_prop_ro("kept_entries", [](const Selection& s) { return head_stat<std::int64_t>(s, &sampleattn::HeadStats::kept_entries); }, nb::rv_policy::automatic)
-      .def_prop_ro("visible_entries", [](const Selection& s) { return head_stat<std::int64_t>(s, &sampleattn::HeadStats::visible_entries); }, nb::rv_policy::automatic)
-      .def_prop_ro("head_density", [](const Selection& s) { return head_stat<double>(s, &sampleattn::HeadStats::density); },
-                   "Kept entries / visible entries per head, [batch, heads].", nb::rv_policy::automatic)
-      .def_prop_ro("sampled_coverage", [](const Selection& s) { return head_stat<double>(s, &sampleattn::HeadStats::sampled_coverage); },
-                   "Fraction of the sampled rows' attention mass that the mask keeps, per head, [batch, heads].", nb::rv_policy::automatic)
+          nb::arg("batch"), nb::arg("head"), kOwned, "The kept key columns of one (batch, query head), sorted.")
+      .def_prop_ro(
+          "kept_columns", [](const Selection& s) { return head_stat<std::int64_t>(s, &HeadStats::kept_columns); },
+          kOwned, "Selected columns |I| per head, [batch, heads].")
+      .def_prop_ro(
+          "kept_entries", [](const Selection& s) { return head_stat<std::int64_t>(s, &HeadStats::kept_entries); },
+          kOwned, "Entries of the mask per head (band, stripes and tail, each once), [batch, heads].")
+      .def_prop_ro(
+          "visible_entries",
+          [](const Selection& s) { return head_stat<std::int64_t>(s, &HeadStats::visible_entries); }, kOwned,
+          "Entries dense attention computes per head, [batch, heads].")
+      .def_prop_ro(
+          "head_density", [](const Selection& s) { return head_stat<double>(s, &HeadStats::density); }, kOwned,
+          "Kept entries / visible entries per head, [batch, heads].")
+      .def_prop_ro(
+          "sampled_coverage", [](const Selection& s) { return head_stat<double>(s, &HeadStats::sampled_coverage); },
+          kOwned, "Fraction of the sampled rows' attention mass that the mask keeps, per head, [batch, heads].")
       .def_prop_ro("density", &Selection::density, "Kept entries / visible entries, all heads together.")
       .def_prop_ro("min_sampled_coverage", &Selection::min_sampled_coverage)
       .def("validate", &Selection::validate)

@@ -194,7 +194,8 @@ std::string shape_string(const std::vector<std::int64_t>& shape) {
 NpyArray read_npy(const std::string& path, bool uint16_is_bf16) {
   std::error_code ec;
   const std::filesystem::file_status st = std::filesystem::status(path, ec);
-  SA_CHECK(!ec && std::filesystem::exists(st), path, ": cannot open: no such file");
+  SA_CHECK(st.type() != std::filesystem::file_type::not_found, path, ": cannot open: no such file");
+  SA_CHECK(!ec, path, ": cannot open: ", ec.message());
   SA_CHECK(std::filesystem::is_regular_file(st), path, ": cannot open: not a regular file");
   const std::uintmax_t file_size = std::filesystem::file_size(path, ec);
   SA_CHECK(!ec, path, ": cannot read the file size: ", ec.message());

@@ -355,7 +355,9 @@ Selection selection_from_json(const std::string& text, const std::string& what) 
 
 Selection read_selection_json(const std::string& path) {
   std::error_code ec;
-  SA_CHECK(std::filesystem::is_regular_file(path, ec), path, ": cannot open: no such file");
+  const std::filesystem::file_status st = std::filesystem::status(path, ec);
+  SA_CHECK(st.type() != std::filesystem::file_type::not_found, path, ": cannot open: no such file");
+  SA_CHECK(std::filesystem::is_regular_file(st), path, ": cannot open: not a regular file");
   std::ifstream in(path, std::ios::binary);
   SA_CHECK(in.good(), path, ": cannot open: ", std::strerror(errno));
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -5,10 +5,13 @@
 //   2F               sink channel: non-zero only on the sink keys
 //   2F+1 .. 2F+3     heavy channels: each heavy key lights one of the three
 //   2F+4 .. d        content noise, N(0, 1) in k
-// With r = d^(1/4) on both sides, q . k / sqrt(d) turns products of the per-side amplitudes into logits:
-//   sink:  g_sink  * Ls            Ls = ln(seq_k) + sink_strength
-//   heavy: g_heavy * w_c * Lh      Lh = ln(seq_k) + heavy_strength, w_c in [0.5, 1.5] per (head, channel)
-//   local: g_local * Ll * K(p - j) Ll = ln(seq_k) + local_strength, K(x) = mean_f cos(omega_f x)
+// With r = d^(1/4) on both sides, q . k / sqrt(d) turns products of the per-side amplitudes into logits.
+// The key side carries the base logit L = ln(seq_k) + strength of each component; the query side of head h
+// rescales it to L_h = L + ln(g) (g: the head's gain times a per-head jitter in [0.8, 1.2]), so a gain
+// multiplies the component's attention mass; g = 0 removes it:
+//   sink:  L_h                       for the keys [0, sink_tokens)
+//   heavy: L_h + ln(w_c)             w_c in [0.5, 1.5] per (head, heavy channel)
+//   local: L_h * K(p - j)            K(x) = mean_f cos(omega_f x)
 //   noise: N(0, (g_noise * noise)^2)
 // The omega_f are stratified draws from |N(0, 1 / local_scale^2)|, so K(x) is a random-Fourier estimate of
 // exp(-x^2 / (2 local_scale^2)): 1 at x = 0, ~0.6 at local_scale, then small ripples of size ~1/sqrt(2F).
@@ -101,16 +104,19 @@ void check_config(const WorkloadConfig& c) {
   }
 }
 
-// Signed square root: a negative logit budget puts its sign on the query side.
-double ssqrt(double x) { return std::sqrt(std::abs(x)); }
-double sgn(double x) { return x < 0.0 ? -1.0 : 1.0; }
+// Key-side amplitude of a component with base logit `base`, and the query-side amplitude that turns it into
+// the logit `target`: (r * sqrt|base|) * (r * target / sqrt|base|) / sqrt(d) = target.
+double key_amp(double r, double base) { return r * std::sqrt(std::max(std::abs(base), 1e-3)); }
+double query_amp(double r, double base, double target) { return r * target / std::sqrt(std::max(std::abs(base), 1e-3)); }
+// Logit of a component for a head with mass gain g: base + ln(g), or nothing for g = 0.
+double head_logit(double base, double gain) { return gain > 0.0 ? base + std::log(gain) : 0.0; }
 
 }  // namespace
 
 std::vector<HeadProfile> default_profiles() {
   return {{"stripes", 1.0, 1.0, 0.0, 1.0},
-          {"local", 0.5, 0.0, 1.0, 1.0},
-          {"mixed", 0.8, 0.8, 0.8, 1.0},
+          {"local", 1.0, 0.0, 1.0, 1.0},
+          {"mixed", 0.5, 1.0, 0.3, 1.0},
           {"dense", 0.0, 0.0, 0.0, 0.2}};
 }
 
@@ -169,7 +175,8 @@ Workload::Workload(const WorkloadConfig& config) : config_(config) {
       for (std::int64_t j : heavy) channel_of[j] = static_cast<int>(hrng.next() % kHeavyChannels);
 
       // Keys and values.
-      const double pos_amp = r * ssqrt(ll) / std::sqrt(static_cast<double>(pairs));
+      const double inv_sqrt_pairs = 1.0 / std::sqrt(static_cast<double>(pairs));
+      const double pos_amp = key_amp(r, ll) * inv_sqrt_pairs;
       for (std::int64_t j = 0; j < c.seq_k; ++j) {
         Rng nrng = stream(c.seed, 3, (static_cast<std::uint64_t>(b) << 32) ^ static_cast<std::uint64_t>(kvh), j);
         auto put = [&](std::int64_t x, double value) {
@@ -179,8 +186,8 @@ Workload::Workload(const WorkloadConfig& config) : config_(config) {
           put(2 * f, pos_amp * std::cos(omega[f] * static_cast<double>(j)));
           put(2 * f + 1, pos_amp * std::sin(omega[f] * static_cast<double>(j)));
         }
-        put(sink_dim, j < c.sink_tokens ? r * ssqrt(ls) : 0.0);
-        for (std::int64_t ch = 0; ch < kHeavyChannels; ++ch) put(heavy_dim + ch, channel_of[j] == ch ? r * ssqrt(lh) : 0.0);
+        put(sink_dim, j < c.sink_tokens ? key_amp(r, ls) : 0.0);
+        for (std::int64_t ch = 0; ch < kHeavyChannels; ++ch) put(heavy_dim + ch, channel_of[j] == ch ? key_amp(r, lh) : 0.0);
         for (std::int64_t x = noise_dim; x < d; ++x) put(x, nrng.normal());
         for (std::int64_t x = 0; x < d; ++x) {
           core::store_element(vv.data, c.dtype, vv.offset(b, j, kvh, x), static_cast<float>(c.v_scale * nrng.normal()));
@@ -193,10 +200,12 @@ Workload::Workload(const WorkloadConfig& config) : config_(config) {
         const HeadProfile& prof = profile(h);
         Rng grng = stream(c.seed, 4, b, h);
         auto jitter = [&] { return 0.8 + 0.4 * grng.uniform(); };  // per-head variety within a profile
-        const double g_sink = prof.sink * jitter(), g_heavy = prof.heavy * jitter();
-        const double g_local = prof.local * jitter(), g_noise = prof.noise * jitter();
-        double w[kHeavyChannels];
-        for (double& x : w) x = 0.5 + grng.uniform();
+        const double sink_q = query_amp(r, ls, head_logit(ls, prof.sink * jitter()));
+        const double heavy_gain = prof.heavy * jitter();
+        double heavy_q[kHeavyChannels];
+        for (double& x : heavy_q) x = query_amp(r, lh, head_logit(lh, heavy_gain * (0.5 + grng.uniform())));
+        const double local_q = query_amp(r, ll, head_logit(ll, prof.local * jitter())) * inv_sqrt_pairs;
+        const double g_noise = prof.noise * jitter();
         const double noise_amp = noise_dims > 0 ? c.noise * g_noise * std::sqrt(static_cast<double>(d) / noise_dims) : 0.0;
         for (std::int64_t row = 0; row < seq_q_; ++row) {
           const double p = static_cast<double>(c.seq_k - seq_q_ + row);
@@ -205,11 +214,11 @@ Workload::Workload(const WorkloadConfig& config) : config_(config) {
             core::store_element(qv.data, c.dtype, qv.offset(b, row, h, x), static_cast<float>(value));
           };
           for (std::int64_t f = 0; f < pairs; ++f) {
-            put(2 * f, sgn(ll) * g_local * pos_amp * std::cos(omega[f] * p));
-            put(2 * f + 1, sgn(ll) * g_local * pos_amp * std::sin(omega[f] * p));
+            put(2 * f, local_q * std::cos(omega[f] * p));
+            put(2 * f + 1, local_q * std::sin(omega[f] * p));
           }
-          put(sink_dim, sgn(ls) * g_sink * r * ssqrt(ls));
-          for (std::int64_t ch = 0; ch < kHeavyChannels; ++ch) put(heavy_dim + ch, sgn(lh) * g_heavy * w[ch] * r * ssqrt(lh));
+          put(sink_dim, sink_q);
+          for (std::int64_t ch = 0; ch < kHeavyChannels; ++ch) put(heavy_dim + ch, heavy_q[ch]);
           for (std::int64_t x = noise_dim; x < d; ++x) put(x, noise_amp * nrng.normal());
         }
       }

@@ -22,12 +22,17 @@ struct Stage1Args {
   std::int64_t q_stride[3]{}, k_stride[3]{};  // batch, seq, head strides in elements
   std::int64_t batch = 0, seq_q = 0, seq_k = 0, q_heads = 0, kv_heads = 0, group = 1;
   std::int64_t num_sampled = 0;  // n: sampled row i is t_i = floor((i + 1) * Sq / n) - 1
+  double inv_sampled = 1.0;      // 1.0 / n
   std::int64_t window = 1;       // w (core::window_size)
   std::int64_t dense_tail = 0;   // clipped to Sq
   float scale_log2 = 1.0f;       // softmax scale * log2(e): scores are handled in base 2
   bool causal = true;
   bool aligned = true;           // q and k rows start on 16-byte boundaries (cp.async); else plain loads
-  float* lse2 = nullptr;         // [B * Hq, n]: log2-sum-exp2 of each sampled row (pass 1 writes, pass 2 reads)
+  std::int64_t key_chunk = 4096; // pass 1 splits each row's keys into chunks of this many (a multiple of 64)
+  std::int64_t num_chunks = 1;   // ceil(Sk / key_chunk)
+  float* part_m = nullptr;       // [num_chunks, B * Hq, n]: pass 1 partial max (log2 units) per key chunk
+  float* part_l = nullptr;       // [num_chunks, B * Hq, n]: pass 1 partial sum of 2^(s - part_m)
+  float* lse2 = nullptr;         // [B * Hq, n]: log2-sum-exp2 of each sampled row (combined, read by pass 2)
   float* colscore = nullptr;     // [B * Hq, Sk]: sum over sampled rows of P[row, j]
   float* inside = nullptr;       // [B * Hq, Sk]: the part of colscore inside the rows' bands or dense tail
 };
@@ -52,6 +57,9 @@ struct Stage2Args {
 
 // Launchers (select_stage1_*.cu, select_stage2.cu): enqueue on `stream`, throw sampleattn::Error on failure.
 void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, void* stream);
+// Keys per pass 1 block: enough blocks to balance the causal triangle, at most 16 partials per row.
+// Example: Sk = 131072 -> 8192 (16 chunks); Sk = 32768 -> 4096 (8 chunks).
+std::int64_t stage1_key_chunk(std::int64_t seq_k);
 void launch_stage2(const Stage2Args& args, void* stream);
 
 }  // namespace sampleattn::cuda

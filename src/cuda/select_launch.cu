@@ -1,23 +1,67 @@
-// launch_stage1 (select_args.h): the one selector from (dtype, head_dim) to a stage 1 kernel instance.
+// launch_stage1 (select_args.h): the one selector from (dtype, head_dim) to a stage 1 kernel instance, and
+// the small kernel between the two passes that combines pass 1's per-chunk partials into each sampled row's
+// log-sum-exp.
 #include <cuda_runtime.h>
 
+#include <cmath>
+
+#include "cuda/check.h"
 #include "cuda/select_args.h"
+#include "cuda/select_mma_sm80.cuh"
 #include "sampleattn/error.h"
 
 namespace sampleattn::cuda {
 
-void launch_stage1_bf16(const Stage1Args& args, std::int64_t head_dim, cudaStream_t stream);
-void launch_stage1_f16(const Stage1Args& args, std::int64_t head_dim, cudaStream_t stream);
+void launch_stage1_bf16(const Stage1Args& args, std::int64_t head_dim, int pass, cudaStream_t stream);
+void launch_stage1_f16(const Stage1Args& args, std::int64_t head_dim, int pass, cudaStream_t stream);
+
+namespace {
+
+// One thread per (head bh, sampled row i): lse2 = M + log2 sum_c l_c 2^(m_c - M) over the chunks the row
+// sees (chunk c starts at key c * key_chunk). NaN in any partial stays NaN.
+__global__ void combine_kernel(const Stage1Args a) {
+  const std::int64_t n = a.num_sampled, rows = a.batch * a.q_heads * n;
+  const std::int64_t x = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (x >= rows) return;
+  const std::int64_t i = x % n;
+  const std::int64_t end =
+      a.causal ? a.seq_k - a.seq_q + sel::sampled_row(i, a.seq_q, n, a.inv_sampled) + 1 : a.seq_k;
+  const std::int64_t chunks = (end + a.key_chunk - 1) / a.key_chunk;
+  const std::int64_t stride = a.batch * a.q_heads * n;
+  float m = -INFINITY;
+  for (std::int64_t c = 0; c < chunks; ++c) m = fmaxf(m, a.part_m[c * stride + x]);
+  const float m_use = m == -INFINITY ? 0.0f : m;
+  float l = 0.0f;
+  for (std::int64_t c = 0; c < chunks; ++c) l += a.part_l[c * stride + x] * exp2f(a.part_m[c * stride + x] - m_use);
+  a.lse2[x] = m + log2f(l);
+}
+
+}  // namespace
+
+std::int64_t stage1_key_chunk(std::int64_t seq_k) {
+  const std::int64_t sixteenth = (seq_k + 15) / 16;
+  const std::int64_t rounded = (sixteenth + 63) / 64 * 64;
+  return rounded > 4096 ? rounded : 4096;
+}
 
 void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, void* stream) {
   SA_CHECK(head_dim == 64 || head_dim == 128, "CUDA selection: no kernel for head_dim ", head_dim,
            " (64 or 128)");
+  SA_CHECK(dtype == DType::bf16 || dtype == DType::f16, "CUDA selection: no kernel for dtype ", to_string(dtype),
+           " (bfloat16 or float16)");
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  switch (dtype) {
-    case DType::bf16: launch_stage1_bf16(args, head_dim, s); break;
-    case DType::f16: launch_stage1_f16(args, head_dim, s); break;
-    default: detail::fail("CUDA selection: no kernel for dtype ", to_string(dtype), " (bfloat16 or float16)");
-  }
+  auto pass = [&](int which) {
+    if (dtype == DType::bf16) {
+      launch_stage1_bf16(args, head_dim, which, s);
+    } else {
+      launch_stage1_f16(args, head_dim, which, s);
+    }
+  };
+  pass(1);
+  const std::int64_t rows = args.batch * args.q_heads * args.num_sampled;
+  combine_kernel<<<static_cast<unsigned>((rows + 255) / 256), 256, 0, s>>>(args);
+  check_launch("stage 1 log-sum-exp combine");
+  pass(2);
 }
 
 }  // namespace sampleattn::cuda

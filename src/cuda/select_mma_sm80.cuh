@@ -65,9 +65,19 @@ __device__ __forceinline__ float ex2(float x) {
   return y;
 }
 
-// Row index of sampled row i (core::sampled_rows): t_i = floor((i + 1) * Sq / n) - 1.
-__device__ __forceinline__ std::int64_t sampled_row(std::int64_t i, std::int64_t seq_q, std::int64_t n) {
-  return (i + 1) * seq_q / n - 1;
+// Row index of sampled row i (core::sampled_rows): t_i = floor((i + 1) * Sq / n) - 1, without a 64-bit
+// division (dozens of instructions): x / n in double is within one of the floor for x < 2^51, and one
+// integer step corrects it. inv_n = 1.0 / n.
+__device__ __forceinline__ std::int64_t sampled_row(std::int64_t i, std::int64_t seq_q, std::int64_t n,
+                                                    double inv_n) {
+  const std::int64_t x = (i + 1) * seq_q;
+  std::int64_t t = static_cast<std::int64_t>(static_cast<double>(x) * inv_n);
+  if (t * n > x) {
+    --t;
+  } else if ((t + 1) * n <= x) {
+    ++t;
+  }
+  return t - 1;
 }
 
 }  // namespace sampleattn::cuda::sel

@@ -1,8 +1,10 @@
 // Stage 1 of SampleAttention on the GPU (SPEC.md step 2): the exact softmax of the sampled query rows, in two
 // tensor-core passes over Q_s K^T (mma.sync m16n8k16, fp32 accumulators), nothing stored between them but
 // one log-sum-exp per sampled row.
-//   pass 1 (lse_kernel):    rows = sampled queries, the whole visible key range streamed in 64-key tiles;
-//                           online max / sum gives lse2 = log2 sum_j 2^(s_j * scale * log2 e) per row.
+//   pass 1 (lse_kernel):    rows = sampled queries, one chunk of the visible keys streamed in 64-key tiles
+//                           (chunks balance the causal triangle over the GPU); online max / sum gives a
+//                           partial (m, l) per row and chunk, which combine_kernel (select_launch.cu) turns
+//                           into lse2 = log2 sum_j 2^(s_j * scale * log2 e);
 //   pass 2 (colsum_kernel): one block owns 128 keys of one KV head and streams every sampled query of the
 //                           KV head's Hq / Hkv query heads past them (S^T = K Q_s^T, keys as MMA rows), so
 //                           the column sums of P = 2^(s - lse2) are row sums of the accumulator tile: no
@@ -75,24 +77,33 @@ __device__ __forceinline__ void load_keys(T* dst, const T* kbase, std::int64_t k
 // kvh * group + g, so the query heads of a GQA group share each K tile and rows of similar position share a
 // block. Blocks run from the last rows (longest key range) to the first.
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads) lse_kernel(const Stage1Args a) {
+__global__ void __launch_bounds__(kThreads, 3) lse_kernel(const Stage1Args a) {
   constexpr int kStride = smem_stride<D>(), kChunks = D / 8, kSteps = D / 16;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* qs = reinterpret_cast<T*>(smem_raw);  // [kLseRows][kStride]
   T* ks = qs + kLseRows * kStride;         // [2][kLseKeys][kStride]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const std::int64_t b = blockIdx.z, kvh = blockIdx.y;
+  // blockIdx.x = (rank * num_chunks + chunk) * Hkv + kvh: the longest rows first, every KV head alike; the
+  // block covers keys [chunk * key_chunk, (chunk + 1) * key_chunk) of its rows and writes partial (m, l).
+  const std::int64_t b = blockIdx.y, kvh = blockIdx.x % a.kv_heads;
+  const std::int64_t chunk = (blockIdx.x / a.kv_heads) % a.num_chunks;
+  const std::int64_t rank = blockIdx.x / a.kv_heads / a.num_chunks;
   const std::int64_t group = a.group, n = a.num_sampled;
   const std::int64_t flat_total = n * group;
   const std::int64_t tiles = (flat_total + kLseRows - 1) / kLseRows;
-  const std::int64_t f0 = (tiles - 1 - blockIdx.x) * kLseRows;
+  const std::int64_t f0 = (tiles - 1 - rank) * kLseRows;
   const std::int64_t pos_off = a.seq_k - a.seq_q;
   const T* qbase = static_cast<const T*>(a.q) + b * a.q_stride[0];
   const T* kbase = static_cast<const T*>(a.k) + b * a.k_stride[0] + kvh * a.k_stride[2];
 
   auto row_end = [&](std::int64_t f) -> std::int64_t {
-    return a.causal ? pos_off + sampled_row(f / group, a.seq_q, n) + 1 : a.seq_k;
+    return a.causal ? pos_off + sampled_row(f / group, a.seq_q, n, a.inv_sampled) + 1 : a.seq_k;
   };
+  const std::int64_t f_last = (f0 + kLseRows < flat_total ? f0 + kLseRows : flat_total) - 1;
+  const std::int64_t key_lo = chunk * a.key_chunk;
+  const std::int64_t row_end_max = row_end(f_last), end_min = row_end(f0);
+  const std::int64_t end_max = row_end_max < key_lo + a.key_chunk ? row_end_max : key_lo + a.key_chunk;
+  if (key_lo >= end_max) return;  // no row of this tile sees this chunk: its partials are never read
   for (int c = tid; c < kLseRows * kChunks; c += kThreads) {
     const int row = c / kChunks, ch = c % kChunks;
     const std::int64_t f = f0 + row;
@@ -100,14 +111,12 @@ __global__ void __launch_bounds__(kThreads) lse_kernel(const Stage1Args a) {
     const T* src = qbase;
     if (valid) {
       const std::int64_t h = kvh * group + f % group;
-      src = qbase + sampled_row(f / group, a.seq_q, n) * a.q_stride[1] + h * a.q_stride[2] + ch * 8;
+      src = qbase + sampled_row(f / group, a.seq_q, n, a.inv_sampled) * a.q_stride[1] + h * a.q_stride[2] + ch * 8;
     }
     copy_chunk(qs + row * kStride + ch * 8, src, valid, a.aligned);
   }
-  const std::int64_t f_last = (f0 + kLseRows < flat_total ? f0 + kLseRows : flat_total) - 1;
-  const std::int64_t end_max = row_end(f_last), end_min = row_end(f0);
-  const std::int64_t num_tiles = (end_max + kLseKeys - 1) / kLseKeys;
-  load_keys<T, D, kLseKeys>(ks, kbase, a.k_stride[1], 0, a.seq_k, a.aligned);
+  const std::int64_t num_tiles = (end_max - key_lo + kLseKeys - 1) / kLseKeys;
+  load_keys<T, D, kLseKeys>(ks, kbase, a.k_stride[1], key_lo, a.seq_k, a.aligned);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
@@ -121,14 +130,14 @@ __global__ void __launch_bounds__(kThreads) lse_kernel(const Stage1Args a) {
     for (int kk = 0; kk < kSteps; ++kk)
       ldmatrix_x4(qa[mt][kk], qs + (r0 + mt * 16 + (lane % 16)) * kStride + kk * 16 + (lane / 16) * 8);
 
-  std::int64_t end[2][2];
+  int end[2][2];  // one past the last visible key of each of the thread's rows (Sk < 2^31)
   float m[2][2], l[2][2];
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
       const std::int64_t f = f0 + r0 + mt * 16 + hf * 8 + lane / 4;
-      end[mt][hf] = row_end(f < flat_total ? f : f_last);
+      end[mt][hf] = static_cast<int>(row_end(f < flat_total ? f : f_last));
       m[mt][hf] = -kInf;
       l[mt][hf] = 0.0f;
     }
@@ -136,7 +145,7 @@ __global__ void __launch_bounds__(kThreads) lse_kernel(const Stage1Args a) {
   for (std::int64_t tile = 0; tile < num_tiles; ++tile) {
     if (tile + 1 < num_tiles)
       load_keys<T, D, kLseKeys>(ks + ((tile + 1) & 1) * kLseKeys * kStride, kbase, a.k_stride[1],
-                                (tile + 1) * kLseKeys, a.seq_k, a.aligned);
+                                key_lo + (tile + 1) * kLseKeys, a.seq_k, a.aligned);
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
@@ -160,7 +169,7 @@ __global__ void __launch_bounds__(kThreads) lse_kernel(const Stage1Args a) {
           mma_16816<T>(acc[mt][2 * np + 1], qa[mt][kk], bk[2], bk[3]);
         }
       }
-    const std::int64_t j0 = tile * kLseKeys;
+    const int j0 = static_cast<int>(key_lo + tile * kLseKeys);
     const bool masked = j0 + kLseKeys > end_min;
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
@@ -201,7 +210,9 @@ __global__ void __launch_bounds__(kThreads) lse_kernel(const Stage1Args a) {
       const std::int64_t f = f0 + r0 + mt * 16 + hf * 8 + lane / 4;
       if (lane % 4 == 0 && f < flat_total) {
         const std::int64_t h = kvh * group + f % group;
-        a.lse2[(b * a.q_heads + h) * n + f / group] = m[mt][hf] + __log2f(s);
+        const std::int64_t at = (chunk * a.batch * a.q_heads + b * a.q_heads + h) * n + f / group;
+        a.part_m[at] = m[mt][hf];
+        a.part_l[at] = s;
       }
     }
 }
@@ -212,7 +223,7 @@ __global__ void __launch_bounds__(kThreads) lse_kernel(const Stage1Args a) {
 // (i >= i_start) stream through shared memory 64 at a time (double-buffered cp.async). Per key the thread
 // sums P over its columns; a quad shuffle finishes the row sum at the end of each head.
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads) colsum_kernel(const Stage1Args a) {
+__global__ void __launch_bounds__(kThreads, 3) colsum_kernel(const Stage1Args a) {
   constexpr int kStride = smem_stride<D>(), kChunks = D / 8, kSteps = D / 16;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* ks = reinterpret_cast<T*>(smem_raw);                                 // [kColKeys][kStride]
@@ -220,12 +231,13 @@ __global__ void __launch_bounds__(kThreads) colsum_kernel(const Stage1Args a) {
   int* qpos = reinterpret_cast<int*>(qs + 2 * kColQueries * kStride);     // [2][kColQueries]
   float* qlse = reinterpret_cast<float*>(qpos + 2 * kColQueries);         // [2][kColQueries]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const std::int64_t b = blockIdx.z, kvh = blockIdx.y;
-  const std::int64_t j0 = static_cast<std::int64_t>(blockIdx.x) * kColKeys;
+  // blockIdx.x = key tile * Hkv + kvh: the first key tiles (seen by every sampled row) start first.
+  const std::int64_t b = blockIdx.y, kvh = blockIdx.x % a.kv_heads;
+  const std::int64_t j0 = static_cast<std::int64_t>(blockIdx.x / a.kv_heads) * kColKeys;
   const std::int64_t group = a.group, n = a.num_sampled, seq_q = a.seq_q, seq_k = a.seq_k;
   const std::int64_t pos_off = seq_k - seq_q;
-  const std::int64_t w = a.window;
-  const std::int64_t tail_pos = seq_k - a.dense_tail;  // rows at key position >= tail_pos are the dense tail
+  const int w = static_cast<int>(a.window);
+  const int tail_pos = static_cast<int>(seq_k - a.dense_tail);  // rows at key position >= tail_pos: dense tail
   const T* qbase = static_cast<const T*>(a.q) + b * a.q_stride[0];
   const T* kbase = static_cast<const T*>(a.k) + b * a.k_stride[0] + kvh * a.k_stride[2];
 
@@ -260,23 +272,27 @@ __global__ void __launch_bounds__(kThreads) colsum_kernel(const Stage1Args a) {
     return;
   }
 
+  // Thread pair (2r, 2r + 1) loads query row r of the tile, chunks alternating between the two threads (each
+  // pair covers 32 contiguous bytes per instruction): one sampled_row() per thread and tile.
+  static_assert(2 * kColQueries == kThreads, "one thread pair per query row");
   auto load_queries = [&](std::int64_t t, int buf) {
     const std::int64_t g = t / per_head, i0 = i_start + (t % per_head) * kColQueries;
     const std::int64_t h = kvh * group + g;
-    T* dst = qs + buf * kColQueries * kStride;
-    for (int c = tid; c < kColQueries * kChunks; c += kThreads) {
-      const int row = c / kChunks, ch = c % kChunks;
-      const std::int64_t i = i0 + row;
-      const bool valid = i < n;
-      const T* src = valid ? qbase + sampled_row(i, seq_q, n) * a.q_stride[1] + h * a.q_stride[2] + ch * 8 : qbase;
-      copy_chunk(dst + row * kStride + ch * 8, src, valid, a.aligned);
+    const int row = tid / 2;
+    const std::int64_t i = i0 + row;
+    const bool valid = i < n;
+    const std::int64_t trow = valid ? sampled_row(i, seq_q, n, a.inv_sampled) : 0;
+    const T* src = qbase + trow * a.q_stride[1] + h * a.q_stride[2];
+    T* dst = qs + (buf * kColQueries + row) * kStride;
+#pragma unroll
+    for (int m = 0; m < kChunks / 2; ++m) {
+      const int ch = (tid & 1) + 2 * m;
+      copy_chunk(dst + ch * 8, src + ch * 8, valid, a.aligned);
     }
-    if (tid < kColQueries) {
-      const std::int64_t i = i0 + tid;
-      const bool valid = i < n;
+    if ((tid & 1) == 0) {
       // Padding rows: invisible (causal) and weightless (lse = +inf gives 2^-inf = 0).
-      qpos[buf * kColQueries + tid] = valid ? static_cast<int>(pos_off + sampled_row(i, seq_q, n)) : -(1 << 30);
-      qlse[buf * kColQueries + tid] = valid ? a.lse2[(b * a.q_heads + h) * n + i] : kInf;
+      qpos[buf * kColQueries + row] = valid ? static_cast<int>(pos_off + trow) : -(1 << 30);
+      qlse[buf * kColQueries + row] = valid ? a.lse2[(b * a.q_heads + h) * n + i] : kInf;
     }
   };
 
@@ -323,8 +339,8 @@ __global__ void __launch_bounds__(kThreads) colsum_kernel(const Stage1Args a) {
       }
     const std::int64_t i0 = i_start + (t % per_head) * kColQueries;
     const std::int64_t i_last = (i0 + kColQueries < n ? i0 + kColQueries : n) - 1;
-    const std::int64_t first_pos = pos_off + sampled_row(i0, seq_q, n);
-    const std::int64_t last_pos = pos_off + sampled_row(i_last, seq_q, n);
+    const std::int64_t first_pos = pos_off + sampled_row(i0, seq_q, n, a.inv_sampled);
+    const std::int64_t last_pos = pos_off + sampled_row(i_last, seq_q, n, a.inv_sampled);
     const bool fast = a.causal && first_pos >= block_last_key + w && last_pos < tail_pos;
     const int* qp = qpos + buf * kColQueries;
     const float* ql = qlse + buf * kColQueries;
@@ -345,10 +361,10 @@ __global__ void __launch_bounds__(kThreads) colsum_kernel(const Stage1Args a) {
         for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
           for (int hf = 0; hf < 2; ++hf) {
-            const std::int64_t j = j0 + key_row0 + mt * 16 + hf * 8 + lane / 4;
+            const int j = static_cast<int>(j0) + key_row0 + mt * 16 + hf * 8 + lane / 4;
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              const std::int64_t p = e == 0 ? pos.x : pos.y;
+              const int p = e == 0 ? pos.x : pos.y;
               const bool visible = !a.causal || j <= p;
               const bool band = p >= tail_pos || (j > p - w && (a.causal || j < p + w));
               const float prob =
@@ -370,10 +386,10 @@ __global__ void __launch_bounds__(kThreads) colsum_kernel(const Stage1Args a) {
   }
 }
 
-// Both passes of one (dtype, head_dim) instance on `stream`. Grid: pass 1 (flat row tiles, Hkv, B), pass 2
-// (key tiles, Hkv, B). The dynamic shared-memory limit is raised once per instance (thread-safe static).
+// Pass 1 or pass 2 of one (dtype, head_dim) instance on `stream`. Grid: pass 1 (row tiles x Hkv, B), pass 2
+// (key tiles x Hkv, B). The dynamic shared-memory limit is raised once per instance (thread-safe static).
 template <typename T, int D>
-void launch_stage1_instance(const Stage1Args& a, cudaStream_t stream) {
+void launch_stage1_instance(const Stage1Args& a, int pass, cudaStream_t stream) {
   static const cudaError_t attr_status = [] {
     cudaError_t e = cudaFuncSetAttribute(lse_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          lse_smem_bytes<D>());
@@ -383,14 +399,15 @@ void launch_stage1_instance(const Stage1Args& a, cudaStream_t stream) {
     return e;
   }();
   check_cuda(attr_status, "cudaFuncSetAttribute (stage 1 shared memory)");
-  const std::int64_t lse_tiles = (a.num_sampled * a.group + kLseRows - 1) / kLseRows;
-  const dim3 lse_grid(static_cast<unsigned>(lse_tiles), static_cast<unsigned>(a.kv_heads),
-                      static_cast<unsigned>(a.batch));
-  lse_kernel<T, D><<<lse_grid, kThreads, lse_smem_bytes<D>(), stream>>>(a);
-  check_launch("stage 1 pass 1 (sampled-row log-sum-exp)");
+  if (pass == 1) {
+    const std::int64_t lse_tiles = (a.num_sampled * a.group + kLseRows - 1) / kLseRows;
+    const dim3 lse_grid(static_cast<unsigned>(lse_tiles * a.num_chunks * a.kv_heads), static_cast<unsigned>(a.batch));
+    lse_kernel<T, D><<<lse_grid, kThreads, lse_smem_bytes<D>(), stream>>>(a);
+    check_launch("stage 1 pass 1 (sampled-row log-sum-exp)");
+    return;
+  }
   const std::int64_t key_tiles = (a.seq_k + kColKeys - 1) / kColKeys;
-  const dim3 col_grid(static_cast<unsigned>(key_tiles), static_cast<unsigned>(a.kv_heads),
-                      static_cast<unsigned>(a.batch));
+  const dim3 col_grid(static_cast<unsigned>(key_tiles * a.kv_heads), static_cast<unsigned>(a.batch));
   colsum_kernel<T, D><<<col_grid, kThreads, colsum_smem_bytes<D>(), stream>>>(a);
   check_launch("stage 1 pass 2 (column scores)");
 }

@@ -1,7 +1,7 @@
 // Stage 2 of SampleAttention on the GPU (SPEC.md step 3, core::choose_columns): per (batch, query head) the
 // shortest prefix of the columns sorted by score (descending, ties lower index first) whose sum reaches
 // alpha of the total, plus the sink columns; written as ascending indices, a count, a bitmap and the head's
-// statistics. One block of 1024 threads per head, no sort:
+// statistics. One block of 512 threads per head, no sort:
 //   1. total of the scores as uint64 fixed point (exact and order-independent), and a finiteness check;
 //   2. radix select on the float bits (11 + 10 + 10 bits): per level a histogram of counts and fixed-point
 //      sums of the candidates, and a suffix scan over the bins finds the bin where the running sum crosses
@@ -23,7 +23,7 @@
 namespace sampleattn::cuda {
 namespace {
 
-constexpr int kThreads = 1024;
+constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kBins = 2048;  // first level: bits 30..20 of the (non-negative) float; then 10 + 10 bits
 
@@ -123,19 +123,27 @@ __global__ void __launch_bounds__(kThreads) choose_kernel(const Stage2Args a) {
         bin_sum[d] = 0;
       }
       __syncthreads();
-      const int high = shift + (level == 0 ? 11 : 10);
+      const int high = shift + (level == 0 ? 11 : 10);  // bits above this level's digit: the prefix
       for (std::int64_t j = tid; j < seq_k; j += kThreads) {
         const float x = cs[j];
         const unsigned int key = __float_as_uint(x);
-        if (high >= 32 || (key >> high) == (prefix >> high)) {
+        if ((key >> high) == (prefix >> high)) {
+          // Scores cluster in few bins: lanes of a warp with the same bin add up first (three 21-bit limbs
+          // of the fixed-point value, so the 32-bit warp sums cannot overflow), then one atomic per bin.
           const unsigned int d = (key >> shift) & static_cast<unsigned int>(nb - 1);
-          atomicAdd(&bin_count[d], 1u);
           const u64 fx = to_fixed(x, a.fixed_scale);
-          if (fx != 0) atomicAdd(&bin_sum[d], fx);
+          const unsigned int peers = __match_any_sync(__activemask(), d);
+          const unsigned int lo = __reduce_add_sync(peers, static_cast<unsigned int>(fx & 0x1fffffu));
+          const unsigned int mid = __reduce_add_sync(peers, static_cast<unsigned int>((fx >> 21) & 0x1fffffu));
+          const unsigned int hi = __reduce_add_sync(peers, static_cast<unsigned int>(fx >> 42));
+          if ((threadIdx.x % 32) == static_cast<unsigned int>(__ffs(peers) - 1)) {
+            atomicAdd(&bin_count[d], static_cast<unsigned int>(__popc(peers)));
+            atomicAdd(&bin_sum[d], static_cast<u64>(lo) + (static_cast<u64>(mid) << 21) + (static_cast<u64>(hi) << 42));
+          }
         }
       }
       __syncthreads();
-      // Bins in descending order, two per thread at level 0: the exclusive scan gives the sum above a bin.
+      // Bins in descending order (nb / kThreads per thread): the exclusive scan gives the sum above a bin.
       const int per = nb / kThreads;
       u64 local = 0;
       for (int r = 0; r < per; ++r) local += bin_sum[nb - 1 - (tid * per + r)];

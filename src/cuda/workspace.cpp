@@ -60,6 +60,8 @@ SelectPlan make_plan(const core::Problem& p, const SampleConfig& config) {
   plan.heads_total = p.batch * p.q_heads;
   plan.num_sampled = std::clamp<std::int64_t>(core::ceil_ratio(config.sample_ratio, p.seq_q), 1, p.seq_q);
   plan.window = core::window_size(config, p.seq_k);
+  plan.key_chunk = stage1_key_chunk(p.seq_k);
+  plan.num_chunks = (p.seq_k + plan.key_chunk - 1) / plan.key_chunk;
   plan.dense_tail = std::min(config.dense_tail, p.seq_q);
   plan.dense_tail_config = config.dense_tail;
   plan.sink_tokens = config.sink_tokens;
@@ -83,7 +85,10 @@ WorkspaceLayout workspace_layout(const SelectPlan& plan) {
     at = align_up(at + bytes);
     return here;
   };
-  l.lse2 = place(heads * static_cast<std::size_t>(plan.num_sampled) * sizeof(float));
+  const std::size_t rows = heads * static_cast<std::size_t>(plan.num_sampled);
+  l.part_m = place(static_cast<std::size_t>(plan.num_chunks) * rows * sizeof(float));
+  l.part_l = place(static_cast<std::size_t>(plan.num_chunks) * rows * sizeof(float));
+  l.lse2 = place(rows * sizeof(float));
   l.colscore = place(heads * sk * sizeof(float));
   l.inside = place(heads * sk * sizeof(float));
   l.indices = place(heads * sk * sizeof(std::int32_t));
@@ -103,7 +108,8 @@ Workspace carve_workspace(void* base, std::size_t bytes, const WorkspaceLayout& 
   SA_CHECK(bytes >= l.bytes, "workspace_bytes (", bytes, ") is smaller than sample_attention_workspace_size (",
            l.bytes, ")");
   auto* b = static_cast<unsigned char*>(base);
-  return Workspace{reinterpret_cast<float*>(b + l.lse2),          reinterpret_cast<float*>(b + l.colscore),
+  return Workspace{reinterpret_cast<float*>(b + l.part_m),        reinterpret_cast<float*>(b + l.part_l),
+                   reinterpret_cast<float*>(b + l.lse2),          reinterpret_cast<float*>(b + l.colscore),
                    reinterpret_cast<float*>(b + l.inside),        reinterpret_cast<std::int32_t*>(b + l.indices),
                    reinterpret_cast<std::int64_t*>(b + l.offsets), reinterpret_cast<std::int32_t*>(b + l.counts),
                    reinterpret_cast<std::int32_t*>(b + l.window),  reinterpret_cast<std::uint32_t*>(b + l.bitmap),
@@ -127,11 +133,16 @@ void run_selection(const SelectPlan& plan, const TensorView& q, const TensorView
   a.kv_heads = p.kv_heads;
   a.group = p.group();
   a.num_sampled = plan.num_sampled;
+  a.inv_sampled = 1.0 / static_cast<double>(plan.num_sampled);
   a.window = plan.window;
   a.dense_tail = plan.dense_tail;
   a.scale_log2 = p.scale * 1.4426950408889634f;
   a.causal = p.causal;
   a.aligned = rows_aligned16(q) && rows_aligned16(k);
+  a.key_chunk = plan.key_chunk;
+  a.num_chunks = plan.num_chunks;
+  a.part_m = ws.part_m;
+  a.part_l = ws.part_l;
   a.lse2 = ws.lse2;
   a.colscore = ws.colscore;
   a.inside = ws.inside;

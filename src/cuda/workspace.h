@@ -17,6 +17,8 @@ struct SelectPlan {
   core::Problem problem;
   std::int64_t heads_total = 0;   // batch * q_heads
   std::int64_t num_sampled = 0;   // n = |core::sampled_rows|
+  std::int64_t key_chunk = 4096;  // stage 1 pass 1 key chunk (stage1_key_chunk)
+  std::int64_t num_chunks = 1;
   std::int64_t window = 1;        // core::window_size
   std::int64_t dense_tail = 0;    // config.dense_tail clipped to Sq
   std::int64_t dense_tail_config = 0;  // as given (what Selection::dense_tail records, as on the CPU)
@@ -29,12 +31,14 @@ struct SelectPlan {
 
 // Byte offsets of the arrays inside the workspace (each 256-byte aligned) and the total size.
 struct WorkspaceLayout {
-  std::size_t lse2 = 0, colscore = 0, inside = 0, indices = 0, offsets = 0, counts = 0, window = 0, bitmap = 0,
+  std::size_t part_m = 0, part_l = 0, lse2 = 0, colscore = 0, inside = 0, indices = 0, offsets = 0, counts = 0, window = 0, bitmap = 0,
               stats = 0, bytes = 0;
 };
 
 // Typed pointers into one workspace.
 struct Workspace {
+  float* part_m;
+  float* part_l;
   float* lse2;
   float* colscore;
   float* inside;

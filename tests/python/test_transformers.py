@@ -202,3 +202,12 @@ def test_configure_validates():
     with pytest.raises(ValueError, match=r"min_seq_len \(-1\) must be >= 0"):
         sat.configure(min_seq_len=-1)
     assert sat.settings()["min_seq_len"] == 0
+
+
+def test_compiled_model_fullgraph(rng):
+    torch._dynamo.reset()
+    dense, sparse = _pair(_config("llama"))
+    ids = _ids(rng, 1, 90)
+    compiled = torch.compile(sparse, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(ids).logits, dense(ids).logits, atol=2e-5, rtol=1e-5)

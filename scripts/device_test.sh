@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Every GPU test of sampleattn in one device call, plus (optionally) the end-to-end benchmark.
+#
+#   host:   bash scripts/device_test.sh build [BUILD_DIR]   # CMake build (sm_90a) + bench C API into BUILD_DIR/device
+#   device: bash scripts/device_test.sh run [BUILD_DIR]     # carry BUILD_DIR/device; results land in $OUT
+#
+# run does: the CUDA GoogleTest binary (tests/cuda/*: attention kernels, selection, backend, 1M tokens with
+# SAMPLEATTN_LARGE_TESTS=1), compute-sanitizer memcheck and racecheck on the *SmallCasesForSanitizers* tests,
+# dense and alpha = 1 against PyTorch SDPA (cuDNN) via bench/cuda_e2e_bench.py --check, and with BENCH=1 the
+# benchmark (BENCH_ARGS, default 32K and 128K with FlexAttention at 128K) writing $OUT/h200-e2e.json.
+# Switches: TESTS=0 skips the gtest + sanitizer part, SAN=0 the sanitizers, GTEST_FILTER narrows the tests.
+set -uo pipefail
+MODE=${1:-run}
+B=${2:-build-cudaselect}
+D=$B/device
+
+if [ "$MODE" = build ]; then
+  set -e
+  if [ ! -f "$B/build.ninja" ] && [ ! -f "$B/Makefile" ]; then
+    cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DSAMPLEATTN_BUILD_TOOLS=OFF \
+      "-DSAMPLEATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a"
+  fi
+  cmake --build "$B" -j 2 --target sampleattn_cuda_tests
+  mkdir -p "$D"
+  cp "$B/tests/sampleattn_cuda_tests" "$D/"
+  g++ -std=c++20 -O2 -shared -fPIC bench/cuda_e2e_capi.cpp -Iinclude -Isrc -I/usr/local/cuda/include \
+    "$B/libsampleattn.a" -L/usr/local/cuda/lib64 -lcudart -lpthread -o "$D/libsa_e2e.so"
+  cp /usr/local/cuda/lib64/libcudart.so.13 "$D/" 2>/dev/null || true
+  git rev-parse HEAD > "$D/COMMIT"
+  ls -la "$D"
+  exit 0
+fi
+
+OUT=${OUT:-/tmp/sampleattn-device}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH="$PWD/$D:${LD_LIBRARY_PATH:-}"
+export SAMPLEATTN_COMMIT=$(cat "$D/COMMIT" 2>/dev/null || echo unknown)
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv | tee "$OUT/gpu.txt"
+status=0
+
+if [ "${TESTS:-1}" = 1 ]; then
+  echo "== gtest (CUDA)"
+  SAMPLEATTN_LARGE_TESTS=${LARGE:-1} timeout 300 "$D/sampleattn_cuda_tests" --gtest_brief=1 \
+    --gtest_filter="${GTEST_FILTER:-*}" > "$OUT/tests.log" 2>&1
+  rc=$?
+  echo "gtest rc=$rc" | tee -a "$OUT/tests.log"
+  [ $rc = 0 ] || status=1
+  grep -E "FAILED|PASSED|Failure|Expected|Which is|seed|1M tokens|error:|exception" "$OUT/tests.log" | head -60
+  SAN=${SAN:-1}
+  SANBIN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+  for tool in memcheck racecheck; do
+    [ "$SAN" = 1 ] || break
+    [ -n "$SANBIN" ] || { echo "compute-sanitizer not found"; status=1; break; }
+    echo "== $tool"
+    timeout 150 "$SANBIN" --tool "$tool" --error-exitcode 3 "$D/sampleattn_cuda_tests" \
+      --gtest_filter='*SmallCasesForSanitizers*' > "$OUT/$tool.log" 2>&1
+    rc=$?
+    echo "$tool rc=$rc" | tee -a "$OUT/$tool.log"
+    [ $rc = 0 ] || status=1
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Invalid|Race|PASSED|FAILED" "$OUT/$tool.log" | head -8
+  done
+fi
+
+if [ "${CHECK:-1}" = 1 ]; then
+  echo "== vs PyTorch SDPA (cuDNN)"
+  PYTHONUNBUFFERED=1 timeout 120 python3 bench/cuda_e2e_bench.py --lib "$D/libsa_e2e.so" --check 2>&1 | tee "$OUT/sdpa_check.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+
+if [ "${BENCH:-0}" = 1 ]; then
+  echo "== benchmark"
+  # shellcheck disable=SC2086
+  PYTHONUNBUFFERED=1 timeout 420 python3 bench/cuda_e2e_bench.py --lib "$D/libsa_e2e.so" --bench \
+    --out "$OUT/h200-e2e.json" ${BENCH_ARGS:---lengths 32768,131072 --flex 131072} 2>&1 | tee "$OUT/bench.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+echo "device_test status=$status"
+exit $status
