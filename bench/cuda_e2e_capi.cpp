@@ -25,8 +25,8 @@ struct Views {
   TensorView q, k, v, out;
 };
 
-TensorView make_view(const void* data, DType dtype, std::int64_t b, std::int64_t s, std::int64_t h,
-                     std::int64_t d, const std::int64_t* stride) {
+TensorView make_view(const void* data, DType dtype, std::int64_t b, std::int64_t s, std::int64_t h, std::int64_t d,
+                     const std::int64_t* stride) {
   TensorView t;
   t.data = const_cast<void*>(data);
   t.dtype = dtype;
@@ -80,18 +80,17 @@ int guarded(char* err, int err_len, F&& f) {
 
 extern "C" {
 
-int sa_workspace_size(const void* q, const void* k, const std::int64_t* sizes, const std::int64_t* strides,
-                      int dtype, int causal, const double* config, std::uint64_t* bytes, char* err, int err_len) {
+int sa_workspace_size(const void* q, const void* k, const std::int64_t* sizes, const std::int64_t* strides, int dtype,
+                      int causal, const double* config, std::uint64_t* bytes, char* err, int err_len) {
   return guarded(err, err_len, [&] {
     const Views x = make_views(q, k, nullptr, nullptr, sizes, strides, dtype);
     *bytes = sampleattn::cuda::sample_attention_workspace_size(x.q, x.k, make_params(causal), make_config(config));
   });
 }
 
-int sa_sample_attention(const void* q, const void* k, const void* v, void* out, float* lse,
-                        const std::int64_t* sizes, const std::int64_t* strides, int dtype, int causal,
-                        const double* config, void* ws, std::uint64_t ws_bytes, void* stream, char* err,
-                        int err_len) {
+int sa_sample_attention(const void* q, const void* k, const void* v, void* out, float* lse, const std::int64_t* sizes,
+                        const std::int64_t* strides, int dtype, int causal, const double* config, void* ws,
+                        std::uint64_t ws_bytes, void* stream, char* err, int err_len) {
   return guarded(err, err_len, [&] {
     const Views x = make_views(q, k, v, out, sizes, strides, dtype);
     sampleattn::cuda::sample_attention(x.q, x.k, x.v, x.out, lse, make_params(causal), make_config(config), ws,

@@ -31,13 +31,13 @@ std::size_t sample_attention_workspace_size(const TensorView& q, const TensorVie
                                             const SampleConfig& config = {});
 
 // Stage 1, stage 2 and sparse attention, all enqueued on `stream`; the selection stays in the workspace.
-void sample_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                      float* lse, const AttnParams& params, const SampleConfig& config, void* workspace,
+void sample_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out, float* lse,
+                      const AttnParams& params, const SampleConfig& config, void* workspace,
                       std::size_t workspace_bytes, void* stream);
 
 // Stages 1 and 2 only (the selection, e.g. to time it or to reuse it).
-void select_to_workspace(const TensorView& q, const TensorView& k, const AttnParams& params,
-                         const SampleConfig& config, void* workspace, std::size_t workspace_bytes, void* stream);
+void select_to_workspace(const TensorView& q, const TensorView& k, const AttnParams& params, const SampleConfig& config,
+                         void* workspace, std::size_t workspace_bytes, void* stream);
 
 // The selection and statistics the last call on this workspace left there, copied to the host; waits for
 // `stream`. Pass the same shapes, params and config as that call.

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "core/problem.h"
 #include "sampleattn/tensor.h"
 
 namespace sampleattn::cuda {
@@ -41,6 +42,10 @@ struct AttentionParams {
   std::int64_t bitmap_words = 0;
   std::int64_t dense_tail = 0;
 };
+
+// Dense-mode parameters of a validated problem (the sparse fields are left empty for the caller).
+AttentionParams attention_params(const core::Problem& p, const TensorView& q, const TensorView& k,
+                                 const TensorView& v, const TensorView& out, float* lse);
 
 // Whether a kernel instance exists for (dtype, head_dim) on the current device.
 bool attention_supported(DType dtype, std::int64_t head_dim);

@@ -18,7 +18,7 @@
 
 #include "cuda/attention_args.h"
 #include "cuda/attention_plan.cuh"
-#include "cuda/attention_ptx_sm80.cuh"
+#include "cuda/ptx_sm80.cuh"
 #include "cuda/attention_softmax_sm80.cuh"
 #include "cuda/attention_tile_sm80.cuh"
 

@@ -12,7 +12,7 @@
 
 #include <cmath>
 
-#include "cuda/attention_ptx_sm80.cuh"
+#include "cuda/ptx_sm80.cuh"
 
 namespace sampleattn::cuda::sm80 {
 

@@ -9,7 +9,7 @@
 
 #include <cstdint>
 
-#include "cuda/attention_ptx_sm80.cuh"
+#include "cuda/ptx_sm80.cuh"
 
 namespace sampleattn::cuda::sm80 {
 

@@ -34,32 +34,6 @@ class StreamBuffer {
   cudaStream_t stream_;
 };
 
-AttentionParams base_params(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
-                            const TensorView& out, float* lse) {
-  AttentionParams ap;
-  ap.q = q.data;
-  ap.k = k.data;
-  ap.v = v.data;
-  ap.out = out.data;
-  ap.lse = lse;
-  for (int i = 0; i < 4; ++i) {
-    ap.q_stride[i] = q.stride[i];
-    ap.k_stride[i] = k.stride[i];
-    ap.v_stride[i] = v.stride[i];
-    ap.out_stride[i] = out.stride[i];
-  }
-  ap.batch = p.batch;
-  ap.seq_q = p.seq_q;
-  ap.seq_k = p.seq_k;
-  ap.q_heads = p.q_heads;
-  ap.kv_heads = p.kv_heads;
-  ap.head_dim = p.head_dim;
-  ap.dtype = q.dtype;
-  ap.scale = p.scale;
-  ap.causal = p.causal;
-  return ap;
-}
-
 template <typename T>
 void upload(void* dst, const std::vector<T>& src, cudaStream_t stream) {
   // Pageable source: the call returns once the data is staged, so `src` may go away afterwards.
@@ -123,7 +97,7 @@ void attend(const core::Problem& p, const TensorView& q, const TensorView& k, co
   upload(base + off_bitmap, bitmap, s);
   upload(base + off_indices, selection.indices, s);
 
-  AttentionParams ap = base_params(p, q, k, v, out, lse);
+  AttentionParams ap = attention_params(p, q, k, v, out, lse);
   ap.window = reinterpret_cast<const std::int32_t*>(base + off_window);
   ap.col_counts = reinterpret_cast<const std::int32_t*>(base + off_counts);
   ap.col_offsets = reinterpret_cast<const std::int64_t*>(base + off_offsets);
@@ -134,9 +108,9 @@ void attend(const core::Problem& p, const TensorView& q, const TensorView& k, co
   run_attention(ap, stream);
 }
 
-void dense(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
-           const TensorView& out, float* lse, void* stream) {
-  run_attention(base_params(p, q, k, v, out, lse), stream);
+void dense(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+           float* lse, void* stream) {
+  run_attention(attention_params(p, q, k, v, out, lse), stream);
 }
 
 void sample_attention(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,

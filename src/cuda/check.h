@@ -9,7 +9,8 @@
 namespace sampleattn::cuda {
 
 inline void check_cuda(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) detail::fail("CUDA error in ", what, ": ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ")");
+  if (err != cudaSuccess)
+    detail::fail("CUDA error in ", what, ": ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ")");
 }
 
 // After every <<<...>>>: a bad configuration or an earlier asynchronous fault surfaces here, naming the kernel.

@@ -1,10 +1,9 @@
 // The public no-allocation CUDA API (include/sampleattn/cuda.h): host-side validation, then the workspace
 // sequence of workspace.h on the caller's stream.
-#include "sampleattn/cuda.h"
-
 #include "core/problem.h"
 #include "cuda/backend.h"
 #include "cuda/workspace.h"
+#include "sampleattn/cuda.h"
 #include "sampleattn/error.h"
 
 namespace sampleattn::cuda {
@@ -26,8 +25,8 @@ std::size_t sample_attention_workspace_size(const TensorView& q, const TensorVie
   return workspace_layout(plan_for(q, k, nullptr, params, config)).bytes;
 }
 
-void sample_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                      float* lse, const AttnParams& params, const SampleConfig& config, void* workspace,
+void sample_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out, float* lse,
+                      const AttnParams& params, const SampleConfig& config, void* workspace,
                       std::size_t workspace_bytes, void* stream) {
   const SelectPlan plan = plan_for(q, k, &v, params, config);
   core::check_output(plan.problem, q, out);
@@ -36,8 +35,8 @@ void sample_attention(const TensorView& q, const TensorView& k, const TensorView
   run_sparse_attention(plan, q, k, v, out, lse, ws, stream);
 }
 
-void select_to_workspace(const TensorView& q, const TensorView& k, const AttnParams& params,
-                         const SampleConfig& config, void* workspace, std::size_t workspace_bytes, void* stream) {
+void select_to_workspace(const TensorView& q, const TensorView& k, const AttnParams& params, const SampleConfig& config,
+                         void* workspace, std::size_t workspace_bytes, void* stream) {
   const SelectPlan plan = plan_for(q, k, nullptr, params, config);
   const Workspace ws = carve_workspace(workspace, workspace_bytes, workspace_layout(plan));
   run_selection(plan, q, k, ws, stream);

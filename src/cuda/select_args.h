@@ -17,8 +17,8 @@ struct DeviceHeadStats {
 
 // Stage 1: sampled-row log-sum-exp (pass 1), then column scores (pass 2).
 struct Stage1Args {
-  const void* q = nullptr;  // [B, Sq, Hq, d], head_dim contiguous
-  const void* k = nullptr;  // [B, Sk, Hkv, d], head_dim contiguous
+  const void* q = nullptr;                    // [B, Sq, Hq, d], head_dim contiguous
+  const void* k = nullptr;                    // [B, Sk, Hkv, d], head_dim contiguous
   std::int64_t q_stride[3]{}, k_stride[3]{};  // batch, seq, head strides in elements
   std::int64_t batch = 0, seq_q = 0, seq_k = 0, q_heads = 0, kv_heads = 0, group = 1;
   std::int64_t num_sampled = 0;  // n: sampled row i is t_i = floor((i + 1) * Sq / n) - 1
@@ -27,14 +27,14 @@ struct Stage1Args {
   std::int64_t dense_tail = 0;   // clipped to Sq
   float scale_log2 = 1.0f;       // softmax scale * log2(e): scores are handled in base 2
   bool causal = true;
-  bool aligned = true;           // q and k rows start on 16-byte boundaries (cp.async); else plain loads
-  std::int64_t key_chunk = 4096; // pass 1 splits each row's keys into chunks of this many (a multiple of 64)
-  std::int64_t num_chunks = 1;   // ceil(Sk / key_chunk)
-  float* part_m = nullptr;       // [num_chunks, B * Hq, n]: pass 1 partial max (log2 units) per key chunk
-  float* part_l = nullptr;       // [num_chunks, B * Hq, n]: pass 1 partial sum of 2^(s - part_m)
-  float* lse2 = nullptr;         // [B * Hq, n]: log2-sum-exp2 of each sampled row (combined, read by pass 2)
-  float* colscore = nullptr;     // [B * Hq, Sk]: sum over sampled rows of P[row, j]
-  float* inside = nullptr;       // [B * Hq, Sk]: the part of colscore inside the rows' bands or dense tail
+  bool aligned = true;            // q and k rows start on 16-byte boundaries (cp.async); else plain loads
+  std::int64_t key_chunk = 4096;  // pass 1 splits each row's keys into chunks of this many (a multiple of 64)
+  std::int64_t num_chunks = 1;    // ceil(Sk / key_chunk)
+  float* part_m = nullptr;        // [num_chunks, B * Hq, n]: pass 1 partial max (log2 units) per key chunk
+  float* part_l = nullptr;        // [num_chunks, B * Hq, n]: pass 1 partial sum of 2^(s - part_m)
+  float* lse2 = nullptr;          // [B * Hq, n]: log2-sum-exp2 of each sampled row (combined, read by pass 2)
+  float* colscore = nullptr;      // [B * Hq, Sk]: sum over sampled rows of P[row, j]
+  float* inside = nullptr;        // [B * Hq, Sk]: the part of colscore inside the rows' bands or dense tail
 };
 
 // Stage 2: per head, the columns reaching alpha, their bitmap and the head's statistics.
@@ -49,9 +49,9 @@ struct Stage2Args {
   DeviceHeadStats* stats = nullptr;  // [B * Hq]
   std::int64_t heads_total = 0, seq_q = 0, seq_k = 0, window_size = 1, dense_tail = 0, sink_tokens = 0;
   std::int64_t bitmap_words = 0;
-  std::int64_t base_entries = 0;     // entries kept whatever the columns are (band + tail), per head
+  std::int64_t base_entries = 0;  // entries kept whatever the columns are (band + tail), per head
   double alpha = 0.95;
-  float fixed_scale = 1.0f;          // 2^F: scores are summed as uint64 fixed point (order-independent)
+  float fixed_scale = 1.0f;  // 2^F: scores are summed as uint64 fixed point (order-independent)
   bool causal = true;
 };
 

@@ -24,8 +24,7 @@ __global__ void combine_kernel(const Stage1Args a) {
   const std::int64_t x = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (x >= rows) return;
   const std::int64_t i = x % n;
-  const std::int64_t end =
-      a.causal ? a.seq_k - a.seq_q + sel::sampled_row(i, a.seq_q, n, a.inv_sampled) + 1 : a.seq_k;
+  const std::int64_t end = a.causal ? a.seq_k - a.seq_q + sel::sampled_row(i, a.seq_q, n, a.inv_sampled) + 1 : a.seq_k;
   const std::int64_t chunks = (end + a.key_chunk - 1) / a.key_chunk;
   const std::int64_t stride = a.batch * a.q_heads * n;
   float m = -INFINITY;
@@ -45,8 +44,7 @@ std::int64_t stage1_key_chunk(std::int64_t seq_k) {
 }
 
 void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, void* stream) {
-  SA_CHECK(head_dim == 64 || head_dim == 128, "CUDA selection: no kernel for head_dim ", head_dim,
-           " (64 or 128)");
+  SA_CHECK(head_dim == 64 || head_dim == 128, "CUDA selection: no kernel for head_dim ", head_dim, " (64 or 128)");
   SA_CHECK(dtype == DType::bf16 || dtype == DType::f16, "CUDA selection: no kernel for dtype ", to_string(dtype),
            " (bfloat16 or float16)");
   const cudaStream_t s = static_cast<cudaStream_t>(stream);

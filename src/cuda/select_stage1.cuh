@@ -1,6 +1,6 @@
 // Stage 1 of SampleAttention on the GPU (SPEC.md step 2): the exact softmax of the sampled query rows, in two
 // tensor-core passes over Q_s K^T (mma.sync m16n8k16, fp32 accumulators), nothing stored between them but
-// one log-sum-exp per sampled row.
+// one log-sum-exp per sampled row (and pass 1's per-chunk partials).
 //   pass 1 (lse_kernel):    rows = sampled queries, one chunk of the visible keys streamed in 64-key tiles
 //                           (chunks balance the causal triangle over the GPU); online max / sum gives a
 //                           partial (m, l) per row and chunk, which combine_kernel (select_launch.cu) turns
@@ -24,18 +24,23 @@
 
 namespace sampleattn::cuda::sel {
 
-constexpr int kThreads = 128;      // 4 warps
-constexpr int kLseRows = 128;      // pass 1: sampled rows per block (32 per warp: two m16 tiles)
-constexpr int kLseKeys = 64;       // pass 1: keys per tile
-constexpr int kColKeys = 128;      // pass 2: keys per block (32 per warp)
-constexpr int kColQueries = 64;    // pass 2: sampled queries per tile
+constexpr int kThreads = 128;    // 4 warps
+constexpr int kLseRows = 128;    // pass 1: sampled rows per block (32 per warp: two m16 tiles)
+constexpr int kLseKeys = 64;     // pass 1: keys per tile
+constexpr int kColKeys = 128;    // pass 2: keys per block (32 per warp)
+constexpr int kColQueries = 64;  // pass 2: sampled queries per tile
 constexpr float kInf = __builtin_huge_valf();
 
+// Shared-memory row stride in elements: +16 bytes per row, so the 8 rows of an ldmatrix hit distinct banks.
 template <int D>
-constexpr int smem_stride() { return D + 8; }  // +16 bytes per row: ldmatrix rows hit distinct banks
+constexpr int smem_stride() {
+  return D + 8;
+}
 
 template <int D>
-constexpr int lse_smem_bytes() { return (kLseRows + 2 * kLseKeys) * smem_stride<D>() * 2; }
+constexpr int lse_smem_bytes() {
+  return (kLseRows + 2 * kLseKeys) * smem_stride<D>() * 2;
+}
 template <int D>
 constexpr int colsum_smem_bytes() {
   return (kColKeys + 2 * kColQueries) * smem_stride<D>() * 2 + 2 * kColQueries * (4 + 4);
@@ -226,10 +231,10 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kThreads, 3) colsum_kernel(const Stage1Args a) {
   constexpr int kStride = smem_stride<D>(), kChunks = D / 8, kSteps = D / 16;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* ks = reinterpret_cast<T*>(smem_raw);                                 // [kColKeys][kStride]
-  T* qs = ks + kColKeys * kStride;                                        // [2][kColQueries][kStride]
-  int* qpos = reinterpret_cast<int*>(qs + 2 * kColQueries * kStride);     // [2][kColQueries]
-  float* qlse = reinterpret_cast<float*>(qpos + 2 * kColQueries);         // [2][kColQueries]
+  T* ks = reinterpret_cast<T*>(smem_raw);                              // [kColKeys][kStride]
+  T* qs = ks + kColKeys * kStride;                                     // [2][kColQueries][kStride]
+  int* qpos = reinterpret_cast<int*>(qs + 2 * kColQueries * kStride);  // [2][kColQueries]
+  float* qlse = reinterpret_cast<float*>(qpos + 2 * kColQueries);      // [2][kColQueries]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   // blockIdx.x = key tile * Hkv + kvh: the first key tiles (seen by every sampled row) start first.
   const std::int64_t b = blockIdx.y, kvh = blockIdx.x % a.kv_heads;
@@ -248,7 +253,7 @@ __global__ void __launch_bounds__(kThreads, 3) colsum_kernel(const Stage1Args a)
   const std::int64_t total = per_head * group;
 
   const int key_row0 = warp * 32;
-  auto store_head = [&](std::int64_t g, const float (&cs)[2][2], const float (&in)[2][2]) {
+  auto store_head = [&](std::int64_t g, const float(&cs)[2][2], const float(&in)[2][2]) {
     const std::int64_t bh = b * a.q_heads + kvh * group + g;
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
@@ -391,8 +396,8 @@ __global__ void __launch_bounds__(kThreads, 3) colsum_kernel(const Stage1Args a)
 template <typename T, int D>
 void launch_stage1_instance(const Stage1Args& a, int pass, cudaStream_t stream) {
   static const cudaError_t attr_status = [] {
-    cudaError_t e = cudaFuncSetAttribute(lse_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         lse_smem_bytes<D>());
+    cudaError_t e =
+        cudaFuncSetAttribute(lse_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, lse_smem_bytes<D>());
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(colsum_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                colsum_smem_bytes<D>());

@@ -67,8 +67,7 @@ __device__ U block_sum(U x, U* scratch) {
   return total;
 }
 
-__device__ __forceinline__ std::int64_t overlap(std::int64_t lo, std::int64_t hi, std::int64_t a,
-                                                std::int64_t b) {
+__device__ __forceinline__ std::int64_t overlap(std::int64_t lo, std::int64_t hi, std::int64_t a, std::int64_t b) {
   const std::int64_t x = (hi < b ? hi : b) - (lo > a ? lo : a);
   return x > 0 ? x : 0;
 }
@@ -235,8 +234,7 @@ __global__ void __launch_bounds__(kThreads) choose_kernel(const Stage2Args a) {
     DeviceHeadStats s;
     s.kept_columns = static_cast<std::int64_t>(keep_carry);
     s.kept_entries = a.base_entries + entries;
-    s.sampled_coverage = bad ? __longlong_as_double(0x7ff8000000000000LL)
-                             : (total_d > 0.0 ? kept_mass / total_d : 1.0);
+    s.sampled_coverage = bad ? __longlong_as_double(0x7ff8000000000000LL) : (total_d > 0.0 ? kept_mass / total_d : 1.0);
     a.stats[bh] = s;
   }
 }

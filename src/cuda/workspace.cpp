@@ -105,12 +105,12 @@ Workspace carve_workspace(void* base, std::size_t bytes, const WorkspaceLayout& 
   SA_CHECK(base != nullptr, "workspace is null");
   SA_CHECK(reinterpret_cast<std::uintptr_t>(base) % kAlign == 0, "workspace must be ", kAlign,
            "-byte aligned (cudaMalloc memory is)");
-  SA_CHECK(bytes >= l.bytes, "workspace_bytes (", bytes, ") is smaller than sample_attention_workspace_size (",
-           l.bytes, ")");
+  SA_CHECK(bytes >= l.bytes, "workspace_bytes (", bytes, ") is smaller than sample_attention_workspace_size (", l.bytes,
+           ")");
   auto* b = static_cast<unsigned char*>(base);
-  return Workspace{reinterpret_cast<float*>(b + l.part_m),        reinterpret_cast<float*>(b + l.part_l),
-                   reinterpret_cast<float*>(b + l.lse2),          reinterpret_cast<float*>(b + l.colscore),
-                   reinterpret_cast<float*>(b + l.inside),        reinterpret_cast<std::int32_t*>(b + l.indices),
+  return Workspace{reinterpret_cast<float*>(b + l.part_m),         reinterpret_cast<float*>(b + l.part_l),
+                   reinterpret_cast<float*>(b + l.lse2),           reinterpret_cast<float*>(b + l.colscore),
+                   reinterpret_cast<float*>(b + l.inside),         reinterpret_cast<std::int32_t*>(b + l.indices),
                    reinterpret_cast<std::int64_t*>(b + l.offsets), reinterpret_cast<std::int32_t*>(b + l.counts),
                    reinterpret_cast<std::int32_t*>(b + l.window),  reinterpret_cast<std::uint32_t*>(b + l.bitmap),
                    reinterpret_cast<DeviceHeadStats*>(b + l.stats)};
@@ -174,27 +174,7 @@ void run_selection(const SelectPlan& plan, const TensorView& q, const TensorView
 void run_sparse_attention(const SelectPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                           const TensorView& out, float* lse, const Workspace& ws, void* stream) {
   const core::Problem& p = plan.problem;
-  AttentionParams ap;
-  ap.q = q.data;
-  ap.k = k.data;
-  ap.v = v.data;
-  ap.out = out.data;
-  ap.lse = lse;
-  for (int i = 0; i < 4; ++i) {
-    ap.q_stride[i] = q.stride[i];
-    ap.k_stride[i] = k.stride[i];
-    ap.v_stride[i] = v.stride[i];
-    ap.out_stride[i] = out.stride[i];
-  }
-  ap.batch = p.batch;
-  ap.seq_q = p.seq_q;
-  ap.seq_k = p.seq_k;
-  ap.q_heads = p.q_heads;
-  ap.kv_heads = p.kv_heads;
-  ap.head_dim = p.head_dim;
-  ap.dtype = q.dtype;
-  ap.scale = p.scale;
-  ap.causal = p.causal;
+  AttentionParams ap = attention_params(p, q, k, v, out, lse);
   ap.window = ws.window;
   ap.col_indices = ws.indices;
   ap.col_offsets = ws.offsets;
@@ -212,12 +192,12 @@ Selection download_selection(const SelectPlan& plan, const Workspace& ws, void* 
   std::vector<std::int32_t> counts(static_cast<std::size_t>(heads));
   std::vector<DeviceHeadStats> stats(static_cast<std::size_t>(heads));
   std::vector<std::int32_t> indices(static_cast<std::size_t>(heads * p.seq_k));
-  SA_CUDA_CHECK(cudaMemcpyAsync(counts.data(), ws.counts, counts.size() * sizeof(std::int32_t),
-                                cudaMemcpyDeviceToHost, s));
-  SA_CUDA_CHECK(cudaMemcpyAsync(stats.data(), ws.stats, stats.size() * sizeof(DeviceHeadStats),
-                                cudaMemcpyDeviceToHost, s));
-  SA_CUDA_CHECK(cudaMemcpyAsync(indices.data(), ws.indices, indices.size() * sizeof(std::int32_t),
-                                cudaMemcpyDeviceToHost, s));
+  SA_CUDA_CHECK(
+      cudaMemcpyAsync(counts.data(), ws.counts, counts.size() * sizeof(std::int32_t), cudaMemcpyDeviceToHost, s));
+  SA_CUDA_CHECK(
+      cudaMemcpyAsync(stats.data(), ws.stats, stats.size() * sizeof(DeviceHeadStats), cudaMemcpyDeviceToHost, s));
+  SA_CUDA_CHECK(
+      cudaMemcpyAsync(indices.data(), ws.indices, indices.size() * sizeof(std::int32_t), cudaMemcpyDeviceToHost, s));
   SA_CUDA_CHECK(cudaStreamSynchronize(s));
 
   Selection sel;

@@ -19,8 +19,8 @@ struct SelectPlan {
   std::int64_t num_sampled = 0;   // n = |core::sampled_rows|
   std::int64_t key_chunk = 4096;  // stage 1 pass 1 key chunk (stage1_key_chunk)
   std::int64_t num_chunks = 1;
-  std::int64_t window = 1;        // core::window_size
-  std::int64_t dense_tail = 0;    // config.dense_tail clipped to Sq
+  std::int64_t window = 1;             // core::window_size
+  std::int64_t dense_tail = 0;         // config.dense_tail clipped to Sq
   std::int64_t dense_tail_config = 0;  // as given (what Selection::dense_tail records, as on the CPU)
   std::int64_t sink_tokens = 0;
   double alpha = 0.95;
@@ -31,8 +31,8 @@ struct SelectPlan {
 
 // Byte offsets of the arrays inside the workspace (each 256-byte aligned) and the total size.
 struct WorkspaceLayout {
-  std::size_t part_m = 0, part_l = 0, lse2 = 0, colscore = 0, inside = 0, indices = 0, offsets = 0, counts = 0, window = 0, bitmap = 0,
-              stats = 0, bytes = 0;
+  std::size_t part_m = 0, part_l = 0, lse2 = 0, colscore = 0, inside = 0, indices = 0, offsets = 0, counts = 0,
+              window = 0, bitmap = 0, stats = 0, bytes = 0;
 };
 
 // Typed pointers into one workspace.
@@ -57,8 +57,7 @@ Workspace carve_workspace(void* base, std::size_t bytes, const WorkspaceLayout& 
 
 // Stages 1 and 2 on `stream`: afterwards the workspace holds the selection (indices, counts, bitmap, window,
 // offsets) and the statistics. No allocation, no synchronisation.
-void run_selection(const SelectPlan& plan, const TensorView& q, const TensorView& k, const Workspace& ws,
-                   void* stream);
+void run_selection(const SelectPlan& plan, const TensorView& q, const TensorView& k, const Workspace& ws, void* stream);
 
 // Sparse attention over the selection held in the workspace, on `stream`.
 void run_sparse_attention(const SelectPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,

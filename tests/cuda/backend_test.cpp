@@ -55,17 +55,16 @@ struct E2ECase {
 };
 
 std::string describe(const E2ECase& c) {
-  return "B" + std::to_string(c.batch) + " Sq" + std::to_string(c.seq_q) + " Sk" + std::to_string(c.seq_k) +
-         " Hq" + std::to_string(c.q_heads) + " Hkv" + std::to_string(c.kv_heads) + " d" +
-         std::to_string(c.head_dim) + " " + to_string(c.dtype) + " layout" +
-         std::to_string(static_cast<int>(c.layout)) + (c.causal ? " causal" : " non-causal") + " alpha" +
-         std::to_string(c.alpha) + " sink" + std::to_string(c.sink) + " tail" + std::to_string(c.tail);
+  return "B" + std::to_string(c.batch) + " Sq" + std::to_string(c.seq_q) + " Sk" + std::to_string(c.seq_k) + " Hq" +
+         std::to_string(c.q_heads) + " Hkv" + std::to_string(c.kv_heads) + " d" + std::to_string(c.head_dim) + " " +
+         to_string(c.dtype) + " layout" + std::to_string(static_cast<int>(c.layout)) +
+         (c.causal ? " causal" : " non-causal") + " alpha" + std::to_string(c.alpha) + " sink" +
+         std::to_string(c.sink) + " tail" + std::to_string(c.tail);
 }
 
 // out / lse of the CUDA run against the fp64 reference attention over the selection the CUDA run used.
-void expect_attention_matches(const HostTensor& q, const HostTensor& k, const HostTensor& v,
-                              const Selection& sel, const HostTensor& out, const std::vector<float>& lse,
-                              const AttnParams& params) {
+void expect_attention_matches(const HostTensor& q, const HostTensor& k, const HostTensor& v, const Selection& sel,
+                              const HostTensor& out, const std::vector<float>& lse, const AttnParams& params) {
   HostTensor ref(DType::f32, out.shape()[0], out.shape()[1], out.shape()[2], out.shape()[3]);
   std::vector<float> ref_lse(lse.size(), kNaN);
   attend(q.view(), k.view(), v.view(), sel, ref.view(), ref_lse.data(), params, on(Backend::cpu_reference));
@@ -94,13 +93,13 @@ void run_e2e(const E2ECase& c, std::uint64_t seed) {
   cfg.sink_tokens = c.sink;
   cfg.dense_tail = c.tail;
   cfg.min_window = 4;
-  const Selection sel = sample_attention(dq.view(), dk.view(), dv.view(), dout.view(),
-                                         static_cast<float*>(dlse.get()), params, cfg, on(Backend::cuda));
+  const Selection sel = sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), static_cast<float*>(dlse.get()),
+                                         params, cfg, on(Backend::cuda));
   dout.download(out);
   dlse.download(lse.data());
   const Selection ref = select(q.view(), k.view(), params, cfg, on(Backend::cpu_reference));
-  test::expect_selection_matches(sel, ref, core::make_problem(q.view(), k.view(), nullptr, params), q.view(),
-                                 k.view(), cfg);
+  test::expect_selection_matches(sel, ref, core::make_problem(q.view(), k.view(), nullptr, params), q.view(), k.view(),
+                                 cfg);
   expect_attention_matches(q, k, v, sel, out, lse, params);
 }
 
@@ -142,8 +141,8 @@ TEST_F(BackendCuda, StructuredWorkloadMatchesReference) {
   DeviceTensor dout(out);
   std::vector<float> lse(static_cast<std::size_t>(wc.q_heads * w.seq_q()), kNaN);
   DeviceBuffer dlse(lse);
-  const Selection sel = sample_attention(dq.view(), dk.view(), dv.view(), dout.view(),
-                                         static_cast<float*>(dlse.get()), {}, {}, on(Backend::cuda));
+  const Selection sel = sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), static_cast<float*>(dlse.get()),
+                                         {}, {}, on(Backend::cuda));
   dout.download(out);
   dlse.download(lse.data());
   const Selection ref = select(w.q(), w.k(), {}, {}, on(Backend::cpu_reference));
@@ -173,8 +172,8 @@ TEST_F(BackendCuda, AlphaOneEqualsDense) {
   DeviceTensor dq(q), dk(k), dv(v), dout(out), ddense(dense_out);
   SampleConfig cfg;
   cfg.alpha = 1.0;
-  const Selection sel = sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), nullptr, {}, cfg,
-                                         on(Backend::cuda));
+  const Selection sel =
+      sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), nullptr, {}, cfg, on(Backend::cuda));
   dense_attention(dq.view(), dk.view(), dv.view(), ddense.view(), nullptr, {}, on(Backend::cuda));
   dout.download(out);
   ddense.download(dense_out);
@@ -260,16 +259,16 @@ TEST_F(BackendCuda, WorkspaceApiUnderGraphCapture) {
   EXPECT_EQ(replay.offsets, eager.offsets);
 
   const Selection ref = select(q.view(), k.view(), {}, cfg, on(Backend::cpu_reference));
-  test::expect_selection_matches(eager, ref, core::make_problem(q.view(), k.view(), nullptr, {}), q.view(),
-                                 k.view(), cfg);
+  test::expect_selection_matches(eager, ref, core::make_problem(q.view(), k.view(), nullptr, {}), q.view(), k.view(),
+                                 cfg);
   expect_attention_matches(q, k, v, eager, graph_out, graph_lse, {});
 
   EXPECT_THROW(cuda::sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), nullptr, {}, cfg, ws.get(),
                                       bytes - 1, stream),
                Error);
-  EXPECT_THROW(cuda::sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), nullptr, {}, cfg, nullptr,
-                                      bytes, stream),
-               Error);
+  EXPECT_THROW(
+      cuda::sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), nullptr, {}, cfg, nullptr, bytes, stream),
+      Error);
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
@@ -341,8 +340,7 @@ float hash_uniform(std::uint64_t x) {
 void parallel_for(std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& body) {
   const std::int64_t threads = std::max(1u, std::thread::hardware_concurrency());
   std::vector<std::thread> pool;
-  for (std::int64_t t = 0; t < threads; ++t)
-    pool.emplace_back(body, n * t / threads, n * (t + 1) / threads);
+  for (std::int64_t t = 0; t < threads; ++t) pool.emplace_back(body, n * t / threads, n * (t + 1) / threads);
   for (auto& th : pool) th.join();
 }
 
@@ -363,8 +361,8 @@ TEST_F(BackendCuda, MillionTokensOnSampledRows) {
         q[j * hq * d + e] = core::float_to_bf16(x);
       }
       for (std::int64_t e = 0; e < d; ++e) {
-        const float x = e == 0 ? (heavy[j] ? 12.0f : 0.0f)
-                               : hash_uniform(seed * 5 + 1 + static_cast<std::uint64_t>(j * d + e));
+        const float x =
+            e == 0 ? (heavy[j] ? 12.0f : 0.0f) : hash_uniform(seed * 5 + 1 + static_cast<std::uint64_t>(j * d + e));
         k[j * d + e] = core::float_to_bf16(x);
         v[j * d + e] = core::float_to_bf16(hash_uniform(seed * 11 + 2 + static_cast<std::uint64_t>(j * d + e)));
       }
@@ -377,8 +375,7 @@ TEST_F(BackendCuda, MillionTokensOnSampledRows) {
   const TensorView tk = TensorView::contiguous(dk.get(), DType::bf16, 1, s, hkv, d, Device::cuda);
   const TensorView tv = TensorView::contiguous(dv.get(), DType::bf16, 1, s, hkv, d, Device::cuda);
   const TensorView to = TensorView::contiguous(dout.get(), DType::bf16, 1, s, hq, d, Device::cuda);
-  const Selection sel =
-      sample_attention(tq, tk, tv, to, static_cast<float*>(dlse.get()), {}, {}, on(Backend::cuda));
+  const Selection sel = sample_attention(tq, tk, tv, to, static_cast<float*>(dlse.get()), {}, {}, on(Backend::cuda));
   ASSERT_NO_THROW(sel.validate());
   std::printf("1M tokens: density %.4f, min sampled coverage %.4f, kept columns head 0: %lld\n", sel.density(),
               sel.min_sampled_coverage(), static_cast<long long>(sel.stats[0].kept_columns));

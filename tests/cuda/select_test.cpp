@@ -12,8 +12,11 @@
 #include <string>
 
 #include "core/problem.h"
+#include "core/schedule.h"
 #include "cuda/device_util.h"
+#include "cuda/select_args.h"
 #include "cuda/selection_check.h"
+#include "cuda/workspace.h"
 #include "sampleattn/api.h"
 #include "sampleattn/workload.h"
 #include "support/host_tensor.h"
@@ -37,12 +40,11 @@ struct SelCase {
 };
 
 std::string describe(const SelCase& c) {
-  return "B" + std::to_string(c.batch) + " Sq" + std::to_string(c.seq_q) + " Sk" + std::to_string(c.seq_k) +
-         " Hq" + std::to_string(c.q_heads) + " Hkv" + std::to_string(c.kv_heads) + " d" +
-         std::to_string(c.head_dim) + " " + to_string(c.dtype) + " layout" +
-         std::to_string(static_cast<int>(c.layout)) + (c.causal ? " causal" : " non-causal") + " alpha" +
-         std::to_string(c.alpha) + " ratio" + std::to_string(c.sample_ratio) + " sink" + std::to_string(c.sink) +
-         " tail" + std::to_string(c.tail);
+  return "B" + std::to_string(c.batch) + " Sq" + std::to_string(c.seq_q) + " Sk" + std::to_string(c.seq_k) + " Hq" +
+         std::to_string(c.q_heads) + " Hkv" + std::to_string(c.kv_heads) + " d" + std::to_string(c.head_dim) + " " +
+         to_string(c.dtype) + " layout" + std::to_string(static_cast<int>(c.layout)) +
+         (c.causal ? " causal" : " non-causal") + " alpha" + std::to_string(c.alpha) + " ratio" +
+         std::to_string(c.sample_ratio) + " sink" + std::to_string(c.sink) + " tail" + std::to_string(c.tail);
 }
 
 SampleConfig config_of(const SelCase& c) {
@@ -55,8 +57,8 @@ SampleConfig config_of(const SelCase& c) {
   return cfg;
 }
 
-void compare_on(const TensorView& qh, const TensorView& kh, const TensorView& qd, const TensorView& kd,
-                bool causal, const SampleConfig& cfg) {
+void compare_on(const TensorView& qh, const TensorView& kh, const TensorView& qd, const TensorView& kd, bool causal,
+                const SampleConfig& cfg) {
   AttnParams params;
   params.causal = causal;
   ExecOptions cpu, gpu;
@@ -118,8 +120,8 @@ TEST_F(SelectCuda, StructuredInputsMatchReference) {
     std::int64_t seq_k, seq_q, q_heads, kv_heads, head_dim;
     DType dtype;
   };
-  const W shapes[] = {{4097, 0, 8, 2, 128, DType::bf16}, {2048, 700, 8, 1, 64, DType::f16},
-                      {1025, 0, 4, 4, 128, DType::f16}};
+  const W shapes[] = {
+      {4097, 0, 8, 2, 128, DType::bf16}, {2048, 700, 8, 1, 64, DType::f16}, {1025, 0, 4, 4, 128, DType::f16}};
   for (const W& s : shapes) {
     WorkloadConfig wc;
     wc.seq_k = s.seq_k;
@@ -186,6 +188,51 @@ TEST_F(SelectCuda, RejectsUnsupportedInputs) {
   HostTensor q96(DType::bf16, 1, 8, 2, 96), k96(DType::bf16, 1, 8, 2, 96);
   DeviceTensor dq96(q96), dk96(k96);
   EXPECT_THROW(select(dq96.view(), dk96.view(), {}, {}, gpu), Error);
+}
+
+// Host-side planning (no GPU needed): the numbers the kernels are launched with.
+TEST(SelectPlanHost, KeyChunkAndPlanFollowTheCoreSchedule) {
+  EXPECT_EQ(cuda::stage1_key_chunk(1), 4096);
+  EXPECT_EQ(cuda::stage1_key_chunk(32768), 4096);
+  EXPECT_EQ(cuda::stage1_key_chunk(131072), 8192);
+  EXPECT_EQ(cuda::stage1_key_chunk(1 << 20), 65536);
+  EXPECT_EQ(cuda::stage1_key_chunk(100000), 6272);  // ceil(100000 / 16) = 6250 -> next multiple of 64
+  for (std::int64_t sk : {1, 17, 4097, 131072, 1000003})
+    EXPECT_LE((sk + cuda::stage1_key_chunk(sk) - 1) / cuda::stage1_key_chunk(sk), 16);
+
+  core::Problem p;
+  p.batch = 2;
+  p.seq_q = 1000;
+  p.seq_k = 4097;
+  p.q_heads = 8;
+  p.kv_heads = 2;
+  p.head_dim = 128;
+  SampleConfig cfg;
+  cfg.dense_tail = 5000;
+  cfg.sink_tokens = 3;
+  const cuda::SelectPlan plan = cuda::make_plan(p, cfg);
+  EXPECT_EQ(plan.heads_total, 16);
+  EXPECT_EQ(plan.num_sampled, static_cast<std::int64_t>(core::sampled_rows(cfg.sample_ratio, p.seq_q).size()));
+  EXPECT_EQ(plan.window, core::window_size(cfg, p.seq_k));
+  EXPECT_EQ(plan.dense_tail, 1000);
+  EXPECT_EQ(plan.dense_tail_config, 5000);
+  EXPECT_EQ(plan.bitmap_words, 129);
+  const core::EntryCount base = core::count_entries(p, plan.window, plan.dense_tail, nullptr, 0);
+  EXPECT_EQ(plan.base_entries, base.kept);
+  EXPECT_EQ(plan.visible_entries, base.visible);
+
+  const cuda::WorkspaceLayout l = cuda::workspace_layout(plan);
+  const std::size_t offsets[] = {l.part_m,  l.part_l, l.lse2,   l.colscore, l.inside, l.indices,
+                                 l.offsets, l.counts, l.window, l.bitmap,   l.stats};
+  for (std::size_t i = 0; i < std::size(offsets); ++i) {
+    EXPECT_EQ(offsets[i] % 256, 0u);
+    if (i > 0) EXPECT_GT(offsets[i], offsets[i - 1]);
+  }
+  EXPECT_GE(l.bytes, l.stats + 16 * sizeof(cuda::DeviceHeadStats));
+  EXPECT_GE(l.indices - l.inside, 16u * 4097 * sizeof(float));
+  alignas(256) static unsigned char small[512];
+  EXPECT_THROW(cuda::carve_workspace(small, sizeof(small), l), Error);
+  EXPECT_THROW(cuda::carve_workspace(small + 8, l.bytes, l), Error);
 }
 
 }  // namespace

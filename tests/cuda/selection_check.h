@@ -44,8 +44,7 @@ inline std::vector<double> column_scores_fp64(const core::Problem& p, const Tens
 }
 
 inline void expect_selection_matches(const Selection& gpu, const Selection& ref, const core::Problem& p,
-                                     const TensorView& q_host, const TensorView& k_host,
-                                     const SampleConfig& config) {
+                                     const TensorView& q_host, const TensorView& k_host, const SampleConfig& config) {
   ASSERT_NO_THROW(gpu.validate());
   ASSERT_EQ(gpu.batch, ref.batch);
   ASSERT_EQ(gpu.heads, ref.heads);

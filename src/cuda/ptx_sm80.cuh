@@ -1,5 +1,5 @@
-// Thin wrappers over the sm_80 PTX the attention kernels use: cp.async (16-byte global -> shared copies,
-// zero-filled when the source is out of range), ldmatrix (8x8 b16 tiles, plain and transposed) and the
+// Thin wrappers over the sm_80 PTX that the attention and stage-1 kernels use: cp.async (16-byte global ->
+// shared copies, zero-filled when the source is out of range), ldmatrix (8x8 b16 tiles, plain and transposed) and the
 // m16n8k16 tensor-core product with fp32 accumulation, for bf16 and fp16 operands.
 #pragma once
 
