@@ -17,9 +17,12 @@ python3 -c "import sys, torch, transformers, nanobind; print(sys.version.split()
 PY=$(command -v python3)
 
 # build_ext PREFIX BUILD_DIR SITE: the extension against the sampleattn installed in PREFIX, staged in SITE.
+# The system g++ (not the image's /opt/gcc one): seen 2026-11-29, the /opt/gcc build put its own copy of
+# libstdc++'s iostreams into the module, and the first std::ostringstream << long (every error message)
+# crashed inside it once the process had the system libstdc++ loaded (cuda-gdb backtrace in bench/NOTES.md).
 build_ext() {
   { cmake -S python/standalone -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$1" \
-      -DPython_EXECUTABLE="$PY" && cmake --build "$2" -j 16; } > "$OUT/build-$(basename "$2").log" 2>&1 ||
+      -DCMAKE_CXX_COMPILER="${PY_CXX:-/usr/bin/g++}" -DPython_EXECUTABLE="$PY" && cmake --build "$2" -j 16; } > "$OUT/build-$(basename "$2").log" 2>&1 ||
     { tail -30 "$OUT/build-$(basename "$2").log"; return 1; }
   rm -rf "$3" && mkdir -p "$3" && cp -r python/sampleattn "$3/" && cp "$2"/python/_sampleattn*.so "$3/sampleattn/"
 }
