@@ -16,7 +16,7 @@
 namespace sampleattn::cpu::fast {
 
 inline constexpr int kLanes = 16;        // query rows are padded to a multiple of this (two 8-float vectors)
-inline constexpr int kMaxTileRows = 32;  // query rows per attention tile
+inline constexpr int kMaxTileRows = 64;  // query rows per attention tile
 inline constexpr int kChunk = 64;        // keys per attention chunk
 inline constexpr float kLog2e = 1.4426950408889634f;
 inline constexpr float kLn2 = 0.6931471805599453f;
