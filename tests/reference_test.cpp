@@ -210,3 +210,29 @@ TEST(ReferenceSelect, AlphaOneWithFullWindowEqualsDense) {
 
 }  // namespace
 }  // namespace sampleattn
+
+namespace sampleattn {
+namespace {
+
+TEST(ReferenceSelect, HugeUserWindowCoversEverythingWithoutOverflow) {
+  std::mt19937_64 rng(test::test_seed());
+  for (bool causal : {true, false}) {
+    HostTensor q(DType::f32, 1, 9, 2, 8), k(DType::f32, 1, 13, 2, 8), v(DType::f32, 1, 13, 2, 8);
+    q.fill_random(rng);
+    k.fill_random(rng);
+    v.fill_random(rng);
+    Selection sel = test::random_selection(rng, 1, 2, 9, 13, causal, 1, 0);
+    for (auto& w : sel.window) w = INT64_MAX;
+    sel.recompute_counts();
+    EXPECT_DOUBLE_EQ(sel.density(), 1.0);
+    for (Backend b : {Backend::cpu_reference, Backend::cpu}) {
+      HostTensor sparse(DType::f32, 1, 9, 2, 8), dense(DType::f32, 1, 9, 2, 8);
+      attend(q.view(), k.view(), v.view(), sel, sparse.view(), nullptr, {causal}, {b});
+      dense_attention(q.view(), k.view(), v.view(), dense.view(), nullptr, {causal}, {b});
+      EXPECT_LE(test::max_abs_diff(sparse, dense), 1e-5) << to_string(b) << " causal " << causal;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sampleattn

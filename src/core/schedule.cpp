@@ -25,6 +25,7 @@ std::vector<std::int64_t> sampled_rows(double sample_ratio, std::int64_t seq_q) 
 }
 
 Span band(const Problem& p, std::int64_t window, std::int64_t r) {
+  window = std::min(window, p.seq_k);  // a wider band covers the same keys; clamping keeps pos + w in range
   const std::int64_t pos = p.key_pos(r);
   const std::int64_t lo = std::max<std::int64_t>(0, pos - window + 1);
   const std::int64_t hi = p.causal ? pos + 1 : std::min(p.seq_k, pos + window);
@@ -34,6 +35,7 @@ Span band(const Problem& p, std::int64_t window, std::int64_t r) {
 EntryCount count_entries(const Problem& p, std::int64_t window, std::int64_t dense_tail,
                          const std::int32_t* columns, std::int64_t num_columns) {
   EntryCount c;
+  window = std::min(window, p.seq_k);
   const std::int64_t tail = std::min(dense_tail, p.seq_q);
   const std::int64_t body = p.seq_q - tail;  // rows [0, body) use band + columns
   for (std::int64_t r = 0; r < p.seq_q; ++r) {

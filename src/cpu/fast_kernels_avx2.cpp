@@ -15,6 +15,7 @@
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define SA_HAVE_AVX2_KERNELS 1
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -375,11 +376,25 @@ SA_AVX2 void sample_rows(const SampleTile& t) {
 
 #undef SA_AVX2
 
+// CPUID: AVX, FMA, F16C (leaf 1, ECX bits 28, 12, 29) and AVX2 (leaf 7, EBX bit 5), with the OS saving YMM
+// state (OSXSAVE, ECX bit 27, and XCR0 bits 1-2). Read directly: not every compiler's
+// __builtin_cpu_supports knows "f16c".
+bool cpu_supports_avx2_fma_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(1, &a, &b, &c, &d) == 0) return false;
+  const unsigned need = (1u << 12) | (1u << 27) | (1u << 28) | (1u << 29);
+  if ((c & need) != need) return false;
+  unsigned xcr0_lo = 0, xcr0_hi = 0;
+  __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  if ((xcr0_lo & 0x6u) != 0x6u) return false;
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
+  return (b & (1u << 5)) != 0;
+}
+
 }  // namespace
 
 const Kernels* avx2_kernels() {
-  static const bool supported = (__builtin_cpu_init(), true) &&
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  static const bool supported = cpu_supports_avx2_fma_f16c();
   static const Kernels k{"avx2", convert_row, store_row, attend_chunk, sample_rows};
   return supported ? &k : nullptr;
 }
