@@ -16,6 +16,8 @@ namespace {
 
 using core::Problem;
 
+constexpr int kMaxThreads = 4096;
+
 Backend resolve(const ExecOptions& options, const TensorView& q) {
   Backend b = options.backend;
   if (b == Backend::automatic) b = q.device == Device::cuda ? Backend::cuda : Backend::cpu;
@@ -30,7 +32,8 @@ Backend resolve(const ExecOptions& options, const TensorView& q) {
     SA_CHECK(q.device == Device::cpu, "backend ", to_string(b), " needs host tensors, but q.device is ",
              to_string(q.device));
   }
-  SA_CHECK(options.num_threads >= 0, "options.num_threads (", options.num_threads, ") must be >= 0");
+  SA_CHECK(options.num_threads >= 0 && options.num_threads <= kMaxThreads, "options.num_threads (",
+           options.num_threads, ") must be in [0, ", kMaxThreads, "] (0 = all hardware threads)");
   return b;
 }
 
@@ -42,9 +45,7 @@ void check_inputs(Backend b, const Problem& p, const TensorView& q, const Tensor
     return;
   }
   SA_CHECK(p.head_dim <= 256, "q.head_dim (", p.head_dim, ") must be <= 256 on the CPU backends");
-  core::check_finite(q, "q");
-  core::check_finite(k, "k");
-  if (v != nullptr) core::check_finite(*v, "v");
+  core::check_host_inputs(p, q, k, v);
 }
 
 void check_selection(const Problem& p, const Selection& selection) {
@@ -140,6 +141,7 @@ std::vector<HeadMetrics> exact_metrics(const TensorView& q, const TensorView& k,
                                        const AttnParams& params) {
   const Problem p = core::make_problem(q, k, &v, params);
   SA_CHECK(q.device == Device::cpu, "exact_metrics needs host tensors, but q.device is ", to_string(q.device));
+  core::check_host_inputs(p, q, k, &v);
   check_selection(p, selection);
   for (std::int64_t r : rows) {
     SA_CHECK(r >= 0 && r < p.seq_q, "exact_metrics: row (", r, ") must be in [0, ", p.seq_q, ")");

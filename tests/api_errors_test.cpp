@@ -116,20 +116,31 @@ std::vector<Case> cases() {
       {"scale", [](Inputs& in, auto&) { in.params.scale = 0.0f; }, "params.scale (0) must be finite and > 0", kAll},
       // NaN / Inf: rejected (the documented policy), naming the element.
       {"nan in q", [nan](Inputs& in, auto&) { in.q.set(0, 3, 1, 2, nan); },
-       "q[0, 3, 1, 2] is nan: inputs must be finite (NaN/Inf are rejected)", kSelect | kAttend | kSample | kDense},
+       "q[0, 3, 1, 2] is nan: inputs must be finite (NaN/Inf are rejected)", kAll},
       {"inf in k", [inf](Inputs& in, auto&) { in.k.set(0, 15, 1, 63, inf); },
-       "k[0, 15, 1, 63] is inf: inputs must be finite (NaN/Inf are rejected)", kSelect | kAttend | kSample | kDense},
+       "k[0, 15, 1, 63] is inf: inputs must be finite (NaN/Inf are rejected)", kAll},
       {"-inf in v", [inf](Inputs& in, auto&) { in.v.set(0, 0, 0, 0, -inf); },
-       "v[0, 0, 0, 0] is -inf: inputs must be finite (NaN/Inf are rejected)", kAttend | kSample | kDense},
+       "v[0, 0, 0, 0] is -inf: inputs must be finite (NaN/Inf are rejected)", kAttend | kSample | kDense | kMetrics},
+      // Finite but so large that a float32 score would overflow: rejected, not turned into a silent NaN.
+      {"score overflow", [](Inputs& in, auto&) {
+         in.q.set(0, 0, 0, 0, 1e30f);
+         in.k.set(0, 0, 0, 0, -1e30f);
+       }, "q and k are too large: scores scale * q.k can reach", kAll},
       // Sizes whose products overflow, and other malformed views.
       {"shape x stride overflow", [](Inputs& in, auto&) {
-         in.qv.shape[1] = std::int64_t{1} << 62;
-         in.qv.stride[1] = 4;
-       }, "q: shape x stride overflows int64 (axis 1: size 4611686018427387904, stride 4)", kAll},
+         in.qv.shape = {1, std::int64_t{1} << 40, 1, 1};
+         in.qv.stride = {1, std::int64_t{1} << 30, 1, 1};
+       }, "q: shape x stride overflows int64 (axis 1: size 1099511627776, stride 1073741824)", kAll},
       {"byte size overflow", [](Inputs& in, auto&) {
-         in.kv.shape[1] = std::int64_t{1} << 61;
-         in.kv.stride = {0, 1, 0, 0};
+         in.kv.shape = {1, std::int64_t{1} << 61, 1, 1};
+         in.kv.stride = {1, 1, 1, 1};
        }, "k: byte size overflows int64", kAll},
+      {"element count overflow", [](Inputs& in, auto&) {
+         in.qv.shape = {std::int64_t{1} << 40, std::int64_t{1} << 30, 4, 64};
+         in.qv.stride = {1, 1, 1, 1};
+       }, "q: the element count (shape 1099511627776 x 1073741824 x 4 x 64) overflows int64", kAll},
+      {"broadcast view", [](Inputs& in, auto&) { in.kv.stride[1] = 0; },
+       "k.stride[1] (0) must be > 0 for an axis of size 16: broadcast views are not supported", kAll},
       {"null data", [](Inputs& in, auto&) { in.vv.data = nullptr; }, "v.data is null", kAttend | kSample | kDense | kMetrics},
       {"negative stride", [](Inputs& in, auto&) { in.qv.stride[1] = -256; }, "q.stride[1] (-256) must be >= 0", kAll},
       // Selections that do not fit the inputs.
@@ -141,8 +152,10 @@ std::vector<Case> cases() {
       {"selection causal", [](Inputs& in, auto&) { in.selection.causal = false; },
        "selection.causal (0) must equal params.causal (1)", kAttend | kMetrics},
       // Options and rows.
-      {"threads", [](Inputs& in, auto&) { in.options.num_threads = -1; }, "options.num_threads (-1) must be >= 0",
-       kSelect | kAttend | kSample | kDense},
+      {"threads", [](Inputs& in, auto&) { in.options.num_threads = -1; },
+       "options.num_threads (-1) must be in [0, 4096] (0 = all hardware threads)", kSelect | kAttend | kSample | kDense},
+      {"threads huge", [](Inputs& in, auto&) { in.options.num_threads = 1 << 30; },
+       "options.num_threads (1073741824) must be in [0, 4096]", kSelect | kAttend | kSample | kDense},
       {"device", [](Inputs& in, auto&) { in.qv.device = Device::cuda; }, "k.device (cpu:0) must equal q.device (cuda:0)", kAll},
       {"metric row", [](Inputs& in, auto&) { in.rows = {0, 8}; }, "exact_metrics: row (8) must be in [0, 8)", kMetrics},
   };

@@ -76,9 +76,7 @@ int run_main(const std::vector<std::string>& argv) {
   const TensorView q = qa.view4d("--q " + q_path), k = ka.view4d("--k " + k_path), v = va.view4d("--v " + v_path);
   // Shapes, dtypes and finiteness are checked on the host before anything is allocated or uploaded.
   const core::Problem p = core::make_problem(q, k, &v, params);
-  core::check_finite(q, "q");
-  core::check_finite(k, "k");
-  core::check_finite(v, "v");
+  core::check_host_inputs(p, q, k, &v);
 
   Selection loaded;
   if (args.has("use-selection")) loaded = io::read_selection_json(args.text("use-selection", ""));

@@ -2,7 +2,9 @@
 // the values involved.
 #include "core/problem.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "core/half.h"
 #include "sampleattn/error.h"
@@ -33,9 +35,15 @@ void check_view(const TensorView& t, const char* name) {
   SA_CHECK(t.data != nullptr, name, ".data is null");
   SA_CHECK(t.dtype == DType::f32 || t.dtype == DType::f16 || t.dtype == DType::bf16, name,
            ".dtype is not one of float32, float16, bfloat16");
+  std::int64_t elements = 1;
   for (int a = 0; a < 4; ++a) {
     SA_CHECK(t.shape[a] > 0, name, ".", kAxis[a], " (", t.shape[a], ") must be > 0");
     SA_CHECK(t.stride[a] >= 0, name, ".stride[", a, "] (", t.stride[a], ") must be >= 0");
+    // Broadcast (zero-stride) axes would let a small buffer describe an astronomically large problem.
+    SA_CHECK(t.stride[a] > 0 || t.shape[a] == 1, name, ".stride[", a, "] (0) must be > 0 for an axis of size ",
+             t.shape[a], ": broadcast views are not supported (GQA needs no expanded k/v)");
+    SA_CHECK(!__builtin_mul_overflow(elements, t.shape[a], &elements), name, ": the element count (shape ",
+             t.shape[0], " x ", t.shape[1], " x ", t.shape[2], " x ", t.shape[3], ") overflows int64");
   }
   checked_extent(t, name);
 }
@@ -55,6 +63,7 @@ Problem make_problem(const TensorView& q, const TensorView& k, const TensorView*
   SA_CHECK(q.heads() % k.heads() == 0, "q.heads (", q.heads(), ") must be a multiple of k.heads (", k.heads(), ")");
   SA_CHECK(q.seq() <= k.seq(), "q.seq (", q.seq(), ") must be <= k.seq (", k.seq(),
            "): queries are the last q.seq key positions");
+  SA_CHECK(k.seq() <= INT32_MAX, "k.seq (", k.seq(), ") must be <= 2^31 - 1: key columns are int32");
   if (v != nullptr) {
     SA_CHECK(v->dtype == q.dtype, "v.dtype (", to_string(v->dtype), ") must equal q.dtype (", to_string(q.dtype),
              ")");
@@ -80,6 +89,10 @@ Problem make_problem(const TensorView& q, const TensorView& k, const TensorView*
 }
 
 void check_output(const Problem& p, const TensorView& q, const TensorView& out) {
+  for (int a = 0; a < 4; ++a) {
+    SA_CHECK(out.stride[a] != 0 || out.shape[a] == 1, "out.stride[", a, "] (", out.stride[a],
+             ") must be > 0: a zero stride would make rows overwrite each other");
+  }
   check_view(out, "out");
   SA_CHECK(out.device == q.device && out.device_index == q.device_index, "out.device (", to_string(out.device),
            ") must equal q.device (", to_string(q.device), ")");
@@ -87,10 +100,6 @@ void check_output(const Problem& p, const TensorView& q, const TensorView& out) 
                out.head_dim() == p.head_dim,
            "out.shape (", out.shape[0], ", ", out.shape[1], ", ", out.shape[2], ", ", out.shape[3],
            ") must equal (", p.batch, ", ", p.seq_q, ", ", p.q_heads, ", ", p.head_dim, ")");
-  for (int a = 0; a < 4; ++a) {
-    SA_CHECK(out.stride[a] > 0 || out.shape[a] == 1, "out.stride[", a, "] (", out.stride[a],
-             ") must be > 0: a zero stride would make rows overwrite each other");
-  }
 }
 
 void check_config(const SampleConfig& c) {
@@ -104,32 +113,54 @@ void check_config(const SampleConfig& c) {
   SA_CHECK(c.dense_tail >= 0, "config.dense_tail (", c.dense_tail, ") must be >= 0");
 }
 
-void check_finite(const TensorView& t, const char* name) {
-  // Innermost loop over head_dim with plain stride arithmetic; the bit test (exponent all ones) is what
-  // makes this a fraction of a percent of an attention call instead of a noticeable share.
+double finite_max_abs(const TensorView& t, const char* name) {
+  // One pass over the bit patterns: for non-negative IEEE values the integer order of |x|'s bits is the
+  // order of |x|, and |x| is finite iff its exponent field is not all ones.
+  const bool wide = t.dtype == DType::f32;
+  const std::uint32_t abs_mask = wide ? 0x7fffffffu : 0x7fffu;
+  const std::uint32_t inf_bits = wide ? 0x7f800000u : t.dtype == DType::f16 ? 0x7c00u : 0x7f80u;
   const std::int64_t n = t.head_dim(), sd = t.stride[3];
+  std::uint32_t max_bits = 0;
   for (std::int64_t b = 0; b < t.batch(); ++b)
     for (std::int64_t s = 0; s < t.seq(); ++s)
       for (std::int64_t h = 0; h < t.heads(); ++h) {
         const std::int64_t base = t.offset(b, s, h, 0);
-        bool finite = true;
-        if (t.dtype == DType::f32) {
+        std::uint32_t m = 0;
+        if (wide) {
           const auto* x = static_cast<const std::uint32_t*>(t.data) + base;
-          for (std::int64_t d = 0; d < n; ++d) finite &= (x[d * sd] & 0x7f800000u) != 0x7f800000u;
+          for (std::int64_t d = 0; d < n; ++d) m = std::max(m, x[d * sd] & abs_mask);
         } else {
-          const std::uint16_t mask = t.dtype == DType::f16 ? 0x7c00u : 0x7f80u;
           const auto* x = static_cast<const std::uint16_t*>(t.data) + base;
-          for (std::int64_t d = 0; d < n; ++d) finite &= (x[d * sd] & mask) != mask;
+          for (std::int64_t d = 0; d < n; ++d) m = std::max<std::uint32_t>(m, x[d * sd] & abs_mask);
         }
-        if (finite) continue;
-        for (std::int64_t d = 0; d < n; ++d) {
-          const float x = load_element(t.data, t.dtype, base + d * sd);
-          if (!std::isfinite(x)) {
-            detail::fail(name, "[", b, ", ", s, ", ", h, ", ", d, "] is ", x,
-                         ": inputs must be finite (NaN/Inf are rejected)");
+        if (m >= inf_bits) {
+          for (std::int64_t d = 0; d < n; ++d) {
+            const float x = load_element(t.data, t.dtype, base + d * sd);
+            if (!std::isfinite(x)) {
+              detail::fail(name, "[", b, ", ", s, ", ", h, ", ", d, "] is ", x,
+                           ": inputs must be finite (NaN/Inf are rejected)");
+            }
           }
         }
+        max_bits = std::max(max_bits, m);
       }
+  if (wide) {
+    float f;
+    std::memcpy(&f, &max_bits, 4);
+    return f;
+  }
+  return t.dtype == DType::f16 ? f16_to_float(static_cast<std::uint16_t>(max_bits))
+                               : bf16_to_float(static_cast<std::uint16_t>(max_bits));
+}
+
+void check_host_inputs(const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v) {
+  const double max_q = finite_max_abs(q, "q");
+  const double max_k = finite_max_abs(k, "k");
+  if (v != nullptr) finite_max_abs(*v, "v");
+  // |scale * q . k| <= scale * d * max|q| * max|k|; the fp32 kernels must not overflow it (x log2 e).
+  const double bound = static_cast<double>(p.scale) * static_cast<double>(p.head_dim) * max_q * max_k;
+  SA_CHECK(bound <= 1e37, "q and k are too large: scores scale * q.k can reach ", bound,
+           " (max|q| = ", max_q, ", max|k| = ", max_k, "), beyond float32 range");
 }
 
 }  // namespace sampleattn::core

@@ -36,8 +36,12 @@ void check_output(const Problem& p, const TensorView& q, const TensorView& out);
 
 void check_config(const SampleConfig& config);
 
-// Throws unless every element of the view is finite (host views only). Documented input policy: NaN/Inf
-// in q, k or v is rejected rather than producing a selection computed from garbage.
-void check_finite(const TensorView& t, const char* name);
+// Max |x| over the view, throwing unless every element is finite (host views only). Documented input
+// policy of the CPU backends: NaN/Inf in q, k or v is rejected rather than producing a selection computed
+// from garbage.
+double finite_max_abs(const TensorView& t, const char* name);
+
+// The CPU backends' input checks: finite q, k, v, and q, k small enough that no fp32 score overflows.
+void check_host_inputs(const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v);
 
 }  // namespace sampleattn::core
