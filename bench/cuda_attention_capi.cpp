@@ -1,6 +1,6 @@
 // A C entry point over sampleattn::cuda::run_attention so that the device benchmark script
 // (bench/cuda_attention_bench.py) can drive the kernels on PyTorch tensors through ctypes, timing them
-// beside PyTorch SDPA on the same inputs. Not part of the library; built by scripts/device_cudaattn.sh.
+// beside PyTorch SDPA on the same inputs. Not part of the library; built by scripts/build_cudaattn_device.sh.
 #include <cstdint>
 #include <cstdio>
 #include <exception>

@@ -1,7 +1,7 @@
 // C entry points over the sampleattn CUDA API (include/sampleattn/cuda.h, api.h) and the structured workload
 // generator, so that bench/cuda_e2e_bench.py can drive them on PyTorch tensors through ctypes and time them
 // beside PyTorch SDPA and FlexAttention on the same inputs. Not part of the library; built by
-// scripts/build_cudaselect_device.sh. Every function returns 0, or 1 with the message in err.
+// `scripts/device_test.sh build`. Every function returns 0, or 1 with the message in err.
 #include <cstdint>
 #include <cstdio>
 #include <cstring>

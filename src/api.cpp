@@ -37,10 +37,11 @@ Backend resolve(const ExecOptions& options, const TensorView& q) {
   return b;
 }
 
-void check_inputs(Backend b, const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v) {
+void check_inputs(Backend b, const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v,
+                  const TensorView* out) {
   if (b == Backend::cuda) {
 #ifdef SAMPLEATTN_WITH_CUDA
-    cuda::check_supported(p, q.dtype);
+    cuda::check_device_inputs(p, q, k, v, out);
 #endif
     return;
   }
@@ -66,7 +67,7 @@ Selection select(const TensorView& q, const TensorView& k, const AttnParams& par
   const Problem p = core::make_problem(q, k, nullptr, params);
   core::check_config(config);
   const Backend b = resolve(options, q);
-  check_inputs(b, p, q, k, nullptr);
+  check_inputs(b, p, q, k, nullptr, nullptr);
   switch (b) {
     case Backend::cpu_reference: return ref::select(p, q, k, config);
 #ifdef SAMPLEATTN_WITH_CUDA
@@ -82,7 +83,7 @@ void attend(const TensorView& q, const TensorView& k, const TensorView& v, const
   core::check_output(p, q, out);
   check_selection(p, selection);
   const Backend b = resolve(options, q);
-  check_inputs(b, p, q, k, &v);
+  check_inputs(b, p, q, k, &v, &out);
   switch (b) {
     case Backend::cpu_reference: ref::attend(p, q, k, v, selection, out, lse); break;
 #ifdef SAMPLEATTN_WITH_CUDA
@@ -99,7 +100,7 @@ Selection sample_attention(const TensorView& q, const TensorView& k, const Tenso
   core::check_output(p, q, out);
   core::check_config(config);
   const Backend b = resolve(options, q);
-  check_inputs(b, p, q, k, &v);
+  check_inputs(b, p, q, k, &v, &out);
   switch (b) {
     case Backend::cpu_reference: {
       Selection s = ref::select(p, q, k, config);
@@ -126,7 +127,7 @@ void dense_attention(const TensorView& q, const TensorView& k, const TensorView&
   const Problem p = core::make_problem(q, k, &v, params);
   core::check_output(p, q, out);
   const Backend b = resolve(options, q);
-  check_inputs(b, p, q, k, &v);
+  check_inputs(b, p, q, k, &v, &out);
   switch (b) {
     case Backend::cpu_reference: ref::dense(p, q, k, v, out, lse); break;
 #ifdef SAMPLEATTN_WITH_CUDA

@@ -111,7 +111,7 @@ class _Recorder:
 
 _recorder = _Recorder()
 
-# What the CUDA backend has kernels for (src/cuda/backend.cpp, check_supported). Checked here first so that
+# What the CUDA backend has kernels for (src/cuda/backend.cpp, check_device_inputs). Checked here first so that
 # the common fallbacks cost no exception; anything else the backend rejects is caught below.
 _CUDA_DTYPES = (torch.bfloat16, torch.float16)
 _CUDA_HEAD_DIMS = (64, 128)

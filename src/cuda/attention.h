@@ -3,7 +3,7 @@
 // must be 1. Rows that start on 16-byte boundaries (base pointer 16-byte aligned, batch / seq / head
 // strides multiples of 8) take the cp.async path; other strides work through a slower plain-load path.
 // Kernels: src/cuda/attention_kernel_sm80.cuh (one thread block per 128 query rows of one head), plan of the
-// sparse key runs: src/cuda/attention_plan.cuh; measurements: bench/NOTES-cuda-attn.md.
+// sparse key runs: src/cuda/attention_plan.cuh; measurements: bench/NOTES.md.
 #pragma once
 
 #include <cstdint>
@@ -49,6 +49,8 @@ AttentionParams attention_params(const core::Problem& p, const TensorView& q, co
 
 // Whether a kernel instance exists for (dtype, head_dim) on the current device.
 bool attention_supported(DType dtype, std::int64_t head_dim);
+// The checks run_attention makes, without launching anything (callers validate before enqueuing work).
+void check_attention_params(const AttentionParams& params);
 // Launches on `stream` (a cudaStream_t); no allocation, no synchronisation (graph-capturable). Throws
 // sampleattn::Error naming the argument for unsupported parameters (dtype, head_dim, head_dim stride != 1,
 // seq_q > seq_k, seq_k >= 2^31 - 256, batch > 65535) and on a launch failure.

@@ -27,7 +27,7 @@ namespace sampleattn::cuda::sm80 {
 // Tile shape. Each warp owns kWarpRows query rows (kMTiles m16 slices). 32 rows a warp (4 warps, two
 // blocks per SM) halves the shared-memory reads of K and V per FLOP against 16 rows a warp (8 warps, Q kept
 // in registers): on the H200, dense causal 8K / 32K / 128K took 1.82 / 27.1 / 436 ms against 2.12 / 32.1 /
-// 501 ms (bench/NOTES-cuda-attn.md). SAMPLEATTN_SM80_WARP_ROWS=16 builds the other for comparison.
+// 501 ms (bench/NOTES.md). SAMPLEATTN_SM80_WARP_ROWS=16 builds the other for comparison.
 #ifndef SAMPLEATTN_SM80_WARP_ROWS
 #define SAMPLEATTN_SM80_WARP_ROWS 32
 #endif

@@ -58,9 +58,8 @@ bool attention_supported(DType dtype, std::int64_t head_dim) {
   return select_instance(dtype, head_dim) != nullptr && device_is_sm80_or_newer();
 }
 
-void run_attention(const AttentionParams& p, void* stream) {
-  const Launcher launch = select_instance(p.dtype, p.head_dim);
-  SA_CHECK(launch != nullptr, "attention: no CUDA kernel for dtype ", to_string(p.dtype), " and head_dim ",
+void check_attention_params(const AttentionParams& p) {
+  SA_CHECK(select_instance(p.dtype, p.head_dim) != nullptr, "attention: no CUDA kernel for dtype ", to_string(p.dtype), " and head_dim ",
            p.head_dim, " (bf16 / float16 with head_dim 64 or 128)");
   SA_CHECK(p.batch > 0 && p.seq_q > 0 && p.seq_k > 0 && p.q_heads > 0 && p.kv_heads > 0,
            "attention: sizes must be > 0 (batch ", p.batch, ", seq_q ", p.seq_q, ", seq_k ", p.seq_k,
@@ -79,6 +78,12 @@ void run_attention(const AttentionParams& p, void* stream) {
   SA_CHECK(m_tiles * p.q_heads <= std::numeric_limits<std::int32_t>::max(), "attention: seq_q (", p.seq_q,
            ") x q_heads (", p.q_heads, ") exceeds the grid");
   SA_CHECK(p.batch <= 65535, "attention: batch (", p.batch, ") must be <= 65535");
+}
+
+void run_attention(const AttentionParams& p, void* stream) {
+  check_attention_params(p);
+  const Launcher launch = select_instance(p.dtype, p.head_dim);
+  const std::int64_t m_tiles = (p.seq_q + kBlockM - 1) / kBlockM;
 
   KernelArgs a;
   a.q = p.q;

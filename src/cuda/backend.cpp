@@ -53,12 +53,23 @@ bool available() {
   return n > 0;
 }
 
-void check_supported(const core::Problem& p, DType dtype) {
+void check_device_inputs(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView* v,
+                         const TensorView* out) {
+  const DType dtype = q.dtype;
   SA_CHECK(dtype == DType::bf16 || dtype == DType::f16, "q.dtype (", to_string(dtype),
            ") is not supported by the CUDA backend (bfloat16 or float16)");
   SA_CHECK(p.head_dim == 64 || p.head_dim == 128, "q.head_dim (", p.head_dim,
            ") is not supported by the CUDA backend (64 or 128)");
   SA_CHECK(attention_supported(dtype, p.head_dim), "the CUDA backend needs a GPU of compute capability 8.0 or newer");
+  int device = -1;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  SA_CHECK(device == q.device_index, "q is on cuda:", q.device_index, " but the current device is cuda:", device,
+           " (make q's device current first)");
+  if (out != nullptr) {
+    SA_CHECK(out->dtype == dtype, "out.dtype (", to_string(out->dtype), ") must equal q.dtype (", to_string(dtype),
+             ") on the CUDA backend");
+    if (v != nullptr) check_attention_params(attention_params(p, q, k, *v, *out, nullptr));
+  }
 }
 
 Selection select(const core::Problem& p, const TensorView& q, const TensorView& k, const SampleConfig& config,

@@ -9,8 +9,11 @@ namespace sampleattn::cuda {
 
 // True when the CUDA backend can run here (a device is present and the runtime answers).
 bool available();
-// Throws sampleattn::Error naming head_dim / dtype when no kernel instance covers the problem.
-void check_supported(const core::Problem& p, DType dtype);
+// Throws sampleattn::Error unless the CUDA backend can run this call: a kernel for the dtype and head_dim,
+// q on the current device, out of q's dtype, and (with v and out) views the attention kernel accepts.
+// Enqueues nothing.
+void check_device_inputs(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView* v,
+                         const TensorView* out);
 
 // Runs stages 1 and 2 on the device, then copies the selection to the host (synchronises the stream).
 Selection select(const core::Problem& p, const TensorView& q, const TensorView& k, const SampleConfig& config,

@@ -9,12 +9,14 @@
 namespace sampleattn::cuda {
 namespace {
 
-SelectPlan plan_for(const TensorView& q, const TensorView& k, const TensorView* v, const AttnParams& params,
-                    const SampleConfig& config) {
+// Every check, before anything is enqueued (the workspace of a failed call stays as it was).
+SelectPlan plan_for(const TensorView& q, const TensorView& k, const TensorView* v, const TensorView* out,
+                    const AttnParams& params, const SampleConfig& config) {
   const core::Problem p = core::make_problem(q, k, v, params);
   core::check_config(config);
   SA_CHECK(q.device == Device::cuda, "q.device is ", to_string(q.device), ", sampleattn::cuda needs cuda tensors");
-  check_supported(p, q.dtype);
+  if (out != nullptr) core::check_output(p, q, *out);
+  check_device_inputs(p, q, k, v, out);
   return make_plan(p, config);
 }
 
@@ -22,14 +24,13 @@ SelectPlan plan_for(const TensorView& q, const TensorView& k, const TensorView* 
 
 std::size_t sample_attention_workspace_size(const TensorView& q, const TensorView& k, const AttnParams& params,
                                             const SampleConfig& config) {
-  return workspace_layout(plan_for(q, k, nullptr, params, config)).bytes;
+  return workspace_layout(plan_for(q, k, nullptr, nullptr, params, config)).bytes;
 }
 
 void sample_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out, float* lse,
                       const AttnParams& params, const SampleConfig& config, void* workspace,
                       std::size_t workspace_bytes, void* stream) {
-  const SelectPlan plan = plan_for(q, k, &v, params, config);
-  core::check_output(plan.problem, q, out);
+  const SelectPlan plan = plan_for(q, k, &v, &out, params, config);
   const Workspace ws = carve_workspace(workspace, workspace_bytes, workspace_layout(plan));
   run_selection(plan, q, k, ws, stream);
   run_sparse_attention(plan, q, k, v, out, lse, ws, stream);
@@ -37,7 +38,7 @@ void sample_attention(const TensorView& q, const TensorView& k, const TensorView
 
 void select_to_workspace(const TensorView& q, const TensorView& k, const AttnParams& params, const SampleConfig& config,
                          void* workspace, std::size_t workspace_bytes, void* stream) {
-  const SelectPlan plan = plan_for(q, k, nullptr, params, config);
+  const SelectPlan plan = plan_for(q, k, nullptr, nullptr, params, config);
   const Workspace ws = carve_workspace(workspace, workspace_bytes, workspace_layout(plan));
   run_selection(plan, q, k, ws, stream);
 }
@@ -45,7 +46,7 @@ void select_to_workspace(const TensorView& q, const TensorView& k, const AttnPar
 Selection selection_from_workspace(const TensorView& q, const TensorView& k, const AttnParams& params,
                                    const SampleConfig& config, const void* workspace, std::size_t workspace_bytes,
                                    void* stream) {
-  const SelectPlan plan = plan_for(q, k, nullptr, params, config);
+  const SelectPlan plan = plan_for(q, k, nullptr, nullptr, params, config);
   const Workspace ws = carve_workspace(const_cast<void*>(workspace), workspace_bytes, workspace_layout(plan));
   return download_selection(plan, ws, stream);
 }

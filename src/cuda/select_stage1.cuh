@@ -392,17 +392,15 @@ __global__ void __launch_bounds__(kThreads, 3) colsum_kernel(const Stage1Args a)
 }
 
 // Pass 1 or pass 2 of one (dtype, head_dim) instance on `stream`. Grid: pass 1 (row tiles x Hkv, B), pass 2
-// (key tiles x Hkv, B). The dynamic shared-memory limit is raised once per instance (thread-safe static).
+// (key tiles x Hkv, B). The dynamic shared-memory limit is a per-device function attribute, so it is set
+// on every launch (a microsecond) rather than once per process: the current device may differ per call.
 template <typename T, int D>
 void launch_stage1_instance(const Stage1Args& a, int pass, cudaStream_t stream) {
-  static const cudaError_t attr_status = [] {
-    cudaError_t e =
-        cudaFuncSetAttribute(lse_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, lse_smem_bytes<D>());
-    if (e == cudaSuccess)
-      e = cudaFuncSetAttribute(colsum_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               colsum_smem_bytes<D>());
-    return e;
-  }();
+  cudaError_t attr_status =
+      cudaFuncSetAttribute(lse_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, lse_smem_bytes<D>());
+  if (attr_status == cudaSuccess)
+    attr_status = cudaFuncSetAttribute(colsum_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       colsum_smem_bytes<D>());
   check_cuda(attr_status, "cudaFuncSetAttribute (stage 1 shared memory)");
   if (pass == 1) {
     const std::int64_t lse_tiles = (a.num_sampled * a.group + kLseRows - 1) / kLseRows;

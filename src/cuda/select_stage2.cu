@@ -109,7 +109,14 @@ __global__ void __launch_bounds__(kThreads) choose_kernel(const Stage2Args a) {
   unsigned int tau = 0;
   u64 need_eq = 0;
   if (!bad && a.alpha < 1.0) {
-    const u64 target = static_cast<u64>(ceil(a.alpha * static_cast<double>(total)));
+    // min(): alpha * total rounds up past total when alpha is within 1e-16 of 1 and total > 2^53; then no
+    // bin would cross the target and the choices below would be read unset.
+    const u64 target = min(total, static_cast<u64>(ceil(a.alpha * static_cast<double>(total))));
+    if (tid == 0) {
+      chosen_digit = 0;
+      chosen_above = 0;
+    }
+    __syncthreads();
     unsigned int prefix = 0;
     u64 above = 0;
     const int shifts[3] = {20, 10, 0};

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <random>
@@ -426,6 +427,50 @@ TEST_F(BackendCuda, MillionTokensOnSampledRows) {
       EXPECT_NEAR(got_lse, m + std::log(sum), test::tolerance(DType::bf16).lse * 4) << "head " << h << " row " << r;
     }
   }
+}
+
+}  // namespace
+}  // namespace sampleattn
+
+namespace sampleattn {
+namespace {
+
+// Arguments the CUDA path cannot serve are rejected on the host before anything is enqueued: the output,
+// and the workspace of the no-allocation API, keep their bytes.
+TEST_F(BackendCuda, RejectsBeforeEnqueuing) {
+  std::mt19937_64 rng(test::test_seed());
+  HostTensor q(DType::bf16, 1, 64, 4, 64), k(DType::bf16, 1, 64, 2, 64), v(DType::bf16, 1, 64, 2, 64);
+  q.fill_random(rng);
+  k.fill_random(rng);
+  v.fill_random(rng);
+  HostTensor out32(DType::f32, 1, 64, 4, 64), out(DType::bf16, 1, 64, 4, 64);
+  DeviceTensor dq(q), dk(k), dv(v), dout32(out32), dout(out);
+  try {
+    sample_attention(dq.view(), dk.view(), dv.view(), dout32.view(), nullptr, {}, {}, on(Backend::cuda));
+    ADD_FAILURE() << "a float32 out with bfloat16 inputs was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("out.dtype (float32) must equal q.dtype (bfloat16)"), std::string::npos)
+        << e.what();
+  }
+  HostTensor back32 = out32;
+  dout32.download(back32);
+  EXPECT_EQ(std::memcmp(back32.data(), out32.data(), out32.bytes()), 0) << "out was written";
+
+  SampleConfig cfg;
+  const std::size_t bytes = cuda::sample_attention_workspace_size(dq.view(), dk.view(), {}, cfg);
+  std::vector<unsigned char> pattern(bytes, 0xab);
+  DeviceBuffer ws(pattern);
+  TensorView strided_v = dv.view();
+  strided_v.stride[3] = 2;  // head_dim not contiguous: the attention kernel cannot read it
+  try {
+    cuda::sample_attention(dq.view(), dk.view(), strided_v, dout.view(), nullptr, {}, cfg, ws.get(), bytes, nullptr);
+    ADD_FAILURE() << "a v with head_dim stride 2 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("v.stride[3] (2) must be 1"), std::string::npos) << e.what();
+  }
+  std::vector<unsigned char> after(bytes);
+  ws.download(after.data());
+  EXPECT_EQ(after, pattern) << "the workspace was written by a call that failed its checks";
 }
 
 }  // namespace

@@ -77,7 +77,7 @@ def test_library_shape_checks(rng, change, message):
         (dict(dense_tail=-3), r"config\.dense_tail \(-3\) must be >= 0"),
         (dict(scale=0.0), r"params\.scale \(0\) must be finite and > 0"),
         (dict(scale=float("nan")), r"params\.scale \(nan\) must be finite and > 0"),
-        (dict(num_threads=-1), r"options\.num_threads \(-1\) must be >= 0"),
+        (dict(num_threads=-1), r"options\.num_threads \(-1\) must be in \[0, 4096\]"),
     ],
     ids=lambda x: str(x) if isinstance(x, dict) else "",
 )
