@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 PEAK_TFLOPS = 740.0  # measured bf16 8192^3 product on this H200 (ANCHORS.md)
 PEAK_TBPS = 4.1  # measured device-to-device copy
-BF16_TOL = 1.6e-2  # tests/tolerance.h: max |out - ref| / max |v|
+BF16_TOL = 1.6e-2  # src/core/tolerance.h: max |out - ref| / max |v|
 
 
 class Kernel:

@@ -3,7 +3,7 @@
 
 Drives the library through bench/cuda_e2e_capi.cpp (ctypes) on PyTorch tensors, in one process:
   --check   dense attention and alpha = 1 SampleAttention against PyTorch SDPA (cuDNN backend), bf16/fp16,
-            GQA, head_dim 64/128, within the dtype's tolerance (tests/tolerance.h); exit code 1 on failure.
+            GQA, head_dim 64/128, within the dtype's tolerance (src/core/tolerance.h); exit code 1 on failure.
   --bench   H200, bf16, Hq 32, Hkv 8, d 128, causal, on the structured generator (include/sampleattn/workload.h):
             selection (stages 1 + 2) vs SDPA cuDNN, our dense kernel, sample_attention end to end with its
             density and exact CRA on sampled rows, FlexAttention given the same mask (--flex), and the
@@ -27,7 +27,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 MATMUL_TFLOPS = 740.0  # ANCHORS.md: bf16 8192^3 matrix product on this H200
 COPY_TBS = 4.1
-TOL = {torch.bfloat16: 1.6e-2, torch.float16: 2e-3}  # tests/tolerance.h: max |out - ref| / max |v|
+TOL = {torch.bfloat16: 1.6e-2, torch.float16: 2e-3}  # src/core/tolerance.h: max |out - ref| / max |v|
 
 
 class SampleAttn:

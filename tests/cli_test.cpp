@@ -23,7 +23,7 @@
 #endif
 #include "sampleattn/api.h"
 #include "support/host_tensor.h"
-#include "tolerance.h"
+#include "core/tolerance.h"
 
 #ifdef SAMPLEATTN_CLI_PATH
 
@@ -184,6 +184,9 @@ TEST_F(Cli, OutOfRangeSettingsNameTheOption) {
   expect_error("run " + io + " --scale 0", "--scale (0) must be in (0, 1e+30]");
   expect_error("run " + io + " --backend tpu", "--backend ('tpu') must be one of auto, cpu, cpu-ref, cuda");
   expect_error("run " + io + " --dense --selection s.json", "--dense computes no selection");
+  expect_error("run " + io + " --dense --alpha 0.9", "--alpha only applies when run selects: drop it, or drop --dense");
+  expect_error("run " + io + " --use-selection s.json --window-ratio 0.1",
+               "--window-ratio only applies when run selects: drop it, or drop --use-selection");
   expect_error("bench --density 0", "--density (0) must be in (0, 1]");
   expect_error("bench --density 1.5", "--density (1.5) must be in (0, 1]");
   EXPECT_FALSE(fs::exists(path("out.npy"))) << "no output is written on an error";
@@ -284,7 +287,7 @@ TEST_F(Cli, RunMatchesTheReferenceAndWritesAParsableSelection) {
   }
   std::vector<float> ref_lse;
   const test::HostTensor ref = reference_attend(q, k, v, sel, &ref_lse);
-  const test::Tolerance tol = test::tolerance(DType::f32);
+  const core::Tolerance tol = core::tolerance(DType::f32);
   const double vmax = std::max(1.0, test::max_abs(v));
   const io::NpyArray out = io::read_npy(path("out.npy"), false);
   EXPECT_EQ(out.dtype, DType::f32);
@@ -319,7 +322,7 @@ TEST_F(Cli, RunBfloat16AndDense) {
   const test::HostTensor q = write_random("q.npy", DType::bf16, 1, 64, 4, 128);
   const test::HostTensor k = write_random("k.npy", DType::bf16, 1, 64, 1, 128);
   const test::HostTensor v = write_random("v.npy", DType::bf16, 1, 64, 1, 128);
-  const test::Tolerance tol = test::tolerance(DType::bf16);
+  const core::Tolerance tol = core::tolerance(DType::bf16);
   const double vmax = std::max(1.0, test::max_abs(v));
 
   const Result r = cli("run " + qkv() + " --bf16 --selection '" + path("sel.json") + "'");

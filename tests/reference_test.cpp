@@ -208,12 +208,6 @@ TEST(ReferenceSelect, AlphaOneWithFullWindowEqualsDense) {
   }
 }
 
-}  // namespace
-}  // namespace sampleattn
-
-namespace sampleattn {
-namespace {
-
 TEST(ReferenceSelect, HugeUserWindowCoversEverythingWithoutOverflow) {
   std::mt19937_64 rng(test::test_seed());
   for (bool causal : {true, false}) {

@@ -63,6 +63,13 @@ int run_main(const std::vector<std::string>& argv) {
   const bool dense = args.has("dense");
   SA_CHECK(!(dense && (args.has("selection") || args.has("use-selection"))),
            "--dense computes no selection: drop --selection / --use-selection, or drop --dense");
+  if (dense || args.has("use-selection")) {
+    // These settings only shape a selection made here: say so rather than ignore them.
+    for (const OptionSpec& o : config_options()) {
+      SA_CHECK(!args.has(o.name), "--", o.name, " only applies when run selects: drop it, or drop ",
+               dense ? "--dense" : "--use-selection");
+    }
+  }
   const SampleConfig config = config_from(args);
   AttnParams params;
   params.causal = !args.has("non-causal");

@@ -18,7 +18,7 @@
 #include "device.h"
 #include "sampleattn/api.h"
 #include "sampleattn/error.h"
-#include "tolerance.h"
+#include "core/tolerance.h"
 
 namespace sampleattn::cli {
 namespace {
@@ -216,7 +216,7 @@ int verify_main(const std::vector<std::string>& argv) {
       const TensorView q = qa.view(), k = ka.view(), v = va.view();
       AttnParams params;
       params.causal = c.causal;
-      const test::Tolerance tol = test::tolerance(c.dtype);
+      const core::Tolerance tol = core::tolerance(c.dtype);
       const double vmax = std::max(1.0, max_abs(v));
       const std::size_t lse_size = static_cast<std::size_t>(c.batch * c.hq * c.sq);
       std::vector<std::string> problems;

@@ -19,7 +19,7 @@
 #include "cuda/attention.h"
 #include "sampleattn/error.h"
 #include "support/host_tensor.h"
-#include "tolerance.h"
+#include "core/tolerance.h"
 
 namespace sampleattn {
 namespace {
@@ -174,7 +174,7 @@ void run_case(const Case& c, std::uint64_t seed) {
   dout.download(out.data());
   dlse.download(lse.data());
 
-  const test::Tolerance tol = test::tolerance(c.dtype);
+  const core::Tolerance tol = core::tolerance(c.dtype);
   const double vmax = test::max_abs(v);
   EXPECT_LE(test::max_abs_diff(out, ref_out), tol.out * vmax);
   EXPECT_LE(test::max_abs_diff(lse, ref_lse), tol.lse);

@@ -27,7 +27,7 @@
 #include "sampleattn/cuda.h"
 #include "sampleattn/workload.h"
 #include "support/host_tensor.h"
-#include "tolerance.h"
+#include "core/tolerance.h"
 
 namespace sampleattn {
 namespace {
@@ -69,7 +69,7 @@ void expect_attention_matches(const HostTensor& q, const HostTensor& k, const Ho
   HostTensor ref(DType::f32, out.shape()[0], out.shape()[1], out.shape()[2], out.shape()[3]);
   std::vector<float> ref_lse(lse.size(), kNaN);
   attend(q.view(), k.view(), v.view(), sel, ref.view(), ref_lse.data(), params, on(Backend::cpu_reference));
-  const test::Tolerance tol = test::tolerance(q.dtype());
+  const core::Tolerance tol = core::tolerance(q.dtype());
   EXPECT_LE(test::max_abs_diff(out, ref), tol.out * test::max_abs(v));
   EXPECT_LE(test::max_abs_diff(lse, ref_lse), tol.lse);
 }
@@ -157,8 +157,8 @@ TEST_F(BackendCuda, StructuredWorkloadMatchesReference) {
     for (std::int64_t h = 0; h < wc.kv_heads; ++h)
       for (std::int64_t d = 0; d < wc.head_dim; ++d)
         vmax = std::max<double>(vmax, std::fabs(core::load_element(w.v().data, DType::bf16, w.v().offset(0, j, h, d))));
-  EXPECT_LE(test::max_abs_diff(out, ref_out), test::tolerance(DType::bf16).out * vmax);
-  EXPECT_LE(test::max_abs_diff(lse, ref_lse), test::tolerance(DType::bf16).lse);
+  EXPECT_LE(test::max_abs_diff(out, ref_out), core::tolerance(DType::bf16).out * vmax);
+  EXPECT_LE(test::max_abs_diff(lse, ref_lse), core::tolerance(DType::bf16).lse);
 }
 
 TEST_F(BackendCuda, AlphaOneEqualsDense) {
@@ -180,7 +180,7 @@ TEST_F(BackendCuda, AlphaOneEqualsDense) {
   ddense.download(dense_out);
   HostTensor ref(DType::f32, 1, 500, 4, 128);
   dense_attention(q.view(), k.view(), v.view(), ref.view(), nullptr, {}, on(Backend::cpu_reference));
-  const double tol = test::tolerance(DType::bf16).out * test::max_abs(v);
+  const double tol = core::tolerance(DType::bf16).out * test::max_abs(v);
   EXPECT_LE(test::max_abs_diff(out, ref), tol);
   EXPECT_LE(test::max_abs_diff(dense_out, ref), tol);
   EXPECT_DOUBLE_EQ(sel.min_sampled_coverage() > 1.0 - 1e-5 ? 1.0 : sel.min_sampled_coverage(), 1.0);
@@ -384,7 +384,7 @@ TEST_F(BackendCuda, MillionTokensOnSampledRows) {
   EXPECT_LT(sel.density(), 0.5);
 
   const std::vector<std::int64_t> rows = {0, 4097, 333333, 777777, s - 2, s - 1};
-  const double tol = test::tolerance(DType::bf16).out * 1.7320508;  // max |v| <= sqrt(3)
+  const double tol = core::tolerance(DType::bf16).out * 1.7320508;  // max |v| <= sqrt(3)
   for (std::int64_t h = 0; h < hq; ++h) {
     std::vector<char> is_col(static_cast<std::size_t>(s), 0);
     for (std::int32_t j : sel.columns(h)) is_col[j] = 1;
@@ -424,7 +424,7 @@ TEST_F(BackendCuda, MillionTokensOnSampledRows) {
         err = std::isfinite(x) ? std::max(err, std::fabs(x - o[e] / sum)) : INFINITY;
       }
       EXPECT_LE(err, tol) << "head " << h << " row " << r;
-      EXPECT_NEAR(got_lse, m + std::log(sum), test::tolerance(DType::bf16).lse * 4) << "head " << h << " row " << r;
+      EXPECT_NEAR(got_lse, m + std::log(sum), core::tolerance(DType::bf16).lse * 4) << "head " << h << " row " << r;
     }
   }
 }

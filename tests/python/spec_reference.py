@@ -1,5 +1,5 @@
 """An independent fp64 NumPy implementation of SampleAttention (shared/SPEC.md, variant A) and of the
-tolerance table (tests/tolerance.h), for checking the package against something it does not share code with.
+tolerance table (src/core/tolerance.h), for checking the package against something it does not share code with.
 
 Shapes: q [B, Sq, Hq, d], k and v [B, Sk, Hkv, d]; query row r sits at key position Sk - Sq + r.
 Brute force (dense [Sq, Sk] matrices per head): meant for the small sizes the tests use.
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_TOLERANCE_H = pathlib.Path(__file__).resolve().parents[1] / "tolerance.h"
+_TOLERANCE_H = pathlib.Path(__file__).resolve().parents[2] / "src" / "core" / "tolerance.h"
 
 
 def tolerance(dtype_name: str) -> tuple:
-    """(out, lse) tolerances for 'f32' / 'f16' / 'bf16', read from tests/tolerance.h (the one table)."""
+    """(out, lse) tolerances for 'f32' / 'f16' / 'bf16', read from src/core/tolerance.h (the one table)."""
     text = _TOLERANCE_H.read_text()
     m = re.search(r"case DType::%s:\s*return \{([^,]+),\s*([^}]+)\};" % dtype_name, text)
     assert m, f"no {dtype_name} entry in {_TOLERANCE_H}"

@@ -7,7 +7,7 @@
 
 #include "sampleattn/tensor.h"
 
-namespace sampleattn::test {
+namespace sampleattn::core {
 
 struct Tolerance {
   double out;  // max |out - ref| / max |v|
@@ -23,4 +23,4 @@ inline Tolerance tolerance(DType dtype) {
   return {0.0, 0.0};
 }
 
-}  // namespace sampleattn::test
+}  // namespace sampleattn::core
