@@ -25,6 +25,10 @@ def _torch_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def _torch_cuda(x: Any) -> bool:
+    return _torch_tensor(x) and x.device.type == "cuda"
+
+
 def _check_tensor(x: Any, name: str) -> None:
     if _torch_tensor(x):
         return
@@ -161,12 +165,18 @@ def sample_attention(
     _check_backend(backend)
     q, k, v = _as_input(q), _as_input(k), _as_input(v)
     out, lse = _outputs(q, out, return_lse)
+    settings = (bool(causal), None if scale is None else float(scale), float(alpha), float(sample_ratio),
+                float(window_ratio), int(min_window), int(sink_tokens), int(dense_tail))
     with _DeviceGuard(q):
-        selection = _C.sample_attention(
-            q, k, v, out, lse, bool(causal), None if scale is None else float(scale), float(alpha),
-            float(sample_ratio), float(window_ratio), int(min_window), int(sink_tokens), int(dense_tail),
-            backend, int(num_threads), _stream(q),
-        )
+        if not return_selection and backend in ("auto", "cuda") and _torch_cuda(q) and _C.built_with_cuda:
+            # Nothing has to come back to the host: the no-synchronisation path, workspace from torch's
+            # caching allocator (stream-ordered), so the call can also be captured in a CUDA graph.
+            import torch
+
+            workspace = torch.empty(_C.cuda_workspace_size(q, k, *settings), dtype=torch.uint8, device=q.device)
+            _C.cuda_sample_attention(q, k, v, out, lse, *settings, workspace, _stream(q))
+            return _result(out, lse, None)
+        selection = _C.sample_attention(q, k, v, out, lse, *settings, backend, int(num_threads), _stream(q))
     return _result(out, lse, selection if return_selection else None)
 
 

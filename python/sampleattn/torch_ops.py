@@ -29,10 +29,11 @@ def _stats_tensor(selection) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(f, dtype=np.float64) for f in fields], axis=-1))
 
 
-def _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale):
+def _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale, with_selection):
+    # Without the selection, CUDA tensors take the no-synchronisation path (nothing comes back to the host).
     return _api.sample_attention(
         q, k, v, alpha=alpha, sample_ratio=sample_ratio, window_ratio=window_ratio, sink_tokens=sink_tokens,
-        causal=causal, scale=scale, return_selection=True,
+        causal=causal, scale=scale, return_selection=with_selection,
     )
 
 
@@ -48,8 +49,7 @@ def sample_attention(
     causal: bool = True,
     scale: Optional[float] = None,
 ) -> torch.Tensor:
-    out, _ = _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale)
-    return out
+    return _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale, False)
 
 
 @sample_attention.register_fake
@@ -70,7 +70,7 @@ def sample_attention_with_stats(
     causal: bool = True,
     scale: Optional[float] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    out, selection = _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale)
+    out, selection = _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale, True)
     return out, _stats_tensor(selection)
 
 

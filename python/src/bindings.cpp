@@ -20,6 +20,9 @@
 #include <vector>
 
 #include "sampleattn/api.h"
+#ifdef SAMPLEATTN_WITH_CUDA
+#include "sampleattn/cuda.h"
+#endif
 #include "sampleattn/error.h"
 
 namespace nb = nanobind;
@@ -279,6 +282,41 @@ NB_MODULE(_sampleattn, m) {
 
 #ifdef SAMPLEATTN_WITH_CUDA
   m.attr("built_with_cuda") = true;
+  // The no-allocation, no-synchronisation CUDA path (include/sampleattn/cuda.h): the Python layer allocates
+  // the workspace in the caller's framework (its caching allocator, on its stream) and calls this whenever
+  // no Selection has to come back to the host.
+  m.def(
+      "cuda_workspace_size",
+      [](const InArray& q, const InArray& k, bool causal, std::optional<float> scale, double alpha,
+         double sample_ratio, double window_ratio, std::int64_t min_window, std::int64_t sink_tokens,
+         std::int64_t dense_tail) {
+        return sampleattn::cuda::sample_attention_workspace_size(
+            to_view(q, "q"), to_view(k, "k"), attn_params(causal, scale),
+            sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail));
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("causal"), nb::arg("scale").none(), nb::arg("alpha"),
+      nb::arg("sample_ratio"), nb::arg("window_ratio"), nb::arg("min_window"), nb::arg("sink_tokens"),
+      nb::arg("dense_tail"));
+  m.def(
+      "cuda_sample_attention",
+      [](const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
+         const std::optional<OutArray>& lse, bool causal, std::optional<float> scale, double alpha,
+         double sample_ratio, double window_ratio, std::int64_t min_window, std::int64_t sink_tokens,
+         std::int64_t dense_tail, const OutArray& workspace, std::uintptr_t stream) {
+        const TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v"), ov = to_view(out, "out");
+        float* lp = lse_pointer(lse, qv);
+        SA_CHECK(workspace.device_type() == nb::device::cuda::value && workspace.device_id() == qv.device_index,
+                 "workspace must be a CUDA buffer on q's device");
+        const auto params = attn_params(causal, scale);
+        const auto config = sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail);
+        nb::gil_scoped_release unlocked;
+        sampleattn::cuda::sample_attention(qv, kv, vv, ov, lp, params, config, workspace.data(), workspace.nbytes(),
+                                           reinterpret_cast<void*>(stream));
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse").none(), nb::arg("causal"),
+      nb::arg("scale").none(), nb::arg("alpha"), nb::arg("sample_ratio"), nb::arg("window_ratio"),
+      nb::arg("min_window"), nb::arg("sink_tokens"), nb::arg("dense_tail"), nb::arg("workspace"),
+      nb::arg("stream"));
 #else
   m.attr("built_with_cuda") = false;
 #endif

@@ -110,6 +110,27 @@ def test_runs_on_the_callers_stream(gen):
     torch.testing.assert_close(out, want, atol=0, rtol=0)
 
 
+def test_no_selection_path_is_graph_capturable_and_equal(gen):
+    # Without return_selection nothing comes back to the host: the call can be captured in a CUDA graph
+    # (a host synchronisation inside the capture would raise). alpha = 1 makes the selection unique, so the
+    # replay must equal the path that downloads the selection.
+    q, k, v = _qkv(gen, (1, 1536, 2048, 8, 2, 128), torch.bfloat16)
+    want, sel = sampleattn.sample_attention(q, k, v, alpha=1.0, return_selection=True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        sampleattn.sample_attention(q, k, v, alpha=1.0)  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = sampleattn.sample_attention(q, k, v, alpha=1.0)
+    captured.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(captured, want, atol=0, rtol=0)
+    assert sel.density > 0
+
+
 def test_bad_input_on_cuda(gen):
     q, k, v = _qkv(gen, (1, 64, 64, 4, 2, 64), torch.bfloat16)
     with pytest.raises(sampleattn.Error, match=r"k\.device"):
