@@ -18,6 +18,7 @@
 #include "sampleattn/api.h"
 #include "support/host_tensor.h"
 #include "core/tolerance.h"
+#include "cpu/reference.h"
 
 namespace sampleattn {
 namespace {
@@ -153,60 +154,18 @@ TEST(CpuFast, AttendMatchesReferenceOnRandomSelections) {
   }
 }
 
-// fp64 stage-1 column scores of one head, computed here by brute force (SPEC step 2).
 std::vector<double> column_scores(const Case& c, const Inputs& in, const SampleConfig& config, std::int64_t b,
                                   std::int64_t h) {
-  const std::int64_t kvh = h / (c.hq / c.hkv);
-  const double scale = 1.0 / std::sqrt(double(c.d));
-  std::vector<double> score(static_cast<std::size_t>(c.sk), 0.0);
-  for (std::int64_t r : core::sampled_rows(config.sample_ratio, c.sq)) {
-    const std::int64_t end = c.causal ? c.sk - c.sq + r + 1 : c.sk;
-    std::vector<double> s(static_cast<std::size_t>(end));
-    for (std::int64_t j = 0; j < end; ++j) {
-      double dot = 0.0;
-      for (std::int64_t x = 0; x < c.d; ++x) dot += double(in.q.at(b, r, h, x)) * in.k.at(b, j, kvh, x);
-      s[j] = dot * scale;
-    }
-    const double m = *std::max_element(s.begin(), s.end());
-    double sum = 0.0;
-    for (double x : s) sum += std::exp(x - m);
-    for (std::int64_t j = 0; j < end; ++j) score[j] += std::exp(s[j] - m) / sum;
-  }
-  return score;
+  const core::Problem p = core::make_problem(in.q.view(), in.k.view(), nullptr, params_of(c));
+  return ref::column_scores(p, in.q.view(), in.k.view(), config.sample_ratio, b, h);
 }
 
-// Whether the fast columns may differ from the reference's: every differing column's fp64 score ties
-// (within fp32 rounding of the fast path's sums) with a score at the reference's cut, and a different count
-// happens only where the running sum meets alpha * total within that rounding.
+// The fast path sums its scores in fp32: columns may differ from the reference's only at ties.
 ::testing::AssertionResult same_selection_up_to_ties(std::span<const std::int32_t> fast, std::span<const std::int32_t> ref,
                                                      const std::vector<double>& score, double alpha) {
-  if (std::equal(fast.begin(), fast.end(), ref.begin(), ref.end())) return ::testing::AssertionSuccess();
-  const std::int64_t n = static_cast<std::int64_t>(score.size());
-  std::vector<std::int32_t> order(static_cast<std::size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return score[a] > score[b]; });
-  const double total = std::accumulate(score.begin(), score.end(), 0.0);
-  const double target = alpha * total;
-  std::vector<double> cum(static_cast<std::size_t>(n + 1), 0.0);
-  for (std::int64_t i = 0; i < n; ++i) cum[i + 1] = cum[i] + score[order[i]];
-  std::int64_t cut = 0;  // the reference's greedy count
-  while (cut < n && cum[cut] < target && score[order[cut]] > 0) ++cut;
-  const double rel = 1e-5;
-  auto near = [&](double a, double b) { return std::abs(a - b) <= rel * std::max(std::abs(a), std::abs(b)) + 1e-12 * total; };
-  std::vector<std::int32_t> diff;
-  std::set_symmetric_difference(fast.begin(), fast.end(), ref.begin(), ref.end(), std::back_inserter(diff));
-  const double at_cut = cut > 0 ? score[order[cut - 1]] : 0.0, after_cut = cut < n ? score[order[cut]] : 0.0;
-  for (std::int32_t j : diff)
-    if (!near(score[j], at_cut) && !near(score[j], after_cut))
-      return ::testing::AssertionFailure() << "column " << j << " (score " << score[j] << ") differs; cut scores "
-                                           << at_cut << " / " << after_cut;
-  if (fast.size() != ref.size()) {
-    const bool crossing = std::abs(cum[cut] - target) <= rel * total || (cut > 0 && std::abs(cum[cut - 1] - target) <= rel * total);
-    if (!crossing)
-      return ::testing::AssertionFailure() << "column counts differ (" << fast.size() << " vs " << ref.size()
-                                           << ") away from the alpha crossing";
-  }
-  return ::testing::AssertionSuccess();
+  const std::string why = ref::columns_agree_up_to_ties(fast, ref, score, alpha, 1e-5);
+  if (why.empty()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << why;
 }
 
 void check_select(const Case& c, const SampleConfig& config, std::mt19937_64& rng) {

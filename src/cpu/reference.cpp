@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
+#include <numeric>
 
 #include "core/half.h"
 #include "core/schedule.h"
@@ -28,6 +30,17 @@ std::vector<double> row_scores(const Problem& p, const TensorView& q, const Tens
     for (std::int64_t d = 0; d < p.head_dim; ++d) dot += qrow[d] * load_element(k.data, k.dtype, k.offset(b, j, kvh, d));
     s[j] = static_cast<double>(p.scale) * dot;
   }
+  return s;
+}
+
+// Exact softmax probabilities of row r over its visible keys (SPEC step 2).
+std::vector<double> row_probabilities(const Problem& p, const TensorView& q, const TensorView& k, std::int64_t b,
+                                      std::int64_t h, std::int64_t r) {
+  std::vector<double> s = row_scores(p, q, k, b, h, r, p.visible_end(r));
+  const double m = *std::max_element(s.begin(), s.end());
+  double sum = 0.0;
+  for (double& x : s) sum += x = std::exp(x - m);
+  for (double& x : s) x /= sum;
   return s;
 }
 
@@ -95,15 +108,11 @@ Selection select(const Problem& p, const TensorView& q, const TensorView& k, con
       std::vector<double> outside(static_cast<std::size_t>(p.seq_k), 0.0);
       double kept_anyway = 0.0;
       for (std::int64_t r : rows) {
-        const std::int64_t end = p.visible_end(r);
-        const std::vector<double> s = row_scores(p, q, k, b, h, r, end);
-        const double m = *std::max_element(s.begin(), s.end());
-        double sum = 0.0;
-        for (double x : s) sum += std::exp(x - m);
+        const std::vector<double> probs = row_probabilities(p, q, k, b, h, r);
         const core::Span band = core::band(p, w, r);
         const bool tail = core::in_dense_tail(p, config.dense_tail, r);
-        for (std::int64_t j = 0; j < end; ++j) {
-          const double prob = std::exp(s[j] - m) / sum;
+        for (std::int64_t j = 0; j < static_cast<std::int64_t>(probs.size()); ++j) {
+          const double prob = probs[j];
           colscore[j] += prob;
           if (tail || (j >= band.lo && j < band.hi)) {
             kept_anyway += prob;
@@ -150,6 +159,52 @@ void dense(const Problem& p, const TensorView& q, const TensorView& k, const Ten
       }
 }
 
+std::vector<double> column_scores(const Problem& p, const TensorView& q, const TensorView& k, double sample_ratio,
+                                  std::int64_t b, std::int64_t h) {
+  std::vector<double> score(static_cast<std::size_t>(p.seq_k), 0.0);
+  for (std::int64_t r : core::sampled_rows(sample_ratio, p.seq_q)) {
+    const std::vector<double> probs = row_probabilities(p, q, k, b, h, r);
+    for (std::size_t j = 0; j < probs.size(); ++j) score[j] += probs[j];
+  }
+  return score;
+}
+
+std::string columns_agree_up_to_ties(std::span<const std::int32_t> got, std::span<const std::int32_t> want,
+                                     const std::vector<double>& scores, double alpha, double rel) {
+  if (std::ranges::equal(got, want)) return "";
+  const std::int64_t n = static_cast<std::int64_t>(scores.size());
+  std::vector<std::int32_t> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t c) { return scores[a] > scores[c]; });
+  double total = 0.0;
+  for (double x : scores) total += x;
+  const double target = alpha * total;
+  std::vector<double> cum(static_cast<std::size_t>(n + 1), 0.0);
+  for (std::int64_t i = 0; i < n; ++i) cum[i + 1] = cum[i] + scores[order[i]];
+  std::int64_t cut = 0;  // the greedy count of SPEC step 3
+  while (cut < n && cum[cut] < target && scores[order[cut]] > 0) ++cut;
+  auto near = [&](double a, double c) { return std::abs(a - c) <= rel * std::max(std::abs(a), std::abs(c)) + 1e-12 * total; };
+  const double at_cut = cut > 0 ? scores[order[cut - 1]] : 0.0, after_cut = cut < n ? scores[order[cut]] : 0.0;
+  std::vector<std::int32_t> diff;
+  std::ranges::set_symmetric_difference(got, want, std::back_inserter(diff));
+  for (std::int32_t j : diff) {
+    if (!near(scores[j], at_cut) && !near(scores[j], after_cut)) {
+      return "column " + std::to_string(j) + " (score " + std::to_string(scores[j]) +
+             ") is in one set only and is no tie with the cut (scores " + std::to_string(at_cut) + " / " +
+             std::to_string(after_cut) + ")";
+    }
+  }
+  if (got.size() != want.size()) {
+    const bool crossing = std::abs(cum[cut] - target) <= rel * total ||
+                          (cut > 0 && std::abs(cum[cut - 1] - target) <= rel * total);
+    if (!crossing) {
+      return "column counts differ (" + std::to_string(got.size()) + " vs " + std::to_string(want.size()) +
+             ") away from the alpha crossing";
+    }
+  }
+  return "";
+}
+
 std::vector<HeadMetrics> metrics(const Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
                                  const Selection& selection, const std::vector<std::int64_t>& rows) {
   std::vector<HeadMetrics> result;
@@ -163,16 +218,10 @@ std::vector<HeadMetrics> metrics(const Problem& p, const TensorView& q, const Te
       for (std::int64_t r : rows) {
         const std::int64_t end = p.visible_end(r);
         const std::vector<char> keep = row_mask(p, selection.window[bh], selection.dense_tail, is_column, r);
-        const std::vector<double> s = row_scores(p, q, k, b, h, r, end);
-        const double m = *std::max_element(s.begin(), s.end());
-        std::vector<double> prob(static_cast<std::size_t>(end));
-        double sum = 0.0;
-        for (std::int64_t j = 0; j < end; ++j) sum += prob[j] = std::exp(s[j] - m);
+        const std::vector<double> prob = row_probabilities(p, q, k, b, h, r);
         double kept = 0.0;
-        for (std::int64_t j = 0; j < end; ++j) {
-          prob[j] /= sum;
+        for (std::int64_t j = 0; j < end; ++j)
           if (keep[j]) kept += prob[j];
-        }
         for (std::int64_t d = 0; d < p.head_dim; ++d) {
           double dense_o = 0.0, sparse_o = 0.0;
           for (std::int64_t j = 0; j < end; ++j) {

@@ -14,34 +14,11 @@
 #include "core/half.h"
 #include "core/problem.h"
 #include "core/schedule.h"
+#include "cpu/reference.h"
 #include "sampleattn/config.h"
 #include "sampleattn/selection.h"
 
 namespace sampleattn::test {
-
-// colscore[j] of head (b, h) in fp64, straight from SPEC.md step 2 (independent of both backends).
-inline std::vector<double> column_scores_fp64(const core::Problem& p, const TensorView& q, const TensorView& k,
-                                              const SampleConfig& config, std::int64_t b, std::int64_t h) {
-  std::vector<double> col(static_cast<std::size_t>(p.seq_k), 0.0);
-  const std::int64_t kvh = p.kv_head(h);
-  for (std::int64_t r : core::sampled_rows(config.sample_ratio, p.seq_q)) {
-    const std::int64_t end = p.visible_end(r);
-    std::vector<double> s(static_cast<std::size_t>(end));
-    double m = -INFINITY;
-    for (std::int64_t j = 0; j < end; ++j) {
-      double dot = 0.0;
-      for (std::int64_t d = 0; d < p.head_dim; ++d)
-        dot += static_cast<double>(core::load_element(q.data, q.dtype, q.offset(b, r, h, d))) *
-               core::load_element(k.data, k.dtype, k.offset(b, j, kvh, d));
-      s[j] = dot * p.scale;
-      m = std::max(m, s[j]);
-    }
-    double sum = 0.0;
-    for (double x : s) sum += std::exp(x - m);
-    for (std::int64_t j = 0; j < end; ++j) col[j] += std::exp(s[j] - m) / sum;
-  }
-  return col;
-}
 
 inline void expect_selection_matches(const Selection& gpu, const Selection& ref, const core::Problem& p,
                                      const TensorView& q_host, const TensorView& k_host, const SampleConfig& config) {
@@ -64,7 +41,8 @@ inline void expect_selection_matches(const Selection& gpu, const Selection& ref,
     if (!same) {
       std::vector<std::int32_t> diff;
       std::set_symmetric_difference(gv.begin(), gv.end(), rv.begin(), rv.end(), std::back_inserter(diff));
-      const std::vector<double> s = column_scores_fp64(p, q_host, k_host, config, bh / p.q_heads, bh % p.q_heads);
+      const std::vector<double> s =
+          ref::column_scores(p, q_host, k_host, config.sample_ratio, bh / p.q_heads, bh % p.q_heads);
       double total = 0.0, tau = INFINITY;
       for (double x : s) total += x;
       for (std::int32_t j : rv)
