@@ -104,6 +104,7 @@ void expect_close(const Case& c, const HostTensor& v, const HostTensor& out, con
   const double scale = std::max(1.0, test::max_abs(v));
   EXPECT_LE(test::max_abs_diff(out, ref_out), tol.out * scale) << describe(c);
   EXPECT_LE(test::max_abs_diff(lse, ref_lse), tol.lse) << describe(c);
+  EXPECT_TRUE(test::padding_untouched(out)) << describe(c) << ": written outside the output view";
 }
 
 AttnParams params_of(const Case& c) {

@@ -75,6 +75,20 @@ HostTensor HostTensor::converted(DType dtype, Layout layout) const {
   return t;
 }
 
+bool padding_untouched(const HostTensor& t) {
+  const std::size_t n = t.bytes() / dtype_size(t.dtype());
+  std::vector<char> addressed(n, 0);
+  const TensorView v = t.view();
+  const auto& sh = t.shape();
+  for (std::int64_t i0 = 0; i0 < sh[0]; ++i0)
+    for (std::int64_t i1 = 0; i1 < sh[1]; ++i1)
+      for (std::int64_t i2 = 0; i2 < sh[2]; ++i2)
+        for (std::int64_t i3 = 0; i3 < sh[3]; ++i3) addressed[static_cast<std::size_t>(v.offset(i0, i1, i2, i3))] = 1;
+  for (std::size_t i = 0; i < n; ++i)
+    if (!addressed[i] && !std::isnan(core::load_element(t.data(), t.dtype(), static_cast<std::int64_t>(i)))) return false;
+  return true;
+}
+
 double max_abs_diff(const HostTensor& a, const HostTensor& b) {
   if (a.shape() != b.shape()) return std::numeric_limits<double>::infinity();
   double m = 0.0;

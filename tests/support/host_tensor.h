@@ -44,6 +44,10 @@ class HostTensor {
   std::vector<std::uint8_t> storage_;
 };
 
+// Whether every element of the buffer that the view does not address (padding of a strided layout) still
+// holds the NaN poison(): a backend must write its outputs and nothing beside them.
+bool padding_untouched(const HostTensor& t);
+
 // max over elements of |a - b|; +inf if either holds a NaN or Inf (NaN never passes).
 double max_abs_diff(const HostTensor& a, const HostTensor& b);
 double max_abs(const HostTensor& t);
