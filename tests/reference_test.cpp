@@ -6,6 +6,7 @@
 #include <random>
 
 #include "sampleattn/api.h"
+#include "sampleattn/error.h"
 #include "support/host_tensor.h"
 
 namespace sampleattn {
@@ -206,6 +207,15 @@ TEST(ReferenceSelect, AlphaOneWithFullWindowEqualsDense) {
     EXPECT_LE(test::max_abs_diff(sparse, dense), 1e-6);
     EXPECT_LE(test::max_abs_diff(lse_s, lse_d), 1e-6);
   }
+}
+
+TEST(Selection, ImpossibleSizesAreErrorsNotOverflow) {
+  Selection sel;
+  sel.batch = sel.heads = std::int64_t{1} << 40;
+  sel.seq_q = sel.seq_k = 4;
+  EXPECT_THROW(sel.validate(), Error);
+  float x = 0.0f;
+  EXPECT_THROW(TensorView::contiguous(&x, DType::f32, 1, 0, std::int64_t{1} << 40, std::int64_t{1} << 40), Error);
 }
 
 TEST(ReferenceSelect, HugeUserWindowCoversEverythingWithoutOverflow) {

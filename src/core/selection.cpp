@@ -29,7 +29,9 @@ void Selection::validate() const {
   SA_CHECK(seq_q <= seq_k, "selection.seq_q (", seq_q, ") must be <= selection.seq_k (", seq_k, ")");
   SA_CHECK(seq_k <= INT32_MAX, "selection.seq_k (", seq_k, ") must fit int32 column indices");
   SA_CHECK(dense_tail >= 0, "selection.dense_tail (", dense_tail, ") must be >= 0");
-  const std::int64_t n = batch * heads;
+  std::int64_t n = 0;
+  SA_CHECK(!__builtin_mul_overflow(batch, heads, &n), "selection.batch (", batch, ") x selection.heads (", heads,
+           ") overflows int64");
   SA_CHECK(static_cast<std::int64_t>(window.size()) == n, "selection.window has ", window.size(),
            " entries, expected batch * heads = ", n);
   SA_CHECK(static_cast<std::int64_t>(offsets.size()) == n + 1, "selection.offsets has ", offsets.size(),

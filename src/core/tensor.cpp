@@ -1,5 +1,6 @@
 // Names and sizes of the enums in tensor.h / config.h, and the contiguous-view constructor.
 #include "sampleattn/config.h"
+#include "sampleattn/error.h"
 #include "sampleattn/tensor.h"
 
 namespace sampleattn {
@@ -34,7 +35,11 @@ TensorView TensorView::contiguous(void* data, DType dtype, std::int64_t batch, s
   t.dtype = dtype;
   t.device = device;
   t.shape = {batch, seq, heads, head_dim};
-  t.stride = {seq * heads * head_dim, heads * head_dim, head_dim, 1};
+  std::int64_t row = 0, item = 0;
+  SA_CHECK(!__builtin_mul_overflow(heads, head_dim, &row) && !__builtin_mul_overflow(seq, row, &item),
+           "TensorView::contiguous: strides of shape (", batch, ", ", seq, ", ", heads, ", ", head_dim,
+           ") overflow int64");
+  t.stride = {item, row, head_dim, 1};
   return t;
 }
 
