@@ -16,7 +16,7 @@ for v in ${VARIANTS:-final:}; do
   name=${v%%:*}
   flags=${v#*:}
   nvcc -shared -Xcompiler -fPIC -std=c++20 -O3 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr \
-    -Iinclude -Isrc $flags src/cuda/attention_launch.cu src/cuda/attention_sm80_*.cu src/core/tensor.cpp \
+    -Iinclude -Isrc $flags src/cuda/attention_launch.cu src/cuda/attention_sm*_*.cu src/core/tensor.cpp \
     bench/cuda_attention_capi.cpp -o "$D/libsa_attn_$name.so" &
 done
 wait

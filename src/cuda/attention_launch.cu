@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 
 #include "cuda/attention.h"
@@ -14,16 +16,39 @@
 namespace sampleattn::cuda {
 namespace {
 
-constexpr std::int64_t kBlockM = 128;  // query rows per thread block (attention_kernel_sm80.cuh)
+constexpr std::int64_t kBlockM = 128;  // query rows per thread block (attention_kernel_sm{80,90}.cuh)
 
 using Launcher = cudaError_t (*)(const KernelArgs&, std::int64_t, cudaStream_t);
 
-Launcher select_instance(DType dtype, std::int64_t head_dim) {
+Launcher select_sm80(DType dtype, std::int64_t head_dim) {
   if (dtype == DType::bf16 && head_dim == 64) return launch_attention_sm80_bf16_d64;
   if (dtype == DType::bf16 && head_dim == 128) return launch_attention_sm80_bf16_d128;
   if (dtype == DType::f16 && head_dim == 64) return launch_attention_sm80_f16_d64;
   if (dtype == DType::f16 && head_dim == 128) return launch_attention_sm80_f16_d128;
   return nullptr;
+}
+
+// SAMPLEATTN_CUDA_KERNELS=sm80 keeps the sm_80 kernels on a Hopper GPU (tests of both families on one GPU,
+// benchmarks of one against the other).
+bool sm80_forced() {
+  static const bool forced = [] {
+    const char* v = std::getenv("SAMPLEATTN_CUDA_KERNELS");
+    return v != nullptr && std::strcmp(v, "sm80") == 0;
+  }();
+  return forced;
+}
+
+// The sm_90a instance for (dtype, head_dim) when it runs on the current device, else the sm_80 one.
+Launcher select_instance(DType dtype, std::int64_t head_dim) {
+  const Launcher fallback = select_sm80(dtype, head_dim);
+  if (fallback == nullptr || sm80_forced()) return fallback;
+  if (dtype == DType::bf16 && head_dim == 64 && attention_sm90_bf16_d64_runnable()) return launch_attention_sm90_bf16_d64;
+  if (dtype == DType::bf16 && head_dim == 128 && attention_sm90_bf16_d128_runnable())
+    return launch_attention_sm90_bf16_d128;
+  if (dtype == DType::f16 && head_dim == 64 && attention_sm90_f16_d64_runnable()) return launch_attention_sm90_f16_d64;
+  if (dtype == DType::f16 && head_dim == 128 && attention_sm90_f16_d128_runnable())
+    return launch_attention_sm90_f16_d128;
+  return fallback;
 }
 
 bool device_is_sm80_or_newer() {
@@ -55,11 +80,11 @@ void check_tensor(const void* data, const std::int64_t (&stride)[4], const char*
 }  // namespace
 
 bool attention_supported(DType dtype, std::int64_t head_dim) {
-  return select_instance(dtype, head_dim) != nullptr && device_is_sm80_or_newer();
+  return select_sm80(dtype, head_dim) != nullptr && device_is_sm80_or_newer();
 }
 
 void check_attention_params(const AttentionParams& p) {
-  SA_CHECK(select_instance(p.dtype, p.head_dim) != nullptr, "attention: no CUDA kernel for dtype ", to_string(p.dtype), " and head_dim ",
+  SA_CHECK(select_sm80(p.dtype, p.head_dim) != nullptr, "attention: no CUDA kernel for dtype ", to_string(p.dtype), " and head_dim ",
            p.head_dim, " (bf16 / float16 with head_dim 64 or 128)");
   SA_CHECK(p.batch > 0 && p.seq_q > 0 && p.seq_k > 0 && p.q_heads > 0 && p.kv_heads > 0,
            "attention: sizes must be > 0 (batch ", p.batch, ", seq_q ", p.seq_q, ", seq_k ", p.seq_k,

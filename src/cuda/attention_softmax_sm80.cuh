@@ -32,6 +32,14 @@ struct OnlineSoftmax {
   // s[nt][0..1] belong to row half 0 (row l/4), s[nt][2..3] to row half 1 (row l/4 + 8). Turns s into
   // unnormalised probabilities and rescales o.
   __device__ __forceinline__ void update(float (&s)[kNTiles][4], float (&o)[kOTiles][4], float scale_log2) {
+    float alpha[2];
+    scores(s, alpha, scale_log2);
+    rescale(o, alpha);
+  }
+
+  // The two halves of update, for kernels that rescale o only after an asynchronous product into it has
+  // finished (sm_90): s -> probabilities, row sums updated, alpha[i] = the factor o's row half i needs.
+  __device__ __forceinline__ void scores(float (&s)[kNTiles][4], float (&alpha)[2], float scale_log2) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       float mx = -INFINITY;
@@ -41,7 +49,7 @@ struct OnlineSoftmax {
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float m_new = fmaxf(row_max[i], mx * scale_log2);
       const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-      const float alpha = fast_exp2(row_max[i] - m_use);
+      alpha[i] = fast_exp2(row_max[i] - m_use);
       row_max[i] = m_new;
       float sum = 0.0f;
 #pragma unroll
@@ -53,13 +61,18 @@ struct OnlineSoftmax {
           sum += p;
         }
       }
-      row_sum[i] = row_sum[i] * alpha + sum;
+      row_sum[i] = row_sum[i] * alpha[i] + sum;
+    }
+  }
+
+  __device__ __forceinline__ void rescale(float (&o)[kOTiles][4], const float (&alpha)[2]) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
 #pragma unroll
       for (int dt = 0; dt < kOTiles; ++dt) {
-        o[dt][2 * i] *= alpha;
-        o[dt][2 * i + 1] *= alpha;
+        o[dt][2 * i] *= alpha[i];
+        o[dt][2 * i + 1] *= alpha[i];
       }
-    }
   }
 
   // Completes the row sums across each quad; returns 1 / l per row half (0 for a row with no kept key)

@@ -1,0 +1,354 @@
+// The sm_90a attention kernel (Hopper: wgmma), dense and sparse, over the same tile plan as the sm_80 kernel
+// (attention_plan.cuh). One thread block of two warpgroups per (query tile of 128 rows, query head, batch);
+// warpgroup g owns rows 64 g .. 64 g + 63, each of its warps 16 of them.
+//   Q tile   [128, d] -> shared memory (cp.async) -> registers once (ldmatrix): the A operand of Q K^T.
+//   K/V      [64, d] tiles in kAhead + 2 shared-memory stages, 128-byte swizzled (ptx_sm90.cuh), filled by
+//            cp.async kAhead tiles ahead; gathered tiles read the kept columns' rows by index, as on sm_80.
+//   S = Q K^T  wgmma m64n64k16 (A registers, B = K tile, K-major), fp32 [64, 64] per warpgroup;
+//   O += P V   wgmma m64n{d}k16 (A = P in registers, B = V tile, MN-major), fp32 [64, d] per warpgroup.
+// Per tile t a warpgroup issues S_t = Q K_t^T, then O += P_{t-1} V_{t-1}, waits for S_t only, and runs the
+// mask and softmax of tile t while the tensor cores still work on P_{t-1} V_{t-1}; then it waits for that
+// product and rescales O. So softmax and the second product overlap inside a warpgroup, and the two
+// warpgroups of the block overlap each other's products.
+// Launched only on compute capability 9.0 with the sm_90a cubin (attention_launch.cu checks the binary); other
+// targets compile an empty body.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/attention_args.h"
+#include "cuda/attention_kernel_sm80.cuh"
+#include "cuda/attention_plan.cuh"
+#include "cuda/ptx_sm80.cuh"
+#include "cuda/ptx_sm90.cuh"
+
+// How many K/V tiles ahead of the computed one the copies run (a build knob for measurements).
+#ifndef SAMPLEATTN_SM90_AHEAD
+#define SAMPLEATTN_SM90_AHEAD 1
+#endif
+// Whether Q K^T reads Q from shared memory (wgmma SS) instead of registers (RS).
+#ifndef SAMPLEATTN_SM90_Q_SMEM
+#define SAMPLEATTN_SM90_Q_SMEM 1
+#endif
+
+namespace sampleattn::cuda::sm90 {
+
+template <typename Elem, int kD>
+struct Config {
+  static constexpr int kBlockM = 128;
+  static constexpr int kBlockN = 64;
+  static constexpr int kThreads = 256;  // two warpgroups
+  // K/V tiles are copied kAhead tiles ahead of the one computed; stages hold those, tile t (read by S) and
+  // tile t - 1 (read by P V). Tile metadata (indices, bitmap words) comes 2 kAhead tiles ahead.
+  static constexpr int kAhead = SAMPLEATTN_SM90_AHEAD;
+  static constexpr int kStages = kAhead + 2;
+  static constexpr int kMetaSlots = 8;
+  static constexpr bool kQInSmem = SAMPLEATTN_SM90_Q_SMEM != 0;
+  static constexpr int kNTiles = kBlockN / 8;
+  static constexpr int kOTiles = kD / 8;
+  static constexpr int kKSteps = kD / 16;
+  using Copy = sm80::CopyLayout<kD, kThreads>;
+  static constexpr int kKvPasses = kBlockN / Copy::kRowsPerPass;
+  static constexpr int kQPasses = kBlockM / Copy::kRowsPerPass;
+  static constexpr int kTileElems = kBlockN * kD;
+  static constexpr int kTileBytes = kTileElems * 2;
+  // Q [128, d] + kStages x (K, V) [64, d] + 1 KiB to align the swizzled tiles: 129 KiB at d = 128, kAhead 1.
+  static constexpr int kSmemBytes = (kBlockM * kD + 2 * kStages * kTileElems) * 2 + 1024;
+  static_assert(kD == 64 || kD == 128, "head_dim 64 or 128");
+  static_assert(kTileBytes % 1024 == 0, "swizzled tiles must stay 1024-byte aligned");
+  static_assert(kAhead >= 1 && 2 * kAhead + 1 <= kMetaSlots, "metadata ring too small");
+};
+
+template <typename Elem, int kD>
+__device__ __forceinline__ void wgmma_pv(float (&o)[kD / 8][4], const std::uint32_t (&p)[4], std::uint64_t desc) {
+  if constexpr (kD == 128) {
+    wgmma_m64n128k16_rs<Elem, 1>(o, p, desc, 1);
+  } else {
+    wgmma_m64n64k16_rs<Elem, 1>(o, p, desc, 1);
+  }
+}
+
+template <typename Elem, int kD>
+__global__ void __launch_bounds__(Config<Elem, kD>::kThreads, 1) attention_kernel_sm90(const KernelArgs a) {
+#if SAMPLEATTN_SM90A
+  using Cfg = Config<Elem, kD>;
+  using sm80::cp_async_commit;
+  using sm80::cp_async_wait;
+  using sm80::smem_addr;
+  constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kStages = Cfg::kStages, kAhead = Cfg::kAhead;
+  constexpr int kSlots = Cfg::kMetaSlots;
+  constexpr int kChunks = Cfg::Copy::kChunks, kRowsPerPass = Cfg::Copy::kRowsPerPass;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  // The swizzle pattern is a function of address bits 7..9: tiles start on 1024-byte boundaries.
+  unsigned char* smem_aligned = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
+  Elem* q_s = reinterpret_cast<Elem*>(smem_aligned);  // [128][d], sm_80 swizzle (ldmatrix)
+  Elem* k_s = q_s + kBlockM * kD;                     // [3][64][d], 128-byte swizzle (wgmma)
+  Elem* v_s = k_s + kStages * Cfg::kTileElems;        // [3][64][d]
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const std::int64_t h = blockIdx.x % a.q_heads;
+  const std::int64_t mt = a.num_m_tiles - 1 - blockIdx.x / a.q_heads;
+  const std::int64_t b = blockIdx.y;
+  const std::int64_t bh = b * a.q_heads + h;
+  const std::int64_t kvh = h / a.group;
+  const std::int64_t m0 = mt * kBlockM;
+  const std::int64_t m1 = m0 + kBlockM < a.seq_q ? m0 + kBlockM : a.seq_q;
+
+  const Elem* q_g = static_cast<const Elem*>(a.q) + b * a.q_stride[0] + h * a.q_stride[2];
+  const Elem* k_g = static_cast<const Elem*>(a.k) + b * a.k_stride[0] + kvh * a.k_stride[2];
+  const Elem* v_g = static_cast<const Elem*>(a.v) + b * a.v_stride[0] + kvh * a.v_stride[2];
+
+  const int copy_chunk_id = tid % kChunks, copy_row = tid / kChunks;
+#pragma unroll
+  for (int pass = 0; pass < Cfg::kQPasses; ++pass) {
+    const int row = copy_row + pass * kRowsPerPass;
+    const bool valid = m0 + row < a.seq_q;
+    const Elem* src = q_g + (valid ? (m0 + row) * a.q_stride[1] : 0) + copy_chunk_id * 8;
+    const int dst = Cfg::kQInSmem ? sw128_offset<kBlockM>(row, copy_chunk_id) : sm80::swizzled<kD>(row, copy_chunk_id);
+    sm80::copy_chunk(q_s + dst, src, valid, a.aligned_inputs);
+  }
+
+  const sm80::TilePlan<kBlockN> pl = sm80::make_plan<kBlockN>(a, bh, m0, m1);
+  const int num_tiles = pl.total_tiles();
+
+  // Tile metadata ring: tile t's indices / bitmap words in slot t % kSlots, fetched 2 kAhead tiles ahead (they
+  // must have landed when tile t is issued, kAhead tiles ahead of its computation).
+  __shared__ std::int32_t idx_s[kSlots][kBlockN];
+  __shared__ std::uint32_t bits_s[kSlots][2];
+  auto fetch_metadata = [&](int t) {
+    const sm80::TileRef tr = sm80::tile_ref(pl, t);
+    if (tr.gather) {
+      if (tid >= kBlockN) return;
+      const int slot = tr.base + tid;
+      const bool valid = slot < tr.end;
+      sm80::cp_async_4(smem_addr(&idx_s[t % kSlots][tid]), valid ? pl.cols + slot : pl.cols, valid);
+    } else if (pl.sparse && tid < 2) {
+      const std::int64_t word = tr.base / 32 + tid;
+      const bool valid = word < a.bitmap_words;
+      sm80::cp_async_4(smem_addr(&bits_s[t % kSlots][tid]), valid ? pl.bitmap + word : pl.bitmap, valid);
+    }
+  };
+  // One branch on the layout per tile, not per chunk: the aligned path is straight cp.async.
+  auto issue_tile = [&](int t) {
+    const sm80::TileRef tr = sm80::tile_ref(pl, t);
+    const int stage = t % kStages;
+    std::int64_t key[Cfg::kKvPasses];
+    bool valid[Cfg::kKvPasses];
+#pragma unroll
+    for (int pass = 0; pass < Cfg::kKvPasses; ++pass) {
+      const int row = copy_row + pass * kRowsPerPass;
+      if (tr.gather) {
+        valid[pass] = tr.base + row < tr.end;
+        key[pass] = valid[pass] ? idx_s[t % kSlots][row] : 0;
+      } else {
+        key[pass] = tr.base + row;
+        valid[pass] = key[pass] < a.seq_k;
+        if (!valid[pass]) key[pass] = 0;
+      }
+    }
+    const int dst0 = stage * Cfg::kTileElems;
+    if (a.aligned_inputs) {
+#pragma unroll
+      for (int pass = 0; pass < Cfg::kKvPasses; ++pass) {
+        const int dst = dst0 + sw128_offset<kBlockN>(copy_row + pass * kRowsPerPass, copy_chunk_id);
+        sm80::cp_async_16(smem_addr(k_s + dst), k_g + key[pass] * a.k_stride[1] + copy_chunk_id * 8, valid[pass]);
+        sm80::cp_async_16(smem_addr(v_s + dst), v_g + key[pass] * a.v_stride[1] + copy_chunk_id * 8, valid[pass]);
+      }
+    } else {
+#pragma unroll
+      for (int pass = 0; pass < Cfg::kKvPasses; ++pass) {
+        const int dst = dst0 + sw128_offset<kBlockN>(copy_row + pass * kRowsPerPass, copy_chunk_id);
+        sm80::copy_chunk(k_s + dst, k_g + key[pass] * a.k_stride[1] + copy_chunk_id * 8, valid[pass], false);
+        sm80::copy_chunk(v_s + dst, v_g + key[pass] * a.v_stride[1] + copy_chunk_id * 8, valid[pass], false);
+      }
+    }
+  };
+
+  // Prologue: the metadata of tiles 0 .. 2 kAhead - 1 (sparse only; one exposed round trip), then tiles
+  // 0 .. kAhead - 1 in one commit group each (Q joins the first). Every loop iteration commits one group, so
+  // tile t is in group t and "at most kAhead - 1 groups pending" means tile t has landed.
+  if (pl.sparse) {
+    for (int j = 0; j < 2 * kAhead && j < num_tiles; ++j) fetch_metadata(j);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+  }
+#pragma unroll
+  for (int j = 0; j < kAhead; ++j) {
+    if (j < num_tiles) issue_tile(j);
+    cp_async_commit();
+  }
+
+  // Descriptors: K tile (B of Q K^T, K-major): k-step ks is 16 columns of 64-column block ks / 4;
+  // V tile (B of P V, MN-major): k-step kk is keys 16 kk .. 16 kk + 15, d-blocks kBlockN * 128 bytes apart.
+  const std::uint32_t k_base = smem_addr(k_s), v_base = smem_addr(v_s);
+  auto k_desc = [&](int stage, int ks) {
+    return sw128_desc(k_base + stage * Cfg::kTileBytes + (ks >> 2) * (kBlockN * 128) + (ks & 3) * 32, 16, 1024);
+  };
+  auto v_desc = [&](int stage, int kk) {
+    return sw128_desc(v_base + stage * Cfg::kTileBytes + kk * 16 * 128, kBlockN * 128, 1024);
+  };
+
+  std::uint32_t q_frag[Cfg::kQInSmem ? 1 : Cfg::kKSteps][4];
+  const std::uint32_t q_wg = smem_addr(q_s) + (warp / 4) * 64 * 128;  // this warpgroup's rows, swizzled Q
+  auto q_desc = [&](int ks) { return sw128_desc(q_wg + (ks >> 2) * (kBlockM * 128) + (ks & 3) * 32, 16, 1024); };
+  std::uint32_t p_frag[2][kBlockN / 16][4];
+  float o[Cfg::kOTiles][4];
+#pragma unroll
+  for (int dt = 0; dt < Cfg::kOTiles; ++dt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[dt][e] = 0.0f;
+  sm80::OnlineSoftmax<Cfg::kNTiles, Cfg::kOTiles> softmax;
+  softmax.init();
+  const std::int64_t row0 = m0 + warp * 16 + lane / 4;  // this lane's rows: row0, row0 + 8
+
+  // Iteration t: issue S_t = Q K_t^T and O += P_{t-1} V_{t-1}; wait for S_t; mask and softmax of tile t
+  // while the tensor cores run P_{t-1} V_{t-1}; wait for that product (the wait takes P_t as operands, so
+  // the softmax cannot be moved below it); rescale O. Nothing is pending across iterations: ptxas
+  // serialises every wgmma when an accumulator may be in flight at a loop back edge. P_t is written while
+  // P_{t-1} V_{t-1} still reads its registers, so P alternates between two register sets (tile parity,
+  // the loop is unrolled by two). Tile 0 is peeled (no P V) so that no path issues a conditional product.
+  float alpha[2];
+  __shared__ float order_s[Cfg::kThreads];
+  const std::uint32_t order_slot = smem_addr(&order_s[tid]);
+  auto step = [&](int t, auto first_tile, auto parity) {
+    constexpr bool kFirst = decltype(first_tile)::value;
+    constexpr int kCur = decltype(parity)::value;
+    std::uint32_t(&p_cur)[kBlockN / 16][4] = p_frag[kCur];
+    std::uint32_t(&p_prev)[kBlockN / 16][4] = p_frag[1 - kCur];
+    const int stage = t % kStages, prev_stage = (t + kStages - 1) % kStages;
+    cp_async_wait<kAhead - 1>();
+    fence_proxy_async();
+    __syncthreads();  // tile t has landed; the stage of tile t + kAhead (tile t - 2 before) is free
+    if (t + kAhead < num_tiles) issue_tile(t + kAhead);
+    if (t + 2 * kAhead < num_tiles) fetch_metadata(t + 2 * kAhead);
+    cp_async_commit();
+    if (!Cfg::kQInSmem && kFirst) {
+      const std::uint32_t q_base = smem_addr(q_s) + (warp * 16 + (lane & 15)) * kD * 2;
+      const std::uint32_t q_off = ((lane >> 4) ^ (lane & 7)) << 4;
+#pragma unroll
+      for (int ks = 0; ks < Cfg::kKSteps; ++ks) sm80::ldmatrix_x4(q_frag[ks], q_base + (q_off ^ (ks << 5)));
+    }
+
+    float s[Cfg::kNTiles][4];
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < Cfg::kKSteps; ++ks) {
+      if constexpr (Cfg::kQInSmem) {
+        wgmma_m64n64k16_ss<Elem>(s, q_desc(ks), k_desc(stage, ks), ks > 0);
+      } else {
+        wgmma_m64n64k16_rs<Elem, 0>(s, q_frag[ks], k_desc(stage, ks), ks > 0);
+      }
+    }
+    wgmma_commit();
+    if constexpr (kFirst) {
+      wgmma_wait<0>();
+    } else {
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk) wgmma_pv<Elem, kD>(o, p_prev[kk], v_desc(prev_stage, kk));
+      wgmma_commit();
+      wgmma_wait<1>();
+    }
+    fence_operand(s);
+
+    const sm80::TileRef tr = sm80::tile_ref(pl, t);
+    const bool masked = tr.gather ? tr.end - tr.base < kBlockN : sm80::span_tile_needs_mask(pl, a, tr.base);
+    if (masked)
+      sm80::apply_mask<Cfg>(s, a, pl, tr, row0, pl.sparse ? bits_s[t % kSlots][0] : 0u,
+                            pl.sparse ? bits_s[t % kSlots][1] : 0u);
+    softmax.scores(s, alpha, a.scale_log2);
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      p_cur[kk][0] = sm80::pack2<Elem>(s[2 * kk][0], s[2 * kk][1]);
+      p_cur[kk][1] = sm80::pack2<Elem>(s[2 * kk][2], s[2 * kk][3]);
+      p_cur[kk][2] = sm80::pack2<Elem>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      p_cur[kk][3] = sm80::pack2<Elem>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+    if constexpr (!kFirst) {
+      asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(order_slot), "f"(softmax.row_sum[0] + softmax.row_sum[1])
+                   : "memory");
+      wgmma_wait_after<0>(p_cur);
+      fence_operand(o);
+    }
+    softmax.rescale(o, alpha);
+  };
+  using Even = std::integral_constant<int, 0>;
+  using Odd = std::integral_constant<int, 1>;
+  auto last_product = [&](const std::uint32_t(&p)[kBlockN / 16][4]) {
+    const int last = (num_tiles - 1) % kStages;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk) wgmma_pv<Elem, kD>(o, p[kk], v_desc(last, kk));
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operand(o);
+  };
+  if (num_tiles > 0) {
+    step(0, std::true_type{}, Even{});
+    int t = 1;
+    for (; t + 1 < num_tiles; t += 2) {
+      step(t, std::false_type{}, Odd{});
+      step(t + 1, std::false_type{}, Even{});
+    }
+    if (t < num_tiles) {
+      step(t, std::false_type{}, Odd{});
+      last_product(p_frag[1]);
+    } else {
+      last_product(p_frag[0]);
+    }
+  }
+  cp_async_wait<0>();
+
+  Elem* out_g = static_cast<Elem*>(a.out) + b * a.out_stride[0] + h * a.out_stride[2];
+  float inv_sum[2], lse[2];
+  softmax.finish(inv_sum, lse);
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const std::int64_t r = row0 + 8 * i;
+    if (r >= a.seq_q) continue;
+    Elem* dst = out_g + r * a.out_stride[1] + 2 * (lane & 3);
+#pragma unroll
+    for (int dt = 0; dt < Cfg::kOTiles; ++dt) {
+      const std::uint32_t packed = sm80::pack2<Elem>(o[dt][2 * i] * inv_sum[i], o[dt][2 * i + 1] * inv_sum[i]);
+      if (a.aligned_out) {
+        *reinterpret_cast<std::uint32_t*>(dst + dt * 8) = packed;
+      } else {
+        reinterpret_cast<unsigned short*>(dst + dt * 8)[0] = static_cast<unsigned short>(packed & 0xffffu);
+        reinterpret_cast<unsigned short*>(dst + dt * 8)[1] = static_cast<unsigned short>(packed >> 16);
+      }
+    }
+    if (a.lse != nullptr && (lane & 3) == 0) a.lse[bh * a.seq_q + r] = lse[i];
+  }
+#endif
+}
+
+// Whether this instance runs here: the current device is compute capability 9.0 and the kernel was built
+// from sm_90a code (a build without sm_90a has only the empty body, e.g. JIT-compiled sm_80 PTX).
+template <typename Elem, int kD>
+bool attention_sm90_runnable() {
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
+    return false;
+  if (major != 9 || minor != 0) return false;
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, attention_kernel_sm90<Elem, kD>) != cudaSuccess) return false;
+  return attr.ptxVersion >= 90 && attr.binaryVersion == 90;
+}
+
+template <typename Elem, int kD>
+cudaError_t launch_attention_sm90(const KernelArgs& a, std::int64_t batch, cudaStream_t stream) {
+  using Cfg = Config<Elem, kD>;
+  auto kernel = attention_kernel_sm90<Elem, kD>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>(a.num_m_tiles * a.q_heads), static_cast<unsigned>(batch));
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace sampleattn::cuda::sm90
