@@ -15,8 +15,8 @@ extern "C" {
 int sa_attention(const void* q, const void* k, const void* v, void* out, float* lse, const std::int64_t* strides,
                  const std::int64_t* sizes, int dtype, float scale, int causal, const std::int32_t* window,
                  const std::int32_t* col_indices, const std::int64_t* col_offsets, const std::int32_t* col_counts,
-                 const std::uint32_t* col_bitmap, std::int64_t bitmap_words, std::int64_t dense_tail, void* stream,
-                 char* err, int err_len) {
+                 const std::uint32_t* col_bitmap, std::int64_t bitmap_words, std::int64_t dense_tail,
+                 std::int64_t window_hint, void* stream, char* err, int err_len) {
   sampleattn::cuda::AttentionParams p;
   p.q = q;
   p.k = k;
@@ -45,6 +45,7 @@ int sa_attention(const void* q, const void* k, const void* v, void* out, float* 
   p.col_bitmap = col_bitmap;
   p.bitmap_words = bitmap_words;
   p.dense_tail = dense_tail;
+  p.window_hint = window_hint;
   try {
     sampleattn::cuda::run_attention(p, stream);
   } catch (const std::exception& e) {

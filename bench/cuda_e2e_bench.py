@@ -103,13 +103,13 @@ class SampleAttn:
         return dict(counts=counts, indices=idx.reshape(bh, sk), window=window, kept=kept, visible=visible,
                     coverage=cov)
 
-    def workload(self, S, Hq, Hkv, d, seed=1):
+    def workload(self, S, Hq, Hkv, d, seed=1, mix=0):
         q = np.empty((1, S, Hq, d), np.uint16)
         k = np.empty((1, S, Hkv, d), np.uint16)
         v = np.empty((1, S, Hkv, d), np.uint16)
         P = lambda a: a.ctypes.data_as(ctypes.c_void_p)
         self._ok(self.lib.sa_workload(ctypes.c_int64(S), ctypes.c_int64(Hq), ctypes.c_int64(Hkv), ctypes.c_int64(d),
-                                      ctypes.c_uint64(seed), P(q), P(k), P(v), self.err, 2048))
+                                      ctypes.c_uint64(seed), ctypes.c_int(mix), P(q), P(k), P(v), self.err, 2048))
         to = lambda a: torch.from_numpy(a.view(np.int16)).cuda().view(torch.bfloat16)
         return to(q), to(k), to(v)
 
@@ -234,13 +234,16 @@ def kernel_profile(fn):
     return sorted(rows, key=lambda x: -x[1])
 
 
-def bench(sa, lengths, flex_lengths, reps):
+MIXES = {"default": 0, "no-dense": 1}  # head profile mixes of bench/cuda_e2e_capi.cpp sa_workload
+
+
+def bench(sa, lengths, flex_lengths, reps, mixes=("default",)):
     Hq, Hkv, d = 32, 8, 128
     results = []
-    for S in lengths:
-        print(f"== S={S}  (Hq {Hq}, Hkv {Hkv}, d {d}, bf16, causal, structured workload)", flush=True)
+    for S, mix in [(S, m) for S in lengths for m in mixes]:
+        print(f"== S={S}  (Hq {Hq}, Hkv {Hkv}, d {d}, bf16, causal, structured workload, {mix} head mix)", flush=True)
         t0 = time.time()
-        q, k, v = sa.workload(S, Hq, Hkv, d, seed=7)
+        q, k, v = sa.workload(S, Hq, Hkv, d, seed=7, mix=MIXES[mix])
         print(f"   workload generated in {time.time() - t0:.1f} s", flush=True)
         r = 3 if S > 65536 else reps
         dense_flops = 4.0 * S * S * d * Hq / 2
@@ -261,7 +264,7 @@ def bench(sa, lengths, flex_lengths, reps):
         sel_flops = 2 * 2.0 * d * Hq * sum((i + 1) * S // n for i in range(n))
         kept_flops = 4.0 * d * float(sel["kept"].sum())
         cra_min, cra_mean, rel = exact_metrics(q, k, v, out, sel, window)
-        case = dict(seq=S, kernels_ms={name: ms for name, ms in prof}, q_heads=Hq, kv_heads=Hkv, head_dim=d, dtype="bf16",
+        case = dict(seq=S, head_mix=mix, kernels_ms={name: ms for name, ms in prof}, q_heads=Hq, kv_heads=Hkv, head_dim=d, dtype="bf16",
                     sdpa_cudnn_ms=t_cudnn, ours_dense_ms=t_dense, selection_ms=t_sel, sample_attention_ms=t_e2e,
                     selection_pct_of_cudnn=100 * t_sel / t_cudnn, speedup_vs_cudnn=t_cudnn / t_e2e,
                     density=float(density), min_sampled_coverage=float(sel["coverage"].min()),
@@ -286,6 +289,11 @@ def bench(sa, lengths, flex_lengths, reps):
                 case["flex_error"] = repr(e)[:300]
                 print(f"   FlexAttention failed: {case['flex_error']}", flush=True)
         # Worst case: uniform attention (q = 0: every visible key equally likely) against our dense kernel.
+        if mix != mixes[0]:
+            results.append(case)
+            del q, k, v, out, ws
+            torch.cuda.empty_cache()
+            continue
         qz = torch.zeros_like(q)
         t_uni = time_ms(lambda: sa.sample_attention(qz, k, v, out, None, ws, cfg), r)
         t_uni_dense = time_ms(lambda: sa.dense(qz, k, v, out), r)
@@ -309,6 +317,7 @@ def main():
     ap.add_argument("--lengths", default="32768,131072")
     ap.add_argument("--flex", default="", help="lengths at which to time FlexAttention, e.g. 131072")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--mixes", default="default", help="head profile mixes, e.g. default,no-dense")
     ap.add_argument("--out", default="")
     ap.add_argument("--commit", default=os.environ.get("SAMPLEATTN_COMMIT", "unknown"))
     a = ap.parse_args()
@@ -319,7 +328,7 @@ def main():
     if a.bench:
         lengths = [int(x) for x in a.lengths.split(",") if x]
         flex = [int(x) for x in a.flex.split(",") if x]
-        cases = bench(sa, lengths, flex, a.reps)
+        cases = bench(sa, lengths, flex, a.reps, [m for m in a.mixes.split(",") if m])
         smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
                              capture_output=True, text=True).stdout.strip()
         doc = dict(gpu=torch.cuda.get_device_name(), nvidia_smi=smi, torch=torch.__version__,

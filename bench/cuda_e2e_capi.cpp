@@ -142,9 +142,12 @@ int sa_selection(const void* q, const void* k, const std::int64_t* sizes, const 
 
 // Structured workload (include/sampleattn/workload.h), batch 1, bf16, contiguous host buffers
 // q [S, Hq, d], k / v [S, Hkv, d]. Each KV head (with its Hq / Hkv query heads, same profiles) is generated
-// as its own workload (seed + kvh) on its own thread, then scattered into place.
+// as its own workload (seed + kvh) on its own thread, then scattered into place. profile_mix 0: the default
+// profiles (stripes, local, mixed, dense); 1: "no-dense", the dense (near-uniform) profile replaced by a
+// second stripes head, for the sparser head mix long-context models show.
 int sa_workload(std::int64_t seq, std::int64_t q_heads, std::int64_t kv_heads, std::int64_t head_dim,
-                std::uint64_t seed, std::uint16_t* q, std::uint16_t* k, std::uint16_t* v, char* err, int err_len) {
+                std::uint64_t seed, int profile_mix, std::uint16_t* q, std::uint16_t* k, std::uint16_t* v, char* err,
+                int err_len) {
   return guarded(err, err_len, [&] {
     const std::int64_t group = q_heads / kv_heads;
     std::vector<std::thread> threads;
@@ -159,6 +162,11 @@ int sa_workload(std::int64_t seq, std::int64_t q_heads, std::int64_t kv_heads, s
           c.head_dim = head_dim;
           c.dtype = DType::bf16;
           c.seed = seed + static_cast<std::uint64_t>(kvh);
+          if (profile_mix == 1) {
+            c.profiles = sampleattn::default_profiles();
+            for (auto& prof : c.profiles)
+              if (prof.name == "dense") prof = c.profiles.front();
+          }
           const sampleattn::Workload w(c);
           const auto* wq = static_cast<const std::uint16_t*>(w.q().data);
           const auto* wk = static_cast<const std::uint16_t*>(w.k().data);

@@ -11,6 +11,10 @@
 #include "core/problem.h"
 #include "sampleattn/tensor.h"
 
+#ifndef SAMPLEATTN_SM90_SMALL_WINDOW
+#define SAMPLEATTN_SM90_SMALL_WINDOW 768
+#endif
+
 namespace sampleattn::cuda {
 
 struct AttentionParams {
@@ -41,7 +45,14 @@ struct AttentionParams {
   const std::uint32_t* col_bitmap = nullptr;
   std::int64_t bitmap_words = 0;
   std::int64_t dense_tail = 0;
+  // Host-side hint: the band width most heads use (e.g. the SampleConfig's window), 0 if unknown. On sm_90
+  // a sparse launch with 0 < window_hint <= kSmallWindowRows uses 64-row query tiles (less waste at the band
+  // edges); it never changes results.
+  std::int64_t window_hint = 0;
 };
+
+// Sparse launches whose window_hint is at most this use 64-row query tiles on sm_90 (bench/NOTES.md).
+constexpr std::int64_t kSmallWindowRows = SAMPLEATTN_SM90_SMALL_WINDOW;
 
 // Dense-mode parameters of a validated problem (the sparse fields are left empty for the caller).
 AttentionParams attention_params(const core::Problem& p, const TensorView& q, const TensorView& k,

@@ -1,15 +1,17 @@
 // The sm_90a attention kernel (Hopper: wgmma), dense and sparse, over the same tile plan as the sm_80 kernel
-// (attention_plan.cuh). One thread block of two warpgroups per (query tile of 128 rows, query head, batch);
-// warpgroup g owns rows 64 g .. 64 g + 63, each of its warps 16 of them.
-//   Q tile   [128, d] -> shared memory (cp.async) -> registers once (ldmatrix): the A operand of Q K^T.
-//   K/V      [64, d] tiles in kAhead + 2 shared-memory stages, 128-byte swizzled (ptx_sm90.cuh), filled by
-//            cp.async kAhead tiles ahead; gathered tiles read the kept columns' rows by index, as on sm_80.
-//   S = Q K^T  wgmma m64n64k16 (A registers, B = K tile, K-major), fp32 [64, 64] per warpgroup;
+// (attention_plan.cuh). One thread block of kWarpGroups warpgroups per (query tile of 64 kWarpGroups rows,
+// query head, batch); warpgroup g owns rows 64 g .. 64 g + 63, each of its warps 16 of them. Two warpgroups
+// (128-row tiles, one block per SM) is the default; one warpgroup (64-row tiles, two blocks per SM) halves
+// the keys wasted at the band edges of small windows and lets one block's start overlap another's work.
+//   Q tile   [64 kWarpGroups, d] -> shared memory, 128-byte swizzled (ptx_sm90.cuh): the A operand of Q K^T.
+//   K/V      [64, d] tiles, 128-byte swizzled, filled by cp.async one tile ahead (K in 2 stages, V in 3: V of
+//            tile t - 1 is still read while tile t + 1 lands); gathered tiles read the kept columns' rows
+//            by index, as on sm_80.
+//   S = Q K^T  wgmma m64n64k16 (A = Q, B = K tile, both K-major in shared memory), fp32 [64, 64] per warpgroup;
 //   O += P V   wgmma m64n{d}k16 (A = P in registers, B = V tile, MN-major), fp32 [64, d] per warpgroup.
 // Per tile t a warpgroup issues S_t = Q K_t^T, then O += P_{t-1} V_{t-1}, waits for S_t only, and runs the
 // mask and softmax of tile t while the tensor cores still work on P_{t-1} V_{t-1}; then it waits for that
-// product and rescales O. So softmax and the second product overlap inside a warpgroup, and the two
-// warpgroups of the block overlap each other's products.
+// product and rescales O. Bench results and the versions tried: bench/NOTES.md.
 // Launched only on compute capability 9.0 with the sm_90a cubin (attention_launch.cu checks the binary); other
 // targets compile an empty body.
 #pragma once
@@ -25,28 +27,21 @@
 #include "cuda/ptx_sm80.cuh"
 #include "cuda/ptx_sm90.cuh"
 
-// How many K/V tiles ahead of the computed one the copies run (a build knob for measurements).
-#ifndef SAMPLEATTN_SM90_AHEAD
-#define SAMPLEATTN_SM90_AHEAD 1
-#endif
-// Whether Q K^T reads Q from shared memory (wgmma SS) instead of registers (RS).
-#ifndef SAMPLEATTN_SM90_Q_SMEM
-#define SAMPLEATTN_SM90_Q_SMEM 1
-#endif
-
 namespace sampleattn::cuda::sm90 {
 
-template <typename Elem, int kD>
+template <typename Elem, int kD, int kWarpGroups>
 struct Config {
-  static constexpr int kBlockM = 128;
+  static constexpr int kBlockM = 64 * kWarpGroups;
   static constexpr int kBlockN = 64;
-  static constexpr int kThreads = 256;  // two warpgroups
-  // K/V tiles are copied kAhead tiles ahead of the one computed; stages hold those, tile t (read by S) and
-  // tile t - 1 (read by P V). Tile metadata (indices, bitmap words) comes 2 kAhead tiles ahead.
-  static constexpr int kAhead = SAMPLEATTN_SM90_AHEAD;
-  static constexpr int kStages = kAhead + 2;
-  static constexpr int kMetaSlots = 8;
-  static constexpr bool kQInSmem = SAMPLEATTN_SM90_Q_SMEM != 0;
+  static constexpr int kThreads = 128 * kWarpGroups;
+  static constexpr int kMinBlocks = kWarpGroups == 1 ? 2 : 1;  // blocks per SM
+  // K/V tiles are copied kAhead tiles ahead of the one computed (2 and 3 were measured: no gain). K stages
+  // hold those and tile t (read by S_t); V stages also tile t - 1 (read by P V in iteration t). Tile
+  // metadata (indices, bitmap words) comes 2 kAhead tiles ahead.
+  static constexpr int kAhead = 1;
+  static constexpr int kKStages = kAhead + 1;
+  static constexpr int kVStages = kAhead + 2;
+  static constexpr int kMetaSlots = 4;
   static constexpr int kNTiles = kBlockN / 8;
   static constexpr int kOTiles = kD / 8;
   static constexpr int kKSteps = kD / 16;
@@ -55,8 +50,9 @@ struct Config {
   static constexpr int kQPasses = kBlockM / Copy::kRowsPerPass;
   static constexpr int kTileElems = kBlockN * kD;
   static constexpr int kTileBytes = kTileElems * 2;
-  // Q [128, d] + kStages x (K, V) [64, d] + 1 KiB to align the swizzled tiles: 129 KiB at d = 128, kAhead 1.
-  static constexpr int kSmemBytes = (kBlockM * kD + 2 * kStages * kTileElems) * 2 + 1024;
+  // Q [64 kWarpGroups, d] + 2 K and 3 V tiles [64, d] + 1 KiB to align the swizzled tiles: at d = 128,
+  // 113 KiB (two warpgroups) or 97 KiB (one: two blocks fit an SM).
+  static constexpr int kSmemBytes = (kBlockM * kD + (kKStages + kVStages) * kTileElems) * 2 + 1024;
   static_assert(kD == 64 || kD == 128, "head_dim 64 or 128");
   static_assert(kTileBytes % 1024 == 0, "swizzled tiles must stay 1024-byte aligned");
   static_assert(kAhead >= 1 && 2 * kAhead + 1 <= kMetaSlots, "metadata ring too small");
@@ -71,22 +67,24 @@ __device__ __forceinline__ void wgmma_pv(float (&o)[kD / 8][4], const std::uint3
   }
 }
 
-template <typename Elem, int kD>
-__global__ void __launch_bounds__(Config<Elem, kD>::kThreads, 1) attention_kernel_sm90(const KernelArgs a) {
+template <typename Elem, int kD, int kWarpGroups>
+__global__ void __launch_bounds__(Config<Elem, kD, kWarpGroups>::kThreads, Config<Elem, kD, kWarpGroups>::kMinBlocks)
+    attention_kernel_sm90(const KernelArgs a) {
 #if SAMPLEATTN_SM90A
-  using Cfg = Config<Elem, kD>;
+  using Cfg = Config<Elem, kD, kWarpGroups>;
   using sm80::cp_async_commit;
   using sm80::cp_async_wait;
   using sm80::smem_addr;
-  constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kStages = Cfg::kStages, kAhead = Cfg::kAhead;
+  constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kAhead = Cfg::kAhead;
+  constexpr int kKStages = Cfg::kKStages, kVStages = Cfg::kVStages;
   constexpr int kSlots = Cfg::kMetaSlots;
   constexpr int kChunks = Cfg::Copy::kChunks, kRowsPerPass = Cfg::Copy::kRowsPerPass;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   // The swizzle pattern is a function of address bits 7..9: tiles start on 1024-byte boundaries.
   unsigned char* smem_aligned = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
-  Elem* q_s = reinterpret_cast<Elem*>(smem_aligned);  // [128][d], sm_80 swizzle (ldmatrix)
-  Elem* k_s = q_s + kBlockM * kD;                     // [3][64][d], 128-byte swizzle (wgmma)
-  Elem* v_s = k_s + kStages * Cfg::kTileElems;        // [3][64][d]
+  Elem* q_s = reinterpret_cast<Elem*>(smem_aligned);  // [kBlockM][d]
+  Elem* k_s = q_s + kBlockM * kD;                     // [2][64][d]
+  Elem* v_s = k_s + kKStages * Cfg::kTileElems;       // [3][64][d]
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const std::int64_t h = blockIdx.x % a.q_heads;
@@ -107,8 +105,7 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, 1) attention_kerne
     const int row = copy_row + pass * kRowsPerPass;
     const bool valid = m0 + row < a.seq_q;
     const Elem* src = q_g + (valid ? (m0 + row) * a.q_stride[1] : 0) + copy_chunk_id * 8;
-    const int dst = Cfg::kQInSmem ? sw128_offset<kBlockM>(row, copy_chunk_id) : sm80::swizzled<kD>(row, copy_chunk_id);
-    sm80::copy_chunk(q_s + dst, src, valid, a.aligned_inputs);
+    sm80::copy_chunk(q_s + sw128_offset<kBlockM>(row, copy_chunk_id), src, valid, a.aligned_inputs);
   }
 
   const sm80::TilePlan<kBlockN> pl = sm80::make_plan<kBlockN>(a, bh, m0, m1);
@@ -134,7 +131,6 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, 1) attention_kerne
   // One branch on the layout per tile, not per chunk: the aligned path is straight cp.async.
   auto issue_tile = [&](int t) {
     const sm80::TileRef tr = sm80::tile_ref(pl, t);
-    const int stage = t % kStages;
     std::int64_t key[Cfg::kKvPasses];
     bool valid[Cfg::kKvPasses];
 #pragma unroll
@@ -149,20 +145,21 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, 1) attention_kerne
         if (!valid[pass]) key[pass] = 0;
       }
     }
-    const int dst0 = stage * Cfg::kTileElems;
+    Elem* k_dst = k_s + (t % kKStages) * Cfg::kTileElems;
+    Elem* v_dst = v_s + (t % kVStages) * Cfg::kTileElems;
     if (a.aligned_inputs) {
 #pragma unroll
       for (int pass = 0; pass < Cfg::kKvPasses; ++pass) {
-        const int dst = dst0 + sw128_offset<kBlockN>(copy_row + pass * kRowsPerPass, copy_chunk_id);
-        sm80::cp_async_16(smem_addr(k_s + dst), k_g + key[pass] * a.k_stride[1] + copy_chunk_id * 8, valid[pass]);
-        sm80::cp_async_16(smem_addr(v_s + dst), v_g + key[pass] * a.v_stride[1] + copy_chunk_id * 8, valid[pass]);
+        const int dst = sw128_offset<kBlockN>(copy_row + pass * kRowsPerPass, copy_chunk_id);
+        sm80::cp_async_16(smem_addr(k_dst + dst), k_g + key[pass] * a.k_stride[1] + copy_chunk_id * 8, valid[pass]);
+        sm80::cp_async_16(smem_addr(v_dst + dst), v_g + key[pass] * a.v_stride[1] + copy_chunk_id * 8, valid[pass]);
       }
     } else {
 #pragma unroll
       for (int pass = 0; pass < Cfg::kKvPasses; ++pass) {
-        const int dst = dst0 + sw128_offset<kBlockN>(copy_row + pass * kRowsPerPass, copy_chunk_id);
-        sm80::copy_chunk(k_s + dst, k_g + key[pass] * a.k_stride[1] + copy_chunk_id * 8, valid[pass], false);
-        sm80::copy_chunk(v_s + dst, v_g + key[pass] * a.v_stride[1] + copy_chunk_id * 8, valid[pass], false);
+        const int dst = sw128_offset<kBlockN>(copy_row + pass * kRowsPerPass, copy_chunk_id);
+        sm80::copy_chunk(k_dst + dst, k_g + key[pass] * a.k_stride[1] + copy_chunk_id * 8, valid[pass], false);
+        sm80::copy_chunk(v_dst + dst, v_g + key[pass] * a.v_stride[1] + copy_chunk_id * 8, valid[pass], false);
       }
     }
   };
@@ -192,7 +189,6 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, 1) attention_kerne
     return sw128_desc(v_base + stage * Cfg::kTileBytes + kk * 16 * 128, kBlockN * 128, 1024);
   };
 
-  std::uint32_t q_frag[Cfg::kQInSmem ? 1 : Cfg::kKSteps][4];
   const std::uint32_t q_wg = smem_addr(q_s) + (warp / 4) * 64 * 128;  // this warpgroup's rows, swizzled Q
   auto q_desc = [&](int ks) { return sw128_desc(q_wg + (ks >> 2) * (kBlockM * 128) + (ks & 3) * 32, 16, 1024); };
   std::uint32_t p_frag[2][kBlockN / 16][4];
@@ -206,8 +202,11 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, 1) attention_kerne
   const std::int64_t row0 = m0 + warp * 16 + lane / 4;  // this lane's rows: row0, row0 + 8
 
   // Iteration t: issue S_t = Q K_t^T and O += P_{t-1} V_{t-1}; wait for S_t; mask and softmax of tile t
-  // while the tensor cores run P_{t-1} V_{t-1}; wait for that product (the wait takes P_t as operands, so
-  // the softmax cannot be moved below it); rescale O. Nothing is pending across iterations: ptxas
+  // while the tensor cores run P_{t-1} V_{t-1}; wait for that product; rescale O. What keeps the softmax
+  // before that wait in the machine code: ptxas hoists a wgmma wait above register-only work (it did, and
+  // the overlap was lost), never above a shared-memory store, so each thread stores its row sums (which
+  // depend on every exponential) to a private slot first; the wait also takes P_t as asm operands so that
+  // the compiler front end cannot sink the softmax either. Nothing is pending across iterations: ptxas
   // serialises every wgmma when an accumulator may be in flight at a loop back edge. P_t is written while
   // P_{t-1} V_{t-1} still reads its registers, so P alternates between two register sets (tile parity,
   // the loop is unrolled by two). Tile 0 is peeled (no P V) so that no path issues a conditional product.
@@ -219,36 +218,24 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, 1) attention_kerne
     constexpr int kCur = decltype(parity)::value;
     std::uint32_t(&p_cur)[kBlockN / 16][4] = p_frag[kCur];
     std::uint32_t(&p_prev)[kBlockN / 16][4] = p_frag[1 - kCur];
-    const int stage = t % kStages, prev_stage = (t + kStages - 1) % kStages;
+    const int k_stage = t % kKStages, v_prev = (t + kVStages - 1) % kVStages;
     cp_async_wait<kAhead - 1>();
     fence_proxy_async();
-    __syncthreads();  // tile t has landed; the stage of tile t + kAhead (tile t - 2 before) is free
+    __syncthreads();  // tile t has landed; the stages tile t + kAhead goes to are no longer read
     if (t + kAhead < num_tiles) issue_tile(t + kAhead);
     if (t + 2 * kAhead < num_tiles) fetch_metadata(t + 2 * kAhead);
     cp_async_commit();
-    if (!Cfg::kQInSmem && kFirst) {
-      const std::uint32_t q_base = smem_addr(q_s) + (warp * 16 + (lane & 15)) * kD * 2;
-      const std::uint32_t q_off = ((lane >> 4) ^ (lane & 7)) << 4;
-#pragma unroll
-      for (int ks = 0; ks < Cfg::kKSteps; ++ks) sm80::ldmatrix_x4(q_frag[ks], q_base + (q_off ^ (ks << 5)));
-    }
 
     float s[Cfg::kNTiles][4];
     wgmma_fence();
 #pragma unroll
-    for (int ks = 0; ks < Cfg::kKSteps; ++ks) {
-      if constexpr (Cfg::kQInSmem) {
-        wgmma_m64n64k16_ss<Elem>(s, q_desc(ks), k_desc(stage, ks), ks > 0);
-      } else {
-        wgmma_m64n64k16_rs<Elem, 0>(s, q_frag[ks], k_desc(stage, ks), ks > 0);
-      }
-    }
+    for (int ks = 0; ks < Cfg::kKSteps; ++ks) wgmma_m64n64k16_ss<Elem>(s, q_desc(ks), k_desc(k_stage, ks), ks > 0);
     wgmma_commit();
     if constexpr (kFirst) {
       wgmma_wait<0>();
     } else {
 #pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk) wgmma_pv<Elem, kD>(o, p_prev[kk], v_desc(prev_stage, kk));
+      for (int kk = 0; kk < kBlockN / 16; ++kk) wgmma_pv<Elem, kD>(o, p_prev[kk], v_desc(v_prev, kk));
       wgmma_commit();
       wgmma_wait<1>();
     }
@@ -278,7 +265,7 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, 1) attention_kerne
   using Even = std::integral_constant<int, 0>;
   using Odd = std::integral_constant<int, 1>;
   auto last_product = [&](const std::uint32_t(&p)[kBlockN / 16][4]) {
-    const int last = (num_tiles - 1) % kStages;
+    const int last = (num_tiles - 1) % kVStages;
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) wgmma_pv<Elem, kD>(o, p[kk], v_desc(last, kk));
@@ -336,19 +323,25 @@ bool attention_sm90_runnable() {
     return false;
   if (major != 9 || minor != 0) return false;
   cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, attention_kernel_sm90<Elem, kD>) != cudaSuccess) return false;
+  if (cudaFuncGetAttributes(&attr, attention_kernel_sm90<Elem, kD, 2>) != cudaSuccess) return false;
   return attr.ptxVersion >= 90 && attr.binaryVersion == 90;
 }
 
-template <typename Elem, int kD>
-cudaError_t launch_attention_sm90(const KernelArgs& a, std::int64_t batch, cudaStream_t stream) {
-  using Cfg = Config<Elem, kD>;
-  auto kernel = attention_kernel_sm90<Elem, kD>;
+template <typename Elem, int kD, int kWarpGroups>
+cudaError_t launch_instance(const KernelArgs& a, std::int64_t batch, cudaStream_t stream) {
+  using Cfg = Config<Elem, kD, kWarpGroups>;
+  auto kernel = attention_kernel_sm90<Elem, kD, kWarpGroups>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>(a.num_m_tiles * a.q_heads), static_cast<unsigned>(batch));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a);
   return cudaGetLastError();
+}
+
+// a.block_m (64 or 128, chosen by the host) picks the instance.
+template <typename Elem, int kD>
+cudaError_t launch_attention_sm90(const KernelArgs& a, std::int64_t batch, cudaStream_t stream) {
+  return a.block_m == 64 ? launch_instance<Elem, kD, 1>(a, batch, stream) : launch_instance<Elem, kD, 2>(a, batch, stream);
 }
 
 }  // namespace sampleattn::cuda::sm90

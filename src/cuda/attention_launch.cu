@@ -16,7 +16,7 @@
 namespace sampleattn::cuda {
 namespace {
 
-constexpr std::int64_t kBlockM = 128;  // query rows per thread block (attention_kernel_sm{80,90}.cuh)
+constexpr std::int64_t kMinBlockM = 64;  // fewest query rows per thread block (attention_kernel_sm90.cuh)
 
 using Launcher = cudaError_t (*)(const KernelArgs&, std::int64_t, cudaStream_t);
 
@@ -39,16 +39,15 @@ bool sm80_forced() {
 }
 
 // The sm_90a instance for (dtype, head_dim) when it runs on the current device, else the sm_80 one.
-Launcher select_instance(DType dtype, std::int64_t head_dim) {
-  const Launcher fallback = select_sm80(dtype, head_dim);
-  if (fallback == nullptr || sm80_forced()) return fallback;
+Launcher select_sm90(DType dtype, std::int64_t head_dim) {
+  if (select_sm80(dtype, head_dim) == nullptr || sm80_forced()) return nullptr;
   if (dtype == DType::bf16 && head_dim == 64 && attention_sm90_bf16_d64_runnable()) return launch_attention_sm90_bf16_d64;
   if (dtype == DType::bf16 && head_dim == 128 && attention_sm90_bf16_d128_runnable())
     return launch_attention_sm90_bf16_d128;
   if (dtype == DType::f16 && head_dim == 64 && attention_sm90_f16_d64_runnable()) return launch_attention_sm90_f16_d64;
   if (dtype == DType::f16 && head_dim == 128 && attention_sm90_f16_d128_runnable())
     return launch_attention_sm90_f16_d128;
-  return fallback;
+  return nullptr;
 }
 
 bool device_is_sm80_or_newer() {
@@ -99,7 +98,7 @@ void check_attention_params(const AttentionParams& p) {
   check_tensor(p.k, p.k_stride, "k");
   check_tensor(p.v, p.v_stride, "v");
   check_tensor(p.out, p.out_stride, "out");
-  const std::int64_t m_tiles = (p.seq_q + kBlockM - 1) / kBlockM;
+  const std::int64_t m_tiles = (p.seq_q + kMinBlockM - 1) / kMinBlockM;
   SA_CHECK(m_tiles * p.q_heads <= std::numeric_limits<std::int32_t>::max(), "attention: seq_q (", p.seq_q,
            ") x q_heads (", p.q_heads, ") exceeds the grid");
   SA_CHECK(p.batch <= 65535, "attention: batch (", p.batch, ") must be <= 65535");
@@ -107,8 +106,11 @@ void check_attention_params(const AttentionParams& p) {
 
 void run_attention(const AttentionParams& p, void* stream) {
   check_attention_params(p);
-  const Launcher launch = select_instance(p.dtype, p.head_dim);
-  const std::int64_t m_tiles = (p.seq_q + kBlockM - 1) / kBlockM;
+  const Launcher sm90 = select_sm90(p.dtype, p.head_dim);
+  const Launcher launch = sm90 != nullptr ? sm90 : select_sm80(p.dtype, p.head_dim);
+  const bool small_window = p.col_indices != nullptr && p.window_hint > 0 && p.window_hint <= kSmallWindowRows;
+  const std::int64_t block_m = sm90 != nullptr && small_window ? 64 : 128;
+  const std::int64_t m_tiles = (p.seq_q + block_m - 1) / block_m;
 
   KernelArgs a;
   a.q = p.q;
@@ -126,6 +128,7 @@ void run_attention(const AttentionParams& p, void* stream) {
   a.seq_k = p.seq_k;
   a.q_heads = p.q_heads;
   a.group = p.q_heads / p.kv_heads;
+  a.block_m = block_m;
   a.num_m_tiles = m_tiles;
   a.scale_log2 = p.scale * 1.4426950408889634f;
   a.causal = p.causal;

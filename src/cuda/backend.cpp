@@ -116,6 +116,7 @@ void attend(const core::Problem& p, const TensorView& q, const TensorView& k, co
   ap.col_indices = reinterpret_cast<const std::int32_t*>(base + off_indices);
   ap.bitmap_words = words;
   ap.dense_tail = selection.dense_tail;
+  ap.window_hint = heads > 0 ? *std::max_element(window.begin(), window.end()) : 0;
   run_attention(ap, stream);
 }
 

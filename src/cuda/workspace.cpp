@@ -182,6 +182,7 @@ void run_sparse_attention(const SelectPlan& plan, const TensorView& q, const Ten
   ap.col_bitmap = ws.bitmap;
   ap.bitmap_words = plan.bitmap_words;
   ap.dense_tail = plan.dense_tail;
+  ap.window_hint = plan.window;
   run_attention(ap, stream);
 }
 

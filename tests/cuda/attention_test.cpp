@@ -2,11 +2,13 @@
 // (src/cpu/reference.h, fp64): dense and sparse with hand-built selections (random columns, windows,
 // dense tail), Sq < Sk, GQA 1/4/8, head_dim 64/128, bf16/fp16, Sk = 1, 17, 97, 1025, 4097, and
 // [b, h, s, d] and padded (unaligned) layouts. Inputs are uploaded byte for byte, so the kernel sees the
-// same strides as the reference; outputs and lse are poisoned (NaN) first, so an unwritten element fails.
+// same strides as the reference; outputs and lse are poisoned (NaN) first, so an unwritten element fails,
+// and the padding of padded layouts must still hold the poison afterwards.
 // Every test skips when no GPU is present (CI compiles this file without one).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -124,16 +126,12 @@ void run_case(const Case& c, std::uint64_t seed) {
   }
 
   DeviceBuffer dq(q.data(), q.bytes()), dk(k.data(), k.bytes()), dv(v.data(), v.bytes());
-  DeviceBuffer dout(out.data(), out.bytes());
   std::vector<float> lse(ref_lse.size(), std::numeric_limits<float>::quiet_NaN());
-  DeviceBuffer dlse(lse);
 
   cuda::AttentionParams ap;
   ap.q = dq.get();
   ap.k = dk.get();
   ap.v = dv.get();
-  ap.out = dout.get();
-  ap.lse = static_cast<float*>(dlse.get());
   copy_strides(q.view(), ap.q_stride);
   copy_strides(k.view(), ap.k_stride);
   copy_strides(v.view(), ap.v_stride);
@@ -169,15 +167,28 @@ void run_case(const Case& c, std::uint64_t seed) {
     ap.dense_tail = c.dense_tail;
   }
 
-  cuda::run_attention(ap, nullptr);
-  check_cuda(cudaDeviceSynchronize(), "attention kernel");
-  dout.download(out.data());
-  dlse.download(lse.data());
-
+  // Sparse cases run twice: without a window hint (128-row query tiles) and with the largest window as the
+  // hint (64-row tiles on sm_90 when it is small); both must match the reference.
   const core::Tolerance tol = core::tolerance(c.dtype);
   const double vmax = test::max_abs(v);
-  EXPECT_LE(test::max_abs_diff(out, ref_out), tol.out * vmax);
-  EXPECT_LE(test::max_abs_diff(lse, ref_lse), tol.lse);
+  std::vector<std::int64_t> hints = {0};
+  if (c.sparse) hints.push_back(*std::max_element(windows.begin(), windows.end()));
+  for (std::int64_t hint : hints) {
+    SCOPED_TRACE("window_hint " + std::to_string(hint));
+    HostTensor fresh(c.dtype, c.batch, c.seq_q, c.q_heads, c.head_dim, c.layout);  // poisoned by construction
+    std::vector<float> nan_lse(ref_lse.size(), std::numeric_limits<float>::quiet_NaN());
+    DeviceBuffer dout(fresh.data(), fresh.bytes()), dlse(nan_lse);
+    ap.out = dout.get();
+    ap.lse = static_cast<float*>(dlse.get());
+    ap.window_hint = hint;
+    cuda::run_attention(ap, nullptr);
+    check_cuda(cudaDeviceSynchronize(), "attention kernel");
+    dout.download(out.data());
+    dlse.download(lse.data());
+    EXPECT_LE(test::max_abs_diff(out, ref_out), tol.out * vmax);
+    EXPECT_LE(test::max_abs_diff(lse, ref_lse), tol.lse);
+    EXPECT_TRUE(test::padding_untouched(out)) << "the kernel wrote outside the output view";
+  }
 }
 
 class AttentionCuda : public ::testing::Test {
