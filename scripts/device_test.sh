@@ -5,9 +5,12 @@
 #   device: bash scripts/device_test.sh run [BUILD_DIR]     # carry BUILD_DIR/device; results land in $OUT
 #
 # run does: the CUDA GoogleTest binary (tests/cuda/*: attention kernels, selection, backend, 1M tokens with
-# SAMPLEATTN_LARGE_TESTS=1), compute-sanitizer memcheck and racecheck on the *SmallCasesForSanitizers* tests,
-# dense and alpha = 1 against PyTorch SDPA (cuDNN) via bench/cuda_e2e_bench.py --check, and with BENCH=1 the
-# benchmark (BENCH_ARGS, default 32K and 128K with FlexAttention at 128K) writing $OUT/h200-e2e.json.
+# SAMPLEATTN_LARGE_TESTS=1), then its attention and selection tests again with the sm_80 kernels forced
+# (SAMPLEATTN_CUDA_KERNELS=sm80: on a Hopper GPU the sm_90a kernels are the default), compute-sanitizer
+# memcheck and racecheck on the *SmallCasesForSanitizers* tests, dense and alpha = 1 against PyTorch SDPA
+# (cuDNN) via bench/cuda_e2e_bench.py --check, with BENCH=1 the end-to-end benchmark (BENCH_ARGS, default
+# 32K and 128K with FlexAttention at 128K) writing $OUT/h200-e2e.json, and with ATTN_BENCH=1 the attention
+# kernel benchmark (bench/cuda_attention_bench.py over BUILD_DIR/device/libsa_attn.so) writing $OUT/h200-attn.json.
 # Switches: TESTS=0 skips the gtest + sanitizer part, SAN=0 the sanitizers, GTEST_FILTER narrows the tests.
 set -uo pipefail
 MODE=${1:-run}
@@ -25,6 +28,8 @@ if [ "$MODE" = build ]; then
   cp "$B/tests/sampleattn_cuda_tests" "$D/"
   g++ -std=c++20 -O2 -shared -fPIC bench/cuda_e2e_capi.cpp -Iinclude -Isrc -I/usr/local/cuda/include \
     "$B/libsampleattn.a" -L/usr/local/cuda/lib64 -lcudart -lpthread -o "$D/libsa_e2e.so"
+  g++ -std=c++20 -O2 -shared -fPIC bench/cuda_attention_capi.cpp -Iinclude -Isrc -I/usr/local/cuda/include \
+    "$B/libsampleattn.a" -L/usr/local/cuda/lib64 -lcudart -lpthread -o "$D/libsa_attn.so"
   cp /usr/local/cuda/lib64/libcudart.so.13 "$D/" 2>/dev/null || true
   git rev-parse HEAD > "$D/COMMIT"
   ls -la "$D"
@@ -46,6 +51,13 @@ if [ "${TESTS:-1}" = 1 ]; then
   echo "gtest rc=$rc" | tee -a "$OUT/tests.log"
   [ $rc = 0 ] || status=1
   grep -E "FAILED|PASSED|Failure|Expected|Which is|seed|1M tokens|error:|exception" "$OUT/tests.log" | head -60
+  echo "== gtest (CUDA), sm_80 kernels forced"
+  SAMPLEATTN_CUDA_KERNELS=sm80 timeout 200 "$D/sampleattn_cuda_tests" --gtest_brief=1 \
+    --gtest_filter="${GTEST_FILTER_SM80:-Attention*:Select*}" > "$OUT/tests-sm80.log" 2>&1
+  rc=$?
+  echo "gtest sm80 rc=$rc" | tee -a "$OUT/tests-sm80.log"
+  [ $rc = 0 ] || status=1
+  grep -E "FAILED|PASSED|Failure|Expected|Which is" "$OUT/tests-sm80.log" | head -20
   SAN=${SAN:-1}
   SANBIN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
   for tool in memcheck racecheck; do
@@ -72,6 +84,12 @@ if [ "${BENCH:-0}" = 1 ]; then
   # shellcheck disable=SC2086
   PYTHONUNBUFFERED=1 timeout 420 python3 bench/cuda_e2e_bench.py --lib "$D/libsa_e2e.so" --bench \
     --out "$OUT/h200-e2e.json" ${BENCH_ARGS:---lengths 32768,131072 --flex 131072} 2>&1 | tee "$OUT/bench.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if [ "${ATTN_BENCH:-0}" = 1 ]; then
+  echo "== attention kernel benchmark"
+  PYTHONUNBUFFERED=1 timeout 300 python3 bench/cuda_attention_bench.py --lib "ours=$D/libsa_attn.so" \
+    --out "$OUT/h200-attn.json" ${ATTN_BENCH_ARGS:-} 2>&1 | grep -v '^{' | tee "$OUT/attn-bench.log" | grep -v "check OK"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 echo "device_test status=$status"
