@@ -237,7 +237,8 @@ def kernel_profile(fn):
 MIXES = {"default": 0, "no-dense": 1}  # head profile mixes of bench/cuda_e2e_capi.cpp sa_workload
 
 
-def bench(sa, lengths, flex_lengths, reps, mixes=("default",)):
+def bench(sa, lengths, flex_lengths, reps, mixes=("default",), on_case=lambda results: None):
+    """Every (length, head mix) case; on_case(results) after each one (the JSON is written as it grows)."""
     Hq, Hkv, d = 32, 8, 128
     results = []
     for S, mix in [(S, m) for S in lengths for m in mixes]:
@@ -291,6 +292,7 @@ def bench(sa, lengths, flex_lengths, reps, mixes=("default",)):
         # Worst case: uniform attention (q = 0: every visible key equally likely) against our dense kernel.
         if mix != mixes[0]:
             results.append(case)
+            on_case(results)
             del q, k, v, out, ws
             torch.cuda.empty_cache()
             continue
@@ -304,6 +306,7 @@ def bench(sa, lengths, flex_lengths, reps, mixes=("default",)):
         print(f"   uniform attention: sample_attention {t_uni:8.2f} ms vs ours dense {t_uni_dense:8.2f} ms = "
               f"{t_uni / t_uni_dense:.3f}x (target <= 1.10), density {case['uniform_density']:.3f}", flush=True)
         results.append(case)
+        on_case(results)
         del q, k, v, out, ws, qz
         torch.cuda.empty_cache()
     return results
@@ -328,16 +331,19 @@ def main():
     if a.bench:
         lengths = [int(x) for x in a.lengths.split(",") if x]
         flex = [int(x) for x in a.flex.split(",") if x]
-        cases = bench(sa, lengths, flex, a.reps, [m for m in a.mixes.split(",") if m])
         smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
                              capture_output=True, text=True).stdout.strip()
-        doc = dict(gpu=torch.cuda.get_device_name(), nvidia_smi=smi, torch=torch.__version__,
-                   date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"), commit=a.commit,
-                   ceilings=dict(matmul_bf16_tflops=MATMUL_TFLOPS, copy_tbs=COPY_TBS, source="ANCHORS.md"),
-                   cases=cases)
-        if a.out:
-            with open(a.out, "w") as f:
-                json.dump(doc, f, indent=1)
+
+        def write(cases):
+            doc = dict(gpu=torch.cuda.get_device_name(), nvidia_smi=smi, torch=torch.__version__,
+                       date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"), commit=a.commit,
+                       ceilings=dict(matmul_bf16_tflops=MATMUL_TFLOPS, copy_tbs=COPY_TBS, source="ANCHORS.md"),
+                       cases=cases)
+            if a.out:
+                with open(a.out, "w") as f:
+                    json.dump(doc, f, indent=1)
+
+        bench(sa, lengths, flex, a.reps, [m for m in a.mixes.split(",") if m], write)
     sys.exit(0 if ok else 1)
 
 

@@ -79,17 +79,17 @@ if [ "${CHECK:-1}" = 1 ]; then
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 
+if [ "${ATTN_BENCH:-0}" = 1 ]; then
+  echo "== attention kernel benchmark"
+  PYTHONUNBUFFERED=1 timeout 300 python3 bench/cuda_attention_bench.py --lib "ours=$D/libsa_attn.so" \
+    --out "$OUT/h200-attn.json" ${ATTN_BENCH_ARGS:-} 2>&1 | grep -v '^{' | tee "$OUT/attn-bench.log" | grep -v "check OK"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
 if [ "${BENCH:-0}" = 1 ]; then
   echo "== benchmark"
   # shellcheck disable=SC2086
   PYTHONUNBUFFERED=1 timeout 420 python3 bench/cuda_e2e_bench.py --lib "$D/libsa_e2e.so" --bench \
     --out "$OUT/h200-e2e.json" ${BENCH_ARGS:---lengths 32768,131072 --flex 131072} 2>&1 | tee "$OUT/bench.log"
-  [ "${PIPESTATUS[0]}" = 0 ] || status=1
-fi
-if [ "${ATTN_BENCH:-0}" = 1 ]; then
-  echo "== attention kernel benchmark"
-  PYTHONUNBUFFERED=1 timeout 300 python3 bench/cuda_attention_bench.py --lib "ours=$D/libsa_attn.so" \
-    --out "$OUT/h200-attn.json" ${ATTN_BENCH_ARGS:-} 2>&1 | grep -v '^{' | tee "$OUT/attn-bench.log" | grep -v "check OK"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 echo "device_test status=$status"

@@ -1,9 +1,12 @@
-// launch_stage1 (select_args.h): the one selector from (dtype, head_dim) to a stage 1 kernel instance, and
-// the small kernel between the two passes that combines pass 1's per-chunk partials into each sampled row's
-// log-sum-exp.
+// launch_stage1 (select_args.h): the one selector from (arch, dtype, head_dim) to a stage 1 kernel instance
+// (sm_90a wgmma kernels on compute capability 9.0 when the binary has them, the sm_80 mma.sync kernels
+// elsewhere), and the small kernel between the two passes that combines pass 1's per-chunk partials into each
+// sampled row's log-sum-exp.
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "cuda/check.h"
 #include "cuda/select_args.h"
@@ -14,8 +17,22 @@ namespace sampleattn::cuda {
 
 void launch_stage1_bf16(const Stage1Args& args, std::int64_t head_dim, int pass, cudaStream_t stream);
 void launch_stage1_f16(const Stage1Args& args, std::int64_t head_dim, int pass, cudaStream_t stream);
+bool stage1_sm90_bf16_runnable(std::int64_t head_dim);
+bool stage1_sm90_f16_runnable(std::int64_t head_dim);
+void launch_stage1_sm90_bf16(const Stage1Args& args, std::int64_t head_dim, int pass, cudaStream_t stream);
+void launch_stage1_sm90_f16(const Stage1Args& args, std::int64_t head_dim, int pass, cudaStream_t stream);
 
 namespace {
+
+// SAMPLEATTN_CUDA_KERNELS=sm80 keeps the sm_80 kernels on a Hopper GPU, as for attention (attention_launch.cu):
+// tests of both kernel families on one GPU, benchmarks of one against the other.
+bool sm80_forced() {
+  static const bool forced = [] {
+    const char* v = std::getenv("SAMPLEATTN_CUDA_KERNELS");
+    return v != nullptr && std::strcmp(v, "sm80") == 0;
+  }();
+  return forced;
+}
 
 // One thread per (head bh, sampled row i): lse2 = M + log2 sum_c l_c 2^(m_c - M) over the chunks the row
 // sees (chunk c starts at key c * key_chunk). NaN in any partial stays NaN.
@@ -48,11 +65,14 @@ void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, v
   SA_CHECK(dtype == DType::bf16 || dtype == DType::f16, "CUDA selection: no kernel for dtype ", to_string(dtype),
            " (bfloat16 or float16)");
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const bool bf16 = dtype == DType::bf16;
+  const bool sm90 =
+      !sm80_forced() && (bf16 ? stage1_sm90_bf16_runnable(head_dim) : stage1_sm90_f16_runnable(head_dim));
   auto pass = [&](int which) {
-    if (dtype == DType::bf16) {
-      launch_stage1_bf16(args, head_dim, which, s);
+    if (sm90) {
+      bf16 ? launch_stage1_sm90_bf16(args, head_dim, which, s) : launch_stage1_sm90_f16(args, head_dim, which, s);
     } else {
-      launch_stage1_f16(args, head_dim, which, s);
+      bf16 ? launch_stage1_bf16(args, head_dim, which, s) : launch_stage1_f16(args, head_dim, which, s);
     }
   };
   pass(1);

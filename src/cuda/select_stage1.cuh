@@ -64,11 +64,12 @@ __device__ __forceinline__ void copy_chunk(T* dst, const T* src, bool valid, boo
 }
 
 // Key tile [j0, j0 + rows) of one KV head into shared memory [rows][D + 8]; rows past Sk become zeros.
-template <typename T, int D, int Rows>
+// Copied by a block of kBlockThreads threads.
+template <typename T, int D, int Rows, int kBlockThreads = kThreads>
 __device__ __forceinline__ void load_keys(T* dst, const T* kbase, std::int64_t k_seq_stride, std::int64_t j0,
                                           std::int64_t seq_k, bool aligned) {
   constexpr int kChunks = D / 8;
-  for (int c = threadIdx.x; c < Rows * kChunks; c += kThreads) {
+  for (int c = threadIdx.x; c < Rows * kChunks; c += kBlockThreads) {
     const int row = c / kChunks, ch = c % kChunks;
     const std::int64_t j = j0 + row;
     const bool valid = j < seq_k;

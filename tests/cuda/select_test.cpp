@@ -1,8 +1,10 @@
 // CUDA selection (stages 1 and 2, src/cuda/select_*.cu) against the CPU reference through the public API
 // (sampleattn::select with Backend::cuda vs Backend::cpu_reference) on fresh random inputs and on the
-// structured generator (include/sampleattn/workload.h): Sk = 1, 17, 97, 1025, 4097, Sq < Sk, GQA 1/4/8,
+// structured generator (include/sampleattn/workload.h): Sk = 1, 17, 97, 1025, 2049, 4097, Sq < Sk, GQA 1/4/8,
 // head_dim 64/128, bf16/fp16, [b, s, h, d], [b, h, s, d] and padded (unaligned) layouts, causal and not,
-// sinks, dense tail, alpha < 1 and = 1, every row sampled; plus the NaN/Inf policy. Skips without a GPU.
+// sinks, dense tail, alpha < 1 and = 1, every row sampled; plus the NaN/Inf policy. Stage 1 runs its sm_90a
+// kernels on Hopper and its sm_80 kernels elsewhere (SAMPLEATTN_CUDA_KERNELS=sm80 forces them, as
+// scripts/device_test.sh does in its second run). Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -110,6 +112,10 @@ TEST_F(SelectCuda, AlphaOneAndEveryRowSampled) {
       {1, 97, 97, 4, 2, 128, DType::bf16, Layout::bshd, true, 1.0, 0.05, 0, 0, 2.0f},
       {1, 200, 1025, 2, 1, 64, DType::f16, Layout::bshd, true, 0.95, 1.0, 0, 0, 3.0f},
       {1, 64, 200, 2, 2, 128, DType::bf16, Layout::bshd, false, 1.0, 1.0, 0, 0, 1.0f},
+      // Dense sampling over a band wider than a 64-query tile: stage 1's per-tile paths (outside the band,
+      // inside it, mixed) all occur, with and without a dense tail.
+      {1, 2049, 2049, 4, 1, 128, DType::bf16, Layout::bshd, true, 0.95, 0.5, 0, 0, 2.0f},
+      {1, 1500, 2049, 4, 2, 64, DType::f16, Layout::bshd, true, 0.9, 1.0, 0, 40, 2.0f},
   };
   for (const SelCase& c : cases) run_random(c, seed);
 }

@@ -1,0 +1,503 @@
+// Stage 1 of SampleAttention on Hopper (sm_90a): the two passes of select_stage1.cuh with the products on
+// wgmma instead of mma.sync. Same grid sizes (block orders differ, see each kernel), same partials, same
+// per-row math; a block is two warpgroups (256 threads) and every warp owns 16 MMA rows, so each warpgroup
+// issues one m64n64 product per tile.
+//   pass 1 (lse_kernel_sm90):    A = 128 gathered sampled query rows (registers, loaded once by ldmatrix),
+//                                B = 64-key tiles [64, d] of the chunk, 128-byte swizzled (K-major), cp.async
+//                                three tiles ahead; online max / sum per row as on sm_80.
+//   pass 2 (colsum_kernel_sm90): A = 128 keys (registers), B = 64 sampled queries [64, d] per tile, swizzled
+//                                (K-major: d contiguous); per tile and warp one of three paths: every query
+//                                sees the warp's 16 keys outside its band (sum only), every query sees them
+//                                inside its band (sum into both scores), or the per-score tests of sm_80.
+// Several warpgroups per SM (two blocks of two) let one warpgroup's exp2 work (MUFU) run while another's
+// product runs on the tensor cores: per score both cost 1/16 clock per SM. Per tile the loop issues ~300
+// instructions per thread (32 scores): copies with precomputed addresses, descriptors as base + constant,
+// mask compares only on tiles that cross a row end (bench/NOTES.md, v4).
+// Launched only on compute capability 9.0 with the sm_90a cubin (stage1_sm90_runnable); other targets
+// compile an empty body.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "cuda/check.h"
+#include "cuda/ptx_sm90.cuh"
+#include "cuda/select_args.h"
+#include "cuda/select_stage1.cuh"
+
+namespace sampleattn::cuda::sel {
+
+constexpr int kThreadsSm90 = 256;  // two warpgroups
+// Streamed tiles in flight: tile t is read while t + 1 .. t + 3 load (one commit group per tile). Measured
+// against loading pairs of tiles one pair ahead (one wait and barrier per pair): 4% faster at 128K.
+constexpr int kStagesSm90 = 4;
+
+// Pass 1: 4 x [64][d] swizzled key tiles, then the [128][d + 8] query tile; +1 KiB to align the swizzle
+// (99 KiB at d = 128: two blocks per SM).
+template <int D>
+constexpr int lse_smem_bytes_sm90() {
+  return 1024 + kStagesSm90 * kLseKeys * D * 2 + kLseRows * smem_stride<D>() * 2;
+}
+// Pass 2: 4 x [64][d] swizzled query tiles, the [128][d + 8] key tile, 4 x 64 query positions and lse.
+template <int D>
+constexpr int colsum_smem_bytes_sm90() {
+  return 1024 + kStagesSm90 * kColQueries * D * 2 + kColKeys * smem_stride<D>() * 2 +
+         kStagesSm90 * kColQueries * (4 + 4);
+}
+
+// Shared memory from the first 1024-byte boundary: the 128-byte swizzle is a function of address bits 4..9.
+__device__ __forceinline__ unsigned char* align_1024(unsigned char* p) {
+  return p + ((1024u - (smem_addr(p) & 1023u)) & 1023u);
+}
+
+// S[64 x 64] = A[64 x d] * B^T for this warpgroup: A fragments per 16-column step, B a swizzled [64][d] tile
+// whose descriptor is `desc` (sm90::sw128_desc of its shared address). The descriptor's low 14 bits are the
+// address / 16 (shared addresses < 256 KiB never carry out of them), so k-step kk (16 columns of d) is the
+// tile's descriptor plus a constant: 64-column blocks are 64 rows * 128 bytes apart, 16 columns are 32 bytes.
+template <typename T, int D>
+__device__ __forceinline__ void product_64x64(float (&acc)[8][4], const std::uint32_t (&a)[D / 16][4],
+                                              std::uint64_t desc) {
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+    sm90::wgmma_m64n64k16_rs<T, 0>(acc, a[kk], desc + (((kk >> 2) * 64 * 128 + (kk & 3) * 32) >> 4), kk > 0);
+  sm90::wgmma_commit();
+  sm90::wgmma_wait<0>();
+  sm90::fence_operand(acc);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Pass 1, block = the 128 flat rows of select_stage1.cuh's lse_kernel (same partial layout); warp w owns rows
+// 16 w .. 16 w + 15 (warpgroup w / 4 the m64 tile 64 (w / 4)). blockIdx.x = (chunk * Hkv + kvh) * row tiles +
+// rank: the blocks that run together read the same 64-key tiles (one KV head's chunk, L2-resident) instead
+// of every chunk of every head at once (256 MB of K at 128K: each block then streamed it from DRAM).
+// Each block covers at most key_chunk keys, so this order keeps the tail short.
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1Args a) {
+#if SAMPLEATTN_SM90A
+  constexpr int kStride = smem_stride<D>(), kChunks = D / 8, kSteps = D / 16;
+  constexpr int kTileElems = kLseKeys * D;
+  static_assert(kTileElems * 2 % 1024 == 0, "swizzled tiles must stay 1024-byte aligned");
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  T* ks = reinterpret_cast<T*>(align_1024(smem_raw));  // [kStagesSm90][kLseKeys][D], 128-byte swizzle
+  T* qs = ks + kStagesSm90 * kTileElems;               // [kLseRows][kStride]
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const std::int64_t group = a.group, n = a.num_sampled;
+  const std::int64_t flat_total = n * group;
+  const std::int64_t tiles = (flat_total + kLseRows - 1) / kLseRows;
+  const std::int64_t b = blockIdx.y, rank = blockIdx.x % tiles;
+  const std::int64_t kvh = (blockIdx.x / tiles) % a.kv_heads;
+  const std::int64_t chunk = blockIdx.x / tiles / a.kv_heads;
+  const std::int64_t f0 = (tiles - 1 - rank) * kLseRows;
+  const std::int64_t pos_off = a.seq_k - a.seq_q;
+  const T* qbase = static_cast<const T*>(a.q) + b * a.q_stride[0];
+  const T* kbase = static_cast<const T*>(a.k) + b * a.k_stride[0] + kvh * a.k_stride[2];
+
+  auto row_end = [&](std::int64_t f) -> std::int64_t {
+    return a.causal ? pos_off + sampled_row(f / group, a.seq_q, n, a.inv_sampled) + 1 : a.seq_k;
+  };
+  const std::int64_t f_last = (f0 + kLseRows < flat_total ? f0 + kLseRows : flat_total) - 1;
+  const std::int64_t key_lo = chunk * a.key_chunk;
+  const std::int64_t row_end_max = row_end(f_last);
+  const std::int64_t end_max = row_end_max < key_lo + a.key_chunk ? row_end_max : key_lo + a.key_chunk;
+  if (key_lo >= end_max) return;  // no row of this tile sees this chunk: its partials are never read
+  for (int c = tid; c < kLseRows * kChunks; c += kThreadsSm90) {
+    const int row = c / kChunks, ch = c % kChunks;
+    const std::int64_t f = f0 + row;
+    const bool valid = f < flat_total;
+    const T* src = qbase;
+    if (valid) {
+      const std::int64_t h = kvh * group + f % group;
+      src = qbase + sampled_row(f / group, a.seq_q, n, a.inv_sampled) * a.q_stride[1] + h * a.q_stride[2] + ch * 8;
+    }
+    copy_chunk(qs + row * kStride + ch * 8, src, valid, a.aligned);
+  }
+  // Key tile `tile` of the chunk into stage `buf`, rows past Sk as zeros (their scores are masked). The thread
+  // copies chunk `ch` of rows row0 + kRowStep * it: rows 8 apart share the swizzle, so the shared offsets are
+  // one base plus multiples of kRowStep * 128 bytes, and the per-tile work is a few instructions per copy.
+  constexpr int kRowStep = kThreadsSm90 / kChunks, kIters = kLseKeys / kRowStep;
+  static_assert(kRowStep % 8 == 0, "rows of one thread share the swizzle phase");
+  const int ch = tid % kChunks, row0 = tid / kChunks;
+  const std::uint32_t k_dst = smem_addr(ks) + sm90::sw128_offset<kLseKeys>(row0, ch) * 2;
+  const T* k_src = kbase + (key_lo + row0) * a.k_stride[1] + ch * 8;
+  const std::int64_t k_step = kRowStep * a.k_stride[1];
+  auto load_tile = [&](std::int64_t tile, int buf) {
+    const std::int64_t j = key_lo + tile * kLseKeys + row0;
+    const std::int64_t left = a.seq_k - j;  // this thread's rows it * kRowStep < left exist
+    const T* src = k_src + tile * kLseKeys * a.k_stride[1];
+    if (a.aligned) {
+#pragma unroll
+      for (int it = 0; it < kIters; ++it) {
+        const bool valid = it * kRowStep < left;
+        sm80::cp_async_16(k_dst + (buf * kTileElems + it * kRowStep * 64) * 2, valid ? src + it * k_step : kbase,
+                          valid);
+      }
+    } else {
+#pragma unroll
+      for (int it = 0; it < kIters; ++it) {
+        const bool valid = it * kRowStep < left;
+        copy_chunk(ks + buf * kTileElems + sm90::sw128_offset<kLseKeys>(row0 + it * kRowStep, ch),
+                   valid ? src + it * k_step : kbase, valid, false);
+      }
+    }
+  };
+  const std::int64_t num_tiles = (end_max - key_lo + kLseKeys - 1) / kLseKeys;
+  // Commit group s holds tile s (group 0 also the query tile); a group is committed every iteration, empty
+  // or not, so that "at most kStagesSm90 - 2 pending" always means "tile t landed".
+#pragma unroll
+  for (int st = 0; st < kStagesSm90 - 1; ++st) {
+    if (st < num_tiles) load_tile(st, st);
+    cp_async_commit();
+  }
+  cp_async_wait<kStagesSm90 - 2>();
+  __syncthreads();
+
+  const int r0 = warp * 16;
+  std::uint32_t qa[kSteps][4];
+#pragma unroll
+  for (int kk = 0; kk < kSteps; ++kk)
+    ldmatrix_x4(qa[kk], qs + (r0 + (lane % 16)) * kStride + kk * 16 + (lane / 16) * 8);
+
+  // Rows ascend in position, so the warp's first row has the smallest end: tiles before it need no mask.
+  const int warp_end_min = static_cast<int>(row_end(f0 + r0 < flat_total ? f0 + r0 : f_last));
+  int end[2];  // one past the last visible key of each of the thread's rows (Sk < 2^31)
+  float m[2], l[2];
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const std::int64_t f = f0 + r0 + hf * 8 + lane / 4;
+    end[hf] = static_cast<int>(row_end(f < flat_total ? f : f_last));
+    m[hf] = -kInf;
+    l[hf] = 0.0f;
+  }
+
+  const std::uint64_t k_desc = sm90::sw128_desc(smem_addr(ks), 16, 1024);
+  for (std::int64_t tile = 0; tile < num_tiles; ++tile) {
+    const int buf = static_cast<int>(tile % kStagesSm90);
+    cp_async_wait<kStagesSm90 - 2>();
+    sm90::fence_proxy_async();
+    __syncthreads();  // tile landed and visible to wgmma; stage of tile - 1 is read by nobody now
+    if (tile + kStagesSm90 - 1 < num_tiles)
+      load_tile(tile + kStagesSm90 - 1, static_cast<int>((tile + kStagesSm90 - 1) % kStagesSm90));
+    cp_async_commit();
+    float acc[8][4];
+    product_64x64<T, D>(acc, qa, k_desc + buf * (kTileElems * 2 / 16));
+    const int j0 = static_cast<int>(key_lo + tile * kLseKeys);
+    const bool masked = j0 + kLseKeys > warp_end_min;
+    if (masked) {  // warp-uniform: the other tiles skip the compares
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf)
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 2; ++e)
+            if (j0 + nt * 8 + (lane % 4) * 2 + e >= end[hf]) acc[nt][hf * 2 + e] = -kInf;
+    }
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float mx = -kInf;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) mx = fmaxf(mx, acc[nt][hf * 2 + e]);
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      // Raw scores times scale_log2 (> 0) keep their order, so the max is taken before scaling.
+      const float m_new = fmaxf(m[hf], mx * a.scale_log2);
+      const float m_use = m_new == -kInf ? 0.0f : m_new;
+      float sum = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) sum += ex2(fmaf(acc[nt][hf * 2 + e], a.scale_log2, -m_use));
+      l[hf] = l[hf] * ex2(m[hf] - m_use) + sum;
+      m[hf] = m_new;
+    }
+  }
+
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    float s = l[hf];
+    s += __shfl_xor_sync(0xffffffffu, s, 1);
+    s += __shfl_xor_sync(0xffffffffu, s, 2);
+    const std::int64_t f = f0 + r0 + hf * 8 + lane / 4;
+    if (lane % 4 == 0 && f < flat_total) {
+      const std::int64_t h = kvh * group + f % group;
+      const std::int64_t at = (chunk * a.batch * a.q_heads + b * a.q_heads + h) * n + f / group;
+      a.part_m[at] = m[hf];
+      a.part_l[at] = s;
+    }
+  }
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Pass 2, block = keys [j0, j0 + 128) of one (batch, KV head), as colsum_kernel in select_stage1.cuh; warp w
+// owns keys j0 + 16 w .. + 15. Query tiles stream through four swizzled stages. blockIdx.x = kvh * key tiles
+// + key tile: the blocks that run together share one GQA group's sampled queries (6.7 MB at 128K, in L2)
+// instead of all groups' (54 MB); within a head the first key tiles (seen by every sampled row) go first.
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stage1Args a) {
+#if SAMPLEATTN_SM90A
+  constexpr int kStride = smem_stride<D>(), kChunks = D / 8, kSteps = D / 16;
+  constexpr int kTileElems = kColQueries * D;
+  static_assert(kTileElems * 2 % 1024 == 0, "swizzled tiles must stay 1024-byte aligned");
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  T* qs = reinterpret_cast<T*>(align_1024(smem_raw));           // [kStagesSm90][kColQueries][D], 128-byte swizzle
+  T* ks = qs + kStagesSm90 * kTileElems;                        // [kColKeys][kStride]
+  int* qpos = reinterpret_cast<int*>(ks + kColKeys * kStride);  // [kStagesSm90][kColQueries]
+  float* qlse = reinterpret_cast<float*>(qpos + kStagesSm90 * kColQueries);  // [kStagesSm90][kColQueries]
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const std::int64_t key_tiles = (a.seq_k + kColKeys - 1) / kColKeys;
+  const std::int64_t b = blockIdx.y, kvh = blockIdx.x / key_tiles;
+  const std::int64_t j0 = static_cast<std::int64_t>(blockIdx.x % key_tiles) * kColKeys;
+  const std::int64_t group = a.group, n = a.num_sampled, seq_q = a.seq_q, seq_k = a.seq_k;
+  const std::int64_t pos_off = seq_k - seq_q;
+  const int w = static_cast<int>(a.window);
+  const int tail_pos = static_cast<int>(seq_k - a.dense_tail);  // rows at key position >= tail_pos: dense tail
+  const T* qbase = static_cast<const T*>(a.q) + b * a.q_stride[0];
+  const T* kbase = static_cast<const T*>(a.k) + b * a.k_stride[0] + kvh * a.k_stride[2];
+
+  // First sampled row that sees key j0: t_i >= r0 <=> i >= ceil((r0 + 1) n / Sq) - 1. Tiles are numbered
+  // (query head g of the group, tile q of the head); n, Sq, Sk < 2^31.
+  std::int64_t i_start = 0;
+  if (a.causal && j0 - pos_off > 0) i_start = ((j0 - pos_off + 1) * n + seq_q - 1) / seq_q - 1;
+  const int per_head = i_start < n ? static_cast<int>((n - i_start + kColQueries - 1) / kColQueries) : 0;
+
+  const int key_row0 = warp * 16;
+  auto store_head = [&](std::int64_t g, const float(&cs)[2], const float(&in)[2]) {
+    const std::int64_t bh = b * a.q_heads + kvh * group + g;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float c = cs[hf], s = in[hf];
+      c += __shfl_xor_sync(0xffffffffu, c, 1);
+      c += __shfl_xor_sync(0xffffffffu, c, 2);
+      s += __shfl_xor_sync(0xffffffffu, s, 1);
+      s += __shfl_xor_sync(0xffffffffu, s, 2);
+      const std::int64_t j = j0 + key_row0 + hf * 8 + lane / 4;
+      if (lane % 4 == 0 && j < seq_k) {
+        a.colscore[bh * seq_k + j] = c;
+        a.inside[bh * seq_k + j] = s;
+      }
+    }
+  };
+  float colsum[2] = {0.0f, 0.0f}, inside[2] = {0.0f, 0.0f};
+  if (per_head == 0) {
+    for (std::int64_t g = 0; g < group; ++g) store_head(g, colsum, inside);
+    return;
+  }
+
+  // Four threads per query row of the tile, chunks interleaved (ch = part + 4 m).
+  static_assert(4 * kColQueries == kThreadsSm90, "four threads per query row");
+  // Everything asynchronous (the row's lse too, by a 4-byte cp.async): a plain global load here would stall
+  // the warp for an L2 round trip on every tile.
+  const int q_row = tid / 4, q_part = tid % 4;
+  const std::uint32_t q_dst = smem_addr(qs);
+  const std::uint32_t lse_dst = smem_addr(qlse + q_row);
+  // Sampled row i of query head g (row t_i of the sequence) into row q_row of stage `buf`.
+  auto load_queries = [&](int g, std::int64_t i, std::int64_t t_i, int buf) {
+    const std::int64_t h = kvh * group + g;
+    const bool valid = i < n;
+    const std::int64_t trow = valid ? t_i : 0;
+    const T* src = qbase + trow * a.q_stride[1] + h * a.q_stride[2];
+    if (a.aligned) {
+#pragma unroll
+      for (int m = 0; m < kChunks / 4; ++m) {
+        const int ch = q_part + 4 * m;
+        sm80::cp_async_16(q_dst + (buf * kTileElems + sm90::sw128_offset<kColQueries>(q_row, ch)) * 2, src + ch * 8,
+                          valid);
+      }
+    } else {
+#pragma unroll
+      for (int m = 0; m < kChunks / 4; ++m) {
+        const int ch = q_part + 4 * m;
+        copy_chunk(qs + buf * kTileElems + sm90::sw128_offset<kColQueries>(q_row, ch), src + ch * 8, valid, false);
+      }
+    }
+    if (q_part == 0) {
+      // Padding rows: invisible (causal) and weightless (lse = +inf gives 2^-inf = 0).
+      qpos[buf * kColQueries + q_row] = valid ? static_cast<int>(pos_off + trow) : -(1 << 30);
+      if (valid) {
+        sm80::cp_async_4(lse_dst + buf * kColQueries * 4, a.lse2 + (b * a.q_heads + h) * n + i, true);
+      } else {
+        qlse[buf * kColQueries + q_row] = kInf;
+      }
+    }
+  };
+
+  // Tile t of the block is (query head g, tile q of the head) with t = g * per_head + q; the loader runs
+  // kStagesSm90 - 1 tiles ahead of the reader. Commit group s holds tile s (group 0 also the key tile).
+  // Loader cursor: head g_load, tile q_load; this thread's row l_i = i_start + 64 q_load + q_row, whose
+  // t_{l_i} + 1 = floor((l_i + 1) Sq / n) is kept as quotient and remainder: +64 rows adds a constant.
+  const int total = per_head * static_cast<int>(group);
+  const std::int64_t step_quot = kColQueries * seq_q / n, step_rem = kColQueries * seq_q % n;
+  int g_load = 0, q_load = 0;
+  std::int64_t l_i = 0, l_quot = 0, l_rem = 0;
+  auto cursor_to_head_start = [&]() {
+    l_i = i_start + q_row;
+    l_quot = sampled_row(l_i, seq_q, n, a.inv_sampled) + 1;
+    l_rem = (l_i + 1) * seq_q - l_quot * n;
+  };
+  cursor_to_head_start();
+  auto load_next = [&](int stage) {
+    if (g_load == group) return;
+    load_queries(g_load, l_i, l_quot - 1, stage);
+    if (++q_load == per_head) {
+      q_load = 0;
+      ++g_load;
+      cursor_to_head_start();
+    } else {
+      l_i += kColQueries;
+      l_quot += step_quot;
+      l_rem += step_rem;
+      if (l_rem >= n) {
+        l_rem -= n;
+        ++l_quot;
+      }
+    }
+  };
+  load_keys<T, D, kColKeys, kThreadsSm90>(ks, kbase, a.k_stride[1], j0, seq_k, a.aligned);
+#pragma unroll
+  for (int st = 0; st < kStagesSm90 - 1; ++st) {
+    load_next(st);
+    cp_async_commit();
+  }
+  cp_async_wait<kStagesSm90 - 2>();
+  __syncthreads();
+  std::uint32_t ka[kSteps][4];
+#pragma unroll
+  for (int kk = 0; kk < kSteps; ++kk)
+    ldmatrix_x4(ka[kk], ks + (key_row0 + (lane % 16)) * kStride + kk * 16 + (lane / 16) * 8);
+
+  // Causal tiles need no per-score test when every query sees the warp's 16 keys and either all of them lie
+  // outside every query's band (and no query is in the dense tail): `outside`, or all inside: `in_band`.
+  // Queries ascend in position, so the tile's first and last valid rows bound them.
+  const int warp_lo = static_cast<int>(j0) + key_row0, warp_hi = warp_lo + 15;
+  const std::uint64_t q_desc = sm90::sw128_desc(smem_addr(qs), 16, 1024);
+  int g = 0, q = 0;
+  for (int t = 0; t < total; ++t) {
+    const int stage = t % kStagesSm90;
+    cp_async_wait<kStagesSm90 - 2>();
+    sm90::fence_proxy_async();
+    __syncthreads();  // tile t landed and visible to wgmma; the stage of tile t - 1 is read by nobody now
+    load_next((t + kStagesSm90 - 1) % kStagesSm90);
+    cp_async_commit();
+    float acc[8][4];
+    product_64x64<T, D>(acc, ka, q_desc + stage * (kTileElems * 2 / 16));
+
+    const int* qp = qpos + stage * kColQueries;
+    const float* ql = qlse + stage * kColQueries;
+    const std::int64_t i0 = i_start + q * kColQueries;
+    const int last_row = static_cast<int>((i0 + kColQueries < n ? i0 + kColQueries : n) - 1 - i0);
+    const int first_pos = qp[0], last_pos = qp[last_row];
+    const bool outside = a.causal && first_pos >= std::int64_t{warp_hi} + w && last_pos < tail_pos;
+    const bool in_band = a.causal && first_pos >= warp_hi && std::int64_t{last_pos} - w < warp_lo;
+    if (outside || in_band) {
+      float sum[2] = {0.0f, 0.0f};
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const float2 lse = *reinterpret_cast<const float2*>(ql + nt * 8 + (lane % 4) * 2);
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf)
+          sum[hf] +=
+              ex2(fmaf(acc[nt][hf * 2], a.scale_log2, -lse.x)) + ex2(fmaf(acc[nt][hf * 2 + 1], a.scale_log2, -lse.y));
+      }
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        colsum[hf] += sum[hf];
+        if (in_band) inside[hf] += sum[hf];
+      }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const int c = nt * 8 + (lane % 4) * 2;
+        const float2 lse = *reinterpret_cast<const float2*>(ql + c);
+        const int2 pos = *reinterpret_cast<const int2*>(qp + c);
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          const int j = warp_lo + hf * 8 + lane / 4;
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int p = e == 0 ? pos.x : pos.y;
+            const bool visible = !a.causal || j <= p;
+            const bool band = p >= tail_pos || (j > p - w && (a.causal || j < p + w));
+            // An invisible score's exponent is -inf (2^-inf = 0, also for a NaN score): one unpredicated
+            // exp2 per score keeps the scheduler from holding all 32 results in registers at once.
+            const float x = fmaf(acc[nt][hf * 2 + e], a.scale_log2, -(e == 0 ? lse.x : lse.y));
+            const float prob = ex2(visible ? x : -kInf);
+            colsum[hf] += prob;
+            inside[hf] += band ? prob : 0.0f;
+          }
+        }
+      }
+    }
+    if (++q == per_head) {
+      store_head(g, colsum, inside);
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) colsum[hf] = inside[hf] = 0.0f;
+      q = 0;
+      ++g;
+    }
+  }
+#endif
+}
+
+// Whether the sm_90a kernels run here: the current device is compute capability 9.0 and the kernels were
+// built from sm_90a code (a build without sm_90a has only the empty bodies, e.g. JIT-compiled sm_80 PTX).
+// Cached per device: every selection asks.
+template <typename T, int D>
+bool stage1_sm90_runnable() {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cache[kMaxDevices];  // 0 unknown, 1 no, 2 yes
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  const bool cacheable = device >= 0 && device < kMaxDevices;
+  if (cacheable) {
+    const int known = cache[device].load(std::memory_order_relaxed);
+    if (known != 0) return known == 2;
+  }
+  int major = 0, minor = 0;
+  cudaFuncAttributes lse_attr{}, col_attr{};
+  const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+                  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
+                  major == 9 && minor == 0 && cudaFuncGetAttributes(&lse_attr, lse_kernel_sm90<T, D>) == cudaSuccess &&
+                  cudaFuncGetAttributes(&col_attr, colsum_kernel_sm90<T, D>) == cudaSuccess &&
+                  lse_attr.ptxVersion >= 90 && lse_attr.binaryVersion == 90 && col_attr.ptxVersion >= 90 &&
+                  col_attr.binaryVersion == 90;
+  if (cacheable) cache[device].store(ok ? 2 : 1, std::memory_order_relaxed);
+  return ok;
+}
+
+// Pass 1 or pass 2 on `stream`: as many blocks as launch_stage1_instance (select_stage1.cuh), in the orders
+// described at each kernel.
+template <typename T, int D>
+void launch_stage1_sm90_instance(const Stage1Args& a, int pass, cudaStream_t stream) {
+  // Two blocks per SM need ~200 KiB of shared memory: ask for the largest carveout (the rest of the 256 KiB
+  // stays L1), which the driver need not pick by itself.
+  cudaError_t attr_status = cudaFuncSetAttribute(lse_kernel_sm90<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 lse_smem_bytes_sm90<D>());
+  if (attr_status == cudaSuccess)
+    attr_status = cudaFuncSetAttribute(colsum_kernel_sm90<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       colsum_smem_bytes_sm90<D>());
+  if (attr_status == cudaSuccess)
+    attr_status = cudaFuncSetAttribute(lse_kernel_sm90<T, D>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                       cudaSharedmemCarveoutMaxShared);
+  if (attr_status == cudaSuccess)
+    attr_status = cudaFuncSetAttribute(colsum_kernel_sm90<T, D>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                       cudaSharedmemCarveoutMaxShared);
+  check_cuda(attr_status, "cudaFuncSetAttribute (stage 1 shared memory, sm90)");
+  if (pass == 1) {
+    const std::int64_t lse_tiles = (a.num_sampled * a.group + kLseRows - 1) / kLseRows;
+    const dim3 lse_grid(static_cast<unsigned>(lse_tiles * a.num_chunks * a.kv_heads), static_cast<unsigned>(a.batch));
+    lse_kernel_sm90<T, D><<<lse_grid, kThreadsSm90, lse_smem_bytes_sm90<D>(), stream>>>(a);
+    check_launch("stage 1 pass 1 (sampled-row log-sum-exp, sm90)");
+    return;
+  }
+  const std::int64_t key_tiles = (a.seq_k + kColKeys - 1) / kColKeys;
+  const dim3 col_grid(static_cast<unsigned>(key_tiles * a.kv_heads), static_cast<unsigned>(a.batch));
+  colsum_kernel_sm90<T, D><<<col_grid, kThreadsSm90, colsum_smem_bytes_sm90<D>(), stream>>>(a);
+  check_launch("stage 1 pass 2 (column scores, sm90)");
+}
+
+}  // namespace sampleattn::cuda::sel

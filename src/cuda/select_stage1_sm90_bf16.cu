@@ -1,0 +1,19 @@
+// Stage 1 sm_90a kernel instances for bf16 (head_dim 64 and 128); the kernels live in select_stage1_sm90.cuh.
+#include "cuda/select_stage1_sm90.cuh"
+
+namespace sampleattn::cuda {
+
+bool stage1_sm90_bf16_runnable(std::int64_t head_dim) {
+  return head_dim == 64 ? sel::stage1_sm90_runnable<__nv_bfloat16, 64>()
+                        : sel::stage1_sm90_runnable<__nv_bfloat16, 128>();
+}
+
+void launch_stage1_sm90_bf16(const Stage1Args& args, std::int64_t head_dim, int pass, cudaStream_t stream) {
+  if (head_dim == 64) {
+    sel::launch_stage1_sm90_instance<__nv_bfloat16, 64>(args, pass, stream);
+  } else {
+    sel::launch_stage1_sm90_instance<__nv_bfloat16, 128>(args, pass, stream);
+  }
+}
+
+}  // namespace sampleattn::cuda
