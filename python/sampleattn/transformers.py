@@ -10,9 +10,10 @@ Works for every model whose attention layers call transformers' AttentionInterfa
 Qwen2, ...). Routing, per attention call:
 - SampleAttention for causal prefills of at least `min_seq_len` query tokens that carry no mask;
 - PyTorch SDPA (transformers' own sdpa path, the mask honoured) otherwise: short prompts, decoding, any
-  padding or custom mask, non-causal layers, sliding windows that bite, softcapping, attention sinks,
-  position biases, training dropout, or a dtype/head size that the backend does not cover. A mask is never
-  dropped: whenever one reaches the attention function, dense attention applies it.
+  padding or custom mask, non-causal layers, sliding windows that bite, attention sinks, position biases,
+  training dropout, or a dtype/head size that the backend does not cover. A mask is never dropped: whenever
+  one reaches the attention function, dense attention applies it. Softcapping raises ValueError (SDPA cannot
+  apply it; some transformers releases would silently drop it).
 The mask builder registered with the implementation is transformers' sdpa one: it hands no mask at all
 for a plain causal prefill without padding, and a materialised mask in every other case.
 """
@@ -215,6 +216,11 @@ def _sdpa(module, query, key, value, attention_mask, dropout, scaling, is_causal
     if not torch.compiler.is_compiling():
         _recorder.record(LayerStats(layer=_layer_key(module), path="sdpa", reason=reason, batch=query.shape[0],
                                     q_heads=query.shape[1], seq_q=query.shape[2], seq_k=key.shape[2]))
+    if reason == "softcap":
+        # SDPA cannot softcap. transformers 5.24 raises for it, older releases (5.17, seen on the device)
+        # silently drop it: raise here, whatever the version, rather than return uncapped attention.
+        raise ValueError("sample_attention: softcap (attention logit softcapping) is not supported, and the SDPA "
+                         "fallback cannot apply it either; use attn_implementation='eager' or 'flex_attention'")
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                   is_causal=is_causal, **kwargs)
 
