@@ -2,8 +2,10 @@
 // Layout of every tensor: [batch, seq, heads, head_dim] with int64 element strides; the head_dim stride
 // must be 1. Rows that start on 16-byte boundaries (base pointer 16-byte aligned, batch / seq / head
 // strides multiples of 8) take the cp.async path; other strides work through a slower plain-load path.
-// Kernels: src/cuda/attention_kernel_sm80.cuh (one thread block per 128 query rows of one head), plan of the
-// sparse key runs: src/cuda/attention_plan.cuh; measurements: bench/NOTES.md.
+// Kernels: src/cuda/attention_kernel_sm90.cuh (wgmma; compute capability 9.0 with the sm_90a cubin) and
+// src/cuda/attention_kernel_sm80.cuh (mma.sync; every other GPU of compute capability 8.0 or newer, or any
+// GPU with SAMPLEATTN_CUDA_KERNELS=sm80); one thread block per 128 (or, sm_90 small windows, 64) query
+// rows of one head. Plan of the sparse key runs: src/cuda/attention_plan.cuh; measurements: bench/NOTES.md.
 #pragma once
 
 #include <cstdint>
@@ -35,7 +37,7 @@ struct AttentionParams {
   //   col_bitmap + bh * bitmap_words: bit j set iff column j is kept (for the masks inside the band span).
   //   dense_tail: the last dense_tail rows keep every visible key.
   // A row that keeps no key (possible only with window 0) gets O = 0 and lse = -inf.
-  // Cost follows the kept entries: per 128-row query tile, the kept columns left of the tile's band are
+  // Cost follows the kept entries: per query tile, the kept columns left of the tile's band are
   // gathered by index (binary search on the device), the band span is read in place; element masks only
   // on edge tiles. The selection arrays are read on the device only: nothing waits on the host.
   const std::int32_t* window = nullptr;
