@@ -18,7 +18,6 @@
 
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -27,6 +26,7 @@
 #include "cuda/attention_plan.cuh"
 #include "cuda/ptx_sm80.cuh"
 #include "cuda/ptx_sm90.cuh"
+#include "cuda/sm90_check.h"
 
 namespace sampleattn::cuda::sm90 {
 
@@ -313,29 +313,11 @@ __global__ void __launch_bounds__(Config<Elem, kD, kWarpGroups>::kThreads, Confi
 #endif
 }
 
-// Whether this instance runs here: the current device is compute capability 9.0 and the kernel was built
-// from sm_90a code (a build without sm_90a has only the empty body, e.g. JIT-compiled sm_80 PTX). Cached per
-// device: launches ask every time.
+// Whether this instance runs here (compute capability 9.0, sm_90a code; see sm90_check.h).
 template <typename Elem, int kD>
 bool attention_sm90_runnable() {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> cache[kMaxDevices];  // 0 unknown, 1 no, 2 yes
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  const bool cacheable = device >= 0 && device < kMaxDevices;
-  if (cacheable) {
-    const int known = cache[device].load(std::memory_order_relaxed);
-    if (known != 0) return known == 2;
-  }
-  int major = 0, minor = 0;
-  bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
-            major == 9 && minor == 0;
-  cudaFuncAttributes attr{};
-  ok = ok && cudaFuncGetAttributes(&attr, attention_kernel_sm90<Elem, kD, 2>) == cudaSuccess &&
-       attr.ptxVersion >= 90 && attr.binaryVersion == 90;
-  if (cacheable) cache[device].store(ok ? 2 : 1, std::memory_order_relaxed);
-  return ok;
+  static Sm90Check check;
+  return check.runnable(attention_kernel_sm90<Elem, kD, 1>, attention_kernel_sm90<Elem, kD, 2>);
 }
 
 template <typename Elem, int kD, int kWarpGroups>

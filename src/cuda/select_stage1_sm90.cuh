@@ -19,13 +19,13 @@
 
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
 
 #include "cuda/check.h"
 #include "cuda/ptx_sm90.cuh"
 #include "cuda/select_args.h"
 #include "cuda/select_stage1.cuh"
+#include "cuda/sm90_check.h"
 
 namespace sampleattn::cuda::sel {
 
@@ -443,30 +443,11 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
 #endif
 }
 
-// Whether the sm_90a kernels run here: the current device is compute capability 9.0 and the kernels were
-// built from sm_90a code (a build without sm_90a has only the empty bodies, e.g. JIT-compiled sm_80 PTX).
-// Cached per device: every selection asks.
+// Whether the sm_90a kernels run here (compute capability 9.0, sm_90a code; see sm90_check.h).
 template <typename T, int D>
 bool stage1_sm90_runnable() {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> cache[kMaxDevices];  // 0 unknown, 1 no, 2 yes
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  const bool cacheable = device >= 0 && device < kMaxDevices;
-  if (cacheable) {
-    const int known = cache[device].load(std::memory_order_relaxed);
-    if (known != 0) return known == 2;
-  }
-  int major = 0, minor = 0;
-  cudaFuncAttributes lse_attr{}, col_attr{};
-  const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-                  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
-                  major == 9 && minor == 0 && cudaFuncGetAttributes(&lse_attr, lse_kernel_sm90<T, D>) == cudaSuccess &&
-                  cudaFuncGetAttributes(&col_attr, colsum_kernel_sm90<T, D>) == cudaSuccess &&
-                  lse_attr.ptxVersion >= 90 && lse_attr.binaryVersion == 90 && col_attr.ptxVersion >= 90 &&
-                  col_attr.binaryVersion == 90;
-  if (cacheable) cache[device].store(ok ? 2 : 1, std::memory_order_relaxed);
-  return ok;
+  static Sm90Check check;
+  return check.runnable(lse_kernel_sm90<T, D>, colsum_kernel_sm90<T, D>);
 }
 
 // Pass 1 or pass 2 on `stream`: as many blocks as launch_stage1_instance (select_stage1.cuh), in the orders
