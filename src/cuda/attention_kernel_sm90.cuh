@@ -88,17 +88,11 @@ __global__ void __launch_bounds__(Config<Elem, kD, kWarpGroups>::kThreads, Confi
   Elem* v_s = k_s + kKStages * Cfg::kTileElems;       // [3][64][d]
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const std::int64_t h = blockIdx.x % a.q_heads;
-  const std::int64_t mt = a.num_m_tiles - 1 - blockIdx.x / a.q_heads;
-  const std::int64_t b = blockIdx.y;
-  const std::int64_t bh = b * a.q_heads + h;
-  const std::int64_t kvh = h / a.group;
-  const std::int64_t m0 = mt * kBlockM;
-  const std::int64_t m1 = m0 + kBlockM < a.seq_q ? m0 + kBlockM : a.seq_q;
-
-  const Elem* q_g = static_cast<const Elem*>(a.q) + b * a.q_stride[0] + h * a.q_stride[2];
-  const Elem* k_g = static_cast<const Elem*>(a.k) + b * a.k_stride[0] + kvh * a.k_stride[2];
-  const Elem* v_g = static_cast<const Elem*>(a.v) + b * a.v_stride[0] + kvh * a.v_stride[2];
+  const sm80::BlockTile<Elem> bt(a, kBlockM);
+  const std::int64_t h = bt.h, b = bt.b, bh = bt.bh, m0 = bt.m0, m1 = bt.m1;
+  const Elem* q_g = bt.q;
+  const Elem* k_g = bt.k;
+  const Elem* v_g = bt.v;
 
   const int copy_chunk_id = tid % kChunks, copy_row = tid / kChunks;
 #pragma unroll

@@ -36,6 +36,30 @@ __device__ __forceinline__ std::int64_t warp_count_less(const std::int32_t* a, s
   return lo + __popc(__ballot_sync(0xffffffffu, less));
 }
 
+// What one thread block of the attention grid owns: query tile mt (rows [m0, m1)) of query head h of batch
+// b. Blocks are numbered so that the longest query tiles (the causal bottom) start first and the query
+// heads that share a KV head run side by side (their K/V reads hit L2). Base pointers of this (b, h).
+template <typename Elem>
+struct BlockTile {
+  std::int64_t h, b, bh, kvh, m0, m1;
+  const Elem* q;
+  const Elem* k;
+  const Elem* v;
+
+  __device__ __forceinline__ BlockTile(const KernelArgs& a, std::int64_t block_m) {
+    h = blockIdx.x % a.q_heads;
+    const std::int64_t mt = a.num_m_tiles - 1 - blockIdx.x / a.q_heads;
+    b = blockIdx.y;
+    bh = b * a.q_heads + h;
+    kvh = h / a.group;
+    m0 = mt * block_m;
+    m1 = m0 + block_m < a.seq_q ? m0 + block_m : a.seq_q;
+    q = static_cast<const Elem*>(a.q) + b * a.q_stride[0] + h * a.q_stride[2];
+    k = static_cast<const Elem*>(a.k) + b * a.k_stride[0] + kvh * a.k_stride[2];
+    v = static_cast<const Elem*>(a.v) + b * a.v_stride[0] + kvh * a.v_stride[2];
+  }
+};
+
 // Key positions, column counts and tile numbers all fit in int32 (seq_k < 2^31 is checked on the host);
 // 32-bit fields keep the plan, which lives through the whole loop, at half the registers.
 template <int kBlockN>

@@ -63,6 +63,27 @@ __device__ __forceinline__ void copy_chunk(T* dst, const T* src, bool valid, boo
   }
 }
 
+// Pass 1's query tile: the sampled rows of flat indices f0 .. f0 + kLseRows - 1 (f = sampled row * group +
+// head within the GQA group of KV head kvh) into shared memory [kLseRows][D + 8]; rows past flat_total are
+// zeros. Copied by a block of kBlockThreads threads.
+template <typename T, int D, int kBlockThreads>
+__device__ __forceinline__ void load_sampled_queries(T* qs, const T* qbase, const Stage1Args& a, std::int64_t f0,
+                                                     std::int64_t flat_total, std::int64_t kvh) {
+  constexpr int kChunks = D / 8, kStride = smem_stride<D>();
+  const std::int64_t group = a.group, n = a.num_sampled;
+  for (int c = threadIdx.x; c < kLseRows * kChunks; c += kBlockThreads) {
+    const int row = c / kChunks, ch = c % kChunks;
+    const std::int64_t f = f0 + row;
+    const bool valid = f < flat_total;
+    const T* src = qbase;
+    if (valid) {
+      const std::int64_t h = kvh * group + f % group;
+      src = qbase + sampled_row(f / group, a.seq_q, n, a.inv_sampled) * a.q_stride[1] + h * a.q_stride[2] + ch * 8;
+    }
+    copy_chunk(qs + row * kStride + ch * 8, src, valid, a.aligned);
+  }
+}
+
 // Key tile [j0, j0 + rows) of one KV head into shared memory [rows][D + 8]; rows past Sk become zeros.
 // Copied by a block of kBlockThreads threads.
 template <typename T, int D, int Rows, int kBlockThreads = kThreads>
@@ -110,17 +131,7 @@ __global__ void __launch_bounds__(kThreads, 3) lse_kernel(const Stage1Args a) {
   const std::int64_t row_end_max = row_end(f_last), end_min = row_end(f0);
   const std::int64_t end_max = row_end_max < key_lo + a.key_chunk ? row_end_max : key_lo + a.key_chunk;
   if (key_lo >= end_max) return;  // no row of this tile sees this chunk: its partials are never read
-  for (int c = tid; c < kLseRows * kChunks; c += kThreads) {
-    const int row = c / kChunks, ch = c % kChunks;
-    const std::int64_t f = f0 + row;
-    const bool valid = f < flat_total;
-    const T* src = qbase;
-    if (valid) {
-      const std::int64_t h = kvh * group + f % group;
-      src = qbase + sampled_row(f / group, a.seq_q, n, a.inv_sampled) * a.q_stride[1] + h * a.q_stride[2] + ch * 8;
-    }
-    copy_chunk(qs + row * kStride + ch * 8, src, valid, a.aligned);
-  }
+  load_sampled_queries<T, D, kThreads>(qs, qbase, a, f0, flat_total, kvh);
   const std::int64_t num_tiles = (end_max - key_lo + kLseKeys - 1) / kLseKeys;
   load_keys<T, D, kLseKeys>(ks, kbase, a.k_stride[1], key_lo, a.seq_k, a.aligned);
   cp_async_commit();
@@ -392,28 +403,40 @@ __global__ void __launch_bounds__(kThreads, 3) colsum_kernel(const Stage1Args a)
   }
 }
 
-// Pass 1 or pass 2 of one (dtype, head_dim) instance on `stream`. Grid: pass 1 (row tiles x Hkv, B), pass 2
-// (key tiles x Hkv, B). The dynamic shared-memory limit is a per-device function attribute, so it is set
-// on every launch (a microsecond) rather than once per process: the current device may differ per call.
-template <typename T, int D>
-void launch_stage1_instance(const Stage1Args& a, int pass, cudaStream_t stream) {
-  cudaError_t attr_status =
-      cudaFuncSetAttribute(lse_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, lse_smem_bytes<D>());
-  if (attr_status == cudaSuccess)
-    attr_status = cudaFuncSetAttribute(colsum_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       colsum_smem_bytes<D>());
-  check_cuda(attr_status, "cudaFuncSetAttribute (stage 1 shared memory)");
+// Pass 1 or pass 2 on `stream` with the given pair of kernels (both kernel families use the same grids:
+// pass 1 (row tiles x chunks x Hkv, B), pass 2 (key tiles x Hkv, B)). The dynamic shared-memory limit is a
+// per-device function attribute, so it is set on every launch (a microsecond) rather than once per
+// process: the current device may differ per call. max_carveout asks for the largest shared-memory
+// carveout (the rest stays L1), which the driver need not pick by itself.
+template <typename LseKernel, typename ColKernel>
+void launch_stage1_passes(LseKernel lse, ColKernel col, int threads, int lse_smem, int col_smem, bool max_carveout,
+                          const Stage1Args& a, int pass, cudaStream_t stream, const char* family) {
+  cudaError_t status = cudaFuncSetAttribute(lse, cudaFuncAttributeMaxDynamicSharedMemorySize, lse_smem);
+  if (status == cudaSuccess) status = cudaFuncSetAttribute(col, cudaFuncAttributeMaxDynamicSharedMemorySize, col_smem);
+  if (status == cudaSuccess && max_carveout)
+    status = cudaFuncSetAttribute(lse, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+  if (status == cudaSuccess && max_carveout)
+    status = cudaFuncSetAttribute(col, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+  check_cuda(status, family);
   if (pass == 1) {
     const std::int64_t lse_tiles = (a.num_sampled * a.group + kLseRows - 1) / kLseRows;
     const dim3 lse_grid(static_cast<unsigned>(lse_tiles * a.num_chunks * a.kv_heads), static_cast<unsigned>(a.batch));
-    lse_kernel<T, D><<<lse_grid, kThreads, lse_smem_bytes<D>(), stream>>>(a);
-    check_launch("stage 1 pass 1 (sampled-row log-sum-exp)");
+    lse<<<lse_grid, threads, lse_smem, stream>>>(a);
+    check_launch(family);
     return;
   }
   const std::int64_t key_tiles = (a.seq_k + kColKeys - 1) / kColKeys;
   const dim3 col_grid(static_cast<unsigned>(key_tiles * a.kv_heads), static_cast<unsigned>(a.batch));
-  colsum_kernel<T, D><<<col_grid, kThreads, colsum_smem_bytes<D>(), stream>>>(a);
-  check_launch("stage 1 pass 2 (column scores)");
+  col<<<col_grid, threads, col_smem, stream>>>(a);
+  check_launch(family);
+}
+
+// Pass 1 or pass 2 of one (dtype, head_dim) instance of the sm_80 kernels.
+template <typename T, int D>
+void launch_stage1_instance(const Stage1Args& a, int pass, cudaStream_t stream) {
+  launch_stage1_passes(lse_kernel<T, D>, colsum_kernel<T, D>, kThreads, lse_smem_bytes<D>(), colsum_smem_bytes<D>(),
+                       false, a, pass, stream, pass == 1 ? "stage 1 pass 1 (sampled-row log-sum-exp)"
+                                                         : "stage 1 pass 2 (column scores)");
 }
 
 }  // namespace sampleattn::cuda::sel

@@ -103,17 +103,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
   const std::int64_t row_end_max = row_end(f_last);
   const std::int64_t end_max = row_end_max < key_lo + a.key_chunk ? row_end_max : key_lo + a.key_chunk;
   if (key_lo >= end_max) return;  // no row of this tile sees this chunk: its partials are never read
-  for (int c = tid; c < kLseRows * kChunks; c += kThreadsSm90) {
-    const int row = c / kChunks, ch = c % kChunks;
-    const std::int64_t f = f0 + row;
-    const bool valid = f < flat_total;
-    const T* src = qbase;
-    if (valid) {
-      const std::int64_t h = kvh * group + f % group;
-      src = qbase + sampled_row(f / group, a.seq_q, n, a.inv_sampled) * a.q_stride[1] + h * a.q_stride[2] + ch * 8;
-    }
-    copy_chunk(qs + row * kStride + ch * 8, src, valid, a.aligned);
-  }
+  load_sampled_queries<T, D, kThreadsSm90>(qs, qbase, a, f0, flat_total, kvh);
   // Key tile `tile` of the chunk into stage `buf`, rows past Sk as zeros (their scores are masked). The thread
   // copies chunk `ch` of rows row0 + kRowStep * it: rows 8 apart share the swizzle, so the shared offsets are
   // one base plus multiples of kRowStep * 128 bytes, and the per-tile work is a few instructions per copy.
@@ -454,31 +444,10 @@ bool stage1_sm90_runnable() {
 // described at each kernel.
 template <typename T, int D>
 void launch_stage1_sm90_instance(const Stage1Args& a, int pass, cudaStream_t stream) {
-  // Two blocks per SM need ~200 KiB of shared memory: ask for the largest carveout (the rest of the 256 KiB
-  // stays L1), which the driver need not pick by itself.
-  cudaError_t attr_status = cudaFuncSetAttribute(lse_kernel_sm90<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 lse_smem_bytes_sm90<D>());
-  if (attr_status == cudaSuccess)
-    attr_status = cudaFuncSetAttribute(colsum_kernel_sm90<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       colsum_smem_bytes_sm90<D>());
-  if (attr_status == cudaSuccess)
-    attr_status = cudaFuncSetAttribute(lse_kernel_sm90<T, D>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                       cudaSharedmemCarveoutMaxShared);
-  if (attr_status == cudaSuccess)
-    attr_status = cudaFuncSetAttribute(colsum_kernel_sm90<T, D>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                       cudaSharedmemCarveoutMaxShared);
-  check_cuda(attr_status, "cudaFuncSetAttribute (stage 1 shared memory, sm90)");
-  if (pass == 1) {
-    const std::int64_t lse_tiles = (a.num_sampled * a.group + kLseRows - 1) / kLseRows;
-    const dim3 lse_grid(static_cast<unsigned>(lse_tiles * a.num_chunks * a.kv_heads), static_cast<unsigned>(a.batch));
-    lse_kernel_sm90<T, D><<<lse_grid, kThreadsSm90, lse_smem_bytes_sm90<D>(), stream>>>(a);
-    check_launch("stage 1 pass 1 (sampled-row log-sum-exp, sm90)");
-    return;
-  }
-  const std::int64_t key_tiles = (a.seq_k + kColKeys - 1) / kColKeys;
-  const dim3 col_grid(static_cast<unsigned>(key_tiles * a.kv_heads), static_cast<unsigned>(a.batch));
-  colsum_kernel_sm90<T, D><<<col_grid, kThreadsSm90, colsum_smem_bytes_sm90<D>(), stream>>>(a);
-  check_launch("stage 1 pass 2 (column scores, sm90)");
+  // Two blocks per SM need ~200 KiB of shared memory: the largest carveout.
+  launch_stage1_passes(lse_kernel_sm90<T, D>, colsum_kernel_sm90<T, D>, kThreadsSm90, lse_smem_bytes_sm90<D>(),
+                       colsum_smem_bytes_sm90<D>(), true, a, pass, stream,
+                       pass == 1 ? "stage 1 pass 1 (sampled-row log-sum-exp, sm90)" : "stage 1 pass 2 (column scores, sm90)");
 }
 
 }  // namespace sampleattn::cuda::sel
