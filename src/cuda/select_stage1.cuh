@@ -105,7 +105,7 @@ __device__ __forceinline__ void load_keys(T* dst, const T* kbase, std::int64_t k
 // block. Blocks run from the last rows (longest key range) to the first.
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads, 3) lse_kernel(const Stage1Args a) {
-  constexpr int kStride = smem_stride<D>(), kChunks = D / 8, kSteps = D / 16;
+  constexpr int kStride = smem_stride<D>(), kSteps = D / 16;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* qs = reinterpret_cast<T*>(smem_raw);  // [kLseRows][kStride]
   T* ks = qs + kLseRows * kStride;         // [2][kLseKeys][kStride]
