@@ -80,6 +80,7 @@ __device__ __forceinline__ void fence_operand(float (&d)[kN][4]) {
 template <typename Elem, int kTransB>
 __device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[8][4], const std::uint32_t (&a)[4],
                                                  std::uint64_t desc_b, int accumulate);
+// N = 128 exists only MN-major (the P V product at head_dim 128).
 template <typename Elem, int kTransB>
 __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[16][4], const std::uint32_t (&a)[4],
                                                   std::uint64_t desc_b, int accumulate);
@@ -118,9 +119,7 @@ SA_WGMMA_RS_N64(__nv_bfloat16, "bf16", 0)
 SA_WGMMA_RS_N64(__nv_bfloat16, "bf16", 1)
 SA_WGMMA_RS_N64(__half, "f16", 0)
 SA_WGMMA_RS_N64(__half, "f16", 1)
-SA_WGMMA_RS_N128(__nv_bfloat16, "bf16", 0)
 SA_WGMMA_RS_N128(__nv_bfloat16, "bf16", 1)
-SA_WGMMA_RS_N128(__half, "f16", 0)
 SA_WGMMA_RS_N128(__half, "f16", 1)
 
 // SS, N = 64: A and B descriptors (%32, %33), accumulate flag %34, both operands K-major.
