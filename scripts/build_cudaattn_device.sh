@@ -5,7 +5,7 @@
 # Usage (host, after configuring build-cudaattn with CMake):
 #   VARIANTS="final: w16:-DSAMPLEATTN_SM80_WARP_ROWS=16" bash scripts/build_cudaattn_device.sh
 set -euo pipefail
-B=build-cudaattn
+B=${B:-build-cudaattn}
 D=$B/device
 mkdir -p "$D"
 cmake --build "$B" -j 2 --target sampleattn_cuda_tests

@@ -9,7 +9,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/cudaattn-out}
 mkdir -p "$OUT"
-D=build-cudaattn/device
+D=${B:-build-cudaattn}/device
 LIBS=${LIBS:-$(cd "$D" && ls libsa_attn_*.so | sed 's/libsa_attn_\(.*\)\.so/\1/')}
 export LD_LIBRARY_PATH="$PWD/$D:${LD_LIBRARY_PATH:-}"
 export SAMPLEATTN_COMMIT=$(cat "$D/COMMIT" 2>/dev/null || echo unknown)

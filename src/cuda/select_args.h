@@ -37,7 +37,40 @@ struct Stage1Args {
   float* inside = nullptr;        // [B * Hq, Sk]: the part of colscore inside the rows' bands or dense tail
 };
 
-// Stage 2: per head, the columns reaching alpha, their bitmap and the head's statistics.
+// Stage 2 scratch of one head, zeroed (cudaMemsetAsync) before the stage-2 kernels run: histograms the
+// head's blocks add into with atomics, the running state of the radix select that the last block of each
+// kernel writes for the next, and one arrival counter per kernel. Bins: level 0 at [0, 2048) (float bits
+// 30..20), level 1 at [2048, 3072) (bits 19..10), level 2 at [3072, 4096) (bits 9..0).
+struct Stage2Head {
+  static constexpr int kBins = 4096;
+  std::uint64_t bin_sum[kBins];      // uint64 fixed-point sums of the columns in each bin
+  std::uint32_t level2_count[1024];  // columns in each level-2 bin (those equal to tau: the tie count)
+  std::uint64_t total;               // fixed-point sum of every column
+  std::uint64_t target;              // min(total, ceil(alpha * total))
+  std::uint64_t above;               // fixed-point sum of the columns above the prefix chosen so far
+  std::uint64_t need_eq;             // columns equal to tau to keep (lowest indices first)
+  double total_d;                    // the scores summed in double (sampled coverage)
+  std::uint32_t prefix;              // float bits chosen so far; after level 2, tau
+  std::uint32_t bad;                 // some score is NaN, Inf or negative: keep every column
+  std::uint32_t run;                 // the radix levels run (not bad, alpha < 1, target > 0)
+  std::uint32_t kept;                // kept columns of the head
+  std::uint32_t arrivals[5];         // blocks done, per stage-2 kernel
+};
+
+// Stage 2 results of one block (one chunk of a head's columns), written before they are read.
+struct Stage2Block {
+  double total_d;             // sum of the chunk's scores
+  std::uint64_t eq;           // columns equal to tau
+  std::uint64_t keep_base;    // columns kept whatever the tie rank: above tau, or sinks
+  std::uint64_t eq_sink;      // columns equal to tau that are sinks
+  std::uint64_t eq_before;    // columns equal to tau in the head's earlier chunks
+  std::uint64_t kept_before;  // kept columns in the head's earlier chunks (first output slot)
+  std::int64_t entries;       // kept entries of the chunk's kept columns
+  double kept_mass;           // sampled coverage numerator over the chunk
+};
+
+// Stage 2: per head, the columns reaching alpha, their bitmap and the head's statistics. Each head's columns
+// are split into blocks_per_head chunks of `chunk` columns (a multiple of 32: each bitmap word has one owner).
 struct Stage2Args {
   const float* colscore = nullptr;
   const float* inside = nullptr;
@@ -47,8 +80,11 @@ struct Stage2Args {
   std::int32_t* window = nullptr;    // [B * Hq]
   std::uint32_t* bitmap = nullptr;   // [B * Hq, bitmap_words]
   DeviceHeadStats* stats = nullptr;  // [B * Hq]
+  Stage2Head* heads = nullptr;       // [B * Hq], zeroed by launch_stage2
+  Stage2Block* blocks = nullptr;     // [B * Hq, blocks]
   std::int64_t heads_total = 0, seq_q = 0, seq_k = 0, window_size = 1, dense_tail = 0, sink_tokens = 0;
   std::int64_t bitmap_words = 0;
+  std::int64_t chunk = 2048, blocks_per_head = 1;
   std::int64_t base_entries = 0;  // entries kept whatever the columns are (band + tail), per head
   double alpha = 0.95;
   float fixed_scale = 1.0f;  // 2^F: scores are summed as uint64 fixed point (order-independent)
@@ -60,6 +96,10 @@ void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, v
 // Keys per pass 1 block: enough blocks to balance the causal triangle, at most 16 partials per row.
 // Example: Sk = 131072 -> 8192 (16 chunks); Sk = 32768 -> 4096 (8 chunks).
 std::int64_t stage1_key_chunk(std::int64_t seq_k);
+// Columns per stage 2 block: a multiple of 2048 (one ordered-pass tile of the 256-thread block), about 512
+// blocks over all heads so that every SM gets a few. Example: 32 heads, Sk = 32768 -> 2048 (16 blocks per
+// head); 32 heads, Sk = 131072 -> 8192 (16 per head); 1 head, Sk = 2^20 -> 2048 (512 per head).
+std::int64_t stage2_chunk(std::int64_t heads, std::int64_t seq_k);
 void launch_stage2(const Stage2Args& args, void* stream);
 
 }  // namespace sampleattn::cuda

@@ -38,17 +38,17 @@ void check_device_view(const TensorView& t, const char* name) {
   SA_CHECK(reinterpret_cast<std::uintptr_t>(t.data) % 2 == 0, name, ".data is not 2-byte aligned");
 }
 
+}  // namespace
+
 // Fractional bits of the fixed-point sums in stage 2: the total of the column scores is n (each sampled row's
 // probabilities sum to 1), so n * 2^F must stay well inside 64 bits. 2^-40 per column is far below the fp32
 // rounding of the scores themselves.
-float fixed_scale(std::int64_t n) {
+float stage2_fixed_scale(std::int64_t n) {
   int bits = 0;
   while ((std::int64_t{1} << bits) <= n) ++bits;
   const int f = std::min(40, 61 - bits);
   return std::ldexp(1.0f, f);
 }
-
-}  // namespace
 
 SelectPlan make_plan(const core::Problem& p, const SampleConfig& config) {
   SA_CHECK(p.seq_k <= std::numeric_limits<std::int32_t>::max() - 256, "k.seq (", p.seq_k,
@@ -67,15 +67,22 @@ SelectPlan make_plan(const core::Problem& p, const SampleConfig& config) {
   plan.sink_tokens = config.sink_tokens;
   plan.alpha = config.alpha;
   plan.bitmap_words = (p.seq_k + 31) / 32;
+  plan.stage2_chunk = stage2_chunk(plan.heads_total, p.seq_k);
+  plan.stage2_blocks = (p.seq_k + plan.stage2_chunk - 1) / plan.stage2_chunk;
   const core::EntryCount base = core::count_entries(p, plan.window, plan.dense_tail, nullptr, 0);
   plan.base_entries = base.kept;
   plan.visible_entries = base.visible;
-  SA_CHECK(plan.heads_total <= std::numeric_limits<std::int32_t>::max(), "batch * q.heads (", plan.heads_total,
-           ") exceeds the CUDA grid");
+  SA_CHECK(plan.heads_total * plan.stage2_blocks <= std::numeric_limits<std::int32_t>::max(), "batch * q.heads (",
+           plan.heads_total, ") times ", plan.stage2_blocks, " stage 2 blocks per head exceeds the CUDA grid");
   return plan;
 }
 
 WorkspaceLayout workspace_layout(const SelectPlan& plan) {
+  const std::int64_t sk_plan = plan.problem.seq_k;
+  SA_CHECK(plan.stage2_chunk > 0 && plan.stage2_chunk % 32 == 0 &&
+               plan.stage2_blocks == (sk_plan + plan.stage2_chunk - 1) / plan.stage2_chunk,
+           "stage 2 split: chunk ", plan.stage2_chunk, " (a positive multiple of 32) and ", plan.stage2_blocks,
+           " blocks per head for seq_k ", sk_plan);
   const std::size_t heads = static_cast<std::size_t>(plan.heads_total);
   const std::size_t sk = static_cast<std::size_t>(plan.problem.seq_k);
   WorkspaceLayout l;
@@ -97,6 +104,8 @@ WorkspaceLayout workspace_layout(const SelectPlan& plan) {
   l.window = place(heads * sizeof(std::int32_t));
   l.bitmap = place(heads * static_cast<std::size_t>(plan.bitmap_words) * sizeof(std::uint32_t));
   l.stats = place(heads * sizeof(DeviceHeadStats));
+  l.stage2_heads = place(heads * sizeof(Stage2Head));
+  l.stage2_blocks = place(heads * static_cast<std::size_t>(plan.stage2_blocks) * sizeof(Stage2Block));
   l.bytes = at;
   return l;
 }
@@ -108,12 +117,19 @@ Workspace carve_workspace(void* base, std::size_t bytes, const WorkspaceLayout& 
   SA_CHECK(bytes >= l.bytes, "workspace_bytes (", bytes, ") is smaller than sample_attention_workspace_size (", l.bytes,
            ")");
   auto* b = static_cast<unsigned char*>(base);
-  return Workspace{reinterpret_cast<float*>(b + l.part_m),         reinterpret_cast<float*>(b + l.part_l),
-                   reinterpret_cast<float*>(b + l.lse2),           reinterpret_cast<float*>(b + l.colscore),
-                   reinterpret_cast<float*>(b + l.inside),         reinterpret_cast<std::int32_t*>(b + l.indices),
-                   reinterpret_cast<std::int64_t*>(b + l.offsets), reinterpret_cast<std::int32_t*>(b + l.counts),
-                   reinterpret_cast<std::int32_t*>(b + l.window),  reinterpret_cast<std::uint32_t*>(b + l.bitmap),
-                   reinterpret_cast<DeviceHeadStats*>(b + l.stats)};
+  return Workspace{reinterpret_cast<float*>(b + l.part_m),
+                   reinterpret_cast<float*>(b + l.part_l),
+                   reinterpret_cast<float*>(b + l.lse2),
+                   reinterpret_cast<float*>(b + l.colscore),
+                   reinterpret_cast<float*>(b + l.inside),
+                   reinterpret_cast<std::int32_t*>(b + l.indices),
+                   reinterpret_cast<std::int64_t*>(b + l.offsets),
+                   reinterpret_cast<std::int32_t*>(b + l.counts),
+                   reinterpret_cast<std::int32_t*>(b + l.window),
+                   reinterpret_cast<std::uint32_t*>(b + l.bitmap),
+                   reinterpret_cast<DeviceHeadStats*>(b + l.stats),
+                   reinterpret_cast<Stage2Head*>(b + l.stage2_heads),
+                   reinterpret_cast<Stage2Block*>(b + l.stage2_blocks)};
 }
 
 void run_selection(const SelectPlan& plan, const TensorView& q, const TensorView& k, const Workspace& ws,
@@ -148,6 +164,11 @@ void run_selection(const SelectPlan& plan, const TensorView& q, const TensorView
   a.inside = ws.inside;
   launch_stage1(a, q.dtype, p.head_dim, stream);
 
+  run_stage2(plan, ws, stream);
+}
+
+void run_stage2(const SelectPlan& plan, const Workspace& ws, void* stream) {
+  const core::Problem& p = plan.problem;
   Stage2Args c;
   c.colscore = ws.colscore;
   c.inside = ws.inside;
@@ -157,6 +178,8 @@ void run_selection(const SelectPlan& plan, const TensorView& q, const TensorView
   c.window = ws.window;
   c.bitmap = ws.bitmap;
   c.stats = ws.stats;
+  c.heads = ws.stage2_heads;
+  c.blocks = ws.stage2_blocks;
   c.heads_total = plan.heads_total;
   c.seq_q = p.seq_q;
   c.seq_k = p.seq_k;
@@ -164,9 +187,11 @@ void run_selection(const SelectPlan& plan, const TensorView& q, const TensorView
   c.dense_tail = plan.dense_tail;
   c.sink_tokens = plan.sink_tokens;
   c.bitmap_words = plan.bitmap_words;
+  c.chunk = plan.stage2_chunk;
+  c.blocks_per_head = plan.stage2_blocks;
   c.base_entries = plan.base_entries;
   c.alpha = plan.alpha;
-  c.fixed_scale = fixed_scale(plan.num_sampled);
+  c.fixed_scale = stage2_fixed_scale(plan.num_sampled);
   c.causal = p.causal;
   launch_stage2(c, stream);
 }

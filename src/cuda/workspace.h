@@ -24,15 +24,17 @@ struct SelectPlan {
   std::int64_t dense_tail_config = 0;  // as given (what Selection::dense_tail records, as on the CPU)
   std::int64_t sink_tokens = 0;
   double alpha = 0.95;
-  std::int64_t bitmap_words = 0;  // ceil(Sk / 32)
-  std::int64_t base_entries = 0;  // band + tail entries of one head (core::count_entries with no columns)
+  std::int64_t bitmap_words = 0;     // ceil(Sk / 32)
+  std::int64_t stage2_chunk = 2048;  // stage 2 columns per block (stage2_chunk; tests may set any multiple of 32)
+  std::int64_t stage2_blocks = 1;    // ceil(Sk / stage2_chunk) blocks per head
+  std::int64_t base_entries = 0;     // band + tail entries of one head (core::count_entries with no columns)
   std::int64_t visible_entries = 0;
 };
 
 // Byte offsets of the arrays inside the workspace (each 256-byte aligned) and the total size.
 struct WorkspaceLayout {
   std::size_t part_m = 0, part_l = 0, lse2 = 0, colscore = 0, inside = 0, indices = 0, offsets = 0, counts = 0,
-              window = 0, bitmap = 0, stats = 0, bytes = 0;
+              window = 0, bitmap = 0, stats = 0, stage2_heads = 0, stage2_blocks = 0, bytes = 0;
 };
 
 // Typed pointers into one workspace.
@@ -48,6 +50,8 @@ struct Workspace {
   std::int32_t* window;
   std::uint32_t* bitmap;
   DeviceHeadStats* stats;
+  Stage2Head* stage2_heads;    // [B * Hq] stage 2 scratch
+  Stage2Block* stage2_blocks;  // [B * Hq, stage2_blocks]
 };
 
 SelectPlan make_plan(const core::Problem& p, const SampleConfig& config);
@@ -58,6 +62,12 @@ Workspace carve_workspace(void* base, std::size_t bytes, const WorkspaceLayout& 
 // Stages 1 and 2 on `stream`: afterwards the workspace holds the selection (indices, counts, bitmap, window,
 // offsets) and the statistics. No allocation, no synchronisation.
 void run_selection(const SelectPlan& plan, const TensorView& q, const TensorView& k, const Workspace& ws, void* stream);
+
+// Stage 2 alone, on the column scores already in ws.colscore and ws.inside (run_selection's second half).
+void run_stage2(const SelectPlan& plan, const Workspace& ws, void* stream);
+
+// 2^F, the scale of stage 2's uint64 fixed-point sums for n sampled rows (column scores sum to n).
+float stage2_fixed_scale(std::int64_t num_sampled);
 
 // Sparse attention over the selection held in the workspace, on `stream`.
 void run_sparse_attention(const SelectPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,

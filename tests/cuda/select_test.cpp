@@ -4,14 +4,21 @@
 // head_dim 64/128, bf16/fp16, [b, s, h, d], [b, h, s, d] and padded (unaligned) layouts, causal and not,
 // sinks, dense tail, alpha < 1 and = 1, every row sampled; plus the NaN/Inf policy. Stage 1 runs its sm_90a
 // kernels on Hopper and its sm_80 kernels elsewhere (SAMPLEATTN_CUDA_KERNELS=sm80 forces them, as
-// scripts/device_test.sh does in its second run). Skips without a GPU.
+// scripts/device_test.sh does in its second run). Stage 2 alone (cuda::run_stage2) on crafted column scores
+// against the exact rule it implements, bit for bit: many blocks per head, ties across block boundaries,
+// sinks, alpha = 1, Sk = 1 and 17, Sk not a multiple of the split, NaN/Inf/negative scores. Skips without a GPU.
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "core/problem.h"
 #include "core/schedule.h"
@@ -196,6 +203,205 @@ TEST_F(SelectCuda, RejectsUnsupportedInputs) {
   EXPECT_THROW(select(dq96.view(), dk96.view(), {}, {}, gpu), Error);
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Stage 2 alone. The rule it implements, on the host: each score as uint64 fixed point (x * 2^F truncated),
+// the shortest prefix in (score descending, index ascending) order whose fixed-point sum reaches
+// min(total, ceil(alpha * total)), plus the sinks; alpha = 1 or a zero target keeps every positive score; a
+// NaN, Inf or negative score keeps every column.
+struct ExactChoice {
+  std::vector<std::int32_t> columns;  // ascending
+  bool bad = false;
+};
+
+ExactChoice exact_choice(const float* s, std::int64_t sk, double alpha, std::int64_t sinks, float scale) {
+  ExactChoice c;
+  std::uint64_t total = 0;
+  for (std::int64_t j = 0; j < sk; ++j) {
+    if (!(s[j] >= 0.0f && s[j] <= std::numeric_limits<float>::max())) {
+      c.bad = true;
+    } else {
+      total += static_cast<std::uint64_t>(s[j] * scale);
+    }
+  }
+  std::vector<char> keep(static_cast<std::size_t>(sk), 0);
+  const std::uint64_t target =
+      std::min(total, static_cast<std::uint64_t>(std::ceil(alpha * static_cast<double>(total))));
+  if (c.bad) {
+    std::fill(keep.begin(), keep.end(), 1);
+  } else if (alpha >= 1.0 || target == 0) {
+    for (std::int64_t j = 0; j < sk; ++j) keep[j] = s[j] > 0.0f;
+  } else {
+    std::vector<std::int32_t> order(static_cast<std::size_t>(sk));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return s[a] > s[b]; });
+    std::uint64_t sum = 0;
+    for (std::int32_t j : order) {
+      keep[j] = 1;
+      sum += static_cast<std::uint64_t>(s[j] * scale);
+      if (sum >= target) break;
+    }
+  }
+  for (std::int64_t j = 0; j < std::min(sinks, sk); ++j) keep[j] = 1;
+  for (std::int64_t j = 0; j < sk; ++j)
+    if (keep[j]) c.columns.push_back(static_cast<std::int32_t>(j));
+  return c;
+}
+
+enum class Scores { ties, spread, runs, non_finite };
+
+struct Stage2Case {
+  std::int64_t heads, seq_k, seq_q;
+  std::int64_t chunk;  // 0: the plan's (stage2_chunk)
+  double alpha;
+  std::int64_t sinks, tail;
+  Scores scores;
+  bool causal = true;
+};
+
+// Column scores of head h: `ties` takes 5 values (0 and -0 among them), `spread` spans 2^-30..1, `runs`
+// repeats one value over 50 columns; `non_finite` is `ties` with a NaN in head 1, Inf in head 2 and a negative
+// score in head 3. inside <= colscore.
+void fill_scores(const Stage2Case& c, std::mt19937_64& rng, std::vector<float>& cs, std::vector<float>& in) {
+  std::uniform_real_distribution<float> u01(0.0f, 1.0f);
+  cs.resize(static_cast<std::size_t>(c.heads * c.seq_k));
+  in.resize(cs.size());
+  for (std::int64_t h = 0; h < c.heads; ++h) {
+    float run_value = 0.0f;
+    for (std::int64_t j = 0; j < c.seq_k; ++j) {
+      float x = 0.0f;
+      switch (c.scores) {
+        case Scores::ties:
+        case Scores::non_finite:
+          x = static_cast<float>(rng() % 5) * 0.25f;
+          if (rng() % 97 == 0) x = -0.0f;
+          break;
+        case Scores::spread:
+          x = std::ldexp(u01(rng), -static_cast<int>(rng() % 31));
+          break;
+        case Scores::runs:
+          if (j % 50 == 0) run_value = static_cast<float>(1 + rng() % 8) * 0.125f;
+          x = run_value;
+          break;
+      }
+      cs[h * c.seq_k + j] = x;
+      in[h * c.seq_k + j] = x * u01(rng);
+    }
+  }
+  if (c.scores == Scores::non_finite) {
+    const float bad[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), -0.5f};
+    for (std::int64_t h = 1; h < std::min<std::int64_t>(c.heads, 4); ++h) cs[h * c.seq_k + c.seq_k / 2] = bad[h - 1];
+  }
+}
+
+void run_stage2_case(const Stage2Case& c, std::uint64_t seed) {
+  core::Problem p;
+  p.batch = 1;
+  p.seq_q = c.seq_q;
+  p.seq_k = c.seq_k;
+  p.q_heads = c.heads;
+  p.kv_heads = 1;
+  p.head_dim = 64;
+  p.causal = c.causal;
+  SampleConfig cfg;
+  cfg.alpha = c.alpha;
+  cfg.sink_tokens = c.sinks;
+  cfg.dense_tail = c.tail;
+  cfg.min_window = 4;
+  cuda::SelectPlan plan = cuda::make_plan(p, cfg);
+  if (c.chunk > 0) {
+    plan.stage2_chunk = c.chunk;
+    plan.stage2_blocks = (c.seq_k + c.chunk - 1) / c.chunk;
+  }
+  SCOPED_TRACE("stage 2: heads " + std::to_string(c.heads) + " Sk " + std::to_string(c.seq_k) + " chunk " +
+               std::to_string(plan.stage2_chunk) + " (" + std::to_string(plan.stage2_blocks) + " blocks) alpha " +
+               std::to_string(c.alpha) + " sinks " + std::to_string(c.sinks) + " scores " +
+               std::to_string(static_cast<int>(c.scores)) + " seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::vector<float> cs, in;
+  fill_scores(c, rng, cs, in);
+
+  const cuda::WorkspaceLayout layout = cuda::workspace_layout(plan);
+  test::DeviceBuffer buffer(layout.bytes);
+  const cuda::Workspace ws = cuda::carve_workspace(buffer.get(), layout.bytes, layout);
+  ASSERT_EQ(cudaMemcpy(ws.colscore, cs.data(), cs.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(ws.inside, in.data(), in.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+  const std::size_t words = static_cast<std::size_t>(c.heads * plan.bitmap_words);
+  ASSERT_EQ(cudaMemset(ws.bitmap, 0xff, words * sizeof(std::uint32_t)), cudaSuccess);
+  ASSERT_EQ(cudaMemset(ws.indices, 0xff, cs.size() * sizeof(std::int32_t)), cudaSuccess);
+
+  // Twice on the same workspace: the scratch is re-zeroed and the results, coverage included, repeat.
+  cuda::run_stage2(plan, ws, nullptr);
+  const Selection first = cuda::download_selection(plan, ws, nullptr);
+  cuda::run_stage2(plan, ws, nullptr);
+  const Selection got = cuda::download_selection(plan, ws, nullptr);
+  std::vector<std::uint32_t> bitmap(words);
+  ASSERT_EQ(cudaMemcpy(bitmap.data(), ws.bitmap, words * sizeof(std::uint32_t), cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_NO_THROW(got.validate());
+  EXPECT_EQ(first.indices, got.indices);
+
+  const float scale = cuda::stage2_fixed_scale(plan.num_sampled);
+  for (std::int64_t bh = 0; bh < c.heads; ++bh) {
+    SCOPED_TRACE("head " + std::to_string(bh));
+    const float* s = cs.data() + bh * c.seq_k;
+    const float* inside = in.data() + bh * c.seq_k;
+    const ExactChoice want = exact_choice(s, c.seq_k, c.alpha, c.sinks, scale);
+    const auto g = got.columns(bh);
+    const std::vector<std::int32_t> gv(g.begin(), g.end());
+    EXPECT_EQ(gv, want.columns);
+    EXPECT_EQ(got.stats[bh].kept_columns, static_cast<std::int64_t>(want.columns.size()));
+    EXPECT_EQ(got.window[bh], plan.window);
+    std::vector<std::uint32_t> want_bits(static_cast<std::size_t>(plan.bitmap_words), 0u);
+    for (std::int32_t j : want.columns) want_bits[j / 32] |= 1u << (j % 32);
+    const std::vector<std::uint32_t> got_bits(bitmap.begin() + bh * plan.bitmap_words,
+                                              bitmap.begin() + (bh + 1) * plan.bitmap_words);
+    EXPECT_EQ(got_bits, want_bits);
+    const core::EntryCount entries = core::count_entries(p, plan.window, plan.dense_tail, want.columns.data(),
+                                                         static_cast<std::int64_t>(want.columns.size()));
+    EXPECT_EQ(got.stats[bh].kept_entries, entries.kept);
+    const std::uint64_t first_bits = std::bit_cast<std::uint64_t>(first.stats[bh].sampled_coverage);
+    EXPECT_EQ(first_bits, std::bit_cast<std::uint64_t>(got.stats[bh].sampled_coverage));
+    if (want.bad) {
+      EXPECT_TRUE(std::isnan(got.stats[bh].sampled_coverage));
+      continue;
+    }
+    double total = 0.0, mass = 0.0;
+    std::size_t next = 0;
+    for (std::int64_t j = 0; j < c.seq_k; ++j) {
+      total += s[j];
+      const bool kept = next < want.columns.size() && want.columns[next] == j;
+      mass += kept ? s[j] : inside[j];
+      next += kept;
+    }
+    EXPECT_NEAR(got.stats[bh].sampled_coverage, total > 0.0 ? mass / total : 1.0, 1e-12);
+  }
+}
+
+// Many blocks per head on small inputs (also run under compute-sanitizer memcheck and racecheck).
+TEST_F(SelectCuda, Stage2SmallCasesForSanitizers) {
+  const std::uint64_t seed = test::test_seed();
+  const Stage2Case cases[] = {
+      {3, 1000, 1000, 64, 0.9, 5, 0, Scores::ties},  // 16 blocks per head, the last one 40 columns
+      {3, 1000, 1000, 64, 1.0, 0, 0, Scores::ties},       {3, 1000, 600, 96, 0.95, 3, 7, Scores::runs, false},
+      {2, 1, 1, 32, 0.95, 0, 0, Scores::spread},          {2, 1, 1, 0, 0.95, 3, 0, Scores::ties},
+      {2, 17, 17, 32, 0.95, 0, 0, Scores::spread},        {2, 17, 17, 0, 0.5, 2, 0, Scores::ties},
+      {4, 2000, 2000, 96, 0.8, 2, 0, Scores::non_finite}, {4, 2000, 2000, 0, 1.0, 0, 0, Scores::non_finite},
+  };
+  for (const Stage2Case& c : cases) run_stage2_case(c, seed);
+}
+
+TEST_F(SelectCuda, Stage2MatchesExactRule) {
+  const std::uint64_t seed = test::test_seed();
+  const Stage2Case cases[] = {
+      {2, 20000, 20000, 0, 0.95, 0, 0, Scores::runs},    // the plan's split: 10 blocks of 2048
+      {1, 20000, 20000, 32, 0.95, 4, 0, Scores::runs},   // 625 blocks: the last blocks' scans take 3 rounds
+      {2, 50000, 50000, 6144, 0.5, 0, 0, Scores::ties},  // 3 ordered-pass tiles per block, partial ones
+      {2, 50000, 50000, 6144, 0.999999, 0, 0, Scores::spread},
+      {4, 300001, 300001, 0, 0.95, 4, 100, Scores::spread, false},  // plan: 4096 columns, 74 blocks per head
+      {4, 300001, 300001, 0, 0.9, 0, 0, Scores::ties},
+  };
+  for (const Stage2Case& c : cases) run_stage2_case(c, seed);
+}
+
 // Host-side planning (no GPU needed): the numbers the kernels are launched with.
 TEST(SelectPlanHost, KeyChunkAndPlanFollowTheCoreSchedule) {
   EXPECT_EQ(cuda::stage1_key_chunk(1), 4096);
@@ -205,6 +411,17 @@ TEST(SelectPlanHost, KeyChunkAndPlanFollowTheCoreSchedule) {
   EXPECT_EQ(cuda::stage1_key_chunk(100000), 6272);  // ceil(100000 / 16) = 6250 -> next multiple of 64
   for (std::int64_t sk : {1, 17, 4097, 131072, 1000003})
     EXPECT_LE((sk + cuda::stage1_key_chunk(sk) - 1) / cuda::stage1_key_chunk(sk), 16);
+  EXPECT_EQ(cuda::stage2_chunk(32, 32768), 2048);
+  EXPECT_EQ(cuda::stage2_chunk(32, 131072), 8192);
+  EXPECT_EQ(cuda::stage2_chunk(1, 1 << 20), 2048);
+  EXPECT_EQ(cuda::stage2_chunk(4, 300001), 4096);  // ceil(1200004 / 512) = 2344 -> next multiple of 2048
+  EXPECT_EQ(cuda::stage2_chunk(1, 1), 2048);
+  for (std::int64_t heads : {1, 8, 32, 4096})
+    for (std::int64_t sk : {1, 17, 4097, 131072, (1 << 20) + 3}) {
+      const std::int64_t chunk = cuda::stage2_chunk(heads, sk);
+      EXPECT_EQ(chunk % 2048, 0);
+      EXPECT_LE(heads * ((sk + chunk - 1) / chunk), 512 + heads);
+    }
 
   core::Problem p;
   p.batch = 2;
@@ -223,22 +440,31 @@ TEST(SelectPlanHost, KeyChunkAndPlanFollowTheCoreSchedule) {
   EXPECT_EQ(plan.dense_tail, 1000);
   EXPECT_EQ(plan.dense_tail_config, 5000);
   EXPECT_EQ(plan.bitmap_words, 129);
+  EXPECT_EQ(plan.stage2_chunk, 2048);  // 16 * 4097 / 512 rounds up to one tile
+  EXPECT_EQ(plan.stage2_blocks, 3);
   const core::EntryCount base = core::count_entries(p, plan.window, plan.dense_tail, nullptr, 0);
   EXPECT_EQ(plan.base_entries, base.kept);
   EXPECT_EQ(plan.visible_entries, base.visible);
 
   const cuda::WorkspaceLayout l = cuda::workspace_layout(plan);
-  const std::size_t offsets[] = {l.part_m,  l.part_l, l.lse2,   l.colscore, l.inside, l.indices,
-                                 l.offsets, l.counts, l.window, l.bitmap,   l.stats};
+  const std::size_t offsets[] = {l.part_m, l.part_l, l.lse2,   l.colscore, l.inside,       l.indices,      l.offsets,
+                                 l.counts, l.window, l.bitmap, l.stats,    l.stage2_heads, l.stage2_blocks};
   for (std::size_t i = 0; i < std::size(offsets); ++i) {
     EXPECT_EQ(offsets[i] % 256, 0u);
     if (i > 0) EXPECT_GT(offsets[i], offsets[i - 1]);
   }
-  EXPECT_GE(l.bytes, l.stats + 16 * sizeof(cuda::DeviceHeadStats));
+  EXPECT_GE(l.stage2_heads, l.stats + 16 * sizeof(cuda::DeviceHeadStats));
+  EXPECT_GE(l.stage2_blocks, l.stage2_heads + 16 * sizeof(cuda::Stage2Head));
+  EXPECT_GE(l.bytes, l.stage2_blocks + 16 * 3 * sizeof(cuda::Stage2Block));
   EXPECT_GE(l.indices - l.inside, 16u * 4097 * sizeof(float));
   alignas(256) static unsigned char small[512];
   EXPECT_THROW(cuda::carve_workspace(small, sizeof(small), l), Error);
   EXPECT_THROW(cuda::carve_workspace(small + 8, l.bytes, l), Error);
+  cuda::SelectPlan odd = plan;
+  odd.stage2_chunk = 100;  // not a multiple of 32
+  EXPECT_THROW(cuda::workspace_layout(odd), Error);
+  odd.stage2_chunk = 96;  // 43 blocks, not 3
+  EXPECT_THROW(cuda::workspace_layout(odd), Error);
 }
 
 }  // namespace
