@@ -4,15 +4,19 @@
 // issues one m64n64 product per tile.
 //   pass 1 (lse_kernel_sm90):    A = 128 gathered sampled query rows (registers, loaded once by ldmatrix),
 //                                B = 64-key tiles [64, d] of the chunk, 128-byte swizzled (K-major), cp.async
-//                                three tiles ahead; online max / sum per row as on sm_80.
+//                                three tiles ahead; online sum per row against a lazily updated reference
+//                                max (no max reduction per tile, see kLazyLimit).
 //   pass 2 (colsum_kernel_sm90): A = 128 keys (registers), B = 64 sampled queries [64, d] per tile, swizzled
 //                                (K-major: d contiguous); per tile and warp one of three paths: every query
 //                                sees the warp's 16 keys outside its band (sum only), every query sees them
 //                                inside its band (sum into both scores), or the per-score tests of sm_80.
 // Several warpgroups per SM (two blocks of two) let one warpgroup's exp2 work (MUFU) run while another's
-// product runs on the tensor cores: per score both cost 1/16 clock per SM. Per tile the loop issues ~300
-// instructions per thread (32 scores): copies with precomputed addresses, descriptors as base + constant,
-// mask compares only on tiles that cross a row end (bench/NOTES.md, v4).
+// product runs on the tensor cores: per score both cost 1/16 clock per SM, and the loop is bound by its
+// instruction count more than by either unit (bench/NOTES.md, v4). Per tile pass 1 issues ~200 instructions
+// per thread (32 scores; v4: ~300): whole-tile copies without row tests, B descriptors in uniform registers,
+// no max reduction, mask compares only on tiles that cross a row end. Overlapping tile t + 1's product with
+// tile t's exp2 inside the warpgroup (two accumulator sets, A from shared memory) measured 3% slower in
+// pass 1 and 12-16% slower in pass 2 than these one-set loops.
 // Launched only on compute capability 9.0 with the sm_90a cubin (stage1_sm90_runnable); other targets
 // compile an empty body.
 #pragma once
@@ -33,6 +37,12 @@ constexpr int kThreadsSm90 = 256;  // two warpgroups
 // Streamed tiles in flight: tile t is read while t + 1 .. t + 3 load (one commit group per tile). Measured
 // against loading pairs of tiles one pair ahead (one wait and barrier per pair): 4% faster at 128K.
 constexpr int kStagesSm90 = 4;
+// Pass 1 exponentiates a tile against the row's reference max (the largest score seen when it was last set)
+// instead of the tile's own max, so no max is reduced per tile. A thread's sum over its 16 scores of one row
+// and tile at or above 2^30 (a score more than ~26 above the reference, the row's first visible tile: reference
+// -inf, or a NaN) sends that row and tile through the exact step (tile max, rescale, new reference). Below it no
+// partial sum can overflow: < 2^30 per tile, at most 2^9 tiles per chunk.
+constexpr float kLazyLimit = 1073741824.0f;
 
 // Pass 1: 4 x [64][d] swizzled key tiles, then the [128][d + 8] query tile; +1 KiB to align the swizzle
 // (99 KiB at d = 128: two blocks per SM).
@@ -68,12 +78,31 @@ __device__ __forceinline__ void product_64x64(float (&acc)[8][4], const std::uin
   sm90::fence_operand(acc);
 }
 
+// The same product for a B tile at shared address b_addr, by the low words of its descriptors
+// (sm90::wgmma_m64n64k16_rs_sw128): for a warp-uniform address they stay in uniform registers, one add per
+// k-step. Used by pass 1 (measured there; pass 2 keeps the 64-bit form of v4).
+template <typename T, int D>
+__device__ __forceinline__ void product_64x64_sw128(float (&acc)[8][4], const std::uint32_t (&a)[D / 16][4],
+                                                    std::uint32_t b_addr) {
+  const std::uint32_t b_lo = (b_addr >> 4) | (1u << 16);  // address / 16, leading-byte offset 16 bytes
+  sm90::wgmma_fence();
+  sm90::wgmma_m64n64k16_rs_sw128<T, false>(acc, a[0], b_lo);
+#pragma unroll
+  for (int kk = 1; kk < D / 16; ++kk)
+    sm90::wgmma_m64n64k16_rs_sw128<T, true>(acc, a[kk], b_lo + (((kk >> 2) * 64 * 128 + (kk & 3) * 32) >> 4));
+  sm90::wgmma_commit();
+  sm90::wgmma_wait<0>();
+  sm90::fence_operand(acc);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Pass 1, block = the 128 flat rows of select_stage1.cuh's lse_kernel (same partial layout); warp w owns rows
 // 16 w .. 16 w + 15 (warpgroup w / 4 the m64 tile 64 (w / 4)). blockIdx.x = (chunk * Hkv + kvh) * row tiles +
 // rank: the blocks that run together read the same 64-key tiles (one KV head's chunk, L2-resident) instead
 // of every chunk of every head at once (256 MB of K at 128K: each block then streamed it from DRAM).
 // Each block covers at most key_chunk keys, so this order keeps the tail short.
+// Each thread keeps its own reference max per row (kLazyLimit); the quad's four (max, sum) pairs of a row are
+// combined once, at the end.
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1Args a) {
 #if SAMPLEATTN_SM90A
@@ -106,23 +135,27 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
   load_sampled_queries<T, D, kThreadsSm90>(qs, qbase, a, f0, flat_total, kvh);
   // Key tile `tile` of the chunk into stage `buf`, rows past Sk as zeros (their scores are masked). The thread
   // copies chunk `ch` of rows row0 + kRowStep * it: rows 8 apart share the swizzle, so the shared offsets are
-  // one base plus multiples of kRowStep * 128 bytes, and the per-tile work is a few instructions per copy.
+  // one base plus multiples of kRowStep * 128 bytes, and the per-tile work is a few instructions per copy;
+  // tiles that end before Sk skip the row tests.
   constexpr int kRowStep = kThreadsSm90 / kChunks, kIters = kLseKeys / kRowStep;
   static_assert(kRowStep % 8 == 0, "rows of one thread share the swizzle phase");
   const int ch = tid % kChunks, row0 = tid / kChunks;
   const std::uint32_t k_dst = smem_addr(ks) + sm90::sw128_offset<kLseKeys>(row0, ch) * 2;
   const T* k_src = kbase + (key_lo + row0) * a.k_stride[1] + ch * 8;
-  const std::int64_t k_step = kRowStep * a.k_stride[1];
-  auto load_tile = [&](std::int64_t tile, int buf) {
-    const std::int64_t j = key_lo + tile * kLseKeys + row0;
-    const std::int64_t left = a.seq_k - j;  // this thread's rows it * kRowStep < left exist
-    const T* src = k_src + tile * kLseKeys * a.k_stride[1];
-    if (a.aligned) {
+  const std::int64_t k_step = kRowStep * a.k_stride[1], k_tile_step = kLseKeys * a.k_stride[1];
+  const int rows_left = static_cast<int>(a.seq_k - key_lo - row0);  // Sk < 2^31
+  auto load_tile = [&](int tile, int buf) {
+    const int left = rows_left - tile * kLseKeys;  // this thread's rows it * kRowStep < left exist
+    const T* src = k_src + tile * k_tile_step;
+    const std::uint32_t dst = k_dst + buf * kTileElems * 2;
+    if (a.aligned && left > (kIters - 1) * kRowStep) {
+#pragma unroll
+      for (int it = 0; it < kIters; ++it) sm80::cp_async_16(dst + it * kRowStep * 128, src + it * k_step, true);
+    } else if (a.aligned) {
 #pragma unroll
       for (int it = 0; it < kIters; ++it) {
         const bool valid = it * kRowStep < left;
-        sm80::cp_async_16(k_dst + (buf * kTileElems + it * kRowStep * 64) * 2, valid ? src + it * k_step : kbase,
-                          valid);
+        sm80::cp_async_16(dst + it * kRowStep * 128, valid ? src + it * k_step : kbase, valid);
       }
     } else {
 #pragma unroll
@@ -133,7 +166,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
       }
     }
   };
-  const std::int64_t num_tiles = (end_max - key_lo + kLseKeys - 1) / kLseKeys;
+  const int num_tiles = static_cast<int>((end_max - key_lo + kLseKeys - 1) / kLseKeys);
   // Commit group s holds tile s (group 0 also the query tile); a group is committed every iteration, empty
   // or not, so that "at most kStagesSm90 - 2 pending" always means "tile t landed".
 #pragma unroll
@@ -162,18 +195,18 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
     l[hf] = 0.0f;
   }
 
-  const std::uint64_t k_desc = sm90::sw128_desc(smem_addr(ks), 16, 1024);
-  for (std::int64_t tile = 0; tile < num_tiles; ++tile) {
-    const int buf = static_cast<int>(tile % kStagesSm90);
+  const std::uint32_t k_addr = smem_addr(ks);
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    const int buf = tile % kStagesSm90;
     cp_async_wait<kStagesSm90 - 2>();
     sm90::fence_proxy_async();
     __syncthreads();  // tile landed and visible to wgmma; stage of tile - 1 is read by nobody now
     if (tile + kStagesSm90 - 1 < num_tiles)
-      load_tile(tile + kStagesSm90 - 1, static_cast<int>((tile + kStagesSm90 - 1) % kStagesSm90));
+      load_tile(tile + kStagesSm90 - 1, (tile + kStagesSm90 - 1) % kStagesSm90);
     cp_async_commit();
     float acc[8][4];
-    product_64x64<T, D>(acc, qa, k_desc + buf * (kTileElems * 2 / 16));
-    const int j0 = static_cast<int>(key_lo + tile * kLseKeys);
+    product_64x64_sw128<T, D>(acc, qa, k_addr + buf * kTileElems * 2);
+    const int j0 = static_cast<int>(key_lo) + tile * kLseKeys;
     const bool masked = j0 + kLseKeys > warp_end_min;
     if (masked) {  // warp-uniform: the other tiles skip the compares
 #pragma unroll
@@ -186,36 +219,45 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
     }
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
-      float mx = -kInf;
-#pragma unroll
-      for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) mx = fmaxf(mx, acc[nt][hf * 2 + e]);
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      // Raw scores times scale_log2 (> 0) keep their order, so the max is taken before scaling.
-      const float m_new = fmaxf(m[hf], mx * a.scale_log2);
-      const float m_use = m_new == -kInf ? 0.0f : m_new;
       float sum = 0.0f;
 #pragma unroll
       for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-        for (int e = 0; e < 2; ++e) sum += ex2(fmaf(acc[nt][hf * 2 + e], a.scale_log2, -m_use));
-      l[hf] = l[hf] * ex2(m[hf] - m_use) + sum;
-      m[hf] = m_new;
+        for (int e = 0; e < 2; ++e) sum += ex2(fmaf(acc[nt][hf * 2 + e], a.scale_log2, -m[hf]));
+      if (!(sum < kLazyLimit)) {
+        float mx = -kInf;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) mx = fmaxf(mx, acc[nt][hf * 2 + e]);
+        // Raw scores times scale_log2 (> 0) keep their order, so the max is taken before scaling.
+        const float m_new = fmaxf(m[hf], mx * a.scale_log2);
+        const float m_use = m_new == -kInf ? 0.0f : m_new;
+        sum = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) sum += ex2(fmaf(acc[nt][hf * 2 + e], a.scale_log2, -m_use));
+        l[hf] *= ex2(m[hf] - m_use);
+        m[hf] = m_new;
+      }
+      l[hf] += sum;
     }
   }
 
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf) {
-    float s = l[hf];
+    float mq = fmaxf(m[hf], __shfl_xor_sync(0xffffffffu, m[hf], 1));
+    mq = fmaxf(mq, __shfl_xor_sync(0xffffffffu, mq, 2));
+    // Each thread's sum rescaled to the quad's max (-inf: every sum is 0, and so is the partial).
+    float s = mq == -kInf ? 0.0f : l[hf] * ex2(m[hf] - mq);
     s += __shfl_xor_sync(0xffffffffu, s, 1);
     s += __shfl_xor_sync(0xffffffffu, s, 2);
     const std::int64_t f = f0 + r0 + hf * 8 + lane / 4;
     if (lane % 4 == 0 && f < flat_total) {
       const std::int64_t h = kvh * group + f % group;
       const std::int64_t at = (chunk * a.batch * a.q_heads + b * a.q_heads + h) * n + f / group;
-      a.part_m[at] = m[hf];
+      a.part_m[at] = mq;
       a.part_l[at] = s;
     }
   }
