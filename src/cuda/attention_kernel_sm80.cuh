@@ -61,50 +61,56 @@ __device__ __forceinline__ std::uint64_t bit_range(int a, int b) {
   return low(b) & ~low(a);
 }
 
-// Drops the entries of S that the mask excludes (-inf). Per row, the kept keys of the 64-key tile are built
-// as one 64-bit word (visible range & (band range | column bits), or the valid slots of a gathered tile),
-// so that each element costs one bit test: dj = 8 nt + 2 (lane % 4) + e. Contiguous tile at key n0; bits:
-// the column bitmap of keys n0 .. n0 + 63 (sparse). See attention_plan.cuh for the mask.
+// Drops the entries of S that the mask excludes (-inf). Per row, the kept keys of each 64 keys of the tile are
+// built as one 64-bit word (visible range & (band range | column bits), or the valid slots of a gathered
+// tile), so that each element costs one bit test: dj = 8 nt + 2 (lane % 4) + e. Contiguous tile at key n0;
+// bits[w]: the column bitmap of keys n0 + 64 w .. n0 + 64 w + 63 (sparse). See attention_plan.cuh for the mask.
 template <typename Cfg, int kBlockN>
 __device__ __forceinline__ void apply_mask(float (&s)[Cfg::kNTiles][4], const KernelArgs& a,
                                            const TilePlan<kBlockN>& pl, const TileRef& tr, std::int64_t row0,
-                                           std::uint32_t bits0, std::uint32_t bits1) {
-  static_assert(kBlockN == 64, "one 64-bit keep word per row");
+                                           const std::uint64_t (&bits)[kBlockN / 64]) {
+  constexpr int kWords = kBlockN / 64;
+  static_assert(kBlockN % 64 == 0 && Cfg::kNTiles == kBlockN / 8, "64-bit keep words over the tile");
   const int col = 2 * (threadIdx.x & 3);
   auto clamp64 = [](std::int64_t x) -> int { return static_cast<int>(x < 0 ? 0 : (x > 64 ? 64 : x)); };
-  std::uint64_t keep[2];
+  std::uint64_t keep[2][kWords];
   if (tr.gather) {
-    keep[0] = keep[1] = bit_range(0, tr.end - tr.base < kBlockN ? tr.end - tr.base : kBlockN);
+    const int n = tr.end - tr.base < kBlockN ? tr.end - tr.base : kBlockN;
+#pragma unroll
+    for (int w = 0; w < kWords; ++w) keep[0][w] = keep[1][w] = bit_range(0, clamp64(n - 64 * w));
   } else {
-    const std::int64_t n0 = tr.base;
-    const std::uint64_t bits = (static_cast<std::uint64_t>(bits1) << 32) | bits0;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const std::int64_t r = row0 + 8 * i;  // absolute query row
       const std::int64_t p = a.seq_k - a.seq_q + r;
       const std::int64_t end = a.causal && p + 1 < a.seq_k ? p + 1 : a.seq_k;  // visible keys: j < end
-      std::uint64_t k = bit_range(0, clamp64(end - n0));
-      if (pl.sparse && !(pl.tail_mode && r >= pl.tail_row)) {
-        const std::int64_t w = pl.window;
-        const std::int64_t band_end = a.causal ? p + 1 : p + w;  // band: p - w < j < band_end
-        k &= bit_range(clamp64(p - w + 1 - n0), clamp64(band_end - n0)) | bits;
+      const bool banded = pl.sparse && !(pl.tail_mode && r >= pl.tail_row);
+      const std::int64_t w_band = pl.window;
+      const std::int64_t band_end = a.causal ? p + 1 : p + w_band;  // band: p - w < j < band_end
+#pragma unroll
+      for (int w = 0; w < kWords; ++w) {
+        const std::int64_t n0 = tr.base + 64 * w;
+        std::uint64_t k = bit_range(0, clamp64(end - n0));
+        if (banded) k &= bit_range(clamp64(p - w_band + 1 - n0), clamp64(band_end - n0)) | bits[w];
+        keep[i][w] = k;
       }
-      keep[i] = k;
     }
   }
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const std::uint64_t k = keep[i] >> col;
-    const std::uint32_t lo = static_cast<std::uint32_t>(k), hi = static_cast<std::uint32_t>(k >> 32);
+  for (int i = 0; i < 2; ++i)
 #pragma unroll
-    for (int nt = 0; nt < Cfg::kNTiles; ++nt)
+    for (int w = 0; w < kWords; ++w) {
+      const std::uint64_t k = keep[i][w] >> col;
+      const std::uint32_t lo = static_cast<std::uint32_t>(k), hi = static_cast<std::uint32_t>(k >> 32);
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int bit = nt * 8 + e;  // a constant: the lane's column offset is already shifted out
-        const std::uint32_t word = bit < 32 ? lo : hi;
-        if (((word >> (bit & 31)) & 1u) == 0u) s[nt][2 * i + e] = -INFINITY;
-      }
-  }
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int bit = nt * 8 + e;  // a constant: the lane's column offset is already shifted out
+          const std::uint32_t word = bit < 32 ? lo : hi;
+          if (((word >> (bit & 31)) & 1u) == 0u) s[8 * w + nt][2 * i + e] = -INFINITY;
+        }
+    }
 }
 
 template <typename Elem, int kD>
@@ -273,9 +279,11 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, Config<Elem, kD>::
     const bool masked = tr.gather ? tr.end - tr.base < kBlockN : span_tile_needs_mask(pl, a, tr.base);
 #pragma unroll
     for (int mi = 0; mi < kMT; ++mi) {
-      if (masked)
-        apply_mask<Cfg>(s[mi], a, pl, tr, row0 + 16 * mi, pl.sparse ? bits_s[t & 3][0] : 0u,
-                        pl.sparse ? bits_s[t & 3][1] : 0u);
+      if (masked) {
+        const std::uint64_t bits[1] = {
+            pl.sparse ? (static_cast<std::uint64_t>(bits_s[t & 3][1]) << 32) | bits_s[t & 3][0] : 0ull};
+        apply_mask<Cfg>(s[mi], a, pl, tr, row0 + 16 * mi, bits);
+      }
       softmax[mi].update(s[mi], o[mi], a.scale_log2);
     }
 

@@ -28,6 +28,11 @@
 #include "cuda/ptx_sm90.cuh"
 #include "cuda/sm90_check.h"
 
+// SAMPLEATTN_SM90_WS=1 builds the warp-specialised kernel (attention_kernel_sm90_ws.cuh) instead.
+#ifndef SAMPLEATTN_SM90_WS
+#define SAMPLEATTN_SM90_WS 0
+#endif
+
 namespace sampleattn::cuda::sm90 {
 
 template <typename Elem, int kD, int kWarpGroups>
@@ -238,9 +243,11 @@ __global__ void __launch_bounds__(Config<Elem, kD, kWarpGroups>::kThreads, Confi
 
     const sm80::TileRef tr = sm80::tile_ref(pl, t);
     const bool masked = tr.gather ? tr.end - tr.base < kBlockN : sm80::span_tile_needs_mask(pl, a, tr.base);
-    if (masked)
-      sm80::apply_mask<Cfg>(s, a, pl, tr, row0, pl.sparse ? bits_s[t % kSlots][0] : 0u,
-                            pl.sparse ? bits_s[t % kSlots][1] : 0u);
+    if (masked) {
+      const std::uint64_t bits[1] = {
+          pl.sparse ? (static_cast<std::uint64_t>(bits_s[t % kSlots][1]) << 32) | bits_s[t % kSlots][0] : 0ull};
+      sm80::apply_mask<Cfg>(s, a, pl, tr, row0, bits);
+    }
     softmax.scores(s, alpha, a.scale_log2);
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
@@ -307,11 +314,23 @@ __global__ void __launch_bounds__(Config<Elem, kD, kWarpGroups>::kThreads, Confi
 #endif
 }
 
+}  // namespace sampleattn::cuda::sm90
+
+#if SAMPLEATTN_SM90_WS
+#include "cuda/attention_kernel_sm90_ws.cuh"
+#endif
+
+namespace sampleattn::cuda::sm90 {
+
 // Whether this instance runs here (compute capability 9.0, sm_90a code; see sm90_check.h).
 template <typename Elem, int kD>
 bool attention_sm90_runnable() {
+#if SAMPLEATTN_SM90_WS
+  return attention_sm90_ws_runnable<Elem, kD>();
+#else
   static Sm90Check check;
   return check.runnable(attention_kernel_sm90<Elem, kD, 1>, attention_kernel_sm90<Elem, kD, 2>);
+#endif
 }
 
 template <typename Elem, int kD, int kWarpGroups>
@@ -328,6 +347,9 @@ cudaError_t launch_instance(const KernelArgs& a, std::int64_t batch, cudaStream_
 // a.block_m (64 or 128, chosen by the host) picks the instance.
 template <typename Elem, int kD>
 cudaError_t launch_attention_sm90(const KernelArgs& a, std::int64_t batch, cudaStream_t stream) {
+#if SAMPLEATTN_SM90_WS
+  return launch_attention_sm90_ws<Elem, kD>(a, batch, stream);
+#endif
   return a.block_m == 64 ? launch_instance<Elem, kD, 1>(a, batch, stream) : launch_instance<Elem, kD, 2>(a, batch, stream);
 }
 

@@ -17,6 +17,15 @@ namespace sampleattn::cuda {
 namespace {
 
 constexpr std::int64_t kMinBlockM = 64;  // fewest query rows per thread block (attention_kernel_sm90.cuh)
+#ifndef SAMPLEATTN_SM90_DENSE_N
+#define SAMPLEATTN_SM90_DENSE_N 128
+#endif
+#ifndef SAMPLEATTN_SM90_SPARSE_N
+#define SAMPLEATTN_SM90_SPARSE_N 64
+#endif
+// Keys per tile of the warp-specialised sm_90 kernel with 128-row blocks, dense and sparse (bench/NOTES.md).
+constexpr std::int64_t kDenseBlockN = SAMPLEATTN_SM90_DENSE_N;
+constexpr std::int64_t kSparseBlockN = SAMPLEATTN_SM90_SPARSE_N;
 
 using Launcher = cudaError_t (*)(const KernelArgs&, std::int64_t, cudaStream_t);
 
@@ -110,6 +119,8 @@ void run_attention(const AttentionParams& p, void* stream) {
   const Launcher launch = sm90 != nullptr ? sm90 : select_sm80(p.dtype, p.head_dim);
   const bool small_window = p.col_indices != nullptr && p.window_hint > 0 && p.window_hint <= kSmallWindowRows;
   const std::int64_t block_m = sm90 != nullptr && small_window ? 64 : 128;
+  const bool sparse = p.col_indices != nullptr;
+  const std::int64_t block_n = sm90 == nullptr || small_window ? 64 : (sparse ? kSparseBlockN : kDenseBlockN);
   const std::int64_t m_tiles = (p.seq_q + block_m - 1) / block_m;
 
   KernelArgs a;
@@ -129,6 +140,7 @@ void run_attention(const AttentionParams& p, void* stream) {
   a.q_heads = p.q_heads;
   a.group = p.q_heads / p.kv_heads;
   a.block_m = block_m;
+  a.block_n = block_n;
   a.num_m_tiles = m_tiles;
   a.scale_log2 = p.scale * 1.4426950408889634f;
   a.causal = p.causal;

@@ -62,6 +62,16 @@ __device__ __forceinline__ void wgmma_wait_after(std::uint32_t (&r)[4][4]) {
                : "n"(kPending)
                : "memory");
 }
+// The same for P of a 128-key tile (eight k-steps): empty volatile statements that use each register keep
+// the compiler from sinking their computation below the (volatile) wait.
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait_after(std::uint32_t (&r)[8][4]) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
+  wgmma_wait<kPending>();
+}
 // Makes this thread's shared-memory writes through the generic proxy (st.shared, cp.async) visible to the
 // async proxy that wgmma reads through; issue after the copies landed, before the barrier.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
@@ -88,6 +98,9 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[16][4], const std
 template <typename Elem>
 __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[8][4], std::uint64_t desc_a, std::uint64_t desc_b,
                                                  int accumulate);
+template <typename Elem>
+__device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[16][4], std::uint64_t desc_a, std::uint64_t desc_b,
+                                                  int accumulate);
 
 // The instances, written once by macro: the accumulator operands of an m64nN tile are %0 .. %(N/2 - 1),
 // followed by A (four registers or a descriptor), B's descriptor and the accumulate flag.
@@ -135,6 +148,20 @@ SA_WGMMA_RS_N128(__half, "f16", 1)
 SA_WGMMA_SS_N64(__nv_bfloat16, "bf16")
 SA_WGMMA_SS_N64(__half, "f16")
 
+// SS, N = 128: A and B descriptors (%64, %65), accumulate flag %66, both operands K-major.
+#define SA_WGMMA_SS_N128(ELEM, TYPE)                                                                             \
+  template <>                                                                                                  \
+  __device__ __forceinline__ void wgmma_m64n128k16_ss<ELEM>(float(&d)[16][4], std::uint64_t desc_a,            \
+                                                            std::uint64_t desc_b, int accumulate) {            \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\nwgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE  \
+                 "." TYPE " {" SA_WGMMA_REGS_N128 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"                             \
+                 : SA_WGMMA_ACC_N128(d)                                                                         \
+                 : "l"(desc_a), "l"(desc_b), "r"(accumulate));                                                  \
+  }
+SA_WGMMA_SS_N128(__nv_bfloat16, "bf16")
+SA_WGMMA_SS_N128(__half, "f16")
+
+#undef SA_WGMMA_SS_N128
 #undef SA_WGMMA_SS_N64
 #undef SA_WGMMA_RS_N128
 #undef SA_WGMMA_RS_N64
