@@ -30,8 +30,9 @@ struct Stage1Args {
   bool aligned = true;            // q and k rows start on 16-byte boundaries (cp.async); else plain loads
   std::int64_t key_chunk = 4096;  // pass 1 splits each row's keys into chunks of this many (a multiple of 64)
   std::int64_t num_chunks = 1;    // ceil(Sk / key_chunk)
-  float* part_m = nullptr;        // [num_chunks, B * Hq, n]: pass 1 partial max (log2 units) per key chunk
-  float* part_l = nullptr;        // [num_chunks, B * Hq, n]: pass 1 partial sum of 2^(s - part_m)
+  float* part_m = nullptr;        // [num_chunks, B * Hq, n]: pass 1 reference (log2 units) per key chunk, at
+                                  // most the chunk's max (sm_90a pass 1 exponentiates lazily; any works)
+  float* part_l = nullptr;        // [num_chunks, B * Hq, n]: pass 1 partial sum of 2^(s - part_m), < 2^51
   float* lse2 = nullptr;          // [B * Hq, n]: log2-sum-exp2 of each sampled row (combined, read by pass 2)
   float* colscore = nullptr;      // [B * Hq, Sk]: sum over sampled rows of P[row, j]
   float* inside = nullptr;        // [B * Hq, Sk]: the part of colscore inside the rows' bands or dense tail

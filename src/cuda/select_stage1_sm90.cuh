@@ -41,7 +41,7 @@ constexpr int kStagesSm90 = 4;
 // instead of the tile's own max, so no max is reduced per tile. A thread's sum over its 16 scores of one row
 // and tile at or above 2^30 (a score more than ~26 above the reference, the row's first visible tile: reference
 // -inf, or a NaN) sends that row and tile through the exact step (tile max, rescale, new reference). Below it no
-// partial sum can overflow: < 2^30 per tile, at most 2^9 tiles per chunk.
+// partial sum can overflow: < 2^30 per tile, at most 2^21 tiles per chunk (seq_k < 2^31), so < 2^51.
 constexpr float kLazyLimit = 1073741824.0f;
 
 // Pass 1: 4 x [64][d] swizzled key tiles, then the [128][d + 8] query tile; +1 KiB to align the swizzle
@@ -249,8 +249,9 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
   for (int hf = 0; hf < 2; ++hf) {
     float mq = fmaxf(m[hf], __shfl_xor_sync(0xffffffffu, m[hf], 1));
     mq = fmaxf(mq, __shfl_xor_sync(0xffffffffu, mq, 2));
-    // Each thread's sum rescaled to the quad's max (-inf: every sum is 0, and so is the partial).
-    float s = mq == -kInf ? 0.0f : l[hf] * ex2(m[hf] - mq);
+    // Each thread's sum rescaled to the quad's max. mq = -inf: every sum is 0 or NaN (fmaxf skips NaN, so a
+    // thread that saw only NaN or masked scores keeps m = -inf); passing l on keeps a NaN in the partial.
+    float s = mq == -kInf ? l[hf] : l[hf] * ex2(m[hf] - mq);
     s += __shfl_xor_sync(0xffffffffu, s, 1);
     s += __shfl_xor_sync(0xffffffffu, s, 2);
     const std::int64_t f = f0 + r0 + hf * 8 + lane / 4;
