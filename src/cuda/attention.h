@@ -2,10 +2,10 @@
 // Layout of every tensor: [batch, seq, heads, head_dim] with int64 element strides; the head_dim stride
 // must be 1. Rows that start on 16-byte boundaries (base pointer 16-byte aligned, batch / seq / head
 // strides multiples of 8) take the cp.async path; other strides work through a slower plain-load path.
-// Kernels: src/cuda/attention_kernel_sm90.cuh (wgmma; compute capability 9.0 with the sm_90a cubin) and
-// src/cuda/attention_kernel_sm80.cuh (mma.sync; every other GPU of compute capability 8.0 or newer, or any
-// GPU with SAMPLEATTN_CUDA_KERNELS=sm80); one thread block per 128 (or, sm_90 small windows, 64) query
-// rows of one head. Plan of the sparse key runs: src/cuda/attention_plan.cuh; measurements: bench/NOTES.md.
+// Kernels: src/cuda/attention_kernel_sm90.cuh (wgmma, mbarriers, a producer warpgroup; compute capability 9.0
+// with the sm_90a cubin) and src/cuda/attention_kernel_sm80.cuh (mma.sync; every other GPU of compute
+// capability 8.0 or newer, or any GPU with SAMPLEATTN_CUDA_KERNELS=sm80); one thread block per 128 (or, sm_90
+// small windows, 64) query rows of one head. Plan of the sparse key runs: src/cuda/attention_plan.cuh; measurements: bench/NOTES.md.
 #pragma once
 
 #include <cstdint>

@@ -1,19 +1,23 @@
-// The sm_90a attention kernel (Hopper: wgmma), dense and sparse, over the same tile plan as the sm_80 kernel
-// (attention_plan.cuh). One thread block of kWarpGroups warpgroups per (query tile of 64 kWarpGroups rows,
-// query head, batch); warpgroup g owns rows 64 g .. 64 g + 63, each of its warps 16 of them. Two warpgroups
-// (128-row tiles, one block per SM) is the default; one warpgroup (64-row tiles, two blocks per SM) halves
-// the keys wasted at the band edges of small windows and lets one block's start overlap another's work.
-//   Q tile   [64 kWarpGroups, d] -> shared memory, 128-byte swizzled (ptx_sm90.cuh): the A operand of Q K^T.
-//   K/V      [64, d] tiles, 128-byte swizzled, filled by cp.async one tile ahead (K in 2 stages, V in 3: V of
-//            tile t - 1 is still read while tile t + 1 lands); gathered tiles read the kept columns' rows
-//            by index, as on sm_80.
-//   S = Q K^T  wgmma m64n64k16 (A = Q, B = K tile, both K-major in shared memory), fp32 [64, 64] per warpgroup;
-//   O += P V   wgmma m64n{d}k16 (A = P in registers, B = V tile, MN-major), fp32 [64, d] per warpgroup.
-// Per tile t a warpgroup issues S_t = Q K_t^T, then O += P_{t-1} V_{t-1}, waits for S_t only, and runs the
-// mask and softmax of tile t while the tensor cores still work on P_{t-1} V_{t-1}; then it waits for that
-// product and rescales O. Bench results and the versions tried: bench/NOTES.md.
+// The sm_90a attention kernel (Hopper: wgmma, mbarriers, warp specialisation), dense and sparse, over the same
+// tile plan as the sm_80 kernel (attention_plan.cuh). One thread block per (query tile of 64 kConsumers rows,
+// query head, batch): one producer warpgroup and kConsumers consumer warpgroups.
+//   producer   copies Q once, then the kBlockN-key K/V tiles of the plan into a ring of stages (cp.async, 16
+//              bytes a thread; gathered tiles read the kept columns' rows by index, the indices staged one
+//              tile ahead in shared memory). Each thread's copies of a stage arrive on its "full" barrier when
+//              they land (cp.async.mbarrier.arrive), so the producer never waits for its own copies, only on
+//              a stage's "empty" barrier before refilling it. It keeps few registers (setmaxnreg) so that the
+//              consumers get more.
+//   consumer g owns rows 64 g .. 64 g + 63 (each warp 16). Per tile t: wait for K_t (and V_{t-1}), issue
+//              S_t = Q K_t^T (wgmma m64n{kBlockN}k16, Q and K from 128-byte-swizzled shared memory) and
+//              O += P_{t-1} V_{t-1} (m64n{d}k16, P from registers), wait for S_t, free K_t, mask and softmax
+//              tile t while the tensor cores work on P_{t-1} V_{t-1}, wait for that product, free V_{t-1},
+//              rescale O.
+//   Two consumers take turns to issue their products (named barriers), so that the softmax of one runs
+//   while the tensor cores work for the other.
+// Shapes: (kConsumers, kBlockN) = (2, 128) for dense launches, (2, 64) for sparse ones, (1, 64) for small
+// windows (two blocks per SM; the 64-row, 64-key tiles waste fewer keys at the band edges).
 // Launched only on compute capability 9.0 with the sm_90a cubin (attention_launch.cu checks the binary); other
-// targets compile an empty body.
+// targets compile an empty body. Bench results and the versions tried: bench/NOTES.md.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -24,45 +28,58 @@
 #include "cuda/attention_args.h"
 #include "cuda/attention_kernel_sm80.cuh"
 #include "cuda/attention_plan.cuh"
+#include "cuda/pipeline_sm90.cuh"
 #include "cuda/ptx_sm80.cuh"
 #include "cuda/ptx_sm90.cuh"
 #include "cuda/sm90_check.h"
 
-// SAMPLEATTN_SM90_WS=1 builds the warp-specialised kernel (attention_kernel_sm90_ws.cuh) instead.
-#ifndef SAMPLEATTN_SM90_WS
-#define SAMPLEATTN_SM90_WS 0
-#endif
-
 namespace sampleattn::cuda::sm90 {
 
-template <typename Elem, int kD, int kWarpGroups>
+template <typename Elem, int kD, int kConsumers, int kBlockN_>
 struct Config {
-  static constexpr int kBlockM = 64 * kWarpGroups;
-  static constexpr int kBlockN = 64;
-  static constexpr int kThreads = 128 * kWarpGroups;
-  static constexpr int kMinBlocks = kWarpGroups == 1 ? 2 : 1;  // blocks per SM
-  // K/V tiles are copied kAhead tiles ahead of the one computed (2 and 3 were measured: no gain). K stages
-  // hold those and tile t (read by S_t); V stages also tile t - 1 (read by P V in iteration t). Tile
-  // metadata (indices, bitmap words) comes 2 kAhead tiles ahead.
-  static constexpr int kAhead = 1;
-  static constexpr int kKStages = kAhead + 1;
-  static constexpr int kVStages = kAhead + 2;
-  static constexpr int kMetaSlots = 4;
+  static constexpr int kBlockM = 64 * kConsumers;
+  static constexpr int kBlockN = kBlockN_;
+  static constexpr int kThreads = 128 * (kConsumers + 1);
+  static constexpr int kMinBlocks = kConsumers == 1 ? 2 : 1;  // blocks per SM
+  // Registers per thread after reallocation: the launch gives 65536 / (kThreads kMinBlocks) to every thread
+  // (168 or 128); the producer gives part of its share to the consumers (the least each shape compiles to
+  // without spills).
+  static constexpr int kProducerRegs = kConsumers == 1 || kD == 64 ? 72 : (kBlockN_ == 128 ? 40 : 56);
+  static constexpr int kConsumerRegs = kConsumers == 1 ? 184 : (kD == 64 ? 216 : (kBlockN_ == 128 ? 232 : 224));
+  // K stages: K_t (read by S_t; freed right after it) and K_{t+1} in flight; V stages one more (V_{t-1} is
+  // read by P V while S_t is computed).
+  static constexpr int kKStages = 2;
+  static constexpr int kVStages = kKStages + 1;
+  static constexpr bool kPingPong = kConsumers == 2;
   static constexpr int kNTiles = kBlockN / 8;
   static constexpr int kOTiles = kD / 8;
   static constexpr int kKSteps = kD / 16;
-  using Copy = sm80::CopyLayout<kD, kThreads>;
+  static constexpr int kPSteps = kBlockN / 16;
+  using Copy = sm80::CopyLayout<kD, 128>;  // the producer warpgroup copies
   static constexpr int kKvPasses = kBlockN / Copy::kRowsPerPass;
   static constexpr int kQPasses = kBlockM / Copy::kRowsPerPass;
   static constexpr int kTileElems = kBlockN * kD;
   static constexpr int kTileBytes = kTileElems * 2;
-  // Q [64 kWarpGroups, d] + 2 K and 3 V tiles [64, d] + 1 KiB to align the swizzled tiles: at d = 128,
-  // 113 KiB (two warpgroups) or 97 KiB (one: two blocks fit an SM).
+  // Q [64 kConsumers, d] + K and V stages [kBlockN, d] + 1 KiB to align the swizzled tiles: with 2 + 3 stages at
+  // d = 128, 193 KiB (2, 128), 113 KiB (2, 64), 97 KiB (1, 64: two blocks fit an SM).
   static constexpr int kSmemBytes = (kBlockM * kD + (kKStages + kVStages) * kTileElems) * 2 + 1024;
   static_assert(kD == 64 || kD == 128, "head_dim 64 or 128");
+  static_assert(kConsumers == 1 || kConsumers == 2, "one or two consumer warpgroups");
+  static_assert(kBlockN == 64 || (kBlockN == 128 && kConsumers == 2), "64-key tiles, or 128 with two consumers");
   static_assert(kTileBytes % 1024 == 0, "swizzled tiles must stay 1024-byte aligned");
-  static_assert(kAhead >= 1 && 2 * kAhead + 1 <= kMetaSlots, "metadata ring too small");
+  static_assert(kProducerRegs + kConsumers * kConsumerRegs <= 65536 / (128 * kMinBlocks), "register budget");
+  static_assert(kSmemBytes <= 227 * 1024 && kMinBlocks * kSmemBytes <= 228 * 1024, "shared memory");
 };
+
+template <typename Elem, int kBlockN>
+__device__ __forceinline__ void wgmma_qk(float (&s)[kBlockN / 8][4], std::uint64_t desc_q, std::uint64_t desc_k,
+                                         int accumulate) {
+  if constexpr (kBlockN == 128) {
+    wgmma_m64n128k16_ss<Elem>(s, desc_q, desc_k, accumulate);
+  } else {
+    wgmma_m64n64k16_ss<Elem>(s, desc_q, desc_k, accumulate);
+  }
+}
 
 template <typename Elem, int kD>
 __device__ __forceinline__ void wgmma_pv(float (&o)[kD / 8][4], const std::uint32_t (&p)[4], std::uint64_t desc) {
@@ -73,125 +90,149 @@ __device__ __forceinline__ void wgmma_pv(float (&o)[kD / 8][4], const std::uint3
   }
 }
 
-template <typename Elem, int kD, int kWarpGroups>
-__global__ void __launch_bounds__(Config<Elem, kD, kWarpGroups>::kThreads, Config<Elem, kD, kWarpGroups>::kMinBlocks)
+template <typename Elem, int kD, int kConsumers, int kBlockN>
+__global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThreads,
+                                  Config<Elem, kD, kConsumers, kBlockN>::kMinBlocks)
     attention_kernel_sm90(const KernelArgs a) {
 #if SAMPLEATTN_SM90A
-  using Cfg = Config<Elem, kD, kWarpGroups>;
-  using sm80::cp_async_commit;
-  using sm80::cp_async_wait;
+  using Cfg = Config<Elem, kD, kConsumers, kBlockN>;
   using sm80::smem_addr;
-  constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kAhead = Cfg::kAhead;
-  constexpr int kKStages = Cfg::kKStages, kVStages = Cfg::kVStages;
-  constexpr int kSlots = Cfg::kMetaSlots;
-  constexpr int kChunks = Cfg::Copy::kChunks, kRowsPerPass = Cfg::Copy::kRowsPerPass;
+  constexpr int kBlockM = Cfg::kBlockM, kKStages = Cfg::kKStages, kVStages = Cfg::kVStages;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   // The swizzle pattern is a function of address bits 7..9: tiles start on 1024-byte boundaries.
   unsigned char* smem_aligned = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
   Elem* q_s = reinterpret_cast<Elem*>(smem_aligned);  // [kBlockM][d]
-  Elem* k_s = q_s + kBlockM * kD;                     // [2][64][d]
-  Elem* v_s = k_s + kKStages * Cfg::kTileElems;       // [3][64][d]
+  Elem* k_s = q_s + kBlockM * kD;                     // [kKStages][kBlockN][d]
+  Elem* v_s = k_s + kKStages * Cfg::kTileElems;       // [kVStages][kBlockN][d]
+  __shared__ __align__(8) std::uint64_t full_k[kKStages], empty_k[kKStages], full_v[kVStages], empty_v[kVStages];
+  __shared__ std::int32_t idx_s[2][kBlockN];  // key rows of a gathered tile (producer only)
+  __shared__ float order_s[kConsumers * 128];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  if (tid == 0) {
+    for (int s = 0; s < kKStages; ++s) {
+      mbar_init(smem_addr(&full_k[s]), 128);
+      mbar_init(smem_addr(&empty_k[s]), 4 * kConsumers);
+    }
+    for (int s = 0; s < kVStages; ++s) {
+      mbar_init(smem_addr(&full_v[s]), 128);
+      mbar_init(smem_addr(&empty_v[s]), 4 * kConsumers);
+    }
+  }
   const sm80::BlockTile<Elem> bt(a, kBlockM);
-  const std::int64_t h = bt.h, b = bt.b, bh = bt.bh, m0 = bt.m0, m1 = bt.m1;
-  const Elem* q_g = bt.q;
-  const Elem* k_g = bt.k;
-  const Elem* v_g = bt.v;
-
-  const int copy_chunk_id = tid % kChunks, copy_row = tid / kChunks;
-#pragma unroll
-  for (int pass = 0; pass < Cfg::kQPasses; ++pass) {
-    const int row = copy_row + pass * kRowsPerPass;
-    const bool valid = m0 + row < a.seq_q;
-    const Elem* src = q_g + (valid ? (m0 + row) * a.q_stride[1] : 0) + copy_chunk_id * 8;
-    sm80::copy_chunk(q_s + sw128_offset<kBlockM>(row, copy_chunk_id), src, valid, a.aligned_inputs);
-  }
-
-  const sm80::TilePlan<kBlockN> pl = sm80::make_plan<kBlockN>(a, bh, m0, m1);
+  const sm80::TilePlan<kBlockN> pl = sm80::make_plan<kBlockN>(a, bt.bh, bt.m0, bt.m1);
   const int num_tiles = pl.total_tiles();
+  __syncthreads();  // barriers initialised
 
-  // Tile metadata ring: tile t's indices / bitmap words in slot t % kSlots, fetched 2 kAhead tiles ahead (they
-  // must have landed when tile t is issued, kAhead tiles ahead of its computation).
-  __shared__ std::int32_t idx_s[kSlots][kBlockN];
-  __shared__ std::uint32_t bits_s[kSlots][2];
-  auto fetch_metadata = [&](int t) {
-    const sm80::TileRef tr = sm80::tile_ref(pl, t);
-    if (tr.gather) {
-      if (tid >= kBlockN) return;
+  if (warp < 4) {
+    // Producer.
+    setmaxnreg_dec<Cfg::kProducerRegs>();
+    constexpr int kChunks = Cfg::Copy::kChunks, kRowsPerPass = Cfg::Copy::kRowsPerPass;
+    const int chunk = tid % kChunks, crow = tid / kChunks;
+#pragma unroll
+    for (int pass = 0; pass < Cfg::kQPasses; ++pass) {
+      const int row = crow + pass * kRowsPerPass;
+      const bool valid = bt.m0 + row < a.seq_q;
+      const Elem* src = bt.q + (valid ? (bt.m0 + row) * a.q_stride[1] : 0) + chunk * 8;
+      sm80::copy_chunk(q_s + sw128_offset<kBlockM>(row, chunk), src, valid, a.aligned_inputs);
+    }
+    // Index `tid` of a gathered tile t (-1 past its end or for a contiguous tile): staged in idx_s one tile
+    // ahead, so that the copies of tile t only wait on shared memory.
+    auto tile_index = [&](int t) -> std::int32_t {
+      const sm80::TileRef tr = sm80::tile_ref(pl, t);
       const int slot = tr.base + tid;
-      const bool valid = slot < tr.end;
-      sm80::cp_async_4(smem_addr(&idx_s[t % kSlots][tid]), valid ? pl.cols + slot : pl.cols, valid);
-    } else if (pl.sparse && tid < 2) {
-      const std::int64_t word = tr.base / 32 + tid;
-      const bool valid = word < a.bitmap_words;
-      sm80::cp_async_4(smem_addr(&bits_s[t % kSlots][tid]), valid ? pl.bitmap + word : pl.bitmap, valid);
-    }
-  };
-  // One branch on the layout per tile, not per chunk: the aligned path is straight cp.async.
-  auto issue_tile = [&](int t) {
-    const sm80::TileRef tr = sm80::tile_ref(pl, t);
-    std::int64_t key[Cfg::kKvPasses];
-    bool valid[Cfg::kKvPasses];
+      return tr.gather && tid < kBlockN && slot < tr.end ? __ldg(pl.cols + slot) : -1;
+    };
+    // Rows of K or V for tile t into their stage; the stage's "full" barrier gets this thread's arrival when
+    // the copies have landed. The row step of the passes is a multiple of 8, so the swizzle pattern is the same
+    // in every pass: one shared address plus constant steps. A contiguous tile inside the sequence (every
+    // dense tile but the last) is also one global pointer plus constant steps; a gathered tile one index (-1:
+    // past the end, zero-filled) and one product per pass. The last contiguous tile and unaligned inputs take
+    // the general path. (The copy loop is the producer's whole cost and it shares the SM's issue slots with
+    // the consumers: ~50 instructions per copy made the kernel 1.5x slower than ~3.)
+    auto copy_tile = [&](int t, Elem* dst, const Elem* src, std::int64_t stride, std::uint64_t* full) {
+      const sm80::TileRef tr = sm80::tile_ref(pl, t);
+      if (a.aligned_inputs && (tr.gather ? a.narrow_strides : tr.base + kBlockN <= a.seq_k)) {
+        const std::uint32_t to = smem_addr(dst + sw128_offset<kBlockN>(crow, chunk));
+        if (tr.gather) {
+          // Row strides below 2^32 bytes (narrow_strides): one 32 x 32 -> 64-bit product per row.
+          const std::int32_t* rows = &idx_s[t & 1][crow];
+          const char* from = reinterpret_cast<const char*>(src + chunk * 8);
+          const std::uint32_t row_bytes = static_cast<std::uint32_t>(stride * sizeof(Elem));
 #pragma unroll
-    for (int pass = 0; pass < Cfg::kKvPasses; ++pass) {
-      const int row = copy_row + pass * kRowsPerPass;
-      if (tr.gather) {
-        valid[pass] = tr.base + row < tr.end;
-        key[pass] = valid[pass] ? idx_s[t % kSlots][row] : 0;
+          for (int pass = 0; pass < Cfg::kKvPasses; ++pass) {
+            const std::int32_t key = rows[pass * kRowsPerPass];
+            const bool valid = key >= 0;
+            const std::uint64_t offset = static_cast<std::uint64_t>(valid ? static_cast<std::uint32_t>(key) : 0u) * row_bytes;
+            sm80::cp_async_16(to + pass * kRowsPerPass * 128, from + offset, valid);
+          }
+        } else {
+          const Elem* from = src + (tr.base + crow) * stride + chunk * 8;
+          const std::int64_t step = stride * kRowsPerPass;
+#pragma unroll
+          for (int pass = 0; pass < Cfg::kKvPasses; ++pass)
+            sm80::cp_async_16(to + pass * kRowsPerPass * 128, from + pass * step, true);
+        }
+        cp_async_arrive(smem_addr(full));
+        return;
+      }
+#pragma unroll
+      for (int pass = 0; pass < Cfg::kKvPasses; ++pass) {
+        const int row = crow + pass * kRowsPerPass;
+        int key = tr.gather ? idx_s[t & 1][row] : tr.base + row;
+        if (!tr.gather && key >= a.seq_k) key = -1;
+        const bool valid = key >= 0;
+        const Elem* from = src + (valid ? key * stride : 0) + chunk * 8;
+        Elem* to = dst + sw128_offset<kBlockN>(row, chunk);
+        if (a.aligned_inputs) {
+          sm80::cp_async_16(smem_addr(to), from, valid);
+        } else {
+          sm80::copy_chunk(to, from, valid, false);
+        }
+      }
+      if (a.aligned_inputs) {
+        cp_async_arrive(smem_addr(full));
       } else {
-        key[pass] = tr.base + row;
-        valid[pass] = key[pass] < a.seq_k;
-        if (!valid[pass]) key[pass] = 0;
+        mbar_arrive(smem_addr(full));
+      }
+    };
+    if (pl.sparse && num_tiles > 0) {
+      if (tid < kBlockN) idx_s[0][tid] = tile_index(0);
+      named_barrier_sync(3, 128);
+    }
+    for (int t = 0; t < num_tiles; ++t) {
+      const std::int32_t next = pl.sparse && t + 1 < num_tiles ? tile_index(t + 1) : -1;
+      const int ks = t % kKStages, vs = t % kVStages;
+      mbar_wait(smem_addr(&empty_k[ks]), ((t / kKStages) & 1) ^ 1);
+      copy_tile(t, k_s + ks * Cfg::kTileElems, bt.k, a.k_stride[1], &full_k[ks]);  // tile 0's arrival covers Q
+      mbar_wait(smem_addr(&empty_v[vs]), ((t / kVStages) & 1) ^ 1);
+      copy_tile(t, v_s + vs * Cfg::kTileElems, bt.v, a.v_stride[1], &full_v[vs]);
+      if (pl.sparse) {
+        // Slot (t + 1) & 1 held tile t - 1's indices, read before the previous barrier.
+        if (tid < kBlockN) idx_s[(t + 1) & 1][tid] = next;
+        named_barrier_sync(3, 128);
       }
     }
-    Elem* k_dst = k_s + (t % kKStages) * Cfg::kTileElems;
-    Elem* v_dst = v_s + (t % kVStages) * Cfg::kTileElems;
-    if (a.aligned_inputs) {
-#pragma unroll
-      for (int pass = 0; pass < Cfg::kKvPasses; ++pass) {
-        const int dst = sw128_offset<kBlockN>(copy_row + pass * kRowsPerPass, copy_chunk_id);
-        sm80::cp_async_16(smem_addr(k_dst + dst), k_g + key[pass] * a.k_stride[1] + copy_chunk_id * 8, valid[pass]);
-        sm80::cp_async_16(smem_addr(v_dst + dst), v_g + key[pass] * a.v_stride[1] + copy_chunk_id * 8, valid[pass]);
-      }
-    } else {
-#pragma unroll
-      for (int pass = 0; pass < Cfg::kKvPasses; ++pass) {
-        const int dst = sw128_offset<kBlockN>(copy_row + pass * kRowsPerPass, copy_chunk_id);
-        sm80::copy_chunk(k_dst + dst, k_g + key[pass] * a.k_stride[1] + copy_chunk_id * 8, valid[pass], false);
-        sm80::copy_chunk(v_dst + dst, v_g + key[pass] * a.v_stride[1] + copy_chunk_id * 8, valid[pass], false);
-      }
-    }
-  };
-
-  // Prologue: the metadata of tiles 0 .. 2 kAhead - 1 (sparse only; one exposed round trip), then tiles
-  // 0 .. kAhead - 1 in one commit group each (Q joins the first). Every loop iteration commits one group, so
-  // tile t is in group t and "at most kAhead - 1 groups pending" means tile t has landed.
-  if (pl.sparse) {
-    for (int j = 0; j < 2 * kAhead && j < num_tiles; ++j) fetch_metadata(j);
-    cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();
-  }
-#pragma unroll
-  for (int j = 0; j < kAhead; ++j) {
-    if (j < num_tiles) issue_tile(j);
-    cp_async_commit();
+    sm80::cp_async_commit();  // nothing may land after the block's end
+    sm80::cp_async_wait<0>();
+    return;
   }
 
-  // Descriptors: K tile (B of Q K^T, K-major): k-step ks is 16 columns of 64-column block ks / 4;
-  // V tile (B of P V, MN-major): k-step kk is keys 16 kk .. 16 kk + 15, d-blocks kBlockN * 128 bytes apart.
+  // Consumers.
+  setmaxnreg_inc<Cfg::kConsumerRegs>();
+  const int ctid = tid - 128, cwarp = warp - 4, wg = cwarp / 4;
   const std::uint32_t k_base = smem_addr(k_s), v_base = smem_addr(v_s);
+  // K tile (B of Q K^T, K-major): k-step ks is 16 columns of 64-column block ks / 4; V tile (B of P V,
+  // MN-major): k-step kk is keys 16 kk .. 16 kk + 15, d-blocks kBlockN * 128 bytes apart.
   auto k_desc = [&](int stage, int ks) {
     return sw128_desc(k_base + stage * Cfg::kTileBytes + (ks >> 2) * (kBlockN * 128) + (ks & 3) * 32, 16, 1024);
   };
   auto v_desc = [&](int stage, int kk) {
     return sw128_desc(v_base + stage * Cfg::kTileBytes + kk * 16 * 128, kBlockN * 128, 1024);
   };
-
-  const std::uint32_t q_wg = smem_addr(q_s) + (warp / 4) * 64 * 128;  // this warpgroup's rows, swizzled Q
+  const std::uint32_t q_wg = smem_addr(q_s) + wg * 64 * 128;  // this warpgroup's rows of Q
   auto q_desc = [&](int ks) { return sw128_desc(q_wg + (ks >> 2) * (kBlockM * 128) + (ks & 3) * 32, 16, 1024); };
-  std::uint32_t p_frag[2][kBlockN / 16][4];
+  std::uint32_t p_frag[2][Cfg::kPSteps][4];
   float o[Cfg::kOTiles][4];
 #pragma unroll
   for (int dt = 0; dt < Cfg::kOTiles; ++dt)
@@ -199,58 +240,79 @@ __global__ void __launch_bounds__(Config<Elem, kD, kWarpGroups>::kThreads, Confi
     for (int e = 0; e < 4; ++e) o[dt][e] = 0.0f;
   sm80::OnlineSoftmax<Cfg::kNTiles, Cfg::kOTiles> softmax;
   softmax.init();
-  const std::int64_t row0 = m0 + warp * 16 + lane / 4;  // this lane's rows: row0, row0 + 8
+  const std::int64_t row0 = bt.m0 + cwarp * 16 + lane / 4;  // this lane's rows: row0, row0 + 8
 
-  // Iteration t: issue S_t = Q K_t^T and O += P_{t-1} V_{t-1}; wait for S_t; mask and softmax of tile t
-  // while the tensor cores run P_{t-1} V_{t-1}; wait for that product; rescale O. What keeps the softmax
-  // before that wait in the machine code: ptxas hoists a wgmma wait above register-only work (it did, and
-  // the overlap was lost), never above a shared-memory store, so each thread stores its row sums (which
-  // depend on every exponential) to a private slot first; the wait also takes P_t as asm operands so that
-  // the compiler front end cannot sink the softmax either. Nothing is pending across iterations: ptxas
-  // serialises every wgmma when an accumulator may be in flight at a loop back edge. P_t is written while
-  // P_{t-1} V_{t-1} still reads its registers, so P alternates between two register sets (tile parity,
-  // the loop is unrolled by two). Tile 0 is peeled (no P V) so that no path issues a conditional product.
+  // Ping-pong: consumer g waits on barrier 1 + g for its turn and hands the turn over on the other's; consumer 1
+  // hands the first turn to consumer 0, which takes the last hand-over at the end.
+  auto turn_begin = [&] {
+    if constexpr (Cfg::kPingPong) named_barrier_sync(1 + wg, 256);
+  };
+  auto turn_end = [&] {
+    if constexpr (Cfg::kPingPong) named_barrier_arrive(2 - wg, 256);
+  };
+  // A stage is freed by lane 0 of each warp once the warp's reads of it are done (wgmma waits; the
+  // __syncwarp orders the other lanes' work before lane 0's release).
+  auto release = [&](std::uint64_t* bar) {
+    __syncwarp();
+    if (lane == 0) mbar_arrive(smem_addr(bar));
+  };
+
+  // Iteration t (see the top of the file). What keeps the softmax before the wait for P_{t-1} V_{t-1} in the
+  // machine code: ptxas hoists a wgmma wait above register-only work, never above a shared-memory store, so
+  // each thread stores its row sums (which depend on every exponential) first; the wait also takes P_t as
+  // operands. P alternates between two register sets (tile parity; the loop is unrolled by two) because P_t
+  // is written while P_{t-1} V_{t-1} still reads its registers. Tile 0 is peeled (no P V).
   float alpha[2];
-  __shared__ float order_s[Cfg::kThreads];
-  const std::uint32_t order_slot = smem_addr(&order_s[tid]);
+  const std::uint32_t order_slot = smem_addr(&order_s[ctid]);
   auto step = [&](int t, auto first_tile, auto parity) {
     constexpr bool kFirst = decltype(first_tile)::value;
     constexpr int kCur = decltype(parity)::value;
-    std::uint32_t(&p_cur)[kBlockN / 16][4] = p_frag[kCur];
-    std::uint32_t(&p_prev)[kBlockN / 16][4] = p_frag[1 - kCur];
-    const int k_stage = t % kKStages, v_prev = (t + kVStages - 1) % kVStages;
-    cp_async_wait<kAhead - 1>();
-    fence_proxy_async();
-    __syncthreads();  // tile t has landed; the stages tile t + kAhead goes to are no longer read
-    if (t + kAhead < num_tiles) issue_tile(t + kAhead);
-    if (t + 2 * kAhead < num_tiles) fetch_metadata(t + 2 * kAhead);
-    cp_async_commit();
-
+    std::uint32_t(&p_cur)[Cfg::kPSteps][4] = p_frag[kCur];
+    std::uint32_t(&p_prev)[Cfg::kPSteps][4] = p_frag[1 - kCur];
+    const int ks = t % kKStages, vp = (t + kVStages - 1) % kVStages;
+    // V_{t-1} was copied before K_t: waiting for both first keeps the two products in one basic block (a wait
+    // loop between them makes ptxas insert a warpgroup fence).
+    mbar_wait(smem_addr(&full_k[ks]), (t / kKStages) & 1);
+    if constexpr (!kFirst) mbar_wait(smem_addr(&full_v[vp]), ((t - 1) / kVStages) & 1);
+    fence_proxy_async();  // the copies wrote through the generic proxy; wgmma reads through the async one
     float s[Cfg::kNTiles][4];
+    turn_begin();
     wgmma_fence();
 #pragma unroll
-    for (int ks = 0; ks < Cfg::kKSteps; ++ks) wgmma_m64n64k16_ss<Elem>(s, q_desc(ks), k_desc(k_stage, ks), ks > 0);
+    for (int kk = 0; kk < Cfg::kKSteps; ++kk) wgmma_qk<Elem, kBlockN>(s, q_desc(kk), k_desc(ks, kk), kk > 0);
     wgmma_commit();
+    if constexpr (!kFirst) {
+#pragma unroll
+      for (int kk = 0; kk < Cfg::kPSteps; ++kk) wgmma_pv<Elem, kD>(o, p_prev[kk], v_desc(vp, kk));
+      wgmma_commit();
+    }
+    turn_end();
     if constexpr (kFirst) {
       wgmma_wait<0>();
     } else {
-#pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk) wgmma_pv<Elem, kD>(o, p_prev[kk], v_desc(v_prev, kk));
-      wgmma_commit();
       wgmma_wait<1>();
     }
     fence_operand(s);
+    release(&empty_k[ks]);
 
     const sm80::TileRef tr = sm80::tile_ref(pl, t);
     const bool masked = tr.gather ? tr.end - tr.base < kBlockN : sm80::span_tile_needs_mask(pl, a, tr.base);
     if (masked) {
-      const std::uint64_t bits[1] = {
-          pl.sparse ? (static_cast<std::uint64_t>(bits_s[t % kSlots][1]) << 32) | bits_s[t % kSlots][0] : 0ull};
+      // The column-bitmap words of a sparse contiguous tile (tr.base is a multiple of kBlockN).
+      std::uint64_t bits[kBlockN / 64];
+#pragma unroll
+      for (int w = 0; w < kBlockN / 64; ++w) {
+        const std::int64_t word = tr.base / 32 + 2 * w;
+        const bool sparse_span = pl.sparse && !tr.gather;
+        const std::uint32_t lo = sparse_span && word < a.bitmap_words ? __ldg(pl.bitmap + word) : 0u;
+        const std::uint32_t hi = sparse_span && word + 1 < a.bitmap_words ? __ldg(pl.bitmap + word + 1) : 0u;
+        bits[w] = (static_cast<std::uint64_t>(hi) << 32) | lo;
+      }
       sm80::apply_mask<Cfg>(s, a, pl, tr, row0, bits);
     }
     softmax.scores(s, alpha, a.scale_log2);
 #pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+    for (int kk = 0; kk < Cfg::kPSteps; ++kk) {
       p_cur[kk][0] = sm80::pack2<Elem>(s[2 * kk][0], s[2 * kk][1]);
       p_cur[kk][1] = sm80::pack2<Elem>(s[2 * kk][2], s[2 * kk][3]);
       p_cur[kk][2] = sm80::pack2<Elem>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
@@ -260,22 +322,30 @@ __global__ void __launch_bounds__(Config<Elem, kD, kWarpGroups>::kThreads, Confi
       asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(order_slot), "f"(softmax.row_sum[0] + softmax.row_sum[1])
                    : "memory");
       wgmma_wait_after<0>(p_cur);
+      release(&empty_v[vp]);
       fence_operand(o);
     }
     softmax.rescale(o, alpha);
   };
   using Even = std::integral_constant<int, 0>;
   using Odd = std::integral_constant<int, 1>;
-  auto last_product = [&](const std::uint32_t(&p)[kBlockN / 16][4]) {
-    const int last = (num_tiles - 1) % kVStages;
+  auto last_product = [&](const std::uint32_t(&p)[Cfg::kPSteps][4]) {
+    const int t = num_tiles - 1, last = t % kVStages;
+    mbar_wait(smem_addr(&full_v[last]), (t / kVStages) & 1);
+    fence_proxy_async();
+    turn_begin();
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) wgmma_pv<Elem, kD>(o, p[kk], v_desc(last, kk));
+    for (int kk = 0; kk < Cfg::kPSteps; ++kk) wgmma_pv<Elem, kD>(o, p[kk], v_desc(last, kk));
     wgmma_commit();
+    turn_end();
     wgmma_wait<0>();
     fence_operand(o);
   };
   if (num_tiles > 0) {
+    if constexpr (Cfg::kPingPong) {
+      if (wg == 1) named_barrier_arrive(1, 256);
+    }
     step(0, std::true_type{}, Even{});
     int t = 1;
     for (; t + 1 < num_tiles; t += 2) {
@@ -288,10 +358,12 @@ __global__ void __launch_bounds__(Config<Elem, kD, kWarpGroups>::kThreads, Confi
     } else {
       last_product(p_frag[0]);
     }
+    if constexpr (Cfg::kPingPong) {
+      if (wg == 0) named_barrier_sync(1, 256);
+    }
   }
-  cp_async_wait<0>();
 
-  Elem* out_g = static_cast<Elem*>(a.out) + b * a.out_stride[0] + h * a.out_stride[2];
+  Elem* out_g = static_cast<Elem*>(a.out) + bt.b * a.out_stride[0] + bt.h * a.out_stride[2];
   float inv_sum[2], lse[2];
   softmax.finish(inv_sum, lse);
 #pragma unroll
@@ -309,34 +381,23 @@ __global__ void __launch_bounds__(Config<Elem, kD, kWarpGroups>::kThreads, Confi
         reinterpret_cast<unsigned short*>(dst + dt * 8)[1] = static_cast<unsigned short>(packed >> 16);
       }
     }
-    if (a.lse != nullptr && (lane & 3) == 0) a.lse[bh * a.seq_q + r] = lse[i];
+    if (a.lse != nullptr && (lane & 3) == 0) a.lse[bt.bh * a.seq_q + r] = lse[i];
   }
 #endif
 }
 
-}  // namespace sampleattn::cuda::sm90
-
-#if SAMPLEATTN_SM90_WS
-#include "cuda/attention_kernel_sm90_ws.cuh"
-#endif
-
-namespace sampleattn::cuda::sm90 {
-
 // Whether this instance runs here (compute capability 9.0, sm_90a code; see sm90_check.h).
 template <typename Elem, int kD>
 bool attention_sm90_runnable() {
-#if SAMPLEATTN_SM90_WS
-  return attention_sm90_ws_runnable<Elem, kD>();
-#else
   static Sm90Check check;
-  return check.runnable(attention_kernel_sm90<Elem, kD, 1>, attention_kernel_sm90<Elem, kD, 2>);
-#endif
+  return check.runnable(attention_kernel_sm90<Elem, kD, 1, 64>, attention_kernel_sm90<Elem, kD, 2, 64>,
+                        attention_kernel_sm90<Elem, kD, 2, 128>);
 }
 
-template <typename Elem, int kD, int kWarpGroups>
+template <typename Elem, int kD, int kConsumers, int kBlockN>
 cudaError_t launch_instance(const KernelArgs& a, std::int64_t batch, cudaStream_t stream) {
-  using Cfg = Config<Elem, kD, kWarpGroups>;
-  auto kernel = attention_kernel_sm90<Elem, kD, kWarpGroups>;
+  using Cfg = Config<Elem, kD, kConsumers, kBlockN>;
+  auto kernel = attention_kernel_sm90<Elem, kD, kConsumers, kBlockN>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>(a.num_m_tiles * a.q_heads), static_cast<unsigned>(batch));
@@ -344,13 +405,12 @@ cudaError_t launch_instance(const KernelArgs& a, std::int64_t batch, cudaStream_
   return cudaGetLastError();
 }
 
-// a.block_m (64 or 128, chosen by the host) picks the instance.
+// a.block_m and a.block_n (chosen by the host: 64 x 64, 128 x 64 or 128 x 128) pick the instance.
 template <typename Elem, int kD>
 cudaError_t launch_attention_sm90(const KernelArgs& a, std::int64_t batch, cudaStream_t stream) {
-#if SAMPLEATTN_SM90_WS
-  return launch_attention_sm90_ws<Elem, kD>(a, batch, stream);
-#endif
-  return a.block_m == 64 ? launch_instance<Elem, kD, 1>(a, batch, stream) : launch_instance<Elem, kD, 2>(a, batch, stream);
+  if (a.block_m == 64) return launch_instance<Elem, kD, 1, 64>(a, batch, stream);
+  if (a.block_n == 64) return launch_instance<Elem, kD, 2, 64>(a, batch, stream);
+  return launch_instance<Elem, kD, 2, 128>(a, batch, stream);
 }
 
 }  // namespace sampleattn::cuda::sm90
