@@ -41,9 +41,10 @@ struct Config {
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kThreads = 128 * (kConsumers + 1);
   static constexpr int kMinBlocks = kConsumers == 1 ? 2 : 1;  // blocks per SM
-  // Registers per thread after reallocation: the launch gives 65536 / (kThreads kMinBlocks) to every thread
-  // (168 or 128); the producer gives part of its share to the consumers (the least each shape compiles to
-  // without spills).
+  // Registers per thread after reallocation: the launch gives 65536 / (kThreads kMinBlocks), rounded down to
+  // a multiple of 8, to every thread (168 or 128); the producer gives part of its share to the consumers
+  // (the least it needs without spills in its copy loop; at (2, 128, d 128) one producer value of the
+  // general copy path, used for the last tile only, and one consumer value read outside the loop spill).
   static constexpr int kProducerRegs = kConsumers == 1 || kD == 64 ? 72 : (kBlockN_ == 128 ? 40 : 56);
   static constexpr int kConsumerRegs = kConsumers == 1 ? 184 : (kD == 64 ? 216 : (kBlockN_ == 128 ? 232 : 224));
   // K stages: K_t (read by S_t; freed right after it) and K_{t+1} in flight; V stages one more (V_{t-1} is
@@ -67,7 +68,9 @@ struct Config {
   static_assert(kConsumers == 1 || kConsumers == 2, "one or two consumer warpgroups");
   static_assert(kBlockN == 64 || (kBlockN == 128 && kConsumers == 2), "64-key tiles, or 128 with two consumers");
   static_assert(kTileBytes % 1024 == 0, "swizzled tiles must stay 1024-byte aligned");
-  static_assert(kProducerRegs + kConsumers * kConsumerRegs <= 65536 / (128 * kMinBlocks), "register budget");
+  // The warpgroups' registers must add up to at most the block's pool, or setmaxnreg.inc waits forever.
+  static constexpr int kLaunchRegs = (65536 / (kThreads * kMinBlocks)) & ~7;
+  static_assert(kProducerRegs + kConsumers * kConsumerRegs <= (kConsumers + 1) * kLaunchRegs, "register budget");
   static_assert(kSmemBytes <= 227 * 1024 && kMinBlocks * kSmemBytes <= 228 * 1024, "shared memory");
 };
 

@@ -72,8 +72,9 @@ __device__ __forceinline__ void wgmma_wait_after(std::uint32_t (&r)[8][4]) {
     for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
   wgmma_wait<kPending>();
 }
-// Makes this thread's shared-memory writes through the generic proxy (st.shared, cp.async) visible to the
-// async proxy that wgmma reads through; issue after the copies landed, before the barrier.
+// Orders generic-proxy shared-memory accesses (st.shared, cp.async) with the async proxy that wgmma reads
+// through: the writer issues it after its copies landed, before the barrier; or, when the copies complete
+// asynchronously (cp.async.mbarrier.arrive), the reader issues it after the barrier wait, before the wgmma.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 // Keeps the compiler from moving accesses of an accumulator across wgmma issue / wait points.
