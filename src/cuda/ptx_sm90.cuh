@@ -136,34 +136,26 @@ SA_WGMMA_RS_N64(__half, "f16", 1)
 SA_WGMMA_RS_N128(__nv_bfloat16, "bf16", 1)
 SA_WGMMA_RS_N128(__half, "f16", 1)
 
-// SS, N = 64: A and B descriptors (%32, %33), accumulate flag %34, both operands K-major.
-#define SA_WGMMA_SS_N64(ELEM, TYPE)                                                                              \
+// SS: A and B descriptors, then the accumulate flag (operand numbers DESCS, FLAG); both operands K-major.
+#define SA_WGMMA_SS(N, ELEM, TYPE, DESCS, FLAG)                                                                  \
   template <>                                                                                                  \
-  __device__ __forceinline__ void wgmma_m64n64k16_ss<ELEM>(float(&d)[8][4], std::uint64_t desc_a,              \
-                                                           std::uint64_t desc_b, int accumulate) {             \
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\nwgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE    \
-                 "." TYPE " {" SA_WGMMA_REGS_N64 "}, %32, %33, p, 1, 1, 0, 0;\n}\n"                              \
-                 : SA_WGMMA_ACC_N64(d)                                                                          \
+  __device__ __forceinline__ void wgmma_m64n##N##k16_ss<ELEM>(float(&d)[N / 8][4], std::uint64_t desc_a,       \
+                                                              std::uint64_t desc_b, int accumulate) {          \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " FLAG ", 0;\nwgmma.mma_async.sync.aligned.m64n" #N          \
+                 "k16.f32." TYPE "." TYPE " {" SA_WGMMA_REGS_N##N "}, " DESCS ", p, 1, 1, 0, 0;\n}\n"           \
+                 : SA_WGMMA_ACC_N##N(d)                                                                         \
                  : "l"(desc_a), "l"(desc_b), "r"(accumulate));                                                  \
   }
+#define SA_WGMMA_SS_N64(ELEM, TYPE) SA_WGMMA_SS(64, ELEM, TYPE, "%32, %33", "%34")
+#define SA_WGMMA_SS_N128(ELEM, TYPE) SA_WGMMA_SS(128, ELEM, TYPE, "%64, %65", "%66")
 SA_WGMMA_SS_N64(__nv_bfloat16, "bf16")
 SA_WGMMA_SS_N64(__half, "f16")
-
-// SS, N = 128: A and B descriptors (%64, %65), accumulate flag %66, both operands K-major.
-#define SA_WGMMA_SS_N128(ELEM, TYPE)                                                                             \
-  template <>                                                                                                  \
-  __device__ __forceinline__ void wgmma_m64n128k16_ss<ELEM>(float(&d)[16][4], std::uint64_t desc_a,            \
-                                                            std::uint64_t desc_b, int accumulate) {            \
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\nwgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE  \
-                 "." TYPE " {" SA_WGMMA_REGS_N128 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"                             \
-                 : SA_WGMMA_ACC_N128(d)                                                                         \
-                 : "l"(desc_a), "l"(desc_b), "r"(accumulate));                                                  \
-  }
 SA_WGMMA_SS_N128(__nv_bfloat16, "bf16")
 SA_WGMMA_SS_N128(__half, "f16")
 
 #undef SA_WGMMA_SS_N128
 #undef SA_WGMMA_SS_N64
+#undef SA_WGMMA_SS
 #undef SA_WGMMA_RS_N128
 #undef SA_WGMMA_RS_N64
 #undef SA_WGMMA_RS
