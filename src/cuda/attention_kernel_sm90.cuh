@@ -14,8 +14,9 @@
 //              rescale O.
 //   Two consumers take turns to issue their products (named barriers), so that the softmax of one runs
 //   while the tensor cores work for the other.
-// Shapes: (kConsumers, kBlockN) = (2, 128) for dense launches, (2, 64) for sparse ones, (1, 64) for small
-// windows (two blocks per SM; the 64-row, 64-key tiles waste fewer keys at the band edges).
+// Shapes: (kConsumers, kBlockN) = (2, 128), or (1, 64) for small windows (two blocks per SM; the 64-row, 64-key
+// tiles waste fewer keys at the band edges). 128-key tiles against 64: +6% dense, 3-11% faster sparse at 32K
+// and 128K in spite of more waste at band edges and in the last gathered tile (bench/NOTES.md).
 // Launched only on compute capability 9.0 with the sm_90a cubin (attention_launch.cu checks the binary); other
 // targets compile an empty body. Bench results and the versions tried: bench/NOTES.md.
 #pragma once
@@ -45,8 +46,8 @@ struct Config {
   // a multiple of 8, to every thread (168 or 128); the producer gives part of its share to the consumers
   // (the least it needs without spills in its copy loop; at (2, 128, d 128) one producer value of the
   // general copy path, used for the last tile only, and one consumer value read outside the loop spill).
-  static constexpr int kProducerRegs = kConsumers == 1 || kD == 64 ? 72 : (kBlockN_ == 128 ? 40 : 56);
-  static constexpr int kConsumerRegs = kConsumers == 1 ? 184 : (kD == 64 ? 216 : (kBlockN_ == 128 ? 232 : 224));
+  static constexpr int kProducerRegs = kConsumers == 1 || kD == 64 ? 72 : 40;
+  static constexpr int kConsumerRegs = kConsumers == 1 ? 184 : (kD == 64 ? 216 : 232);
   // K stages: K_t (read by S_t; freed right after it) and K_{t+1} in flight; V stages one more (V_{t-1} is
   // read by P V while S_t is computed).
   static constexpr int kKStages = 2;
@@ -62,11 +63,11 @@ struct Config {
   static constexpr int kTileElems = kBlockN * kD;
   static constexpr int kTileBytes = kTileElems * 2;
   // Q [64 kConsumers, d] + K and V stages [kBlockN, d] + 1 KiB to align the swizzled tiles: with 2 + 3 stages at
-  // d = 128, 193 KiB (2, 128), 113 KiB (2, 64), 97 KiB (1, 64: two blocks fit an SM).
+  // d = 128, 193 KiB (2, 128), 97 KiB (1, 64: two blocks fit an SM).
   static constexpr int kSmemBytes = (kBlockM * kD + (kKStages + kVStages) * kTileElems) * 2 + 1024;
   static_assert(kD == 64 || kD == 128, "head_dim 64 or 128");
   static_assert(kConsumers == 1 || kConsumers == 2, "one or two consumer warpgroups");
-  static_assert(kBlockN == 64 || (kBlockN == 128 && kConsumers == 2), "64-key tiles, or 128 with two consumers");
+  static_assert(kBlockN == 64 * kConsumers, "64-key tiles with one consumer, 128 with two");
   static_assert(kTileBytes % 1024 == 0, "swizzled tiles must stay 1024-byte aligned");
   // The warpgroups' registers must add up to at most the block's pool, or setmaxnreg.inc waits forever.
   static constexpr int kLaunchRegs = (65536 / (kThreads * kMinBlocks)) & ~7;
@@ -393,8 +394,7 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
 template <typename Elem, int kD>
 bool attention_sm90_runnable() {
   static Sm90Check check;
-  return check.runnable(attention_kernel_sm90<Elem, kD, 1, 64>, attention_kernel_sm90<Elem, kD, 2, 64>,
-                        attention_kernel_sm90<Elem, kD, 2, 128>);
+  return check.runnable(attention_kernel_sm90<Elem, kD, 1, 64>, attention_kernel_sm90<Elem, kD, 2, 128>);
 }
 
 template <typename Elem, int kD, int kConsumers, int kBlockN>
@@ -408,11 +408,10 @@ cudaError_t launch_instance(const KernelArgs& a, std::int64_t batch, cudaStream_
   return cudaGetLastError();
 }
 
-// a.block_m and a.block_n (chosen by the host: 64 x 64, 128 x 64 or 128 x 128) pick the instance.
+// a.block_m (chosen by the host) picks the instance: 64 rows x 64 keys or 128 x 128.
 template <typename Elem, int kD>
 cudaError_t launch_attention_sm90(const KernelArgs& a, std::int64_t batch, cudaStream_t stream) {
   if (a.block_m == 64) return launch_instance<Elem, kD, 1, 64>(a, batch, stream);
-  if (a.block_n == 64) return launch_instance<Elem, kD, 2, 64>(a, batch, stream);
   return launch_instance<Elem, kD, 2, 128>(a, batch, stream);
 }
 

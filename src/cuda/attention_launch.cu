@@ -17,10 +17,6 @@ namespace sampleattn::cuda {
 namespace {
 
 constexpr std::int64_t kMinBlockM = 64;  // fewest query rows per thread block (attention_kernel_sm90.cuh)
-// Keys per tile of the sm_90 kernel with 128-row blocks: 128 for dense launches (+6% over 64), 64 for sparse
-// ones (less waste at band edges and in the last gathered tile; bench/NOTES.md).
-constexpr std::int64_t kDenseBlockN = 128;
-constexpr std::int64_t kSparseBlockN = 64;
 
 using Launcher = cudaError_t (*)(const KernelArgs&, std::int64_t, cudaStream_t);
 
@@ -114,8 +110,6 @@ void run_attention(const AttentionParams& p, void* stream) {
   const Launcher launch = sm90 != nullptr ? sm90 : select_sm80(p.dtype, p.head_dim);
   const bool small_window = p.col_indices != nullptr && p.window_hint > 0 && p.window_hint <= kSmallWindowRows;
   const std::int64_t block_m = sm90 != nullptr && small_window ? 64 : 128;
-  const bool sparse = p.col_indices != nullptr;
-  const std::int64_t block_n = sm90 == nullptr || small_window ? 64 : (sparse ? kSparseBlockN : kDenseBlockN);
   const std::int64_t m_tiles = (p.seq_q + block_m - 1) / block_m;
 
   KernelArgs a;
@@ -135,7 +129,6 @@ void run_attention(const AttentionParams& p, void* stream) {
   a.q_heads = p.q_heads;
   a.group = p.q_heads / p.kv_heads;
   a.block_m = block_m;
-  a.block_n = block_n;
   a.num_m_tiles = m_tiles;
   a.scale_log2 = p.scale * 1.4426950408889634f;
   a.causal = p.causal;

@@ -225,6 +225,9 @@ TEST_F(AttentionCuda, SparseMatchesReference) {
       {2, 130, 4097, 2, 1, 128, DType::bf16, true, Layout::bshd, true, 500, 300},
       {1, 257, 4097, 4, 1, 128, DType::f16, true, Layout::bshd, true, 1, 1000, 40, 2.0f},
       {1, 129, 1025, 2, 2, 64, DType::bf16, true, Layout::bhsd, true, 2000, 0},
+      // Nearly every column kept: the left region is read as contiguous tiles with bitmap masks.
+      {1, 300, 2049, 4, 1, 128, DType::bf16, true, Layout::bshd, true, 200, 1950},
+      {1, 130, 1025, 2, 2, 64, DType::f16, false, Layout::bhsd, true, 50, 1000, 4},
   };
   for (const Case& c : cases) run_case(c, seed);
 }
@@ -238,12 +241,13 @@ TEST_F(AttentionCuda, SparseWithEveryColumnEqualsDense) {
 
 TEST_F(AttentionCuda, SmallCasesForSanitizers) {
   // Small enough for compute-sanitizer (memcheck, racecheck): every path once (gathered stripes on both
-  // sides, band edges, dense tail, unaligned layout, partial tiles).
+  // sides, band edges, dense tail, unaligned layout, partial tiles, a nearly full left region).
   const std::uint64_t seed = test::test_seed();
   const Case cases[] = {
       {1, 70, 150, 2, 1, 128, DType::bf16, true, Layout::bshd, false},
       {1, 140, 200, 2, 2, 64, DType::f16, false, Layout::padded, true, 20, 40},
       {2, 129, 300, 4, 1, 128, DType::bf16, true, Layout::bhsd, true, 30, 50, 7},
+      {1, 100, 400, 2, 1, 128, DType::bf16, true, Layout::bshd, true, 20, 380},
   };
   for (const Case& c : cases) run_case(c, seed);
 }
