@@ -46,10 +46,11 @@ class SampleAttn:
 
     @staticmethod
     def _config(cfg):
-        keys = ("alpha", "sample_ratio", "window_ratio", "min_window", "sink_tokens", "dense_tail")
-        defaults = dict(alpha=0.95, sample_ratio=0.05, window_ratio=0.08, min_window=64, sink_tokens=0, dense_tail=0)
+        keys = ("alpha", "sample_ratio", "window_ratio", "min_window", "sink_tokens", "dense_tail", "dense_head_density")
+        defaults = dict(alpha=0.95, sample_ratio=0.05, window_ratio=0.08, min_window=64, sink_tokens=0, dense_tail=0,
+                        dense_head_density=1.0)
         defaults.update(cfg or {})
-        return (ctypes.c_double * 6)(*[float(defaults[k]) for k in keys])
+        return (ctypes.c_double * len(keys))(*[float(defaults[k]) for k in keys])
 
     def _ok(self, rc):
         if rc != 0:
@@ -265,9 +266,19 @@ def bench(sa, lengths, flex_lengths, reps, mixes=("default",), on_case=lambda re
         sel_flops = 2 * 2.0 * d * Hq * sum((i + 1) * S // n for i in range(n))
         kept_flops = 4.0 * d * float(sel["kept"].sum())
         cra_min, cra_mean, rel = exact_metrics(q, k, v, out, sel, window)
+        # The same with dense_head_density 0.75 (ours): heads keeping >= 75% of their entries run dense. After
+        # the default case's metrics: out and the workspace now hold this run's results.
+        dhr = dict(cfg, dense_head_density=0.75)
+        t_e2e_dhr = time_ms(lambda: sa.sample_attention(q, k, v, out, None, ws, dhr), r)
+        sel_dhr = sa.selection(q, k, ws, dhr)
+        cra_min_dhr, cra_mean_dhr, rel_dhr = exact_metrics(q, k, v, out, sel_dhr, window)
         case = dict(seq=S, head_mix=mix, kernels_ms={name: ms for name, ms in prof}, q_heads=Hq, kv_heads=Hkv, head_dim=d, dtype="bf16",
                     sdpa_cudnn_ms=t_cudnn, ours_dense_ms=t_dense, selection_ms=t_sel, sample_attention_ms=t_e2e,
                     selection_pct_of_cudnn=100 * t_sel / t_cudnn, speedup_vs_cudnn=t_cudnn / t_e2e,
+                    sample_attention_dhd075_ms=t_e2e_dhr, speedup_vs_cudnn_dhd075=t_cudnn / t_e2e_dhr,
+                    density_dhd075=float(sel_dhr["kept"].sum() / sel_dhr["visible"].sum()),
+                    exact_cra_min_dhd075=cra_min_dhr, exact_kept_mass_mean_dhd075=cra_mean_dhr,
+                    rel_error_vs_dense_dhd075=rel_dhr,
                     density=float(density), min_sampled_coverage=float(sel["coverage"].min()),
                     exact_cra_min=cra_min, exact_kept_mass_mean=cra_mean, rel_error_vs_dense=rel, window=window,
                     floor_dense_ms=dense_flops / MATMUL_TFLOPS / 1e9, floor_selection_ms=sel_flops / MATMUL_TFLOPS / 1e9,
@@ -280,12 +291,19 @@ def bench(sa, lengths, flex_lengths, reps, mixes=("default",), on_case=lambda re
               f"{case['speedup_vs_cudnn']:.2f}x vs cuDNN; density {density:.4f}, exact CRA (min kept mass, 64 rows) "
               f"{cra_min:.4f}, mean {cra_mean:.4f}, rel err vs dense {rel:.2e}, min sampled coverage "
               f"{case['min_sampled_coverage']:.4f}", flush=True)
+        print(f"   with dense_head_density 0.75: sample_attention {t_e2e_dhr:8.2f} ms = {t_cudnn / t_e2e_dhr:.2f}x vs "
+              f"cuDNN; density {case['density_dhd075']:.4f}, exact CRA {cra_min_dhr:.4f}, mean {cra_mean_dhr:.4f}, "
+              f"rel err vs dense {rel_dhr:.2e}", flush=True)
         if S in flex_lengths:
             try:
                 t_flex, setup = flex_time(q, k, v, sel, window, r)
                 case.update(flex_same_mask_ms=t_flex, flex_setup_s=setup, speedup_vs_flex=t_flex / t_e2e)
                 print(f"   FlexAttention same mask {t_flex:8.2f} ms (setup {setup:.0f} s) -> ours "
                       f"{t_flex / t_e2e:.2f}x faster (target >= 3x at 128K)", flush=True)
+                t_flex_dhr, _ = flex_time(q, k, v, sel_dhr, window, r)
+                case.update(flex_same_mask_dhd075_ms=t_flex_dhr, speedup_vs_flex_dhd075=t_flex_dhr / t_e2e_dhr)
+                print(f"   with dense_head_density 0.75: FlexAttention same mask {t_flex_dhr:8.2f} ms -> ours "
+                      f"{t_flex_dhr / t_e2e_dhr:.2f}x faster", flush=True)
             except Exception as e:  # report and go on: the rest of the run still counts
                 case["flex_error"] = repr(e)[:300]
                 print(f"   FlexAttention failed: {case['flex_error']}", flush=True)
@@ -296,15 +314,20 @@ def bench(sa, lengths, flex_lengths, reps, mixes=("default",), on_case=lambda re
             del q, k, v, out, ws
             torch.cuda.empty_cache()
             continue
+        # Three settings: the defaults (alpha 0.95 keeps ~95% of the columns), dense_head_density 0.75 (such heads
+        # run dense), and alpha 1 (literally nothing to skip: every column kept).
         qz = torch.zeros_like(q)
-        t_uni = time_ms(lambda: sa.sample_attention(qz, k, v, out, None, ws, cfg), r)
         t_uni_dense = time_ms(lambda: sa.dense(qz, k, v, out), r)
-        usel = sa.selection(qz, k, ws, cfg)
-        case.update(uniform_sample_attention_ms=t_uni, uniform_dense_ms=t_uni_dense,
-                    uniform_ratio_vs_dense=t_uni / t_uni_dense,
-                    uniform_density=float(usel["kept"].sum() / usel["visible"].sum()))
-        print(f"   uniform attention: sample_attention {t_uni:8.2f} ms vs ours dense {t_uni_dense:8.2f} ms = "
-              f"{t_uni / t_uni_dense:.3f}x (target <= 1.10), density {case['uniform_density']:.3f}", flush=True)
+        case.update(uniform_dense_ms=t_uni_dense)
+        for tag, ucfg in (("uniform", cfg), ("uniform_dhd075", dict(cfg, dense_head_density=0.75)),
+                          ("uniform_alpha1", dict(cfg, alpha=1.0))):
+            t_uni = time_ms(lambda: sa.sample_attention(qz, k, v, out, None, ws, ucfg), r)
+            usel = sa.selection(qz, k, ws, ucfg)
+            case.update({f"{tag}_sample_attention_ms": t_uni, f"{tag}_ratio_vs_dense": t_uni / t_uni_dense,
+                         f"{tag}_density": float(usel["kept"].sum() / usel["visible"].sum()), f"{tag}_config": ucfg})
+            print(f"   {tag}: sample_attention {t_uni:8.2f} ms vs ours dense {t_uni_dense:8.2f} ms = "
+                  f"{t_uni / t_uni_dense:.3f}x (target <= 1.10), density {case[f'{tag}_density']:.3f} ({ucfg})",
+                  flush=True)
         results.append(case)
         on_case(results)
         del q, k, v, out, ws, qz

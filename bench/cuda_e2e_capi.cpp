@@ -47,7 +47,8 @@ Views make_views(const void* q, const void* k, const void* v, void* out, const s
   return x;
 }
 
-// config: alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail; causal flag separate.
+// config: alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density; causal flag
+// separate.
 sampleattn::SampleConfig make_config(const double* c) {
   sampleattn::SampleConfig s;
   s.alpha = c[0];
@@ -56,6 +57,7 @@ sampleattn::SampleConfig make_config(const double* c) {
   s.min_window = static_cast<std::int64_t>(c[3]);
   s.sink_tokens = static_cast<std::int64_t>(c[4]);
   s.dense_tail = static_cast<std::int64_t>(c[5]);
+  s.dense_head_density = c[6];
   return s;
 }
 

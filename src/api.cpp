@@ -38,7 +38,7 @@ Backend resolve(const ExecOptions& options, const TensorView& q) {
 }
 
 void check_inputs(Backend b, const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v,
-                  const TensorView* out) {
+                  [[maybe_unused]] const TensorView* out) {
   if (b == Backend::cuda) {
 #ifdef SAMPLEATTN_WITH_CUDA
     cuda::check_device_inputs(p, q, k, v, out);

@@ -113,6 +113,12 @@ std::vector<Case> cases() {
       {"min_window", [](Inputs& in, auto&) { in.config.min_window = -1; }, "config.min_window (-1) must be >= 0", kSelect | kSample},
       {"sink_tokens", [](Inputs& in, auto&) { in.config.sink_tokens = -3; }, "config.sink_tokens (-3) must be >= 0", kSelect | kSample},
       {"dense_tail", [](Inputs& in, auto&) { in.config.dense_tail = -1; }, "config.dense_tail (-1) must be >= 0", kSelect | kSample},
+      {"dense_head_density 0", [](Inputs& in, auto&) { in.config.dense_head_density = 0.0; },
+       "config.dense_head_density (0) must be in (0, 1]", kSelect | kSample},
+      {"dense_head_density 1.5", [](Inputs& in, auto&) { in.config.dense_head_density = 1.5; },
+       "config.dense_head_density (1.5) must be in (0, 1]", kSelect | kSample},
+      {"dense_head_density nan", [](Inputs& in, auto&) { in.config.dense_head_density = NAN; },
+       "config.dense_head_density (nan) must be in (0, 1]", kSelect | kSample},
       {"scale", [](Inputs& in, auto&) { in.params.scale = 0.0f; }, "params.scale (0) must be finite and > 0", kAll},
       // NaN / Inf: rejected (the documented policy), naming the element.
       {"nan in q", [nan](Inputs& in, auto&) { in.q.set(0, 3, 1, 2, nan); },

@@ -180,6 +180,8 @@ TEST_F(Cli, OutOfRangeSettingsNameTheOption) {
   expect_error("run " + io + " --window-ratio 2", "--window-ratio (2) must be in [0, 1]");
   expect_error("run " + io + " --window-ratio -1", "--window-ratio (-1) must be in [0, 1]");
   expect_error("run " + io + " --sink-tokens -1", "--sink-tokens (-1) must be in [0, 2147483647]");
+  expect_error("run " + io + " --dense-head-density 0", "--dense-head-density (0) must be in (0, 1]");
+  expect_error("run " + io + " --dense-head-density 1.5", "--dense-head-density (1.5) must be in (0, 1]");
   expect_error("run " + io + " --min-window 1.5", "--min-window ('1.5') is not an integer");
   expect_error("run " + io + " --scale 0", "--scale (0) must be in (0, 1e+30]");
   expect_error("run " + io + " --backend tpu", "--backend ('tpu') must be one of auto, cpu, cpu-ref, cuda");
@@ -264,6 +266,21 @@ TEST_F(Cli, BadShapesDtypesAndValuesExitTwo) {
                "out.npy: cannot open for writing");
   write_bytes("sel.json", "{\"format\": \"sampleattn.selection\", \"version\": 1");
   expect_error("run " + qkv() + " --use-selection '" + path("sel.json") + "'", "sel.json: invalid JSON");
+}
+
+TEST_F(Cli, DenseHeadRatioKeepsEveryColumnOfHeadsThatReachIt) {
+  write_random("q.npy", DType::f32, 1, 40, 2, 16);
+  write_random("k.npy", DType::f32, 1, 97, 1, 16);
+  write_random("v.npy", DType::f32, 1, 97, 1, 16);
+  const std::string sel_path = path("sel.json");
+  // Random inputs keep most columns at alpha 0.95; a ratio of 0.01 needs one column, so every head runs dense.
+  const Result r = cli("run " + qkv() + " --selection '" + sel_path + "' --dense-head-density 0.01 --backend cpu");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const Selection sel = io::read_selection_json(sel_path);
+  for (std::int64_t bh = 0; bh < 2; ++bh) {
+    ASSERT_EQ(sel.columns(bh).size(), 97u);
+    EXPECT_EQ(sel.stats[bh].kept_entries, sel.stats[bh].visible_entries);
+  }
 }
 
 TEST_F(Cli, RunMatchesTheReferenceAndWritesAParsableSelection) {

@@ -203,6 +203,7 @@ TEST(CpuFast, SelectMatchesReference) {
     config.min_window = (i % 4 == 0) ? 1 : 4;
     config.sink_tokens = (i % 5 == 0) ? 2 : 0;
     config.dense_tail = (i % 3 == 2) ? c.sq / 3 : 0;
+    config.dense_head_density = (i % 4 == 1) ? 0.6 : 1.0;
     ++i;
     check_select(c, config, rng);
   }

@@ -146,6 +146,49 @@ TEST(ReferenceSelect, SinkTokensAreForced) {
   EXPECT_EQ(sel.columns(0)[2], 2);
 }
 
+TEST(ReferenceSelect, DenseHeadDensityPromotesExactlyTheHeadsThatReachIt) {
+  // Against the paper's selection (density rule off) of the same inputs: a head whose mask keeps at least
+  // ceil(density * visible) entries keeps every column with coverage 1, every other head is unchanged.
+  std::mt19937_64 rng(test::test_seed());
+  const std::int64_t sq = 40, sk = 97;
+  HostTensor q(DType::f32, 1, sq, 6, 8), k(DType::f32, 1, sk, 2, 8);
+  q.fill_random(rng, 3.0f);
+  k.fill_random(rng);
+  for (std::int64_t s = 0; s < sq; ++s)  // heads 0 and 3: q = 0, uniform attention (nearly every entry)
+    for (std::int64_t h : {0, 3})
+      for (std::int64_t e = 0; e < 8; ++e) q.set(0, s, h, e, 0.0f);
+  SampleConfig paper;
+  paper.alpha = 0.9;
+  paper.sample_ratio = 0.2;
+  paper.min_window = 4;
+  const Selection base = select(q.view(), k.view(), {}, paper, kRef);
+  for (double density : {0.05, 0.5, 0.8, 1.0}) {
+    SampleConfig cfg = paper;
+    cfg.dense_head_density = density;
+    const Selection sel = select(q.view(), k.view(), {}, cfg, kRef);
+    int promoted = 0;
+    for (std::int64_t h = 0; h < 6; ++h) {
+      const auto before = base.columns(h);
+      const auto after = sel.columns(h);
+      const HeadStats& b = base.stats[h];
+      if (density < 1.0 && static_cast<double>(b.kept_entries) >= std::ceil(density * b.visible_entries)) {
+        ASSERT_EQ(static_cast<std::int64_t>(after.size()), sk) << "density " << density << " head " << h;
+        for (std::int64_t j = 0; j < sk; ++j) EXPECT_EQ(after[j], j);
+        EXPECT_NEAR(sel.stats[h].sampled_coverage, 1.0, 1e-12);
+        EXPECT_EQ(sel.stats[h].kept_entries, sel.stats[h].visible_entries);
+        promoted += static_cast<std::int64_t>(before.size()) < sk;
+      } else {
+        EXPECT_EQ(std::vector<std::int32_t>(after.begin(), after.end()),
+                  std::vector<std::int32_t>(before.begin(), before.end()))
+            << "density " << density << " head " << h;
+        EXPECT_EQ(sel.stats[h].sampled_coverage, b.sampled_coverage);
+      }
+    }
+    if (density == 0.05) EXPECT_EQ(promoted, 6);  // every head reaches 5%: the test changes something
+    if (density == 0.8) EXPECT_GE(promoted, 2);   // the uniform heads
+  }
+}
+
 TEST(ReferenceSelect, KeyInWindowAndStripesCountsOnce) {
   Selection sel;
   sel.batch = sel.heads = 1;

@@ -2,6 +2,7 @@
 // checked against worked examples and brute-force counting.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <random>
 
 #include "core/schedule.h"
@@ -102,17 +103,58 @@ TEST(Schedule, CountEntriesMatchesBruteForce) {
   for (bool causal : {true, false})
     for (auto [sq, sk] : {std::pair{1, 1}, {17, 17}, {5, 97}, {97, 97}, {40, 130}})
       for (std::int64_t w : {1, 3, 16, 200})
-        for (std::int64_t tail : {0, 2}) {
+        for (std::int64_t tail : {0, 2, 1000}) {
           const core::Problem p = problem(sq, sk, causal);
           std::vector<std::int32_t> cols;
           for (std::int32_t j = 0; j < sk; ++j)
             if (rng() % 3 == 0) cols.push_back(j);
           const std::int64_t wc = std::min<std::int64_t>(w, sk);
-          const auto fast = core::count_entries(p, wc, tail, cols.data(), static_cast<std::int64_t>(cols.size()));
+          const auto fast = core::count_entries(p, w, tail, cols.data(), static_cast<std::int64_t>(cols.size()));
           const auto slow = brute_count(p, wc, tail, cols);
           EXPECT_EQ(fast.kept, slow.kept) << "sq " << sq << " sk " << sk << " w " << w << " causal " << causal;
           EXPECT_EQ(fast.visible, slow.visible);
+          const auto band_only = core::count_entries(p, w, tail, nullptr, 0);
+          EXPECT_EQ(band_only.kept, brute_count(p, wc, tail, {}).kept) << "sq " << sq << " sk " << sk << " w " << w;
         }
+}
+
+TEST(Schedule, DenseHeadEntriesRoundUpAndOneTurnsTheRuleOff) {
+  EXPECT_EQ(core::dense_head_entries(0.75, 1000), 750);
+  EXPECT_EQ(core::dense_head_entries(0.75, 1001), 751);  // 750.75 rounds up
+  EXPECT_EQ(core::dense_head_entries(1e-9, 17), 1);
+  EXPECT_EQ(core::dense_head_entries(1.0, 4097), std::numeric_limits<std::int64_t>::max());
+}
+
+TEST(Schedule, HeadsWhoseMaskReachesTheDensityKeepEveryColumn) {
+  // Sq = Sk = 10, causal: 55 visible entries. Window 2: the band keeps 19 (1 + 2 * 9).
+  const core::Problem p = problem(10, 10, true);
+  const std::vector<std::int32_t> none, some{0, 1};  // columns 0, 1: +8 and +7 entries outside the band -> 34
+  EXPECT_EQ(core::count_entries(p, 2, 0, some.data(), 2).kept, 34);
+  EXPECT_EQ(core::keep_all_if_dense(p, 2, 0, some, 1.0), some);
+  EXPECT_EQ(core::keep_all_if_dense(p, 2, 0, some, 0.63), some);  // 0.63 * 55 = 34.65: 35 needed
+  const std::vector<std::int32_t> all{0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  EXPECT_EQ(core::keep_all_if_dense(p, 2, 0, some, 0.6), all);   // 33 needed
+  EXPECT_EQ(core::keep_all_if_dense(p, 2, 0, none, 0.34), all);  // 18.7: the band alone reaches it
+  EXPECT_EQ(core::keep_all_if_dense(p, 2, 0, none, 0.5), none);
+  EXPECT_EQ(core::keep_all_if_dense(p, 2, 8, none, 0.5), all);  // a dense tail of 8 rows: every entry
+  EXPECT_EQ(core::keep_all_if_dense(p, 2, 0, all, 0.01), all);
+}
+
+TEST(Schedule, CountEntriesNearTheInt32Limit) {
+  // Closed forms at Sq = Sk = 2^31 - 300 (no brute force possible): a full band keeps every visible entry,
+  // and the sums do not overflow on the way.
+  const std::int64_t n = (std::int64_t{1} << 31) - 300;
+  const core::Problem causal = problem(n, n, true), full = problem(n, n, false);
+  const auto c = core::count_entries(causal, n, 0, nullptr, 0);
+  EXPECT_EQ(c.visible, n / 2 * (n + 1));
+  EXPECT_EQ(c.kept, c.visible);
+  const auto w1 = core::count_entries(causal, 1, 0, nullptr, 0);
+  EXPECT_EQ(w1.kept, n);  // the diagonal
+  const auto f = core::count_entries(full, n, 0, nullptr, 0);
+  EXPECT_EQ(f.visible, n * n);
+  EXPECT_EQ(f.kept, n * n);
+  const auto tail = core::count_entries(full, 1, n, nullptr, 0);
+  EXPECT_EQ(tail.kept, n * n);
 }
 
 }  // namespace

@@ -48,7 +48,8 @@ options:
   --no-dense         skip dense attention (speedups are then not reported)
   --threads N        CPU threads (0 = all)
   --out FILE.json    write the JSON record
-  --alpha, --sample-ratio, --window-ratio, --min-window, --sink-tokens, --dense-tail: select()'s settings
+  --alpha, --sample-ratio, --window-ratio, --min-window, --sink-tokens, --dense-tail, --dense-head-density:
+                     select()'s settings
 )";
 
 std::vector<OptionSpec> options() {

@@ -34,7 +34,8 @@ options:
   --backend B        auto, cpu, cpu-ref, cuda (auto: cuda when present, else the fast CPU backend)
   --metric-rows N    rows per head for the exact metrics (32)
   --threads N        CPU threads (0 = all)
-  --alpha, --sample-ratio, --window-ratio, --min-window, --sink-tokens, --dense-tail: as in sampleattn run
+  --alpha, --sample-ratio, --window-ratio, --min-window, --sink-tokens, --dense-tail, --dense-head-density: as in
+                     sampleattn run
 )";
 
 std::vector<OptionSpec> options() {

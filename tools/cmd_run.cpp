@@ -33,6 +33,8 @@ options:
   --min-window N          smallest window (64)
   --sink-tokens N         always keep the first N keys (0)
   --dense-tail N          the last N query rows attend to every visible key (0)
+  --dense-head-density F  a head whose mask keeps at least F of its entries keeps every column (runs dense),
+                          in (0, 1] (1: off, the paper's method)
   --backend B             auto, cpu, cpu-ref (the fp64 reference), cuda (auto: cuda when present)
   --dense                 dense attention instead of SampleAttention
   --non-causal            every query sees every key (default: causal)

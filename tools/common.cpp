@@ -48,7 +48,8 @@ DType parse_dtype(const std::string& option, const std::string& name) {
 
 std::vector<OptionSpec> config_options() {
   return {{"alpha", true},       {"sample-ratio", true}, {"window-ratio", true},
-          {"min-window", true},  {"sink-tokens", true},  {"dense-tail", true}};
+          {"min-window", true},  {"sink-tokens", true},  {"dense-tail", true},
+          {"dense-head-density", true}};
 }
 
 SampleConfig config_from(const Args& args) {
@@ -60,13 +61,15 @@ SampleConfig config_from(const Args& args) {
   c.min_window = args.integer("min-window", c.min_window, 0, kMax);
   c.sink_tokens = args.integer("sink-tokens", c.sink_tokens, 0, kMax);
   c.dense_tail = args.integer("dense-tail", c.dense_tail, 0, kMax);
+  c.dense_head_density = args.real("dense-head-density", c.dense_head_density, 0.0, 1.0, /*lo_open=*/true);
   return c;
 }
 
 std::string describe(const SampleConfig& c) {
   std::ostringstream os;
   os << "alpha " << c.alpha << ", sample_ratio " << c.sample_ratio << ", window_ratio " << c.window_ratio
-     << ", min_window " << c.min_window << ", sink_tokens " << c.sink_tokens << ", dense_tail " << c.dense_tail;
+     << ", min_window " << c.min_window << ", sink_tokens " << c.sink_tokens << ", dense_tail " << c.dense_tail
+     << ", dense_head_density " << c.dense_head_density;
   return os.str();
 }
 

@@ -24,8 +24,9 @@ Backend best_backend();
 // "f32" / "float32", "f16" / "float16", "bf16" / "bfloat16".
 DType parse_dtype(const std::string& option, const std::string& name);
 
-// --alpha, --sample-ratio, --window-ratio, --min-window, --sink-tokens, --dense-tail: the options and their
-// parsing (ranges as SPEC.md: alpha and sample ratio in (0, 1], window ratio in [0, 1]).
+// --alpha, --sample-ratio, --window-ratio, --min-window, --sink-tokens, --dense-tail, --dense-head-density: the
+// options and their parsing (ranges as SPEC.md: alpha, sample ratio and dense head density in (0, 1], window
+// ratio in [0, 1]).
 std::vector<OptionSpec> config_options();
 SampleConfig config_from(const Args& args);
 std::string describe(const SampleConfig& config);

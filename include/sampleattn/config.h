@@ -20,6 +20,12 @@ struct SampleConfig {
   std::int64_t min_window = 64;
   std::int64_t sink_tokens = 0;  // the first sink_tokens keys are always kept as columns
   std::int64_t dense_tail = 0;   // the last dense_tail query rows keep all their visible keys
+  // (0, 1] (ours): a head whose mask (band + chosen columns + dense tail) keeps at least this fraction of its
+  // visible entries keeps every column instead, i.e. runs as plain (causal) attention. Such a head has little
+  // to skip, and its sparse attention costs more than dense (on the H200, a head keeping 95% of its entries
+  // takes ~1.4x the dense time); keeping more only adds attention mass. 1 (the default) turns it off: the
+  // paper's method.
+  double dense_head_density = 1.0;
 };
 
 enum class Backend : std::uint8_t { automatic, cpu, cpu_reference, cuda };

@@ -147,6 +147,7 @@ def sample_attention(
     return_selection: bool = False,
     min_window: int = 64,
     dense_tail: int = 0,
+    dense_head_density: float = 1.0,
     out: Optional[Any] = None,
     backend: str = "auto",
     num_threads: int = 0,
@@ -159,6 +160,9 @@ def sample_attention(
     Returns out [batch, seq_q, q_heads, head_dim] in q's framework and dtype; with return_lse also the
     float32 log-sum-exp [batch, q_heads, seq_q]; with return_selection also the Selection (per-head
     columns, density and sampled coverage). `out` may be given to write into an existing tensor.
+    dense_head_density (ours, in (0, 1]): a head whose mask keeps at least that fraction of its visible entries
+    keeps every column and runs as plain attention (faster than sparse attention over nearly every entry; it
+    only adds attention mass); 1 (default) = off, the paper's method.
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
         _check_tensor(x, name)
@@ -166,7 +170,7 @@ def sample_attention(
     q, k, v = _as_input(q), _as_input(k), _as_input(v)
     out, lse = _outputs(q, out, return_lse)
     settings = (bool(causal), None if scale is None else float(scale), float(alpha), float(sample_ratio),
-                float(window_ratio), int(min_window), int(sink_tokens), int(dense_tail))
+                float(window_ratio), int(min_window), int(sink_tokens), int(dense_tail), float(dense_head_density))
     with _DeviceGuard(q):
         if not return_selection and backend in ("auto", "cuda") and _torch_cuda(q) and _C.built_with_cuda:
             # Nothing has to come back to the host: the no-synchronisation path, workspace from torch's
@@ -192,6 +196,7 @@ def select(
     scale: Optional[float] = None,
     min_window: int = 64,
     dense_tail: int = 0,
+    dense_head_density: float = 1.0,
     backend: str = "auto",
     num_threads: int = 0,
 ) -> Selection:
@@ -203,7 +208,8 @@ def select(
     with _DeviceGuard(q):
         return _C.select(
             q, k, bool(causal), None if scale is None else float(scale), float(alpha), float(sample_ratio),
-            float(window_ratio), int(min_window), int(sink_tokens), int(dense_tail), backend, int(num_threads),
+            float(window_ratio), int(min_window), int(sink_tokens), int(dense_tail), float(dense_head_density), backend,
+            int(num_threads),
             _stream(q),
         )
 

@@ -1,6 +1,7 @@
 """PyTorch custom operators, so that torch.compile traces SampleAttention without graph breaks.
 
-    torch.ops.sampleattn.sample_attention(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale)
+    torch.ops.sampleattn.sample_attention(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale,
+                                          dense_head_density)
         -> out [batch, seq_q, q_heads, head_dim], contiguous, q's dtype and device
     torch.ops.sampleattn.sample_attention_with_stats(...same...) -> (out, stats)
         stats: float64 [batch, q_heads, 4] on the CPU: density, sampled coverage, kept columns, window
@@ -29,11 +30,11 @@ def _stats_tensor(selection) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(f, dtype=np.float64) for f in fields], axis=-1))
 
 
-def _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale, with_selection):
+def _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale, dense_head_density, with_selection):
     # Without the selection, CUDA tensors take the no-synchronisation path (nothing comes back to the host).
     return _api.sample_attention(
         q, k, v, alpha=alpha, sample_ratio=sample_ratio, window_ratio=window_ratio, sink_tokens=sink_tokens,
-        causal=causal, scale=scale, return_selection=with_selection,
+        causal=causal, scale=scale, dense_head_density=dense_head_density, return_selection=with_selection,
     )
 
 
@@ -48,13 +49,14 @@ def sample_attention(
     sink_tokens: int = 0,
     causal: bool = True,
     scale: Optional[float] = None,
+    dense_head_density: float = 1.0,
 ) -> torch.Tensor:
-    return _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale, False)
+    return _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale, dense_head_density, False)
 
 
 @sample_attention.register_fake
 def _sample_attention_fake(q, k, v, alpha=0.95, sample_ratio=0.05, window_ratio=0.08, sink_tokens=0, causal=True,
-                           scale=None):
+                           scale=None, dense_head_density=1.0):
     return q.new_empty(q.shape)
 
 
@@ -69,13 +71,14 @@ def sample_attention_with_stats(
     sink_tokens: int = 0,
     causal: bool = True,
     scale: Optional[float] = None,
+    dense_head_density: float = 1.0,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    out, selection = _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale, True)
+    out, selection = _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale, dense_head_density, True)
     return out, _stats_tensor(selection)
 
 
 @sample_attention_with_stats.register_fake
 def _sample_attention_with_stats_fake(q, k, v, alpha=0.95, sample_ratio=0.05, window_ratio=0.08, sink_tokens=0,
-                                      causal=True, scale=None):
+                                      causal=True, scale=None, dense_head_density=1.0):
     batch, heads = q.shape[0], q.shape[2]
     return q.new_empty(q.shape), q.new_empty((batch, heads, len(_STATS_FIELDS)), dtype=torch.float64, device="cpu")

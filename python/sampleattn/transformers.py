@@ -39,6 +39,7 @@ _DEFAULTS = {
     "sample_ratio": 0.05,
     "window_ratio": 0.08,
     "sink_tokens": 0,
+    "dense_head_density": 1.0,
 }
 _settings: Dict[str, Any] = dict(_DEFAULTS)
 
@@ -121,7 +122,8 @@ _warned: set = set()
 
 def configure(**settings: Any) -> Dict[str, Any]:
     """Changes the routing threshold and SampleAttention's hyperparameters for every registered model:
-    min_seq_len (default 8192), alpha (0.95), sample_ratio (0.05), window_ratio (0.08), sink_tokens (0).
+    min_seq_len (default 8192), alpha (0.95), sample_ratio (0.05), window_ratio (0.08), sink_tokens (0),
+    dense_head_density (1.0: see sampleattn.sample_attention).
     Returns the settings now in force."""
     unknown = set(settings) - set(_DEFAULTS)
     if unknown:
@@ -130,6 +132,8 @@ def configure(**settings: Any) -> Dict[str, Any]:
         raise ValueError(f"min_seq_len ({settings['min_seq_len']}) must be >= 0")
     if "alpha" in settings and not 0.0 < float(settings["alpha"]) <= 1.0:
         raise ValueError(f"alpha ({settings['alpha']}) must be in (0, 1]")
+    if "dense_head_density" in settings and not 0.0 < float(settings["dense_head_density"]) <= 1.0:
+        raise ValueError(f"dense_head_density ({settings['dense_head_density']}) must be in (0, 1]")
     _settings.update(settings)
     return dict(_settings)
 
@@ -251,7 +255,8 @@ def sample_attention_forward(
         key, value = key[:, :, :q_len], value[:, :, :q_len]
     q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
     args = (float(_settings["alpha"]), float(_settings["sample_ratio"]), float(_settings["window_ratio"]),
-            int(_settings["sink_tokens"]), True, None if scaling is None else float(scaling))
+            int(_settings["sink_tokens"]), True, None if scaling is None else float(scaling),
+            float(_settings["dense_head_density"]))
     if torch.compiler.is_compiling():
         # Inside a compiled graph: the op alone (traced through its fake implementation); no stats are
         # recorded, since that is a host-side effect that would break the graph.

@@ -140,7 +140,7 @@ sampleattn::AttnParams attn_params(bool causal, std::optional<float> scale) {
 
 sampleattn::SampleConfig sample_config(double alpha, double sample_ratio, double window_ratio,
                                        std::int64_t min_window, std::int64_t sink_tokens,
-                                       std::int64_t dense_tail) {
+                                       std::int64_t dense_tail, double dense_head_density) {
   sampleattn::SampleConfig c;
   c.alpha = alpha;
   c.sample_ratio = sample_ratio;
@@ -148,6 +148,7 @@ sampleattn::SampleConfig sample_config(double alpha, double sample_ratio, double
   c.min_window = min_window;
   c.sink_tokens = sink_tokens;
   c.dense_tail = dense_tail;
+  c.dense_head_density = dense_head_density;
   return c;
 }
 
@@ -289,33 +290,33 @@ NB_MODULE(_sampleattn, m) {
       "cuda_workspace_size",
       [](const InArray& q, const InArray& k, bool causal, std::optional<float> scale, double alpha,
          double sample_ratio, double window_ratio, std::int64_t min_window, std::int64_t sink_tokens,
-         std::int64_t dense_tail) {
+         std::int64_t dense_tail, double dense_head_density) {
         return sampleattn::cuda::sample_attention_workspace_size(
             to_view(q, "q"), to_view(k, "k"), attn_params(causal, scale),
-            sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail));
+            sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density));
       },
       nb::arg("q"), nb::arg("k"), nb::arg("causal"), nb::arg("scale").none(), nb::arg("alpha"),
       nb::arg("sample_ratio"), nb::arg("window_ratio"), nb::arg("min_window"), nb::arg("sink_tokens"),
-      nb::arg("dense_tail"));
+      nb::arg("dense_tail"), nb::arg("dense_head_density"));
   m.def(
       "cuda_sample_attention",
       [](const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
          const std::optional<OutArray>& lse, bool causal, std::optional<float> scale, double alpha,
          double sample_ratio, double window_ratio, std::int64_t min_window, std::int64_t sink_tokens,
-         std::int64_t dense_tail, const OutArray& workspace, std::uintptr_t stream) {
+         std::int64_t dense_tail, double dense_head_density, const OutArray& workspace, std::uintptr_t stream) {
         const TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v"), ov = to_view(out, "out");
         float* lp = lse_pointer(lse, qv);
         SA_CHECK(workspace.device_type() == nb::device::cuda::value && workspace.device_id() == qv.device_index,
                  "workspace must be a CUDA buffer on q's device");
         const auto params = attn_params(causal, scale);
-        const auto config = sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail);
+        const auto config = sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density);
         nb::gil_scoped_release unlocked;
         sampleattn::cuda::sample_attention(qv, kv, vv, ov, lp, params, config, workspace.data(), workspace.nbytes(),
                                            reinterpret_cast<void*>(stream));
       },
       nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse").none(), nb::arg("causal"),
       nb::arg("scale").none(), nb::arg("alpha"), nb::arg("sample_ratio"), nb::arg("window_ratio"),
-      nb::arg("min_window"), nb::arg("sink_tokens"), nb::arg("dense_tail"), nb::arg("workspace"),
+      nb::arg("min_window"), nb::arg("sink_tokens"), nb::arg("dense_tail"), nb::arg("dense_head_density"), nb::arg("workspace"),
       nb::arg("stream"));
 #else
   m.attr("built_with_cuda") = false;
@@ -326,35 +327,35 @@ NB_MODULE(_sampleattn, m) {
       [](const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
          const std::optional<OutArray>& lse, bool causal, std::optional<float> scale, double alpha,
          double sample_ratio, double window_ratio, std::int64_t min_window, std::int64_t sink_tokens,
-         std::int64_t dense_tail, const std::string& backend, int num_threads, std::uintptr_t stream) {
+         std::int64_t dense_tail, double dense_head_density, const std::string& backend, int num_threads, std::uintptr_t stream) {
         const TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v"), ov = to_view(out, "out");
         float* lp = lse_pointer(lse, qv);
         const auto params = attn_params(causal, scale);
-        const auto config = sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail);
+        const auto config = sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density);
         const auto options = exec_options(backend, num_threads, stream);
         nb::gil_scoped_release unlocked;
         return sampleattn::sample_attention(qv, kv, vv, ov, lp, params, config, options);
       },
       nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse").none(), nb::arg("causal"),
       nb::arg("scale").none(), nb::arg("alpha"), nb::arg("sample_ratio"), nb::arg("window_ratio"),
-      nb::arg("min_window"), nb::arg("sink_tokens"), nb::arg("dense_tail"), nb::arg("backend"),
+      nb::arg("min_window"), nb::arg("sink_tokens"), nb::arg("dense_tail"), nb::arg("dense_head_density"), nb::arg("backend"),
       nb::arg("num_threads"), nb::arg("stream"));
 
   m.def(
       "select",
       [](const InArray& q, const InArray& k, bool causal, std::optional<float> scale, double alpha,
          double sample_ratio, double window_ratio, std::int64_t min_window, std::int64_t sink_tokens,
-         std::int64_t dense_tail, const std::string& backend, int num_threads, std::uintptr_t stream) {
+         std::int64_t dense_tail, double dense_head_density, const std::string& backend, int num_threads, std::uintptr_t stream) {
         const TensorView qv = to_view(q, "q"), kv = to_view(k, "k");
         const auto params = attn_params(causal, scale);
-        const auto config = sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail);
+        const auto config = sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density);
         const auto options = exec_options(backend, num_threads, stream);
         nb::gil_scoped_release unlocked;
         return sampleattn::select(qv, kv, params, config, options);
       },
       nb::arg("q"), nb::arg("k"), nb::arg("causal"), nb::arg("scale").none(), nb::arg("alpha"),
       nb::arg("sample_ratio"), nb::arg("window_ratio"), nb::arg("min_window"), nb::arg("sink_tokens"),
-      nb::arg("dense_tail"), nb::arg("backend"), nb::arg("num_threads"), nb::arg("stream"));
+      nb::arg("dense_tail"), nb::arg("dense_head_density"), nb::arg("backend"), nb::arg("num_threads"), nb::arg("stream"));
 
   m.def(
       "attend",

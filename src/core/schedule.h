@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <vector>
+#include <vector>
 
 #include "core/problem.h"
 #include "sampleattn/config.h"
@@ -36,12 +37,22 @@ inline bool in_dense_tail(const Problem& p, std::int64_t dense_tail, std::int64_
 }
 
 // Entries of the mask band(w) union columns (sorted, unique) union dense tail, each counted once, and the
-// number of visible entries, for one head. O(Sq + |columns|).
+// number of visible entries, for one head. O(|columns|): closed forms over the rows.
 struct EntryCount {
   std::int64_t kept = 0;
   std::int64_t visible = 0;
 };
 EntryCount count_entries(const Problem& p, std::int64_t window, std::int64_t dense_tail,
                          const std::int32_t* columns, std::int64_t num_columns);
+
+// SampleConfig::dense_head_density (ours) as an entry count: a head whose mask keeps at least this many of its
+// `visible` entries keeps every column (runs dense). Every backend takes the count from here. Density 1 turns
+// the rule off (INT64_MAX). Example: density 0.8, visible 1000 -> 800.
+std::int64_t dense_head_entries(double dense_head_density, std::int64_t visible);
+
+// The head's chosen columns (ascending) after SampleConfig::dense_head_density: unchanged, or every column
+// of [0, Sk) when band + columns + dense tail keep at least dense_head_entries of the visible entries.
+std::vector<std::int32_t> keep_all_if_dense(const Problem& p, std::int64_t window, std::int64_t dense_tail,
+                                            std::vector<std::int32_t> columns, double dense_head_density);
 
 }  // namespace sampleattn::core

@@ -131,7 +131,9 @@ Selection select(const Problem& p, const TensorView& q, const TensorView& k, con
         const std::int64_t bh = b * p.q_heads + kvh * group + g;
         const double* cs = colscore.data() + g * sk;
         const double* os = outside.data() + g * sk;
-        chosen[bh] = core::choose_columns<double>(cs, sk, config.alpha, config.sink_tokens);
+        chosen[bh] = core::keep_all_if_dense(p, window, config.dense_tail,
+                                             core::choose_columns<double>(cs, sk, config.alpha, config.sink_tokens),
+                                             config.dense_head_density);
         double lost = 0.0;
         std::size_t next = 0;
         for (std::int64_t j = 0; j < sk; ++j) {

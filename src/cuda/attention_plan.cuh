@@ -6,8 +6,9 @@
 //   band span      contiguous keys [span_lo, span_end): the band of every row of the tile, span_lo = the
 //                  first row's band start rounded down to 64; element masks only on edge tiles;
 //   right stripes  (non-causal only) kept columns j >= span_end, gathered by index.
-// Dense mode is a band span over every visible key. A tile holding dense-tail rows runs the span over
-// [0, visible end) with the full mask (band | column bit | tail row), and no stripes.
+// Dense mode is a band span over every visible key, and so is a sparse head that keeps every column. A tile
+// holding dense-tail rows runs the span over [0, visible end) with the full mask (band | column bit | tail
+// row), and no stripes.
 #pragma once
 
 #include <cstdint>
@@ -113,12 +114,19 @@ __device__ __forceinline__ TilePlan<kBlockN> make_plan(const KernelArgs& a, std:
     pl.span_tiles = static_cast<int>(ceil_div(visible_end, kBlockN));
     return pl;
   }
+  const std::int64_t count = a.col_counts[bh];
+  if (count == a.seq_k) {
+    // Every column kept (SampleConfig::dense_head_density, or a head whose scores need them all): the mask is
+    // plain attention, so the head runs the dense plan (no index reads, masks only at the causal edge).
+    pl.sparse = false;
+    pl.span_tiles = static_cast<int>(ceil_div(visible_end, kBlockN));
+    return pl;
+  }
   const std::int64_t w = a.window[bh];
   pl.window = static_cast<int>(w);
   pl.tail_row = static_cast<int>(a.seq_q - a.dense_tail);  // may be negative: every row is a tail row
   pl.cols = a.col_indices + a.col_offsets[bh];
   pl.bitmap = a.col_bitmap + bh * a.bitmap_words;
-  const std::int64_t count = a.col_counts[bh];
   if (m1 > a.seq_q - a.dense_tail) {
     pl.tail_mode = true;
     pl.span_tiles = static_cast<int>(ceil_div(visible_end, kBlockN));

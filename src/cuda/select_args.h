@@ -55,6 +55,7 @@ struct Stage2Head {
   std::uint32_t bad;                 // some score is NaN, Inf or negative: keep every column
   std::uint32_t run;                 // the radix levels run (not bad, alpha < 1, target > 0)
   std::uint32_t kept;                // kept columns of the head
+  std::uint32_t dense;               // the head's mask reaches dense_entries: it keeps every column
   std::uint32_t arrivals[5];         // blocks done, per stage-2 kernel
 };
 
@@ -84,6 +85,8 @@ struct Stage2Args {
   Stage2Head* heads = nullptr;       // [B * Hq], zeroed by launch_stage2
   Stage2Block* blocks = nullptr;     // [B * Hq, blocks]
   std::int64_t heads_total = 0, seq_q = 0, seq_k = 0, window_size = 1, dense_tail = 0, sink_tokens = 0;
+  std::int64_t dense_entries = 0;    // a head keeping this many entries keeps every column (dense_head_density)
+  std::int64_t visible_entries = 0;  // visible entries of one head
   std::int64_t bitmap_words = 0;
   std::int64_t chunk = 2048, blocks_per_head = 1;
   std::int64_t base_entries = 0;  // entries kept whatever the columns are (band + tail), per head

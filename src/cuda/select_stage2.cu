@@ -2,8 +2,8 @@
 // shortest prefix of the columns sorted by score (descending, ties lower index first) whose sum reaches
 // alpha of the total, plus the sink columns; written as ascending indices, a count, a bitmap and the head's
 // statistics. No sort. Each head's columns are split into chunks of Stage2Args::chunk columns, one 256-thread
-// block per chunk (stage2_chunk: ~512 blocks in all, so every SM works), and five kernels run in order on the
-// stream after a memset of the per-head scratch (Stage2Head):
+// block per chunk (stage2_chunk: ~512 blocks in all, so every SM works), and five kernels (six when
+// dense_head_density < 1) run in order on the stream after a memset of the per-head scratch (Stage2Head):
 //   1. level 0: the total of the scores as uint64 fixed point (exact and order-independent: per-block sums
 //      meet in global atomics), a finiteness check, and the histogram of float bits 30..20 (fixed-point sum
 //      per bin; block histograms in shared memory, added into the head's with global atomics);
@@ -19,8 +19,11 @@
 //   5. the ordered pass: a warp takes 8 consecutive 32-column words (ballots give each word's masks), block
 //      prefix sums over warps give each kept column its tie rank and output slot; the same pass writes the
 //      bitmap and sums the kept entries (core::count_entries' closed form per column) and the sampled
-//      coverage, which the head's last block adds up over the chunks in chunk order (deterministic).
+//      coverage, which the head's last block adds up over the chunks in chunk order (deterministic);
+//   6. a head whose mask keeps at least dense_entries of its entries (SampleConfig::dense_head_density) is
+//      rewritten to keep every column (indices, bitmap, count, statistics); other heads return at once.
 // Non-finite (or negative) scores make the head keep every column and report coverage NaN.
+// Bench results and versions: bench/NOTES.md.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -486,6 +489,30 @@ __global__ void __launch_bounds__(kThreads, 3) write_kernel(const Stage2Args a) 
     s.kept_entries = a.base_entries + all_entries;
     s.sampled_coverage = bad ? __longlong_as_double(0x7ff8000000000000LL) : (total_d > 0.0 ? all_mass / total_d : 1.0);
     a.stats[c.bh] = s;
+    st.dense = !bad && static_cast<std::int64_t>(st.kept) < a.seq_k && s.kept_entries >= a.dense_entries ? 1u : 0u;
+  }
+}
+
+// Kernel 6: the heads marked dense by kernel 5 keep every column: the chunk's indices and bitmap words (the
+// chunk is a multiple of 32 columns, so each word has one writer), and block 0 the count and statistics
+// (every visible entry, the whole sampled mass).
+__global__ void __launch_bounds__(kThreads) dense_head_kernel(const Stage2Args a) {
+  const Chunk c = chunk_of(a);
+  if (a.heads[c.bh].dense == 0) return;
+  std::int32_t* out = a.indices + c.bh * a.seq_k;
+  for (std::int64_t j = c.begin + threadIdx.x; j < c.end; j += kThreads) out[j] = static_cast<std::int32_t>(j);
+  std::uint32_t* bitmap = a.bitmap + c.bh * a.bitmap_words;
+  for (std::int64_t w = c.begin / 32 + threadIdx.x; w * 32 < c.end; w += kThreads) {
+    const std::int64_t bits = c.end - w * 32;
+    bitmap[w] = bits >= 32 ? kFull : (1u << bits) - 1u;
+  }
+  if (c.b == 0 && threadIdx.x == 0) {
+    a.counts[c.bh] = static_cast<std::int32_t>(a.seq_k);
+    DeviceHeadStats s = a.stats[c.bh];
+    s.kept_columns = a.seq_k;
+    s.kept_entries = a.visible_entries;
+    s.sampled_coverage = 1.0;
+    a.stats[c.bh] = s;
   }
 }
 
@@ -510,6 +537,10 @@ void launch_stage2(const Stage2Args& a, void* stream) {
   check_launch("stage 2 counts per chunk");
   write_kernel<<<grid, kThreads, 0, s>>>(a);
   check_launch("stage 2 ordered pass");
+  if (a.dense_entries <= a.visible_entries) {
+    dense_head_kernel<<<grid, kThreads, 0, s>>>(a);
+    check_launch("stage 2 dense heads");
+  }
 }
 
 }  // namespace sampleattn::cuda

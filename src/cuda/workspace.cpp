@@ -72,6 +72,7 @@ SelectPlan make_plan(const core::Problem& p, const SampleConfig& config) {
   const core::EntryCount base = core::count_entries(p, plan.window, plan.dense_tail, nullptr, 0);
   plan.base_entries = base.kept;
   plan.visible_entries = base.visible;
+  plan.dense_entries = core::dense_head_entries(config.dense_head_density, base.visible);
   SA_CHECK(plan.heads_total * plan.stage2_blocks <= std::numeric_limits<std::int32_t>::max(), "batch * q.heads (",
            plan.heads_total, ") times ", plan.stage2_blocks, " stage 2 blocks per head exceeds the CUDA grid");
   return plan;
@@ -186,6 +187,8 @@ void run_stage2(const SelectPlan& plan, const Workspace& ws, void* stream) {
   c.window_size = plan.window;
   c.dense_tail = plan.dense_tail;
   c.sink_tokens = plan.sink_tokens;
+  c.dense_entries = plan.dense_entries;
+  c.visible_entries = plan.visible_entries;
   c.bitmap_words = plan.bitmap_words;
   c.chunk = plan.stage2_chunk;
   c.blocks_per_head = plan.stage2_blocks;

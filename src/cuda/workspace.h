@@ -23,6 +23,7 @@ struct SelectPlan {
   std::int64_t dense_tail = 0;         // config.dense_tail clipped to Sq
   std::int64_t dense_tail_config = 0;  // as given (what Selection::dense_tail records, as on the CPU)
   std::int64_t sink_tokens = 0;
+  std::int64_t dense_entries = 0;  // core::dense_head_entries: a head keeping this many entries keeps all
   double alpha = 0.95;
   std::int64_t bitmap_words = 0;     // ceil(Sk / 32)
   std::int64_t stage2_chunk = 2048;  // stage 2 columns per block (stage2_chunk; tests may set any multiple of 32)

@@ -53,6 +53,7 @@ struct E2ECase {
   double alpha = 0.95;
   std::int64_t sink = 0, tail = 0;
   float q_scale = 2.0f;
+  double dense_head_density = 1.0;
 };
 
 std::string describe(const E2ECase& c) {
@@ -60,7 +61,8 @@ std::string describe(const E2ECase& c) {
          std::to_string(c.q_heads) + " Hkv" + std::to_string(c.kv_heads) + " d" + std::to_string(c.head_dim) + " " +
          to_string(c.dtype) + " layout" + std::to_string(static_cast<int>(c.layout)) +
          (c.causal ? " causal" : " non-causal") + " alpha" + std::to_string(c.alpha) + " sink" +
-         std::to_string(c.sink) + " tail" + std::to_string(c.tail);
+         std::to_string(c.sink) + " tail" + std::to_string(c.tail) + " dense_head_density " +
+         std::to_string(c.dense_head_density);
 }
 
 // out / lse of the CUDA run against the fp64 reference attention over the selection the CUDA run used.
@@ -94,6 +96,7 @@ void run_e2e(const E2ECase& c, std::uint64_t seed) {
   cfg.sink_tokens = c.sink;
   cfg.dense_tail = c.tail;
   cfg.min_window = 4;
+  cfg.dense_head_density = c.dense_head_density;
   const Selection sel = sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), static_cast<float*>(dlse.get()),
                                          params, cfg, on(Backend::cuda));
   dout.download(out);
@@ -101,6 +104,12 @@ void run_e2e(const E2ECase& c, std::uint64_t seed) {
   const Selection ref = select(q.view(), k.view(), params, cfg, on(Backend::cpu_reference));
   test::expect_selection_matches(sel, ref, core::make_problem(q.view(), k.view(), nullptr, params), q.view(), k.view(),
                                  cfg);
+  if (c.dense_head_density < 1.0) {
+    std::int64_t all = 0;  // heads that keep every column: the case must exercise the dense plan
+    for (std::int64_t bh = 0; bh < sel.num_heads_total(); ++bh)
+      all += static_cast<std::int64_t>(sel.columns(bh).size()) == c.seq_k;
+    EXPECT_GT(all, 0);
+  }
   expect_attention_matches(q, k, v, sel, out, lse, params);
 }
 
@@ -121,6 +130,9 @@ TEST_F(BackendCuda, SampleAttentionMatchesReference) {
       {1, 1025, 1025, 8, 2, 128, DType::bf16, Layout::bshd, true, 0.95, 4, 16, 3.0f},
       {1, 300, 1025, 4, 4, 64, DType::f16, Layout::bshd, false, 0.9},
       {1, 300, 4097, 2, 1, 128, DType::f16, Layout::bshd, true, 0.8, 0, 0, 3.0f},
+      // dense_head_density: heads that keep enough columns run the dense plan inside the sparse launch.
+      {1, 1025, 1025, 8, 2, 128, DType::bf16, Layout::bshd, true, 0.95, 0, 0, 1.0f, 0.5},
+      {2, 200, 1025, 4, 1, 64, DType::f16, Layout::padded, false, 0.9, 2, 9, 2.5f, 0.3},
   };
   for (const E2ECase& c : cases) run_e2e(c, seed);
 }

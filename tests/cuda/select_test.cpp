@@ -207,7 +207,7 @@ TEST_F(SelectCuda, RejectsUnsupportedInputs) {
 // Stage 2 alone. The rule it implements, on the host: each score as uint64 fixed point (x * 2^F truncated),
 // the shortest prefix in (score descending, index ascending) order whose fixed-point sum reaches
 // min(total, ceil(alpha * total)), plus the sinks; alpha = 1 or a zero target keeps every positive score; a
-// NaN, Inf or negative score keeps every column.
+// NaN, Inf or negative score keeps every column; then core::keep_all_if_dense (dense_head_density).
 struct ExactChoice {
   std::vector<std::int32_t> columns;  // ascending
   bool bad = false;
@@ -256,6 +256,7 @@ struct Stage2Case {
   std::int64_t sinks, tail;
   Scores scores;
   bool causal = true;
+  double dense_head_density = 1.0;
 };
 
 // Column scores of head h: `ties` takes 5 values (0 and -0 among them), `spread` spans 2^-30..1, `runs`
@@ -307,6 +308,7 @@ void run_stage2_case(const Stage2Case& c, std::uint64_t seed) {
   cfg.sink_tokens = c.sinks;
   cfg.dense_tail = c.tail;
   cfg.min_window = 4;
+  cfg.dense_head_density = c.dense_head_density;
   cuda::SelectPlan plan = cuda::make_plan(p, cfg);
   if (c.chunk > 0) {
     plan.stage2_chunk = c.chunk;
@@ -315,7 +317,8 @@ void run_stage2_case(const Stage2Case& c, std::uint64_t seed) {
   SCOPED_TRACE("stage 2: heads " + std::to_string(c.heads) + " Sk " + std::to_string(c.seq_k) + " chunk " +
                std::to_string(plan.stage2_chunk) + " (" + std::to_string(plan.stage2_blocks) + " blocks) alpha " +
                std::to_string(c.alpha) + " sinks " + std::to_string(c.sinks) + " scores " +
-               std::to_string(static_cast<int>(c.scores)) + " seed " + std::to_string(seed));
+               std::to_string(static_cast<int>(c.scores)) + " dense_head_density " + std::to_string(c.dense_head_density) +
+               " seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   std::vector<float> cs, in;
   fill_scores(c, rng, cs, in);
@@ -344,7 +347,11 @@ void run_stage2_case(const Stage2Case& c, std::uint64_t seed) {
     SCOPED_TRACE("head " + std::to_string(bh));
     const float* s = cs.data() + bh * c.seq_k;
     const float* inside = in.data() + bh * c.seq_k;
-    const ExactChoice want = exact_choice(s, c.seq_k, c.alpha, c.sinks, scale);
+    ExactChoice want = exact_choice(s, c.seq_k, c.alpha, c.sinks, scale);
+    const std::size_t chosen = want.columns.size();
+    if (!want.bad)
+      want.columns = core::keep_all_if_dense(p, plan.window, plan.dense_tail, want.columns, c.dense_head_density);
+    const bool dense_head = want.columns.size() != chosen;
     const auto g = got.columns(bh);
     const std::vector<std::int32_t> gv(g.begin(), g.end());
     EXPECT_EQ(gv, want.columns);
@@ -373,6 +380,7 @@ void run_stage2_case(const Stage2Case& c, std::uint64_t seed) {
       next += kept;
     }
     EXPECT_NEAR(got.stats[bh].sampled_coverage, total > 0.0 ? mass / total : 1.0, 1e-12);
+    if (dense_head) EXPECT_EQ(got.stats[bh].sampled_coverage, 1.0);
   }
 }
 
@@ -385,6 +393,8 @@ TEST_F(SelectCuda, Stage2SmallCasesForSanitizers) {
       {2, 1, 1, 32, 0.95, 0, 0, Scores::spread},          {2, 1, 1, 0, 0.95, 3, 0, Scores::ties},
       {2, 17, 17, 32, 0.95, 0, 0, Scores::spread},        {2, 17, 17, 0, 0.5, 2, 0, Scores::ties},
       {4, 2000, 2000, 96, 0.8, 2, 0, Scores::non_finite}, {4, 2000, 2000, 0, 1.0, 0, 0, Scores::non_finite},
+      // Heads reaching dense_head_density keep every column (ties: ~60% of the columns reach alpha 0.9).
+      {4, 1000, 1000, 64, 0.9, 0, 0, Scores::ties, true, 0.5},  {4, 1000, 700, 64, 0.5, 2, 7, Scores::spread, true, 0.01},
   };
   for (const Stage2Case& c : cases) run_stage2_case(c, seed);
 }
@@ -398,6 +408,8 @@ TEST_F(SelectCuda, Stage2MatchesExactRule) {
       {2, 50000, 50000, 6144, 0.999999, 0, 0, Scores::spread},
       {4, 300001, 300001, 0, 0.95, 4, 100, Scores::spread, false},  // plan: 4096 columns, 74 blocks per head
       {4, 300001, 300001, 0, 0.9, 0, 0, Scores::ties},
+      {4, 300001, 300001, 0, 0.9, 0, 0, Scores::ties, true, 0.55},     // dense heads over 74 blocks
+      {2, 50000, 50000, 6144, 0.95, 0, 0, Scores::spread, true, 0.5},  // spread: few columns, no dense head
   };
   for (const Stage2Case& c : cases) run_stage2_case(c, seed);
 }

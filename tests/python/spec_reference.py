@@ -90,7 +90,7 @@ def scores(q, k, b, h, group, scale):
 
 
 def select_head(q, k, b, h, *, alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, causal,
-                scale) -> HeadSelection:
+                scale, dense_head_density=1.0) -> HeadSelection:
     seq_q, seq_k = q.shape[1], k.shape[1]
     group = q.shape[2] // k.shape[2]
     w = window_size(window_ratio, min_window, seq_k)
@@ -106,6 +106,9 @@ def select_head(q, k, b, h, *, alpha, sample_ratio, window_ratio, min_window, si
     kept = set(order[:m].tolist()) | set(range(min(sink_tokens, seq_k)))
     columns = np.array(sorted(kept), dtype=np.int64)
     mask = mask_of(seq_q, seq_k, w, columns, causal, dense_tail)
+    if dense_head_density < 1 and mask.sum() >= max(1, math.ceil(dense_head_density * vis.sum())):
+        columns = np.arange(seq_k, dtype=np.int64)  # ours: a head that keeps that much runs dense
+        mask = mask_of(seq_q, seq_k, w, columns, causal, dense_tail)
     coverage = float((p * mask[rows]).sum() / len(rows))
     density = float(mask.sum() / vis.sum())
     return HeadSelection(w, columns, colscore, float(colscore[order[m - 1]]), coverage, density)

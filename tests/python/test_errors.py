@@ -75,6 +75,8 @@ def test_library_shape_checks(rng, change, message):
         (dict(min_window=-1), r"config\.min_window \(-1\) must be >= 0"),
         (dict(sink_tokens=-2), r"config\.sink_tokens \(-2\) must be >= 0"),
         (dict(dense_tail=-3), r"config\.dense_tail \(-3\) must be >= 0"),
+        (dict(dense_head_density=0.0), r"config\.dense_head_density \(0\) must be in \(0, 1\]"),
+        (dict(dense_head_density=1.5), r"config\.dense_head_density \(1\.5\) must be in \(0, 1\]"),
         (dict(scale=0.0), r"params\.scale \(0\) must be finite and > 0"),
         (dict(scale=float("nan")), r"params\.scale \(nan\) must be finite and > 0"),
         (dict(num_threads=-1), r"options\.num_threads \(-1\) must be in \[0, 4096\]"),

@@ -47,7 +47,8 @@ def _check_selection(sel, q, k, config, causal=True, scale=None):
     library, so a column whose score ties the boundary within rounding may differ; nothing else may."""
     seq_q, seq_k, d = q.shape[1], k.shape[1], q.shape[3]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    cfg = dict(alpha=0.95, sample_ratio=0.05, window_ratio=0.08, min_window=64, sink_tokens=0, dense_tail=0)
+    cfg = dict(alpha=0.95, sample_ratio=0.05, window_ratio=0.08, min_window=64, sink_tokens=0, dense_tail=0,
+               dense_head_density=1.0)
     cfg.update(config)
     assert (sel.batch, sel.heads, sel.seq_q, sel.seq_k) == (q.shape[0], q.shape[2], seq_q, seq_k)
     exact = 0
@@ -115,6 +116,23 @@ def test_options_sinks_dense_tail_scale(rng, backend):
             assert set(range(5)) <= set(sel.columns(b, h).tolist())
     _check_selection(sel, q, k, config, scale=0.07)
     _check_attention(out, lse, q, k, v, _lib_masks(sel, 120, 150), "f32", scale=0.07)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dense_head_density(rng, backend):
+    # Half the heads see uniform attention (q = 0), half sharp attention: at alpha 0.95 the first keep ~100 of
+    # 130 columns (over 90% of their entries) and, at dense_head_density 0.6, run dense (every column); the
+    # others (~20 columns, ~25% of the entries) keep the paper's selection.
+    shape = (1, 100, 130, 4, 2, 64, "bshd")
+    q, k, v = _inputs(rng, shape)
+    q[:, :, :2] = 0.0
+    q[:, :, 2:] *= 4.0
+    config = dict(CONFIG, alpha=0.95, dense_head_density=0.6)
+    out, sel = sampleattn.sample_attention(q, k, v, **config, return_selection=True, backend=backend)
+    kept = [len(sel.columns(0, h)) for h in range(4)]
+    assert kept[:2] == [130, 130] and max(kept[2:]) < 130, kept
+    _check_selection(sel, q, k, config)
+    _check_attention(out, None, q, k, v, _lib_masks(sel, 100, 130), "f32")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
