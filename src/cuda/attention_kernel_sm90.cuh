@@ -2,11 +2,11 @@
 // tile plan as the sm_80 kernel (attention_plan.cuh). One thread block per (query tile of 64 kConsumers rows,
 // query head, batch): one producer warpgroup and kConsumers consumer warpgroups.
 //   producer   copies Q once, then the kBlockN-key K/V tiles of the plan into a ring of stages (cp.async, 16
-//              bytes a thread; gathered tiles read the kept columns' rows by index, the indices staged one
-//              tile ahead in shared memory). Each thread's copies of a stage arrive on its "full" barrier when
-//              they land (cp.async.mbarrier.arrive), so the producer never waits for its own copies, only on
-//              a stage's "empty" barrier before refilling it. It keeps few registers (setmaxnreg) so that the
-//              consumers get more.
+//              bytes a thread; gathered tiles read the kept columns' rows by key, the keys staged one tile
+//              ahead in shared memory, ~3 instructions per copy like contiguous tiles). Each thread's copies
+//              of a stage arrive on its "full" barrier when they land (cp.async.mbarrier.arrive), so the
+//              producer never waits for its own copies, only on a stage's "empty" barrier before refilling it.
+//              It keeps few registers (setmaxnreg) so that the consumers get more.
 //   consumer g owns rows 64 g .. 64 g + 63 (each warp 16). Per tile t: wait for K_t (and V_{t-1}), issue
 //              S_t = Q K_t^T (wgmma m64n{kBlockN}k16, Q and K from 128-byte-swizzled shared memory) and
 //              O += P_{t-1} V_{t-1} (m64n{d}k16, P from registers), wait for S_t, free K_t, mask and softmax
@@ -44,8 +44,9 @@ struct Config {
   static constexpr int kMinBlocks = kConsumers == 1 ? 2 : 1;  // blocks per SM
   // Registers per thread after reallocation: the launch gives 65536 / (kThreads kMinBlocks), rounded down to
   // a multiple of 8, to every thread (168 or 128); the producer gives part of its share to the consumers
-  // (the least it needs without spills in its copy loop; at (2, 128, d 128) one producer value of the
-  // general copy path, used for the last tile only, and one consumer value read outside the loop spill).
+  // (the least it needs without spills in its copy loop; at (2, 128, d 128) one producer value, the shared
+  // address of the contiguous copies, is reloaded once per tile, and two plan flags of the consumers spill,
+  // read outside the loop and on masked tiles only).
   static constexpr int kProducerRegs = kConsumers == 1 || kD == 64 ? 72 : 40;
   static constexpr int kConsumerRegs = kConsumers == 1 ? 184 : (kD == 64 ? 216 : 232);
   // K stages: K_t (read by S_t; freed right after it) and K_{t+1} in flight; V stages one more (V_{t-1} is
@@ -109,7 +110,7 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
   Elem* k_s = q_s + kBlockM * kD;                     // [kKStages][kBlockN][d]
   Elem* v_s = k_s + kKStages * Cfg::kTileElems;       // [kVStages][kBlockN][d]
   __shared__ __align__(8) std::uint64_t full_k[kKStages], empty_k[kKStages], full_v[kVStages], empty_v[kVStages];
-  __shared__ std::int32_t idx_s[2][kBlockN];  // key rows of a gathered tile (producer only)
+  __shared__ __align__(16) std::int32_t idx_s[2][kBlockN];  // keys of a gathered tile (producer only)
   __shared__ float order_s[kConsumers * 128];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -140,58 +141,99 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
       const Elem* src = bt.q + (valid ? (bt.m0 + row) * a.q_stride[1] : 0) + chunk * 8;
       sm80::copy_chunk(q_s + sw128_offset<kBlockM>(row, chunk), src, valid, a.aligned_inputs);
     }
-    // Index `tid` of a gathered tile t (-1 past its end or for a contiguous tile): staged in idx_s one tile
-    // ahead, so that the copies of tile t only wait on shared memory.
-    auto tile_index = [&](int t) -> std::int32_t {
+    // A gathered tile has its own thread layout: 8 threads per row, thread (grow, gchunk) = (tid / 8, tid % 8)
+    // copies chunks gchunk + 8 p (p < d / 64) of rows grow + 16 i (i < kRowsPerThread), so that it needs one
+    // address per row (key * row bytes + base: one 32 x 32 -> 64-bit multiply-add) and reads its chunks at
+    // immediate offsets from it; the destinations are one shared address plus immediates (rows 16 apart keep
+    // row % 8, hence the swizzle pattern). A warp still reads four 128-byte row halves per copy instruction.
+    // (The copy loop is the producer's whole cost and it shares the SM's issue slots with the consumers: with
+    // ~11 instructions per gathered copy (a key load, select and product per copy) a head keeping 95% of its
+    // columns ran at 0.72x the dense rate at 128K on the H200; with ~3, as here and for contiguous tiles, at
+    // 0.94x.)
+    constexpr int kRowsPerThread = kBlockN / 16;
+    const int grow = tid / 8, gchunk = tid % 8;
+    // Keys of a gathered tile t, staged in idx_s[t & 1] one tile ahead so that its copies only wait on shared
+    // memory: row r at (r % 16) kRowsPerThread + r / 16 (a thread's rows side by side, read as int4), 0 past
+    // the end of the kept list (those rows are zero-filled, not read). Thread `tid` < kBlockN stages row tid.
+    auto key_slot = [](int row) { return (row & 15) * kRowsPerThread + (row >> 4); };
+    auto tile_key = [&](int t) -> std::int32_t {
       const sm80::TileRef tr = sm80::tile_ref(pl, t);
       const int slot = tr.base + tid;
-      return tr.gather && tid < kBlockN && slot < tr.end ? __ldg(pl.cols + slot) : -1;
+      return tr.gather && tid < kBlockN && slot < tr.end ? __ldg(pl.cols + slot) : 0;
+    };
+    // The copies of gathered tile t (`rows` kept rows) from `from` (this thread's chunk of key 0) to `to` (its
+    // chunk of row grow); kPartial: the last tile of a stripe, whose rows from `rows` on are zero-filled.
+    auto gather_tile = [&](int t, std::uint32_t to, const char* from, std::uint32_t row_bytes, int rows,
+                           auto partial) {
+      constexpr bool kPartial = decltype(partial)::value;
+      const int rows_left = rows - grow;  // row grow + 16 i is kept iff 16 i < rows_left
+      const int4* keys = reinterpret_cast<const int4*>(&idx_s[t & 1][grow * kRowsPerThread]);
+#pragma unroll
+      for (int v = 0; v < kRowsPerThread / 4; ++v) {
+        const int4 k4 = keys[v];
+        const std::int32_t key[4] = {k4.x, k4.y, k4.z, k4.w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int i = 4 * v + j;
+          const bool valid = !kPartial || 16 * i < rows_left;
+          const char* row =
+              static_cast<const char*>(add_wide_product(from, static_cast<std::uint32_t>(key[j]), row_bytes));
+#pragma unroll
+          for (int p = 0; p < kD / 64; ++p)
+            sm80::cp_async_16(to + i * 16 * 128 + p * kBlockN * 128, row + p * 128, valid);
+        }
+      }
     };
     // Rows of K or V for tile t into their stage; the stage's "full" barrier gets this thread's arrival when
-    // the copies have landed. The row step of the passes is a multiple of 8, so the swizzle pattern is the same
-    // in every pass: one shared address plus constant steps. A contiguous tile inside the sequence (every
-    // dense tile but the last) is also one global pointer plus constant steps; a gathered tile one index (-1:
-    // past the end, zero-filled) and one product per pass. The last contiguous tile and unaligned inputs take
-    // the general path. (The copy loop is the producer's whole cost and it shares the SM's issue slots with
-    // the consumers: ~50 instructions per copy made the kernel 1.5x slower than ~3.)
+    // the copies have landed. With aligned inputs and row strides below 2^32 bytes (narrow_strides: 32-bit row
+    // bytes), a gathered tile takes gather_tile and a contiguous tile inside the sequence (every dense tile
+    // but the last) the Q layout: one address plus constant steps, one shared address plus immediates (the
+    // row step of the passes is a multiple of 8, so the swizzle pattern is the same in every pass; gather_tile's
+    // layout for contiguous tiles too measured 1.5% slower dense and 7% slower on nearly full heads at 128K).
+    // The last contiguous tile, unaligned inputs and wider strides take the general path.
     auto copy_tile = [&](int t, Elem* dst, const Elem* src, std::int64_t stride, std::uint64_t* full) {
       const sm80::TileRef tr = sm80::tile_ref(pl, t);
-      if (a.aligned_inputs && (tr.gather ? a.narrow_strides : tr.base + kBlockN <= a.seq_k)) {
-        const std::uint32_t to = smem_addr(dst + sw128_offset<kBlockN>(crow, chunk));
+      if (a.aligned_inputs && a.narrow_strides && (tr.gather || tr.base + kBlockN <= a.seq_k)) {
+        const char* from = reinterpret_cast<const char*>(src + gchunk * 8);
+        const std::uint32_t row_bytes = static_cast<std::uint32_t>(stride * static_cast<std::int64_t>(sizeof(Elem)));
         if (tr.gather) {
-          // Row strides below 2^32 bytes (narrow_strides): one 32 x 32 -> 64-bit product per row.
-          const std::int32_t* rows = &idx_s[t & 1][crow];
-          const char* from = reinterpret_cast<const char*>(src + chunk * 8);
-          const std::uint32_t row_bytes = static_cast<std::uint32_t>(stride * sizeof(Elem));
-#pragma unroll
-          for (int pass = 0; pass < Cfg::kKvPasses; ++pass) {
-            const std::int32_t key = rows[pass * kRowsPerPass];
-            const bool valid = key >= 0;
-            const std::uint64_t offset = static_cast<std::uint64_t>(valid ? static_cast<std::uint32_t>(key) : 0u) * row_bytes;
-            sm80::cp_async_16(to + pass * kRowsPerPass * 128, from + offset, valid);
+          const std::uint32_t to = smem_addr(dst + sw128_offset<kBlockN>(grow, gchunk));
+          const int rows = tr.end - tr.base;
+          if (rows >= kBlockN) {
+            gather_tile(t, to, from, row_bytes, rows, std::false_type{});
+          } else {
+            gather_tile(t, to, from, row_bytes, rows, std::true_type{});
           }
         } else {
-          const Elem* from = src + (tr.base + crow) * stride + chunk * 8;
-          const std::int64_t step = stride * kRowsPerPass;
+          // Chunk `chunk` of row crow is chunk gchunk of its 64-column half chunk / 8.
+          const std::uint32_t to = smem_addr(dst + sw128_offset<kBlockN>(crow, chunk));
+          const char* row =
+              static_cast<const char*>(add_wide_product(from, static_cast<std::uint32_t>(tr.base + crow), row_bytes)) +
+              (chunk - gchunk) * 16;
+          const std::int64_t step = stride * static_cast<std::int64_t>(sizeof(Elem)) * kRowsPerPass;
 #pragma unroll
           for (int pass = 0; pass < Cfg::kKvPasses; ++pass)
-            sm80::cp_async_16(to + pass * kRowsPerPass * 128, from + pass * step, true);
+            sm80::cp_async_16(to + pass * kRowsPerPass * 128, row + pass * step, true);
         }
         cp_async_arrive(smem_addr(full));
         return;
       }
+      // The general path, in gather_tile's layout.
+      Elem* to = dst + sw128_offset<kBlockN>(grow, gchunk);
 #pragma unroll
-      for (int pass = 0; pass < Cfg::kKvPasses; ++pass) {
-        const int row = crow + pass * kRowsPerPass;
-        int key = tr.gather ? idx_s[t & 1][row] : tr.base + row;
-        if (!tr.gather && key >= a.seq_k) key = -1;
-        const bool valid = key >= 0;
-        const Elem* from = src + (valid ? key * stride : 0) + chunk * 8;
-        Elem* to = dst + sw128_offset<kBlockN>(row, chunk);
-        if (a.aligned_inputs) {
-          sm80::cp_async_16(smem_addr(to), from, valid);
-        } else {
-          sm80::copy_chunk(to, from, valid, false);
+      for (int i = 0; i < kRowsPerThread; ++i) {
+        const int row = grow + 16 * i;
+        const bool valid = tr.gather ? row < tr.end - tr.base : tr.base + row < a.seq_k;
+        const std::int64_t key = tr.gather ? idx_s[t & 1][grow * kRowsPerThread + i] : tr.base + row;
+        const Elem* from = src + (valid ? key * stride : 0) + gchunk * 8;
+#pragma unroll
+        for (int p = 0; p < kD / 64; ++p) {
+          Elem* chunk_to = to + i * 16 * 64 + p * kBlockN * 64;  // sw128_offset of (row, gchunk + 8 p)
+          if (a.aligned_inputs) {
+            sm80::cp_async_16(smem_addr(chunk_to), from + 64 * p, valid);
+          } else {
+            sm80::copy_chunk(chunk_to, from + 64 * p, valid, false);
+          }
         }
       }
       if (a.aligned_inputs) {
@@ -201,11 +243,11 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
       }
     };
     if (pl.sparse && num_tiles > 0) {
-      if (tid < kBlockN) idx_s[0][tid] = tile_index(0);
+      if (tid < kBlockN) idx_s[0][key_slot(tid)] = tile_key(0);
       named_barrier_sync(3, 128);
     }
     for (int t = 0; t < num_tiles; ++t) {
-      const std::int32_t next = pl.sparse && t + 1 < num_tiles ? tile_index(t + 1) : -1;
+      const std::int32_t next = pl.sparse && t + 1 < num_tiles ? tile_key(t + 1) : 0;
       const int ks = t % kKStages, vs = t % kVStages;
       mbar_wait(smem_addr(&empty_k[ks]), ((t / kKStages) & 1) ^ 1);
       copy_tile(t, k_s + ks * Cfg::kTileElems, bt.k, a.k_stride[1], &full_k[ks]);  // tile 0's arrival covers Q
@@ -213,7 +255,7 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
       copy_tile(t, v_s + vs * Cfg::kTileElems, bt.v, a.v_stride[1], &full_v[vs]);
       if (pl.sparse) {
         // Slot (t + 1) & 1 held tile t - 1's indices, read before the previous barrier.
-        if (tid < kBlockN) idx_s[(t + 1) & 1][tid] = next;
+        if (tid < kBlockN) idx_s[(t + 1) & 1][key_slot(tid)] = next;
         named_barrier_sync(3, 128);
       }
     }

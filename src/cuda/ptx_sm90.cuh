@@ -43,6 +43,15 @@ __device__ __forceinline__ std::uint64_t sw128_desc(std::uint32_t addr, std::uin
   return d;
 }
 
+// base + a * b for 32-bit unsigned a, b (mad.wide.u32: one IMAD.WIDE.U32 when ptxas finds an aligned register
+// pair for base, else a product and a 64-bit add; the C++ product of the zero-extended operands also adds
+// the zero high word).
+__device__ __forceinline__ const void* add_wide_product(const void* base, std::uint32_t a, std::uint32_t b) {
+  std::uint64_t r;
+  asm("mad.wide.u32 %0, %1, %2, %3;\n" : "=l"(r) : "r"(a), "r"(b), "l"(reinterpret_cast<std::uint64_t>(base)));
+  return reinterpret_cast<const void*>(r);
+}
+
 // Orders the warpgroup's register writes before the next wgmma reads them (accumulators, A fragments).
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -164,39 +173,5 @@ SA_WGMMA_SS_N128(__half, "f16")
 #undef SA_WGMMA_ACC_N128
 #undef SA_WGMMA_ACC_N64
 #undef SA_WGMMA_ACC4
-
-}  // namespace sampleattn::cuda::sm90
-
-namespace sampleattn::cuda::sm90 {
-
-// wgmma_m64n64k16_rs<Elem, 0> for a 128-byte-swizzled K-major B with 1024 bytes between 8-row groups, given by
-// the low word of its descriptor (sw128_desc(addr, 16, 1024) = {low, 0x40000040}): the constant high word is
-// assembled inside, so a warp-uniform B address stays in uniform registers and each k-step costs one add
-// (a 64-bit descriptor costs a carried add and two register moves per product). kAccumulate = false
-// overwrites d.
-template <typename Elem, bool kAccumulate>
-__device__ __forceinline__ void wgmma_m64n64k16_rs_sw128(float (&d)[8][4], const std::uint32_t (&a)[4],
-                                                         std::uint32_t desc_b_lo);
-#define SA_WGMMA_RS_SW128_N64(ELEM, TYPE, ACC)                                                                  \
-  template <>                                                                                                  \
-  __device__ __forceinline__ void wgmma_m64n64k16_rs_sw128<ELEM, ACC>(                                         \
-      float(&d)[8][4], const std::uint32_t(&a)[4], std::uint32_t desc_b_lo) {                                  \
-    asm volatile("{\n.reg .b64 db;\nmov.b64 db, {%36, %37};\nwgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE \
-                 "." TYPE " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, "  \
-                 "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, db, %38, " \
-                 "1, 1, 0;\n}\n"                                                                                \
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),     \
-                   "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),     \
-                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),     \
-                   "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),     \
-                   "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),     \
-                   "+f"(d[7][2]), "+f"(d[7][3])                                                                 \
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(desc_b_lo), "n"(0x40000040), "n"(ACC ? 1 : 0)); \
-  }
-SA_WGMMA_RS_SW128_N64(__nv_bfloat16, "bf16", false)
-SA_WGMMA_RS_SW128_N64(__nv_bfloat16, "bf16", true)
-SA_WGMMA_RS_SW128_N64(__half, "f16", false)
-SA_WGMMA_RS_SW128_N64(__half, "f16", true)
-#undef SA_WGMMA_RS_SW128_N64
 
 }  // namespace sampleattn::cuda::sm90
