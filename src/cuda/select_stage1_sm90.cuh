@@ -9,12 +9,16 @@
 //   pass 2 (colsum_kernel_sm90): A = 128 keys (registers), B = 64 sampled queries [64, d] per tile, swizzled
 //                                (K-major: d contiguous); per tile and warp one of three paths: every query
 //                                sees the warp's 16 keys outside its band (sum only), every query sees them
-//                                inside its band (sum into both scores), or the per-score tests of sm_80.
+//                                inside its band (sum into both scores), or, for the tiles that cross the
+//                                diagonal or the band's end, the same choice per group of 8 queries with
+//                                per-score tests only in the groups that straddle a boundary.
 // Several warpgroups per SM (two blocks of two) let one warpgroup's exp2 work (MUFU) run while another's
 // product runs on the tensor cores: per score both cost 1/16 clock per SM, and the loop is bound by its
-// instruction count more than by either unit (bench/NOTES.md, v4). Per tile pass 1 issues ~200 instructions
-// per thread (32 scores; v4: ~300): whole-tile copies without row tests, B descriptors in uniform registers,
-// no max reduction, mask compares only on tiles that cross a row end. Overlapping tile t + 1's product with
+// instruction count more than by either unit (bench/NOTES.md, v4). Per tile pass 1 issues under 200
+// instructions per thread (32 scores; v4: ~300): whole-tile copies without row tests, B descriptors as a
+// uniform base plus immediates (the tile loop is unrolled by the stage count), no max reduction, mask compares
+// only on tiles that cross a row end. Pass 2's loader advances its pointers by additions and runs while the
+// product is in flight (in pass 1 the same placement measured 4-9% slower). Overlapping tile t + 1's product with
 // tile t's exp2 inside the warpgroup (two accumulator sets, A from shared memory) measured 3% slower in
 // pass 1 and 12-16% slower in pass 2 than these one-set loops.
 // Launched only on compute capability 9.0 with the sm_90a cubin (stage1_sm90_runnable); other targets
@@ -24,6 +28,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/check.h"
 #include "cuda/ptx_sm90.cuh"
@@ -66,31 +71,16 @@ __device__ __forceinline__ unsigned char* align_1024(unsigned char* p) {
 // whose descriptor is `desc` (sm90::sw128_desc of its shared address). The descriptor's low 14 bits are the
 // address / 16 (shared addresses < 256 KiB never carry out of them), so k-step kk (16 columns of d) is the
 // tile's descriptor plus a constant: 64-column blocks are 64 rows * 128 bytes apart, 16 columns are 32 bytes.
-template <typename T, int D>
+// `during()` runs while the product is in flight (work that touches neither acc nor a).
+template <typename T, int D, typename During>
 __device__ __forceinline__ void product_64x64(float (&acc)[8][4], const std::uint32_t (&a)[D / 16][4],
-                                              std::uint64_t desc) {
+                                              std::uint64_t desc, During&& during) {
   sm90::wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk)
     sm90::wgmma_m64n64k16_rs<T, 0>(acc, a[kk], desc + (((kk >> 2) * 64 * 128 + (kk & 3) * 32) >> 4), kk > 0);
   sm90::wgmma_commit();
-  sm90::wgmma_wait<0>();
-  sm90::fence_operand(acc);
-}
-
-// The same product for a B tile at shared address b_addr, by the low words of its descriptors
-// (sm90::wgmma_m64n64k16_rs_sw128): for a warp-uniform address they stay in uniform registers, one add per
-// k-step. Used by pass 1 (measured there; pass 2 keeps the 64-bit form of v4).
-template <typename T, int D>
-__device__ __forceinline__ void product_64x64_sw128(float (&acc)[8][4], const std::uint32_t (&a)[D / 16][4],
-                                                    std::uint32_t b_addr) {
-  const std::uint32_t b_lo = (b_addr >> 4) | (1u << 16);  // address / 16, leading-byte offset 16 bytes
-  sm90::wgmma_fence();
-  sm90::wgmma_m64n64k16_rs_sw128<T, false>(acc, a[0], b_lo);
-#pragma unroll
-  for (int kk = 1; kk < D / 16; ++kk)
-    sm90::wgmma_m64n64k16_rs_sw128<T, true>(acc, a[kk], b_lo + (((kk >> 2) * 64 * 128 + (kk & 3) * 32) >> 4));
-  sm90::wgmma_commit();
+  during();
   sm90::wgmma_wait<0>();
   sm90::fence_operand(acc);
 }
@@ -195,17 +185,19 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
     l[hf] = 0.0f;
   }
 
-  const std::uint32_t k_addr = smem_addr(ks);
-  for (int tile = 0; tile < num_tiles; ++tile) {
-    const int buf = tile % kStagesSm90;
+  const std::uint64_t k_desc = sm90::sw128_desc(smem_addr(ks), 16, 1024);
+  // One tile, its stage buf = tile % kStagesSm90 a constant (the loop below is unrolled by the stage count),
+  // so the B descriptors are a uniform base plus immediates: one uniform add per k-step (a run-time stage
+  // cost ~4 register moves per k-step, ~25 instructions per tile).
+  auto step = [&](int tile, auto buf_c) {
+    constexpr int buf = decltype(buf_c)::value;
     cp_async_wait<kStagesSm90 - 2>();
     sm90::fence_proxy_async();
     __syncthreads();  // tile landed and visible to wgmma; stage of tile - 1 is read by nobody now
-    if (tile + kStagesSm90 - 1 < num_tiles)
-      load_tile(tile + kStagesSm90 - 1, (tile + kStagesSm90 - 1) % kStagesSm90);
+    if (tile + kStagesSm90 - 1 < num_tiles) load_tile(tile + kStagesSm90 - 1, (buf + kStagesSm90 - 1) % kStagesSm90);
     cp_async_commit();
     float acc[8][4];
-    product_64x64_sw128<T, D>(acc, qa, k_addr + buf * kTileElems * 2);
+    product_64x64<T, D>(acc, qa, k_desc + buf * (kTileElems * 2 / 16), [] {});
     const int j0 = static_cast<int>(key_lo) + tile * kLseKeys;
     const bool masked = j0 + kLseKeys > warp_end_min;
     if (masked) {  // warp-uniform: the other tiles skip the compares
@@ -243,6 +235,13 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
       }
       l[hf] += sum;
     }
+  };
+  static_assert(kStagesSm90 == 4, "the tile loop is unrolled by the stage count");
+  for (int tile = 0; tile < num_tiles; tile += kStagesSm90) {
+    step(tile, std::integral_constant<int, 0>{});
+    if (tile + 1 < num_tiles) step(tile + 1, std::integral_constant<int, 1>{});
+    if (tile + 2 < num_tiles) step(tile + 2, std::integral_constant<int, 2>{});
+    if (tile + 3 < num_tiles) step(tile + 3, std::integral_constant<int, 3>{});
   }
 
 #pragma unroll
@@ -326,68 +325,79 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
   // Everything asynchronous (the row's lse too, by a 4-byte cp.async): a plain global load here would stall
   // the warp for an L2 round trip on every tile.
   const int q_row = tid / 4, q_part = tid % 4;
-  const std::uint32_t q_dst = smem_addr(qs);
+  // Shared address of this thread's chunk `part` in stage 0. Chunk part + 4 m lies m / 2 64-column blocks
+  // further, and for odd m at the swizzle partner of bit 2 of the chunk index: byte address bit 6 flipped
+  // (the stages and blocks are 1024-byte aligned, so the XOR commutes with their offsets).
+  constexpr int kBlockBytes = kColQueries * 128;  // one 64-column block of a swizzled [64][d] tile
+  const std::uint32_t q_dst = smem_addr(qs) + sm90::sw128_offset<kColQueries>(q_row, q_part) * 2;
   const std::uint32_t lse_dst = smem_addr(qlse + q_row);
-  // Sampled row i of query head g (row t_i of the sequence) into row q_row of stage `buf`.
-  auto load_queries = [&](int g, std::int64_t i, std::int64_t t_i, int buf) {
-    const std::int64_t h = kvh * group + g;
-    const bool valid = i < n;
-    const std::int64_t trow = valid ? t_i : 0;
-    const T* src = qbase + trow * a.q_stride[1] + h * a.q_stride[2];
-    if (a.aligned) {
-#pragma unroll
-      for (int m = 0; m < kChunks / 4; ++m) {
-        const int ch = q_part + 4 * m;
-        sm80::cp_async_16(q_dst + (buf * kTileElems + sm90::sw128_offset<kColQueries>(q_row, ch)) * 2, src + ch * 8,
-                          valid);
-      }
-    } else {
-#pragma unroll
-      for (int m = 0; m < kChunks / 4; ++m) {
-        const int ch = q_part + 4 * m;
-        copy_chunk(qs + buf * kTileElems + sm90::sw128_offset<kColQueries>(q_row, ch), src + ch * 8, valid, false);
-      }
-    }
-    if (q_part == 0) {
-      // Padding rows: invisible (causal) and weightless (lse = +inf gives 2^-inf = 0).
-      qpos[buf * kColQueries + q_row] = valid ? static_cast<int>(pos_off + trow) : -(1 << 30);
-      if (valid) {
-        sm80::cp_async_4(lse_dst + buf * kColQueries * 4, a.lse2 + (b * a.q_heads + h) * n + i, true);
-      } else {
-        qlse[buf * kColQueries + q_row] = kInf;
-      }
-    }
-  };
+  const int n32 = static_cast<int>(n);  // n < 2^31
 
   // Tile t of the block is (query head g, tile q of the head) with t = g * per_head + q; the loader runs
   // kStagesSm90 - 1 tiles ahead of the reader. Commit group s holds tile s (group 0 also the key tile).
   // Loader cursor: head g_load, tile q_load; this thread's row l_i = i_start + 64 q_load + q_row, whose
-  // t_{l_i} + 1 = floor((l_i + 1) Sq / n) is kept as quotient and remainder: +64 rows adds a constant.
+  // t_{l_i} + 1 = floor((l_i + 1) Sq / n) is kept as quotient and remainder: +64 rows adds step_quot rows
+  // and step_rem / n, so the source pointer, the row's position and its lse advance by additions alone
+  // (the 64-bit products run once per head).
   const int total = per_head * static_cast<int>(group);
-  const std::int64_t step_quot = kColQueries * seq_q / n, step_rem = kColQueries * seq_q % n;
+  const int group32 = static_cast<int>(group);
+  const int step_quot = static_cast<int>(kColQueries * seq_q / n);                     // < Sq
+  const std::uint32_t step_rem = static_cast<std::uint32_t>(kColQueries * seq_q % n);  // < n < 2^31
+  const std::int64_t row_stride = a.q_stride[1], step_stride = step_quot * row_stride;
   int g_load = 0, q_load = 0;
-  std::int64_t l_i = 0, l_quot = 0, l_rem = 0;
+  int l_i = 0, l_pos = 0;  // row index and key position (< 2^31)
+  std::uint32_t l_rem = 0;
+  const T* l_src = qbase;
+  const float* l_lse = a.lse2;
   auto cursor_to_head_start = [&]() {
-    l_i = i_start + q_row;
-    l_quot = sampled_row(l_i, seq_q, n, a.inv_sampled) + 1;
-    l_rem = (l_i + 1) * seq_q - l_quot * n;
+    const std::int64_t i = i_start + q_row;
+    const std::int64_t quot = sampled_row(i, seq_q, n, a.inv_sampled) + 1;
+    const std::int64_t h = kvh * group + g_load;
+    l_i = static_cast<int>(i);
+    l_rem = static_cast<std::uint32_t>((i + 1) * seq_q - quot * n);
+    l_pos = static_cast<int>(pos_off + quot - 1);
+    l_src = qbase + (quot - 1) * row_stride + h * a.q_stride[2];
+    l_lse = a.lse2 + (b * a.q_heads + h) * n + i;
   };
   cursor_to_head_start();
   auto load_next = [&](int stage) {
-    if (g_load == group) return;
-    load_queries(g_load, l_i, l_quot - 1, stage);
+    if (g_load == group32) return;
+    // Row l_i of the current head into row q_row of `stage`; rows past n are zeros, invisible (causal) and
+    // weightless (lse = +inf gives 2^-inf = 0).
+    const bool valid = l_i < n32;
+    const T* src = valid ? l_src : qbase;
+    const std::uint32_t dst = q_dst + stage * (kTileElems * 2);
+    if (a.aligned) {
+#pragma unroll
+      for (int m = 0; m < kChunks / 4; ++m)
+        sm80::cp_async_16((m % 2 == 0 ? dst : dst ^ 64u) + (m / 2) * kBlockBytes, src + (q_part + 4 * m) * 8, valid);
+    } else {
+#pragma unroll
+      for (int m = 0; m < kChunks / 4; ++m)
+        copy_chunk(qs + stage * kTileElems + sm90::sw128_offset<kColQueries>(q_row, q_part + 4 * m),
+                   src + (q_part + 4 * m) * 8, valid, false);
+    }
+    if (q_part == 0) {
+      qpos[stage * kColQueries + q_row] = valid ? l_pos : -(1 << 30);
+      if (valid) {
+        sm80::cp_async_4(lse_dst + stage * kColQueries * 4, l_lse, true);
+      } else {
+        qlse[stage * kColQueries + q_row] = kInf;
+      }
+    }
     if (++q_load == per_head) {
       q_load = 0;
       ++g_load;
       cursor_to_head_start();
     } else {
       l_i += kColQueries;
-      l_quot += step_quot;
+      l_lse += kColQueries;
       l_rem += step_rem;
-      if (l_rem >= n) {
-        l_rem -= n;
-        ++l_quot;
-      }
+      const bool carry = l_rem >= static_cast<std::uint32_t>(n32);
+      if (carry) l_rem -= static_cast<std::uint32_t>(n32);
+      l_pos += step_quot + (carry ? 1 : 0);
+      l_src += step_stride;
+      if (carry) l_src += row_stride;
     }
   };
   load_keys<T, D, kColKeys, kThreadsSm90>(ks, kbase, a.k_stride[1], j0, seq_k, a.aligned);
@@ -405,27 +415,37 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
 
   // Causal tiles need no per-score test when every query sees the warp's 16 keys and either all of them lie
   // outside every query's band (and no query is in the dense tail): `outside`, or all inside: `in_band`.
-  // Queries ascend in position, so the tile's first and last valid rows bound them.
+  // Queries ascend in position, so the tile's first and last valid rows bound them. The other causal tiles
+  // (the diagonal and the band's end cross them) are classified the same way per group of 8 queries (one
+  // accumulator column block): most groups take one of the two test-free forms, and only the one or two
+  // that straddle a boundary test each score.
   const int warp_lo = static_cast<int>(j0) + key_row0, warp_hi = warp_lo + 15;
+  // warp_hi + w and warp_lo + w, clamped below 2^31: no position reaches them then either.
+  const std::int64_t hi_w64 = std::int64_t{warp_hi} + w, lo_w64 = std::int64_t{warp_lo} + w;
+  const int hi_w = static_cast<int>(hi_w64 < 0x7fffffff ? hi_w64 : 0x7fffffff);
+  const int lo_w = static_cast<int>(lo_w64 < 0x7fffffff ? lo_w64 : 0x7fffffff);
   const std::uint64_t q_desc = sm90::sw128_desc(smem_addr(qs), 16, 1024);
   int g = 0, q = 0;
+  int i0 = static_cast<int>(i_start);  // first sampled row of the tile being read (< 2^31)
   for (int t = 0; t < total; ++t) {
     const int stage = t % kStagesSm90;
     cp_async_wait<kStagesSm90 - 2>();
     sm90::fence_proxy_async();
     __syncthreads();  // tile t landed and visible to wgmma; the stage of tile t - 1 is read by nobody now
-    load_next((t + kStagesSm90 - 1) % kStagesSm90);
-    cp_async_commit();
-    float acc[8][4];
-    product_64x64<T, D>(acc, ka, q_desc + stage * (kTileElems * 2 / 16));
-
     const int* qp = qpos + stage * kColQueries;
     const float* ql = qlse + stage * kColQueries;
-    const std::int64_t i0 = i_start + q * kColQueries;
-    const int last_row = static_cast<int>((i0 + kColQueries < n ? i0 + kColQueries : n) - 1 - i0);
-    const int first_pos = qp[0], last_pos = qp[last_row];
-    const bool outside = a.causal && first_pos >= std::int64_t{warp_hi} + w && last_pos < tail_pos;
-    const bool in_band = a.causal && first_pos >= warp_hi && std::int64_t{last_pos} - w < warp_lo;
+    const int last_row = (n32 - i0 < kColQueries ? n32 - i0 : kColQueries) - 1;
+    int first_pos = 0, last_pos = 0;
+    auto load_ahead = [&]() {
+      load_next((t + kStagesSm90 - 1) % kStagesSm90);
+      cp_async_commit();
+      first_pos = qp[0];
+      last_pos = qp[last_row];
+    };
+    float acc[8][4];
+    product_64x64<T, D>(acc, ka, q_desc + stage * (kTileElems * 2 / 16), load_ahead);
+    const bool outside = a.causal && first_pos >= hi_w && last_pos < tail_pos;
+    const bool in_band = a.causal && first_pos >= warp_hi && last_pos < lo_w;
     if (outside || in_band) {
       float sum[2] = {0.0f, 0.0f};
 #pragma unroll
@@ -441,6 +461,44 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
         colsum[hf] += sum[hf];
         if (in_band) inside[hf] += sum[hf];
       }
+    } else if (a.causal) {
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const int c0 = nt * 8;
+        const int p0 = qp[c0], p1 = qp[c0 + 7 < last_row ? c0 + 7 : last_row];
+        // Warp-uniform. Skipped: groups past the last row, or whose queries all precede the warp's keys
+        // (every score invisible: its probability is exactly 0).
+        if (c0 > last_row || p1 < warp_lo) continue;
+        const int c = c0 + (lane % 4) * 2;
+        const float2 lse = *reinterpret_cast<const float2*>(ql + c);
+        const bool g_out = p0 >= hi_w && p1 < tail_pos;
+        const bool g_in = p0 >= warp_hi && p1 < lo_w;
+        if (g_out || g_in) {
+#pragma unroll
+          for (int hf = 0; hf < 2; ++hf) {
+            const float s =
+                ex2(fmaf(acc[nt][hf * 2], a.scale_log2, -lse.x)) + ex2(fmaf(acc[nt][hf * 2 + 1], a.scale_log2, -lse.y));
+            colsum[hf] += s;
+            if (g_in) inside[hf] += s;
+          }
+        } else {
+          const int2 pos = *reinterpret_cast<const int2*>(qp + c);
+#pragma unroll
+          for (int hf = 0; hf < 2; ++hf) {
+            const int j = warp_lo + hf * 8 + lane / 4;
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int p = e == 0 ? pos.x : pos.y;
+              // An invisible score's exponent is -inf (2^-inf = 0, also for a NaN score): one unpredicated
+              // exp2 per score keeps the scheduler from holding all the results in registers at once.
+              const float x = fmaf(acc[nt][hf * 2 + e], a.scale_log2, -(e == 0 ? lse.x : lse.y));
+              const float prob = ex2(j <= p ? x : -kInf);
+              colsum[hf] += prob;
+              inside[hf] += p >= tail_pos || j > p - w ? prob : 0.0f;
+            }
+          }
+        }
+      }
     } else {
 #pragma unroll
       for (int nt = 0; nt < 8; ++nt) {
@@ -453,24 +511,22 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const int p = e == 0 ? pos.x : pos.y;
-            const bool visible = !a.causal || j <= p;
-            const bool band = p >= tail_pos || (j > p - w && (a.causal || j < p + w));
-            // An invisible score's exponent is -inf (2^-inf = 0, also for a NaN score): one unpredicated
-            // exp2 per score keeps the scheduler from holding all 32 results in registers at once.
-            const float x = fmaf(acc[nt][hf * 2 + e], a.scale_log2, -(e == 0 ? lse.x : lse.y));
-            const float prob = ex2(visible ? x : -kInf);
+            const bool band = p >= tail_pos || (j > p - w && j < p + w);
+            const float prob = ex2(fmaf(acc[nt][hf * 2 + e], a.scale_log2, -(e == 0 ? lse.x : lse.y)));
             colsum[hf] += prob;
             inside[hf] += band ? prob : 0.0f;
           }
         }
       }
     }
+    i0 += kColQueries;
     if (++q == per_head) {
       store_head(g, colsum, inside);
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) colsum[hf] = inside[hf] = 0.0f;
       q = 0;
       ++g;
+      i0 = static_cast<int>(i_start);
     }
   }
 #endif
