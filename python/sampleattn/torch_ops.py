@@ -73,7 +73,8 @@ def sample_attention_with_stats(
     scale: Optional[float] = None,
     dense_head_density: float = 1.0,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    out, selection = _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale, dense_head_density, True)
+    out, selection = _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale, dense_head_density,
+                          True)
     return out, _stats_tensor(selection)
 
 

@@ -309,15 +309,16 @@ NB_MODULE(_sampleattn, m) {
         SA_CHECK(workspace.device_type() == nb::device::cuda::value && workspace.device_id() == qv.device_index,
                  "workspace must be a CUDA buffer on q's device");
         const auto params = attn_params(causal, scale);
-        const auto config = sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density);
+        const auto config =
+            sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density);
         nb::gil_scoped_release unlocked;
         sampleattn::cuda::sample_attention(qv, kv, vv, ov, lp, params, config, workspace.data(), workspace.nbytes(),
                                            reinterpret_cast<void*>(stream));
       },
       nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse").none(), nb::arg("causal"),
       nb::arg("scale").none(), nb::arg("alpha"), nb::arg("sample_ratio"), nb::arg("window_ratio"),
-      nb::arg("min_window"), nb::arg("sink_tokens"), nb::arg("dense_tail"), nb::arg("dense_head_density"), nb::arg("workspace"),
-      nb::arg("stream"));
+      nb::arg("min_window"), nb::arg("sink_tokens"), nb::arg("dense_tail"), nb::arg("dense_head_density"),
+      nb::arg("workspace"), nb::arg("stream"));
 #else
   m.attr("built_with_cuda") = false;
 #endif
@@ -327,35 +328,40 @@ NB_MODULE(_sampleattn, m) {
       [](const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
          const std::optional<OutArray>& lse, bool causal, std::optional<float> scale, double alpha,
          double sample_ratio, double window_ratio, std::int64_t min_window, std::int64_t sink_tokens,
-         std::int64_t dense_tail, double dense_head_density, const std::string& backend, int num_threads, std::uintptr_t stream) {
+         std::int64_t dense_tail, double dense_head_density, const std::string& backend, int num_threads,
+         std::uintptr_t stream) {
         const TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v"), ov = to_view(out, "out");
         float* lp = lse_pointer(lse, qv);
         const auto params = attn_params(causal, scale);
-        const auto config = sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density);
+        const auto config =
+            sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density);
         const auto options = exec_options(backend, num_threads, stream);
         nb::gil_scoped_release unlocked;
         return sampleattn::sample_attention(qv, kv, vv, ov, lp, params, config, options);
       },
       nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse").none(), nb::arg("causal"),
       nb::arg("scale").none(), nb::arg("alpha"), nb::arg("sample_ratio"), nb::arg("window_ratio"),
-      nb::arg("min_window"), nb::arg("sink_tokens"), nb::arg("dense_tail"), nb::arg("dense_head_density"), nb::arg("backend"),
-      nb::arg("num_threads"), nb::arg("stream"));
+      nb::arg("min_window"), nb::arg("sink_tokens"), nb::arg("dense_tail"), nb::arg("dense_head_density"),
+      nb::arg("backend"), nb::arg("num_threads"), nb::arg("stream"));
 
   m.def(
       "select",
       [](const InArray& q, const InArray& k, bool causal, std::optional<float> scale, double alpha,
          double sample_ratio, double window_ratio, std::int64_t min_window, std::int64_t sink_tokens,
-         std::int64_t dense_tail, double dense_head_density, const std::string& backend, int num_threads, std::uintptr_t stream) {
+         std::int64_t dense_tail, double dense_head_density, const std::string& backend, int num_threads,
+         std::uintptr_t stream) {
         const TensorView qv = to_view(q, "q"), kv = to_view(k, "k");
         const auto params = attn_params(causal, scale);
-        const auto config = sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density);
+        const auto config =
+            sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density);
         const auto options = exec_options(backend, num_threads, stream);
         nb::gil_scoped_release unlocked;
         return sampleattn::select(qv, kv, params, config, options);
       },
       nb::arg("q"), nb::arg("k"), nb::arg("causal"), nb::arg("scale").none(), nb::arg("alpha"),
       nb::arg("sample_ratio"), nb::arg("window_ratio"), nb::arg("min_window"), nb::arg("sink_tokens"),
-      nb::arg("dense_tail"), nb::arg("dense_head_density"), nb::arg("backend"), nb::arg("num_threads"), nb::arg("stream"));
+      nb::arg("dense_tail"), nb::arg("dense_head_density"), nb::arg("backend"), nb::arg("num_threads"),
+      nb::arg("stream"));
 
   m.def(
       "attend",

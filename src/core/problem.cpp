@@ -111,8 +111,8 @@ void check_config(const SampleConfig& c) {
   SA_CHECK(c.min_window >= 0, "config.min_window (", c.min_window, ") must be >= 0");
   SA_CHECK(c.sink_tokens >= 0, "config.sink_tokens (", c.sink_tokens, ") must be >= 0");
   SA_CHECK(c.dense_tail >= 0, "config.dense_tail (", c.dense_tail, ") must be >= 0");
-  SA_CHECK(c.dense_head_density > 0.0 && c.dense_head_density <= 1.0, "config.dense_head_density (", c.dense_head_density,
-           ") must be in (0, 1]");
+  SA_CHECK(c.dense_head_density > 0.0 && c.dense_head_density <= 1.0, "config.dense_head_density (",
+           c.dense_head_density, ") must be in (0, 1]");
 }
 
 double finite_max_abs(const TensorView& t, const char* name) {

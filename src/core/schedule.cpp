@@ -77,7 +77,8 @@ EntryCount count_entries(const Problem& p, std::int64_t window, std::int64_t den
   if (p.causal) {
     c.kept += sum_min(off + 1, off + body + 1, window);
   } else {
-    c.kept += sum_min(off + window, off + body + window, p.seq_k) - sum_max(off - window + 1, off + body - window + 1, 0);
+    c.kept += sum_min(off + window, off + body + window, p.seq_k) -
+              sum_max(off - window + 1, off + body - window + 1, 0);
   }
   if (body == 0) return c;
   // Body rows have key positions P = [Sk - Sq, Sk - Sq + body). A column j adds one entry for every such

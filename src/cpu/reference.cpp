@@ -122,9 +122,10 @@ Selection select(const Problem& p, const TensorView& q, const TensorView& k, con
         }
       }
       const std::vector<std::int32_t> cols =
-          core::keep_all_if_dense(p, w, config.dense_tail,
-                                  core::choose_columns<double>(colscore.data(), p.seq_k, config.alpha, config.sink_tokens),
-                                  config.dense_head_density);
+          core::keep_all_if_dense(
+              p, w, config.dense_tail,
+              core::choose_columns<double>(colscore.data(), p.seq_k, config.alpha, config.sink_tokens),
+              config.dense_head_density);
       double kept = kept_anyway;
       for (std::int32_t j : cols) kept += outside[j];
       coverage[b * p.q_heads + h] = kept / static_cast<double>(rows.size());

@@ -38,7 +38,8 @@ inline void expect_selection_matches(const Selection& gpu, const Selection& ref,
     const auto g = gpu.columns(bh), r = ref.columns(bh);
     const std::vector<std::int32_t> gv(g.begin(), g.end()), rv(r.begin(), r.end());
     const bool same = gv == rv;
-    const bool gv_all = static_cast<std::int64_t>(gv.size()) == p.seq_k, rv_all = static_cast<std::int64_t>(rv.size()) == p.seq_k;
+    const bool gv_all = static_cast<std::int64_t>(gv.size()) == p.seq_k;
+    const bool rv_all = static_cast<std::int64_t>(rv.size()) == p.seq_k;
     if (gv_all != rv_all) {
       // A tie at the alpha threshold put one side's mask just below dense_head_density and the other's at it.
       const HeadStats& partial = gv_all ? ref.stats[bh] : recount.stats[bh];
