@@ -1,6 +1,9 @@
 // Comparison of a CUDA selection with the CPU reference's on the same inputs (issue 3, item 4): the same
-// window and columns, except columns whose fp64 score ties the reference's threshold score within fp32
-// rounding; statistics consistent with the columns (closed-form entry counts), sampled coverage >= alpha.
+// window and columns, except columns at the alpha boundary within fp32 rounding: a score that ties the
+// reference's threshold score, or a column where the reference's running sum (scores descending) meets
+// alpha * total within the fp32 error of the GPU's total (each sampled row's probabilities sum to 1 only up to
+// ~1e-6 in fp32, so the GPU's target can sit one column away); statistics consistent with the columns
+// (closed-form entry counts), sampled coverage >= alpha.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -9,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <iterator>
+#include <numeric>
 #include <vector>
 
 #include "core/half.h"
@@ -53,11 +57,25 @@ inline void expect_selection_matches(const Selection& gpu, const Selection& ref,
       for (double x : s) total += x;
       for (std::int32_t j : rv)
         if (j >= config.sink_tokens) tau = std::min(tau, s[j]);
+      // The reference's running sum before each column, in its order (score descending, lower index first).
+      std::vector<std::int32_t> order(s.size());
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return s[a] > s[b]; });
+      std::vector<double> before(s.size());
+      double run = 0.0;
+      for (std::int32_t j : order) {
+        before[j] = run;
+        run += s[j];
+      }
+      const double target = config.alpha * total, slack = 1e-5 * total;
       EXPECT_LE(diff.size(), 2 + rv.size() / 100) << "columns differ beyond ties";
       for (std::int32_t j : diff) {
         EXPECT_GE(j, config.sink_tokens) << "sink column " << j << " differs";
-        EXPECT_NEAR(s[j], tau, 1e-4 * tau + 1e-9 * total)
-            << "column " << j << " is in one set only but its score is not a tie with the threshold";
+        const bool tie = std::abs(s[j] - tau) <= 1e-4 * tau + 1e-9 * total;
+        const bool at_boundary = before[j] <= target + slack && before[j] + s[j] >= target - slack;
+        EXPECT_TRUE(tie || at_boundary) << "column " << j << " is in one set only but is not at the alpha boundary: "
+                                        << "score " << s[j] << ", threshold score " << tau << ", sum before it "
+                                        << before[j] << ", alpha * total " << target << " (total " << total << ")";
       }
     }
     const HeadStats& gs = gpu.stats[bh];
