@@ -93,6 +93,20 @@ def test_sparse_run_reports_what_was_skipped(rng):
         assert np.all(layer.window == 64)  # max(min_window 64, ceil(0.05 * 200))
 
 
+def test_dense_head_density_runs_every_head_dense(rng):
+    # alpha 0.5 alone skips entries; with dense_head_density 0.01 every head reaches it, keeps every column and
+    # so equals dense attention (SDPA) up to rounding, and the stats say so.
+    sat.configure(alpha=0.5, sample_ratio=0.1, window_ratio=0.05, dense_head_density=0.01)
+    dense, sparse = _pair(_config("llama"))
+    ids = _ids(rng, 1, 150)
+    with torch.no_grad():
+        torch.testing.assert_close(sparse(ids).logits, dense(ids).logits, atol=2e-5, rtol=1e-5)
+    summary = sat.summary()
+    assert summary["sample_attention_layers"] == 2 and summary["mean_density"] == 1.0
+    for layer in sat.last_stats().values():
+        assert np.all(layer.kept_columns == 150)
+
+
 def test_padding_mask_falls_back_to_sdpa(rng):
     dense, sparse = _pair(_config("llama"))
     ids = _ids(rng, 2, 80)
@@ -201,6 +215,10 @@ def test_configure_validates():
         sat.configure(alpha=0)
     with pytest.raises(ValueError, match=r"min_seq_len \(-1\) must be >= 0"):
         sat.configure(min_seq_len=-1)
+    with pytest.raises(ValueError, match=r"dense_head_density \(0\) must be in \(0, 1\]"):
+        sat.configure(dense_head_density=0)
+    with pytest.raises(ValueError, match=r"dense_head_density \(1\.5\) must be in \(0, 1\]"):
+        sat.configure(dense_head_density=1.5)
     assert sat.settings()["min_seq_len"] == 0
 
 
