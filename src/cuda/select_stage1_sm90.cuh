@@ -341,7 +341,8 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
   // (the 64-bit products run once per head).
   const int total = per_head * static_cast<int>(group);
   const int group32 = static_cast<int>(group);
-  const int step_quot = static_cast<int>(kColQueries * seq_q / n);                     // < Sq
+  // step_quot < Sq whenever a head has a second tile (n > 64); with n <= 64 it may wrap but is never used.
+  const int step_quot = static_cast<int>(kColQueries * seq_q / n);
   const std::uint32_t step_rem = static_cast<std::uint32_t>(kColQueries * seq_q % n);  // < n < 2^31
   const std::int64_t row_stride = a.q_stride[1], step_stride = step_quot * row_stride;
   int g_load = 0, q_load = 0;
