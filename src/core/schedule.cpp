@@ -109,7 +109,7 @@ std::int64_t dense_head_entries(double dense_head_density, std::int64_t visible)
 
 std::vector<std::int32_t> keep_all_if_dense(const Problem& p, std::int64_t window, std::int64_t dense_tail,
                                             std::vector<std::int32_t> columns, double dense_head_density) {
-  if (static_cast<std::int64_t>(columns.size()) == p.seq_k) return columns;
+  if (!(dense_head_density < 1.0) || static_cast<std::int64_t>(columns.size()) == p.seq_k) return columns;
   const EntryCount c =
       count_entries(p, window, dense_tail, columns.data(), static_cast<std::int64_t>(columns.size()));
   if (c.kept >= dense_head_entries(dense_head_density, c.visible)) {
