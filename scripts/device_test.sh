@@ -43,24 +43,26 @@ export SAMPLEATTN_COMMIT=$(cat "$D/COMMIT" 2>/dev/null || echo unknown)
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv | tee "$OUT/gpu.txt"
 status=0
 
+# run_gtest NAME SECONDS FILTER [VAR=VALUE ...]: the CUDA test binary into $OUT/NAME.log with the given
+# environment; prints the summary and each failure with its trace (case, seed), since only a few files of $OUT
+# come back from the device.
+run_gtest() {
+  local name=$1 seconds=$2 filter=$3
+  shift 3
+  env "$@" timeout "$seconds" "$D/sampleattn_cuda_tests" --gtest_brief=1 --gtest_filter="$filter" \
+    > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "$name rc=$rc" | tee -a "$OUT/$name.log"
+  [ $rc = 0 ] || status=1
+  grep -E "FAILED|PASSED|1M tokens|error:|exception" "$OUT/$name.log" | head -20
+  grep -E -A14 "Failure" "$OUT/$name.log" | head -80
+}
+
 if [ "${TESTS:-1}" = 1 ]; then
   echo "== gtest (CUDA)"
-  SAMPLEATTN_LARGE_TESTS=${LARGE:-1} timeout 300 "$D/sampleattn_cuda_tests" --gtest_brief=1 \
-    --gtest_filter="${GTEST_FILTER:-*}" > "$OUT/tests.log" 2>&1
-  rc=$?
-  echo "gtest rc=$rc" | tee -a "$OUT/tests.log"
-  [ $rc = 0 ] || status=1
-  grep -E "FAILED|PASSED|1M tokens|error:|exception" "$OUT/tests.log" | head -20
-  grep -E -A14 "Failure" "$OUT/tests.log" | head -80
+  run_gtest tests 300 "${GTEST_FILTER:-*}" SAMPLEATTN_LARGE_TESTS="${LARGE:-1}"
   echo "== gtest (CUDA), sm_80 kernels forced"
-  SAMPLEATTN_CUDA_KERNELS=sm80 timeout 200 "$D/sampleattn_cuda_tests" --gtest_brief=1 \
-    --gtest_filter="${GTEST_FILTER_SM80:-Attention*:Select*}" > "$OUT/tests-sm80.log" 2>&1
-  rc=$?
-  echo "gtest sm80 rc=$rc" | tee -a "$OUT/tests-sm80.log"
-  [ $rc = 0 ] || status=1
-  grep -E "FAILED|PASSED" "$OUT/tests-sm80.log" | head -10
-  # Each failure with its trace (case, seed): only a few files of $OUT come back from the device.
-  grep -E -A14 "Failure" "$OUT/tests-sm80.log" | head -80
+  run_gtest tests-sm80 200 "${GTEST_FILTER_SM80:-Attention*:Select*}" SAMPLEATTN_CUDA_KERNELS=sm80
   SAN=${SAN:-1}
   SANBIN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
   for tool in memcheck racecheck; do
