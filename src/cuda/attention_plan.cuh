@@ -37,9 +37,20 @@ __device__ __forceinline__ std::int64_t warp_count_less(const std::int32_t* a, s
   return lo + __popc(__ballot_sync(0xffffffffu, less));
 }
 
+#ifndef SAMPLEATTN_TILE_GROUP
+#define SAMPLEATTN_TILE_GROUP 8
+#endif
+
+// Query tiles per group of the block order (BlockTile).
+constexpr std::int64_t kTileGroup = SAMPLEATTN_TILE_GROUP;
+
 // What one thread block of the attention grid owns: query tile mt (rows [m0, m1)) of query head h of batch
-// b. Blocks are numbered so that the longest query tiles (the causal bottom) start first and the query
-// heads that share a KV head run side by side (their K/V reads hit L2). Base pointers of this (b, h).
+// b, with the base pointers of this (b, h). Block order: the query tiles in groups of kTileGroup, the longest
+// group first (the causal bottom); within a group, head by head, and the group's tiles of one head side by
+// side. The blocks that run together are then a few heads' consecutive query tiles: they do the same work
+// (same band width and nearly the same stripes) at the same pace, so each K/V row they share, kept column
+// or band, is read from memory once for the group and hit in L2 by the others; and the heads of one KV head
+// are neighbours, so dense and band tiles are shared across them too.
 template <typename Elem>
 struct BlockTile {
   std::int64_t h, b, bh, kvh, m0, m1;
@@ -48,8 +59,12 @@ struct BlockTile {
   const Elem* v;
 
   __device__ __forceinline__ BlockTile(const KernelArgs& a, std::int64_t block_m) {
-    h = blockIdx.x % a.q_heads;
-    const std::int64_t mt = a.num_m_tiles - 1 - blockIdx.x / a.q_heads;
+    const std::int64_t x = blockIdx.x, group_blocks = kTileGroup * a.q_heads;
+    const std::int64_t group = x / group_blocks, first = group * kTileGroup;  // reversed tiles [first, ..)
+    const std::int64_t size = a.num_m_tiles - first < kTileGroup ? a.num_m_tiles - first : kTileGroup;
+    const std::int64_t rest = x - group * group_blocks;
+    h = rest / size;
+    const std::int64_t mt = a.num_m_tiles - 1 - (first + rest % size);
     b = blockIdx.y;
     bh = b * a.q_heads + h;
     kvh = h / a.group;
