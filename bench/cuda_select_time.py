@@ -41,17 +41,17 @@ def main():
     results = []
     for S in [int(x) for x in a.lengths.split(",") if x]:
         q, k, _ = libs[0][1].workload(S, Hq, Hkv, d, seed=7, mix=0)
-        ws = libs[0][1].workspace(q, k)
+        ws = {name: sa.workspace(q, k) for name, sa in libs}  # the builds may differ in workspace size
         times = {name: [] for name, _ in libs}
         split = {name: {} for name, _ in libs}
         for _ in range(a.rounds):
             for name, sa in libs:
-                times[name].append(time_ms(lambda: sa.select(q, k, ws), a.reps, warmup=2))
-                for key, ms in kernel_profile(lambda: sa.select(q, k, ws)):
+                times[name].append(time_ms(lambda: sa.select(q, k, ws[name]), a.reps, warmup=2))
+                for key, ms in kernel_profile(lambda: sa.select(q, k, ws[name])):
                     split[name].setdefault(short_name(key), []).append(ms)
-        ref = libs[0][1].selection(q, k, ws)
+        ref = libs[0][1].selection(q, k, ws[libs[0][0]])
         for name, sa in libs:
-            sel = sa.selection(q, k, ws)
+            sel = sa.selection(q, k, ws[name])
             case = dict(seq=S, lib=name, selection_ms=statistics.median(times[name]),
                         selection_ms_rounds=times[name],
                         kernels_ms={key: statistics.median(v) for key, v in split[name].items()})
