@@ -28,7 +28,7 @@ struct Stage1Args {
   float scale_log2 = 1.0f;       // softmax scale * log2(e): scores are handled in base 2
   bool causal = true;
   bool aligned = true;            // q and k rows start on 16-byte boundaries (cp.async); else plain loads
-  std::int64_t key_chunk = 4096;  // pass 1 splits each row's keys into chunks of this many (a multiple of 64)
+  std::int64_t key_chunk = 4096;  // pass 1 splits each row's keys into chunks of this many (a multiple of 128: the sm_90a pass 1 tile)
   std::int64_t num_chunks = 1;    // ceil(Sk / key_chunk)
   float* part_m = nullptr;        // [num_chunks, B * Hq, n]: pass 1 reference (log2 units) per key chunk, at
                                   // most the chunk's max (sm_90a pass 1 exponentiates lazily; any works)

@@ -56,7 +56,7 @@ __global__ void combine_kernel(const Stage1Args a) {
 
 std::int64_t stage1_key_chunk(std::int64_t seq_k) {
   const std::int64_t sixteenth = (seq_k + 15) / 16;
-  const std::int64_t rounded = (sixteenth + 63) / 64 * 64;
+  const std::int64_t rounded = (sixteenth + 127) / 128 * 128;
   return rounded > 4096 ? rounded : 4096;
 }
 

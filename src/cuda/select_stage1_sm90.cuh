@@ -1,26 +1,30 @@
 // Stage 1 of SampleAttention on Hopper (sm_90a): the two passes of select_stage1.cuh with the products on
 // wgmma instead of mma.sync. Same grid sizes (block orders differ, see each kernel), same partials, same
-// per-row math; a block is two warpgroups (256 threads) and every warp owns 16 MMA rows, so each warpgroup
-// issues one m64n64 product per tile.
-//   pass 1 (lse_kernel_sm90):    A = 128 gathered sampled query rows (registers, loaded once by ldmatrix),
-//                                B = 64-key tiles [64, d] of the chunk, 128-byte swizzled (K-major), cp.async
-//                                three tiles ahead; online sum per row against a lazily updated reference
-//                                max (no max reduction per tile, see kLazyLimit).
+// per-row math; a block is two warpgroups (256 threads) and every warp owns 16 MMA rows.
+//   pass 1 (lse_kernel_sm90):    A = 128 gathered sampled query rows (shared memory, 128-byte swizzled,
+//                                copied once), B = 128-key tiles [128, d] of the chunk, swizzled (K-major),
+//                                two stages; one m64n128 product per warpgroup and tile. The warpgroups meet
+//                                only through per-stage mbarriers: every thread's copies of a tile arrive on
+//                                its "full" barrier, every thread's finished product on its "empty" one, so
+//                                one warpgroup may run up to a tile ahead of the other (a block barrier per
+//                                tile made the faster one wait every tile). Online sum per row against a
+//                                lazily updated reference max (no max reduction per tile, see kLazyLimit).
 //   pass 2 (colsum_kernel_sm90): A = 128 keys (registers), B = 64 sampled queries [64, d] per tile, swizzled
-//                                (K-major: d contiguous); per tile and warp one of three paths: every query
-//                                sees the warp's 16 keys outside its band (sum only), every query sees them
-//                                inside its band (sum into both scores), or, for the tiles that cross the
-//                                diagonal or the band's end, the same choice per group of 8 queries with
-//                                per-score tests only in the groups that straddle a boundary.
+//                                (K-major: d contiguous), cp.async three tiles ahead; per tile and warp one
+//                                of three paths: every query sees the warp's 16 keys outside its band (sum
+//                                only), every query sees them inside its band (sum into both scores), or, for
+//                                the tiles that cross the diagonal or the band's end, the same choice per
+//                                group of 8 queries with per-score tests only in the groups that straddle a
+//                                boundary.
 // Several warpgroups per SM (two blocks of two) let one warpgroup's exp2 work (MUFU) run while another's
-// product runs on the tensor cores: per score both cost 1/16 clock per SM, and the loop is bound by its
-// instruction count more than by either unit (bench/NOTES.md, v4). Per tile pass 1 issues under 200
-// instructions per thread (32 scores; v4: ~300): whole-tile copies without row tests, B descriptors as a
-// uniform base plus immediates (the tile loop is unrolled by the stage count), no max reduction, mask compares
-// only on tiles that cross a row end. Pass 2's loader advances its pointers by additions and runs while the
-// product is in flight (in pass 1 the same placement measured 4-9% slower). Overlapping tile t + 1's product with
-// tile t's exp2 inside the warpgroup (two accumulator sets, A from shared memory) measured 3% slower in
-// pass 1 and 12-16% slower in pass 2 than these one-set loops.
+// product runs on the tensor cores: per score both cost about the same (256 FLOPs at 740 TFLOP/s against
+// 1/16 clock per SM). Per tile the loops are a few instructions beyond the per-score FFMA, MUFU and FADD:
+// whole-tile copies without row tests, B descriptors as a uniform base plus immediates (the tile loops are
+// unrolled by the stage count), no max reduction, mask compares only on tiles that cross a row end. Pass 2's
+// loader advances its pointers by additions and runs while the product is in flight. Measured slower and
+// not kept (bench/NOTES.md): the next tile's product before this tile's exp2 inside a warpgroup (two
+// accumulator sets), a half-tile ping-pong of the two warpgroups with a second block barrier per tile,
+// several partial sums per row instead of one chain of adds.
 // Launched only on compute capability 9.0 with the sm_90a cubin (stage1_sm90_runnable); other targets
 // compile an empty body.
 #pragma once
@@ -31,6 +35,7 @@
 #include <type_traits>
 
 #include "cuda/check.h"
+#include "cuda/pipeline_sm90.cuh"
 #include "cuda/ptx_sm90.cuh"
 #include "cuda/select_args.h"
 #include "cuda/select_stage1.cuh"
@@ -39,21 +44,26 @@
 namespace sampleattn::cuda::sel {
 
 constexpr int kThreadsSm90 = 256;  // two warpgroups
-// Streamed tiles in flight: tile t is read while t + 1 .. t + 3 load (one commit group per tile). Measured
-// against loading pairs of tiles one pair ahead (one wait and barrier per pair): 4% faster at 128K.
+// Pass 2's streamed tiles in flight: tile t is read while t + 1 .. t + 3 load (one commit group per tile).
+// Measured against loading pairs of tiles one pair ahead (one wait and barrier per pair): 4% faster at 128K.
 constexpr int kStagesSm90 = 4;
+// Pass 1 streams 128-key tiles (one m64n128 product per warpgroup and tile) through two stages: the next
+// tile loads while this one is multiplied and exponentiated. Against 64-key tiles in four stages with the
+// query rows in registers: 2-4% faster, and the registers the A fragments held now hold the wider tile.
+constexpr int kLseKeysSm90 = 128;
+constexpr int kLseStagesSm90 = 2;
 // Pass 1 exponentiates a tile against the row's reference max (the largest score seen when it was last set)
-// instead of the tile's own max, so no max is reduced per tile. A thread's sum over its 16 scores of one row
+// instead of the tile's own max, so no max is reduced per tile. A thread's sum over its 32 scores of one row
 // and tile at or above 2^30 (a score more than ~26 above the reference, the row's first visible tile: reference
 // -inf, or a NaN) sends that row and tile through the exact step (tile max, rescale, new reference). Below it no
-// partial sum can overflow: < 2^30 per tile, at most 2^21 tiles per chunk (seq_k < 2^31), so < 2^51.
+// partial sum can overflow: < 2^30 per tile, at most 2^20 tiles per chunk (seq_k < 2^31), so < 2^50.
 constexpr float kLazyLimit = 1073741824.0f;
 
-// Pass 1: 4 x [64][d] swizzled key tiles, then the [128][d + 8] query tile; +1 KiB to align the swizzle
-// (99 KiB at d = 128: two blocks per SM).
+// Pass 1: 2 x [128][d] swizzled key tiles, the swizzled [128][d] query tile, the stages' full and empty
+// mbarriers; +1 KiB to align the swizzle (97 KiB at d = 128: two blocks per SM).
 template <int D>
 constexpr int lse_smem_bytes_sm90() {
-  return 1024 + kStagesSm90 * kLseKeys * D * 2 + kLseRows * smem_stride<D>() * 2;
+  return 1024 + kLseStagesSm90 * kLseKeysSm90 * D * 2 + kLseRows * D * 2 + 2 * kLseStagesSm90 * 8;
 }
 // Pass 2: 4 x [64][d] swizzled query tiles, the [128][d + 8] key tile, 4 x 64 query positions and lse.
 template <int D>
@@ -85,10 +95,27 @@ __device__ __forceinline__ void product_64x64(float (&acc)[8][4], const std::uin
   sm90::fence_operand(acc);
 }
 
+// S[64 x 128] = A * B^T with both operands in shared memory: A = this warpgroup's 64 rows of a swizzled
+// [128][d] tile (descriptor `desc_a`), B = a swizzled [128][d] key tile (`desc_b`); 64-column blocks of
+// either are 128 rows * 128 bytes apart.
+template <typename T, int D>
+__device__ __forceinline__ void product_64x128(float (&acc)[16][4], std::uint64_t desc_a, std::uint64_t desc_b) {
+  static_assert(kLseKeysSm90 == 128 && kLseRows == 128, "pass 1 tiles are 128 rows by 128 keys");
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const std::uint64_t step = ((kk >> 2) * 128 * 128 + (kk & 3) * 32) >> 4;
+    sm90::wgmma_m64n128k16_ss<T>(acc, desc_a + step, desc_b + step, kk > 0);
+  }
+  sm90::wgmma_commit();
+  sm90::wgmma_wait<0>();
+  sm90::fence_operand(acc);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Pass 1, block = the 128 flat rows of select_stage1.cuh's lse_kernel (same partial layout); warp w owns rows
 // 16 w .. 16 w + 15 (warpgroup w / 4 the m64 tile 64 (w / 4)). blockIdx.x = (chunk * Hkv + kvh) * row tiles +
-// rank: the blocks that run together read the same 64-key tiles (one KV head's chunk, L2-resident) instead
+// rank: the blocks that run together read the same key tiles (one KV head's chunk, L2-resident) instead
 // of every chunk of every head at once (256 MB of K at 128K: each block then streamed it from DRAM).
 // Each block covers at most key_chunk keys, so this order keeps the tail short.
 // Each thread keeps its own reference max per row (kLazyLimit); the quad's four (max, sum) pairs of a row are
@@ -96,12 +123,16 @@ __device__ __forceinline__ void product_64x64(float (&acc)[8][4], const std::uin
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1Args a) {
 #if SAMPLEATTN_SM90A
-  constexpr int kStride = smem_stride<D>(), kChunks = D / 8, kSteps = D / 16;
-  constexpr int kTileElems = kLseKeys * D;
+  constexpr int kChunks = D / 8;
+  constexpr int kTileElems = kLseKeysSm90 * D;
   static_assert(kTileElems * 2 % 1024 == 0, "swizzled tiles must stay 1024-byte aligned");
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  T* ks = reinterpret_cast<T*>(align_1024(smem_raw));  // [kStagesSm90][kLseKeys][D], 128-byte swizzle
-  T* qs = ks + kStagesSm90 * kTileElems;               // [kLseRows][kStride]
+  T* ks = reinterpret_cast<T*>(align_1024(smem_raw));  // [kLseStagesSm90][kLseKeysSm90][D], 128-byte swizzle
+  T* qs = ks + kLseStagesSm90 * kTileElems;               // [kLseRows][D], 128-byte swizzle
+  // Per stage a "full" barrier (every thread's copies of the tile landed) and an "empty" one (every thread's
+  // product on it done): the two warpgroups meet only through these, not at a block barrier per tile.
+  std::uint64_t* full = reinterpret_cast<std::uint64_t*>(qs + kLseRows * D);  // [kLseStagesSm90]
+  std::uint64_t* empty = full + kLseStagesSm90;                             // [kLseStagesSm90]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const std::int64_t group = a.group, n = a.num_sampled;
   const std::int64_t flat_total = n * group;
@@ -122,20 +153,38 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
   const std::int64_t row_end_max = row_end(f_last);
   const std::int64_t end_max = row_end_max < key_lo + a.key_chunk ? row_end_max : key_lo + a.key_chunk;
   if (key_lo >= end_max) return;  // no row of this tile sees this chunk: its partials are never read
-  load_sampled_queries<T, D, kThreadsSm90>(qs, qbase, a, f0, flat_total, kvh);
+  if (tid == 0) {
+#pragma unroll
+    for (int st = 0; st < kLseStagesSm90; ++st) {
+      sm90::mbar_init(smem_addr(&full[st]), kThreadsSm90);
+      sm90::mbar_init(smem_addr(&empty[st]), kThreadsSm90);
+    }
+  }
+  __syncthreads();
+  for (int c = tid; c < kLseRows * kChunks; c += kThreadsSm90) {  // the sampled rows, swizzled
+    const int row = c / kChunks, qch = c % kChunks;
+    const std::int64_t f = f0 + row;
+    const bool valid = f < flat_total;
+    const T* src = qbase;
+    if (valid) {
+      const std::int64_t h = kvh * group + f % group;
+      src = qbase + sampled_row(f / group, a.seq_q, n, a.inv_sampled) * a.q_stride[1] + h * a.q_stride[2] + qch * 8;
+    }
+    copy_chunk(qs + sm90::sw128_offset<kLseRows>(row, qch), src, valid, a.aligned);
+  }
   // Key tile `tile` of the chunk into stage `buf`, rows past Sk as zeros (their scores are masked). The thread
   // copies chunk `ch` of rows row0 + kRowStep * it: rows 8 apart share the swizzle, so the shared offsets are
   // one base plus multiples of kRowStep * 128 bytes, and the per-tile work is a few instructions per copy;
   // tiles that end before Sk skip the row tests.
-  constexpr int kRowStep = kThreadsSm90 / kChunks, kIters = kLseKeys / kRowStep;
+  constexpr int kRowStep = kThreadsSm90 / kChunks, kIters = kLseKeysSm90 / kRowStep;
   static_assert(kRowStep % 8 == 0, "rows of one thread share the swizzle phase");
   const int ch = tid % kChunks, row0 = tid / kChunks;
-  const std::uint32_t k_dst = smem_addr(ks) + sm90::sw128_offset<kLseKeys>(row0, ch) * 2;
+  const std::uint32_t k_dst = smem_addr(ks) + sm90::sw128_offset<kLseKeysSm90>(row0, ch) * 2;
   const T* k_src = kbase + (key_lo + row0) * a.k_stride[1] + ch * 8;
-  const std::int64_t k_step = kRowStep * a.k_stride[1], k_tile_step = kLseKeys * a.k_stride[1];
+  const std::int64_t k_step = kRowStep * a.k_stride[1], k_tile_step = kLseKeysSm90 * a.k_stride[1];
   const int rows_left = static_cast<int>(a.seq_k - key_lo - row0);  // Sk < 2^31
   auto load_tile = [&](int tile, int buf) {
-    const int left = rows_left - tile * kLseKeys;  // this thread's rows it * kRowStep < left exist
+    const int left = rows_left - tile * kLseKeysSm90;  // this thread's rows it * kRowStep < left exist
     const T* src = k_src + tile * k_tile_step;
     const std::uint32_t dst = k_dst + buf * kTileElems * 2;
     if (a.aligned && left > (kIters - 1) * kRowStep) {
@@ -151,27 +200,24 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
 #pragma unroll
       for (int it = 0; it < kIters; ++it) {
         const bool valid = it * kRowStep < left;
-        copy_chunk(ks + buf * kTileElems + sm90::sw128_offset<kLseKeys>(row0 + it * kRowStep, ch),
+        copy_chunk(ks + buf * kTileElems + sm90::sw128_offset<kLseKeysSm90>(row0 + it * kRowStep, ch),
                    valid ? src + it * k_step : kbase, valid, false);
       }
     }
   };
-  const int num_tiles = static_cast<int>((end_max - key_lo + kLseKeys - 1) / kLseKeys);
-  // Commit group s holds tile s (group 0 also the query tile); a group is committed every iteration, empty
-  // or not, so that "at most kStagesSm90 - 2 pending" always means "tile t landed".
+  const int num_tiles = static_cast<int>((end_max - key_lo + kLseKeysSm90 - 1) / kLseKeysSm90);
+  // Tiles 0 and 1 (and the query rows, copied before: stage 0's arrival waits for them too).
 #pragma unroll
-  for (int st = 0; st < kStagesSm90 - 1; ++st) {
-    if (st < num_tiles) load_tile(st, st);
-    cp_async_commit();
+  for (int st = 0; st < kLseStagesSm90; ++st) {
+    if (st < num_tiles) {
+      load_tile(st, st);
+      sm90::cp_async_arrive(smem_addr(&full[st]));
+    }
   }
-  cp_async_wait<kStagesSm90 - 2>();
-  __syncthreads();
 
   const int r0 = warp * 16;
-  std::uint32_t qa[kSteps][4];
-#pragma unroll
-  for (int kk = 0; kk < kSteps; ++kk)
-    ldmatrix_x4(qa[kk], qs + (r0 + (lane % 16)) * kStride + kk * 16 + (lane / 16) * 8);
+  // This warpgroup's 64 rows: 64 rows * 128 bytes into each 64-column block of the [128][d] tile.
+  const std::uint64_t q_desc = sm90::sw128_desc(smem_addr(qs), 16, 1024) + ((warp / 4) * 64 * 128 >> 4);
 
   // Rows ascend in position, so the warp's first row has the smallest end: tiles before it need no mask.
   const int warp_end_min = static_cast<int>(row_end(f0 + r0 < flat_total ? f0 + r0 : f_last));
@@ -186,25 +232,24 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
   }
 
   const std::uint64_t k_desc = sm90::sw128_desc(smem_addr(ks), 16, 1024);
-  // One tile, its stage buf = tile % kStagesSm90 a constant (the loop below is unrolled by the stage count),
+  // One tile, its stage buf = tile % kLseStagesSm90 a constant (the loop below is unrolled by the stage count),
   // so the B descriptors are a uniform base plus immediates: one uniform add per k-step (a run-time stage
   // cost ~4 register moves per k-step, ~25 instructions per tile).
   auto step = [&](int tile, auto buf_c) {
     constexpr int buf = decltype(buf_c)::value;
-    cp_async_wait<kStagesSm90 - 2>();
-    sm90::fence_proxy_async();
-    __syncthreads();  // tile landed and visible to wgmma; stage of tile - 1 is read by nobody now
-    if (tile + kStagesSm90 - 1 < num_tiles) load_tile(tile + kStagesSm90 - 1, (buf + kStagesSm90 - 1) % kStagesSm90);
-    cp_async_commit();
-    float acc[8][4];
-    product_64x64<T, D>(acc, qa, k_desc + buf * (kTileElems * 2 / 16), [] {});
-    const int j0 = static_cast<int>(key_lo) + tile * kLseKeys;
-    const bool masked = j0 + kLseKeys > warp_end_min;
+    const std::uint32_t use = static_cast<std::uint32_t>(tile / kLseStagesSm90) & 1u;
+    sm90::mbar_wait(smem_addr(&full[buf]), use);
+    sm90::fence_proxy_async();  // the copies wrote through the generic proxy; wgmma reads through the async one
+    float acc[16][4];
+    product_64x128<T, D>(acc, q_desc, k_desc + buf * (kTileElems * 2 / 16));
+    sm90::mbar_arrive(smem_addr(&empty[buf]));
+    const int j0 = static_cast<int>(key_lo) + tile * kLseKeysSm90;
+    const bool masked = j0 + kLseKeysSm90 > warp_end_min;
     if (masked) {  // warp-uniform: the other tiles skip the compares
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf)
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt)
+        for (int nt = 0; nt < kLseKeysSm90 / 8; ++nt)
 #pragma unroll
           for (int e = 0; e < 2; ++e)
             if (j0 + nt * 8 + (lane % 4) * 2 + e >= end[hf]) acc[nt][hf * 2 + e] = -kInf;
@@ -213,13 +258,13 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
     for (int hf = 0; hf < 2; ++hf) {
       float sum = 0.0f;
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt)
+      for (int nt = 0; nt < kLseKeysSm90 / 8; ++nt)
 #pragma unroll
         for (int e = 0; e < 2; ++e) sum += ex2(fmaf(acc[nt][hf * 2 + e], a.scale_log2, -m[hf]));
       if (!(sum < kLazyLimit)) {
         float mx = -kInf;
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt)
+        for (int nt = 0; nt < kLseKeysSm90 / 8; ++nt)
 #pragma unroll
           for (int e = 0; e < 2; ++e) mx = fmaxf(mx, acc[nt][hf * 2 + e]);
         // Raw scores times scale_log2 (> 0) keep their order, so the max is taken before scaling.
@@ -227,7 +272,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
         const float m_use = m_new == -kInf ? 0.0f : m_new;
         sum = 0.0f;
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt)
+        for (int nt = 0; nt < kLseKeysSm90 / 8; ++nt)
 #pragma unroll
           for (int e = 0; e < 2; ++e) sum += ex2(fmaf(acc[nt][hf * 2 + e], a.scale_log2, -m_use));
         l[hf] *= ex2(m[hf] - m_use);
@@ -235,13 +280,17 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
       }
       l[hf] += sum;
     }
+    // Refill this stage with tile + 2 once both warpgroups' products on it are done.
+    if (tile + kLseStagesSm90 < num_tiles) {
+      sm90::mbar_wait(smem_addr(&empty[buf]), use);
+      load_tile(tile + kLseStagesSm90, buf);
+      sm90::cp_async_arrive(smem_addr(&full[buf]));
+    }
   };
-  static_assert(kStagesSm90 == 4, "the tile loop is unrolled by the stage count");
-  for (int tile = 0; tile < num_tiles; tile += kStagesSm90) {
+  static_assert(kLseStagesSm90 == 2, "the tile loop is unrolled by the stage count");
+  for (int tile = 0; tile < num_tiles; tile += kLseStagesSm90) {
     step(tile, std::integral_constant<int, 0>{});
     if (tile + 1 < num_tiles) step(tile + 1, std::integral_constant<int, 1>{});
-    if (tile + 2 < num_tiles) step(tile + 2, std::integral_constant<int, 2>{});
-    if (tile + 3 < num_tiles) step(tile + 3, std::integral_constant<int, 3>{});
   }
 
 #pragma unroll

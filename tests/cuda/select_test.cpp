@@ -420,7 +420,7 @@ TEST(SelectPlanHost, KeyChunkAndPlanFollowTheCoreSchedule) {
   EXPECT_EQ(cuda::stage1_key_chunk(32768), 4096);
   EXPECT_EQ(cuda::stage1_key_chunk(131072), 8192);
   EXPECT_EQ(cuda::stage1_key_chunk(1 << 20), 65536);
-  EXPECT_EQ(cuda::stage1_key_chunk(100000), 6272);  // ceil(100000 / 16) = 6250 -> next multiple of 64
+  EXPECT_EQ(cuda::stage1_key_chunk(100000), 6272);  // ceil(100000 / 16) = 6250 -> next multiple of 128
   for (std::int64_t sk : {1, 17, 4097, 131072, 1000003})
     EXPECT_LE((sk + cuda::stage1_key_chunk(sk) - 1) / cuda::stage1_key_chunk(sk), 16);
   EXPECT_EQ(cuda::stage2_chunk(32, 32768), 2048);
