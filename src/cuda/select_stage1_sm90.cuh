@@ -65,16 +65,27 @@ template <int D>
 constexpr int lse_smem_bytes_sm90() {
   return 1024 + kLseStagesSm90 * kLseKeysSm90 * D * 2 + kLseRows * D * 2 + 2 * kLseStagesSm90 * 8;
 }
-// Pass 2: 4 x [64][d] swizzled query tiles, the [128][d + 8] key tile, 4 x 64 query positions and lse.
+// Pass 2: 4 x [64][d] swizzled query tiles, the [128][d + 8] key tile, 4 x 64 query positions and lse, the
+// stages' full and empty mbarriers.
 template <int D>
 constexpr int colsum_smem_bytes_sm90() {
   return 1024 + kStagesSm90 * kColQueries * D * 2 + kColKeys * smem_stride<D>() * 2 +
-         kStagesSm90 * kColQueries * (4 + 4);
+         kStagesSm90 * kColQueries * (4 + 4) + 2 * kStagesSm90 * 8;
 }
 
 // Shared memory from the first 1024-byte boundary: the 128-byte swizzle is a function of address bits 4..9.
 __device__ __forceinline__ unsigned char* align_1024(unsigned char* p) {
   return p + ((1024u - (smem_addr(p) & 1023u)) & 1023u);
+}
+
+// A thread's two arrivals on a stage's "full" mbarrier (initialised to 2 per thread) once it has issued its
+// copies of the stage: one when its cp.async copies land, one with release semantics for its plain shared
+// stores (copy_chunk's path for unaligned inputs, pass 2's positions and padding lse).
+__device__ __forceinline__ void arrive_full(std::uint64_t* bar) {
+#if SAMPLEATTN_SM90A
+  sm90::cp_async_arrive(smem_addr(bar));
+  sm90::mbar_arrive(smem_addr(bar));
+#endif
 }
 
 // S[64 x 64] = A[64 x d] * B^T for this warpgroup: A fragments per 16-column step, B a swizzled [64][d] tile
@@ -156,7 +167,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
   if (tid == 0) {
 #pragma unroll
     for (int st = 0; st < kLseStagesSm90; ++st) {
-      sm90::mbar_init(smem_addr(&full[st]), kThreadsSm90);
+      sm90::mbar_init(smem_addr(&full[st]), 2 * kThreadsSm90);
       sm90::mbar_init(smem_addr(&empty[st]), kThreadsSm90);
     }
   }
@@ -211,7 +222,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
   for (int st = 0; st < kLseStagesSm90; ++st) {
     if (st < num_tiles) {
       load_tile(st, st);
-      sm90::cp_async_arrive(smem_addr(&full[st]));
+      arrive_full(&full[st]);
     }
   }
 
@@ -284,7 +295,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
     if (tile + kLseStagesSm90 < num_tiles) {
       sm90::mbar_wait(smem_addr(&empty[buf]), use);
       load_tile(tile + kLseStagesSm90, buf);
-      sm90::cp_async_arrive(smem_addr(&full[buf]));
+      arrive_full(&full[buf]);
     }
   };
   static_assert(kLseStagesSm90 == 2, "the tile loop is unrolled by the stage count");
@@ -329,6 +340,9 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
   T* ks = qs + kStagesSm90 * kTileElems;                        // [kColKeys][kStride]
   int* qpos = reinterpret_cast<int*>(ks + kColKeys * kStride);  // [kStagesSm90][kColQueries]
   float* qlse = reinterpret_cast<float*>(qpos + kStagesSm90 * kColQueries);  // [kStagesSm90][kColQueries]
+  // Per stage a "full" and an "empty" mbarrier, as in pass 1.
+  std::uint64_t* full = reinterpret_cast<std::uint64_t*>(qlse + kStagesSm90 * kColQueries);  // [kStagesSm90]
+  std::uint64_t* empty = full + kStagesSm90;                                                 // [kStagesSm90]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const std::int64_t key_tiles = (a.seq_k + kColKeys - 1) / kColKeys;
   const std::int64_t b = blockIdx.y, kvh = blockIdx.x / key_tiles;
@@ -450,14 +464,25 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
       if (carry) l_src += row_stride;
     }
   };
+  // Full: every thread's copies landed and its plain stores released (arrive_full). Empty: every thread
+  // done with the stage (product and exponent phase).
+  if (tid == 0) {
+#pragma unroll
+    for (int st = 0; st < kStagesSm90; ++st) {
+      sm90::mbar_init(smem_addr(&full[st]), 2 * kThreadsSm90);
+      sm90::mbar_init(smem_addr(&empty[st]), kThreadsSm90);
+    }
+  }
+  __syncthreads();
+  auto load_stage = [&](int stage) {
+    load_next(stage);
+    arrive_full(&full[stage]);
+  };
   load_keys<T, D, kColKeys, kThreadsSm90>(ks, kbase, a.k_stride[1], j0, seq_k, a.aligned);
 #pragma unroll
-  for (int st = 0; st < kStagesSm90 - 1; ++st) {
-    load_next(st);
-    cp_async_commit();
-  }
-  cp_async_wait<kStagesSm90 - 2>();
-  __syncthreads();
+  for (int st = 0; st < kStagesSm90 - 1; ++st)
+    if (st < total) load_stage(st);
+  sm90::mbar_wait(smem_addr(&full[0]), 0);  // also the key tile: every thread copied its part before arriving
   std::uint32_t ka[kSteps][4];
 #pragma unroll
   for (int kk = 0; kk < kSteps; ++kk)
@@ -479,16 +504,19 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
   int i0 = static_cast<int>(i_start);  // first sampled row of the tile being read (< 2^31)
   for (int t = 0; t < total; ++t) {
     const int stage = t % kStagesSm90;
-    cp_async_wait<kStagesSm90 - 2>();
-    sm90::fence_proxy_async();
-    __syncthreads();  // tile t landed and visible to wgmma; the stage of tile t - 1 is read by nobody now
+    sm90::mbar_wait(smem_addr(&full[stage]), static_cast<std::uint32_t>(t / kStagesSm90) & 1u);
+    sm90::fence_proxy_async();  // the copies wrote through the generic proxy; wgmma reads through the async one
     const int* qp = qpos + stage * kColQueries;
     const float* ql = qlse + stage * kColQueries;
     const int last_row = (n32 - i0 < kColQueries ? n32 - i0 : kColQueries) - 1;
     int first_pos = 0, last_pos = 0;
+    // Tile t + 3 into the stage of tile t - 1 once every thread is done with that one.
     auto load_ahead = [&]() {
-      load_next((t + kStagesSm90 - 1) % kStagesSm90);
-      cp_async_commit();
+      const int next = t + kStagesSm90 - 1;
+      if (next < total) {
+        if (t >= 1) sm90::mbar_wait(smem_addr(&empty[next % kStagesSm90]), static_cast<std::uint32_t>((t - 1) / kStagesSm90) & 1u);
+        load_stage(next % kStagesSm90);
+      }
       first_pos = qp[0];
       last_pos = qp[last_row];
     };
@@ -569,6 +597,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
         }
       }
     }
+    sm90::mbar_arrive(smem_addr(&empty[stage]));
     i0 += kColQueries;
     if (++q == per_head) {
       store_head(g, colsum, inside);
