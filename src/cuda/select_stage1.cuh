@@ -64,12 +64,13 @@ __device__ __forceinline__ void copy_chunk(T* dst, const T* src, bool valid, boo
 }
 
 // Pass 1's query tile: the sampled rows of flat indices f0 .. f0 + kLseRows - 1 (f = sampled row * group +
-// head within the GQA group of KV head kvh) into shared memory [kLseRows][D + 8]; rows past flat_total are
-// zeros. Copied by a block of kBlockThreads threads.
-template <typename T, int D, int kBlockThreads>
+// head within the GQA group of KV head kvh) into shared memory, chunk ch (8 elements) of row `row` at element
+// offset(row, ch) of qs ([kLseRows][D + 8] by default; the sm_90a kernel passes its swizzled layout); rows
+// past flat_total are zeros. Copied by a block of kBlockThreads threads.
+template <typename T, int D, int kBlockThreads, typename Offset>
 __device__ __forceinline__ void load_sampled_queries(T* qs, const T* qbase, const Stage1Args& a, std::int64_t f0,
-                                                     std::int64_t flat_total, std::int64_t kvh) {
-  constexpr int kChunks = D / 8, kStride = smem_stride<D>();
+                                                     std::int64_t flat_total, std::int64_t kvh, Offset offset) {
+  constexpr int kChunks = D / 8;
   const std::int64_t group = a.group, n = a.num_sampled;
   for (int c = threadIdx.x; c < kLseRows * kChunks; c += kBlockThreads) {
     const int row = c / kChunks, ch = c % kChunks;
@@ -80,8 +81,14 @@ __device__ __forceinline__ void load_sampled_queries(T* qs, const T* qbase, cons
       const std::int64_t h = kvh * group + f % group;
       src = qbase + sampled_row(f / group, a.seq_q, n, a.inv_sampled) * a.q_stride[1] + h * a.q_stride[2] + ch * 8;
     }
-    copy_chunk(qs + row * kStride + ch * 8, src, valid, a.aligned);
+    copy_chunk(qs + offset(row, ch), src, valid, a.aligned);
   }
+}
+template <typename T, int D, int kBlockThreads>
+__device__ __forceinline__ void load_sampled_queries(T* qs, const T* qbase, const Stage1Args& a, std::int64_t f0,
+                                                     std::int64_t flat_total, std::int64_t kvh) {
+  load_sampled_queries<T, D, kBlockThreads>(qs, qbase, a, f0, flat_total, kvh,
+                                            [](int row, int ch) { return row * smem_stride<D>() + ch * 8; });
 }
 
 // Key tile [j0, j0 + rows) of one KV head into shared memory [rows][D + 8]; rows past Sk become zeros.

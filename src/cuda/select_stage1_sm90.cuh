@@ -78,6 +78,22 @@ __device__ __forceinline__ unsigned char* align_1024(unsigned char* p) {
   return p + ((1024u - (smem_addr(p) & 1023u)) & 1023u);
 }
 
+// The stages' "full" barriers (2 arrivals per thread: arrive_full) and "empty" ones (1 per thread), then a
+// block barrier so that no thread arrives before they are initialised.
+template <int kStages>
+__device__ __forceinline__ void init_stage_barriers(std::uint64_t* full, std::uint64_t* empty) {
+#if SAMPLEATTN_SM90A
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int st = 0; st < kStages; ++st) {
+      sm90::mbar_init(smem_addr(&full[st]), 2 * kThreadsSm90);
+      sm90::mbar_init(smem_addr(&empty[st]), kThreadsSm90);
+    }
+  }
+  __syncthreads();
+#endif
+}
+
 // A thread's two arrivals on a stage's "full" mbarrier (initialised to 2 per thread) once it has issued its
 // copies of the stage: one when its cp.async copies land, one with release semantics for its plain shared
 // stores (copy_chunk's path for unaligned inputs, pass 2's positions and padding lse).
@@ -164,25 +180,10 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
   const std::int64_t row_end_max = row_end(f_last);
   const std::int64_t end_max = row_end_max < key_lo + a.key_chunk ? row_end_max : key_lo + a.key_chunk;
   if (key_lo >= end_max) return;  // no row of this tile sees this chunk: its partials are never read
-  if (tid == 0) {
-#pragma unroll
-    for (int st = 0; st < kLseStagesSm90; ++st) {
-      sm90::mbar_init(smem_addr(&full[st]), 2 * kThreadsSm90);
-      sm90::mbar_init(smem_addr(&empty[st]), kThreadsSm90);
-    }
-  }
-  __syncthreads();
-  for (int c = tid; c < kLseRows * kChunks; c += kThreadsSm90) {  // the sampled rows, swizzled
-    const int row = c / kChunks, qch = c % kChunks;
-    const std::int64_t f = f0 + row;
-    const bool valid = f < flat_total;
-    const T* src = qbase;
-    if (valid) {
-      const std::int64_t h = kvh * group + f % group;
-      src = qbase + sampled_row(f / group, a.seq_q, n, a.inv_sampled) * a.q_stride[1] + h * a.q_stride[2] + qch * 8;
-    }
-    copy_chunk(qs + sm90::sw128_offset<kLseRows>(row, qch), src, valid, a.aligned);
-  }
+  init_stage_barriers<kLseStagesSm90>(full, empty);
+  load_sampled_queries<T, D, kThreadsSm90>(qs, qbase, a, f0, flat_total, kvh, [](int row, int qch) {
+    return sm90::sw128_offset<kLseRows>(row, qch);  // swizzled
+  });
   // Key tile `tile` of the chunk into stage `buf`, rows past Sk as zeros (their scores are masked). The thread
   // copies chunk `ch` of rows row0 + kRowStep * it: rows 8 apart share the swizzle, so the shared offsets are
   // one base plus multiples of kRowStep * 128 bytes, and the per-tile work is a few instructions per copy;
@@ -464,16 +465,8 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
       if (carry) l_src += row_stride;
     }
   };
-  // Full: every thread's copies landed and its plain stores released (arrive_full). Empty: every thread
-  // done with the stage (product and exponent phase).
-  if (tid == 0) {
-#pragma unroll
-    for (int st = 0; st < kStagesSm90; ++st) {
-      sm90::mbar_init(smem_addr(&full[st]), 2 * kThreadsSm90);
-      sm90::mbar_init(smem_addr(&empty[st]), kThreadsSm90);
-    }
-  }
-  __syncthreads();
+  // Empty: every thread done with the stage (product and exponent phase).
+  init_stage_barriers<kStagesSm90>(full, empty);
   auto load_stage = [&](int stage) {
     load_next(stage);
     arrive_full(&full[stage]);
