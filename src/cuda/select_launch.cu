@@ -64,6 +64,9 @@ void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, v
   SA_CHECK(head_dim == 64 || head_dim == 128, "CUDA selection: no kernel for head_dim ", head_dim, " (64 or 128)");
   SA_CHECK(dtype == DType::bf16 || dtype == DType::f16, "CUDA selection: no kernel for dtype ", to_string(dtype),
            " (bfloat16 or float16)");
+  // The sm_90a pass 1 reads whole 128-key tiles up to its chunk's end, masking only at row ends.
+  SA_CHECK(args.key_chunk > 0 && args.key_chunk % 128 == 0, "CUDA selection: key_chunk ", args.key_chunk,
+           " must be a positive multiple of 128");
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   const bool bf16 = dtype == DType::bf16;
   const bool sm90 =

@@ -44,8 +44,8 @@
 namespace sampleattn::cuda::sel {
 
 constexpr int kThreadsSm90 = 256;  // two warpgroups
-// Pass 2's streamed tiles in flight: tile t is read while t + 1 .. t + 3 load (one commit group per tile).
-// Measured against loading pairs of tiles one pair ahead (one wait and barrier per pair): 4% faster at 128K.
+// Pass 2's streamed tiles in flight: tile t is read while t + 1 .. t + 3 load. Measured (with a commit group
+// and a block barrier per tile then) against loading pairs of tiles one pair ahead: 4% faster at 128K.
 constexpr int kStagesSm90 = 4;
 // Pass 1 streams 128-key tiles (one m64n128 product per warpgroup and tile) through two stages: the next
 // tile loads while this one is multiplied and exponentiated. Against 64-key tiles in four stages with the
@@ -398,7 +398,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
   const int n32 = static_cast<int>(n);  // n < 2^31
 
   // Tile t of the block is (query head g, tile q of the head) with t = g * per_head + q; the loader runs
-  // kStagesSm90 - 1 tiles ahead of the reader. Commit group s holds tile s (group 0 also the key tile).
+  // kStagesSm90 - 1 tiles ahead of the reader; stage s's first full phase also covers the key tile.
   // Loader cursor: head g_load, tile q_load; this thread's row l_i = i_start + 64 q_load + q_row, whose
   // t_{l_i} + 1 = floor((l_i + 1) Sq / n) is kept as quotient and remainder: +64 rows adds step_quot rows
   // and step_rem / n, so the source pointer, the row's position and its lse advance by additions alone
