@@ -421,8 +421,10 @@ TEST(SelectPlanHost, KeyChunkAndPlanFollowTheCoreSchedule) {
   EXPECT_EQ(cuda::stage1_key_chunk(131072), 8192);
   EXPECT_EQ(cuda::stage1_key_chunk(1 << 20), 65536);
   EXPECT_EQ(cuda::stage1_key_chunk(100000), 6272);  // ceil(100000 / 16) = 6250 -> next multiple of 128
-  for (std::int64_t sk : {1, 17, 4097, 131072, 1000003})
+  for (std::int64_t sk : {1, 17, 4097, 65600, 131072, 1000003}) {
     EXPECT_LE((sk + cuda::stage1_key_chunk(sk) - 1) / cuda::stage1_key_chunk(sk), 16);
+    EXPECT_EQ(cuda::stage1_key_chunk(sk) % 128, 0) << sk;  // whole sm_90a pass-1 tiles (65600: 4100 -> 4224)
+  }
   EXPECT_EQ(cuda::stage2_chunk(32, 32768), 2048);
   EXPECT_EQ(cuda::stage2_chunk(32, 131072), 8192);
   EXPECT_EQ(cuda::stage2_chunk(1, 1 << 20), 2048);
