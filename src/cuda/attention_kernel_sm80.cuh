@@ -55,9 +55,14 @@ struct Config {
   static_assert(kWarpRows == 16 || kWarpRows == 32, "16 or 32 query rows per warp");
 };
 
-// Bits [a, b) of a 64-bit word, 0 <= a, b (clamped to 64).
+// Bits [a, b) of a 64-bit word, 0 <= a, b <= 64. The low n bits are ~0 >> (64 - n) by PTX's shr, which clamps
+// shift amounts to the width (a shift by 64 gives 0, where C++ leaves it undefined): one 64-bit shift each.
 __device__ __forceinline__ std::uint64_t bit_range(int a, int b) {
-  auto low = [](int n) -> std::uint64_t { return n <= 0 ? 0ull : (n >= 64 ? ~0ull : (1ull << n) - 1ull); };
+  auto low = [](int n) {
+    std::uint64_t r;
+    asm("shr.b64 %0, %1, %2;" : "=l"(r) : "l"(~0ull), "r"(64 - n));
+    return r;
+  };
   return low(b) & ~low(a);
 }
 
@@ -72,26 +77,29 @@ __device__ __forceinline__ void apply_mask(float (&s)[Cfg::kNTiles][4], const Ke
   constexpr int kWords = kBlockN / 64;
   static_assert(kBlockN % 64 == 0 && Cfg::kNTiles == kBlockN / 8, "64-bit keep words over the tile");
   const int col = 2 * (threadIdx.x & 3);
-  auto clamp64 = [](std::int64_t x) -> int { return static_cast<int>(x < 0 ? 0 : (x > 64 ? 64 : x)); };
+  // Key x relative to the 64-key word at n0, clamped to [0, 64]. Positions are int32 (seq_k < 2^31 - 256 is
+  // checked on the host; x >= -2^31 + 1), and x - n0 is only formed when positive.
+  auto rel = [](int x, int n0) { return x <= n0 ? 0 : (x - n0 >= 64 ? 64 : x - n0); };
   std::uint64_t keep[2][kWords];
   if (tr.gather) {
     const int n = tr.end - tr.base < kBlockN ? tr.end - tr.base : kBlockN;
 #pragma unroll
-    for (int w = 0; w < kWords; ++w) keep[0][w] = keep[1][w] = bit_range(0, clamp64(n - 64 * w));
+    for (int w = 0; w < kWords; ++w) keep[0][w] = keep[1][w] = bit_range(0, rel(n, 64 * w));
   } else {
+    const int seq_k = static_cast<int>(a.seq_k), offset = static_cast<int>(a.seq_k - a.seq_q);
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const std::int64_t r = row0 + 8 * i;  // absolute query row
-      const std::int64_t p = a.seq_k - a.seq_q + r;
-      const std::int64_t end = a.causal && p + 1 < a.seq_k ? p + 1 : a.seq_k;  // visible keys: j < end
+      const int r = static_cast<int>(row0) + 8 * i;  // absolute query row (< seq_q + 64)
+      const int p = offset + r;
+      const int end = a.causal && p + 1 < seq_k ? p + 1 : seq_k;  // visible keys: j < end
       const bool banded = pl.sparse && !(pl.tail_mode && r >= pl.tail_row);
-      const std::int64_t w_band = pl.window;
-      const std::int64_t band_end = a.causal ? p + 1 : p + w_band;  // band: p - w < j < band_end
+      const int band_lo = p - pl.window + 1;                        // band: band_lo <= j < band_end
+      const int band_end = a.causal || p >= seq_k - pl.window ? end : p + pl.window;
 #pragma unroll
       for (int w = 0; w < kWords; ++w) {
-        const std::int64_t n0 = tr.base + 64 * w;
-        std::uint64_t k = bit_range(0, clamp64(end - n0));
-        if (banded) k &= bit_range(clamp64(p - w_band + 1 - n0), clamp64(band_end - n0)) | bits[w];
+        const int n0 = tr.base + 64 * w;
+        std::uint64_t k = bit_range(0, rel(end, n0));
+        if (banded) k &= bit_range(rel(band_lo, n0), rel(band_end, n0)) | bits[w];
         keep[i][w] = k;
       }
     }

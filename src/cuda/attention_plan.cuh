@@ -171,12 +171,12 @@ __device__ __forceinline__ TilePlan<kBlockN> make_plan(const KernelArgs& a, std:
 // Whether a contiguous tile starting at key n0 holds an entry some row of the query tile drops.
 template <int kBlockN>
 __device__ __forceinline__ bool span_tile_needs_mask(const TilePlan<kBlockN>& pl, const KernelArgs& a, int n0) {
-  const std::int64_t n = n0;
-  bool need = n + kBlockN > a.seq_k;
-  if (a.causal) need = need || n + kBlockN - 1 > pl.p0;
+  // int32 throughout: n0 + kBlockN, p1 - window and n0 - window stay within it (seq_k < 2^31 - 256).
+  bool need = n0 + kBlockN > static_cast<int>(a.seq_k);
+  if (a.causal) need = need || n0 + kBlockN - 1 > pl.p0;
   if (pl.sparse) {
-    need = need || pl.tail_mode || n <= static_cast<std::int64_t>(pl.p1) - pl.window;
-    if (!a.causal) need = need || n + kBlockN - 1 >= static_cast<std::int64_t>(pl.p0) + pl.window;
+    need = need || pl.tail_mode || n0 <= pl.p1 - pl.window;
+    if (!a.causal) need = need || n0 + kBlockN - 1 - pl.window >= pl.p0;
   }
   return need;
 }
