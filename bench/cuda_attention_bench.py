@@ -231,11 +231,7 @@ def run(args):
 
         # Sparse: synthetic densities, then the MInference comparison mask, primary kernel (and the others
         # on the MInference mask).
-        sparse_specs = []
-        for target in (0.05, 0.10, 0.20, 0.50):
-            f = 1.0 - math.sqrt(1.0 - 0.6 * target)
-            ncols = int((target - (2 * f - f * f)) / ((1 - f) ** 2) * seq)
-            sparse_specs.append((f"density~{target:.2f}", max(1, math.ceil(f * seq)), max(1, ncols)))
+        sparse_specs = [(f"density~{t:.2f}", *density_spec(seq, t)) for t in (0.05, 0.10, 0.20, 0.50)]
         sparse_specs.append(("minference w8%+1024", math.ceil(0.08 * seq), 1024))
         # What uniform attention selects (alpha 0.95 needs ~95% of the columns): the worst case of issue 3.
         sparse_specs.append(("uniform-like w8%+95%", math.ceil(0.08 * seq), math.ceil(0.95 * seq)))
@@ -332,17 +328,29 @@ def run(args):
     return results
 
 
+def density_spec(seq, target):
+    """(window, columns) of the synthetic selection at ~`target` density, 60% of its entries in the window."""
+    f = 1.0 - math.sqrt(1.0 - 0.6 * target)
+    ncols = int((target - (2 * f - f * f)) / ((1 - f) ** 2) * seq)
+    return max(1, math.ceil(f * seq)), max(1, ncols)
+
+
 def profile_one(args):
-    """Two launches of the primary kernel (dense 8K, then window 8% + 1024 columns at 32K) for a profiler."""
+    """Two launches of the primary kernel for a profiler: dense 8K, then window 8% + 1024 columns at 32K
+    (--profile-one), or the 5%-density selections at 8K and 32K (--profile-small)."""
     gen = torch.Generator(device="cuda")
     gen.manual_seed(args.seed)
     kern = Kernel(args.lib[0].split("=", 1)[1])
-    for seq, sparse in ((8192, False), (32768, True)):
+    if args.profile_small:
+        cases = [(seq, density_spec(seq, 0.05)) for seq in (8192, 32768)]
+    else:
+        cases = [(8192, None), (32768, (math.ceil(0.08 * 32768), 1024))]
+    for seq, spec in cases:
         q = torch.randn(1, seq, 32, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
         k = torch.randn(1, seq, 8, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
         v = torch.randn(1, seq, 8, 128, device="cuda", dtype=torch.bfloat16, generator=gen)
         out = torch.empty_like(q)
-        sel = make_selection(32, seq, math.ceil(0.08 * seq), 1024, gen) if sparse else None
+        sel = make_selection(32, seq, spec[0], spec[1], gen) if spec else None
         kern(q, k, v, out, sel=sel)
         torch.cuda.synchronize()
 
@@ -356,9 +364,11 @@ def main():
     ap.add_argument("--million", action="store_true", help="also the 1M-token sparse check")
     ap.add_argument("--profile-one", action="store_true",
                     help="only launch the primary kernel on dense 8K and sparse 32K (for ncu) and exit")
+    ap.add_argument("--profile-small", action="store_true",
+                    help="only launch the primary kernel on the 5%%-density selections at 8K and 32K and exit")
     ap.add_argument("--commit", default=os.environ.get("SAMPLEATTN_COMMIT", "unknown"))
     args = ap.parse_args()
-    if args.profile_one:
+    if args.profile_one or args.profile_small:
         profile_one(args)
         return
     props = torch.cuda.get_device_properties(0)
