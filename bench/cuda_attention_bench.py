@@ -11,7 +11,8 @@ S in 8K / 32K / 128K:
   uniform    window 8% + 95% of the columns (what uniform attention selects): time vs our dense kernel;
   checks     sparse outputs on sampled rows against an fp32 masked softmax in PyTorch, also at 1M tokens.
 Each timing is the median of several runs with L2 flushed before each (a 256 MiB write), CUDA events
-around the kernel only. Writes one JSON file (GPU, driver, date, commit, every case) and prints a table.
+around the kernel only; kernel variants (--lib) are timed in interleaved rounds (time_interleaved).
+Writes one JSON file (GPU, driver, date, commit, every case) and prints a table.
 """
 import argparse
 import ctypes
@@ -94,19 +95,27 @@ def flush_buffer():
     return torch.empty(256 * 1024 * 1024 // 4, dtype=torch.float32, device="cuda")
 
 
+def time_interleaved(fns, flush, reps, warmup=1):
+    """Median ms of each of `fns`, timed in rounds: each round runs every fn once after an L2 flush, in an
+    order rotated by one per round, so that drift over the rounds (clocks, temperature) and the position
+    after another kernel fall on every fn alike (variants of one kernel are compared in one call)."""
+    times = [[] for _ in fns]
+    for r in range(warmup + reps):
+        for k in range(len(fns)):
+            i = (k + r) % len(fns)
+            flush.zero_()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fns[i]()
+            end.record()
+            torch.cuda.synchronize()
+            if r >= warmup:
+                times[i].append(start.elapsed_time(end))
+    return [sorted(t)[len(t) // 2] for t in times]
+
+
 def time_ms(fn, flush, reps, warmup=1):
-    times = []
-    for i in range(warmup + reps):
-        flush.zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2]
+    return time_interleaved([fn], flush, reps, warmup)[0]
 
 
 def sdpa_fn(q, k, v, backend, causal=True):
@@ -221,8 +230,10 @@ def run(args):
                 case[f"{name}_err_vs_cudnn"] = err
                 results["checks"].append({"what": f"dense {seq} {name} vs cudnn", "err": err, "tol": BF16_TOL,
                                           "ok": bool(err <= BF16_TOL)})
-            case[f"{name}_ms"] = time_ms(lambda: kern(q, k, v, out, lse), flush, reps)
-            case[f"{name}_tflops"] = flops / case[f"{name}_ms"] / 1e9
+        fns = [lambda kern=kern: kern(q, k, v, out, lse) for _, kern in kernels]
+        for (name, _), ms in zip(kernels, time_interleaved(fns, flush, reps)):
+            case[f"{name}_ms"] = ms
+            case[f"{name}_tflops"] = flops / ms / 1e9
         dense_tflops[seq] = case[f"{primary_name}_tflops"]
         results["cases"].append(case)
         log(json.dumps(case))
@@ -253,7 +264,8 @@ def run(args):
                 ok = err <= BF16_TOL and err_lse <= 2e-3
                 results["checks"].append({"what": f"sparse {seq} {label} {name} rows", "err": err,
                                           "err_lse": err_lse, "ok": bool(ok)})
-                ms = time_ms(lambda: kern(q, k, v, out, lse, sel=sel), flush, reps)
+            fns = [lambda kern=kern: kern(q, k, v, out, lse, sel=sel) for _, kern in runners]
+            for (name, _), ms in zip(runners, time_interleaved(fns, flush, reps)):
                 scase[f"{name}_ms"] = ms
                 scase[f"{name}_eff_tflops"] = sflops / ms / 1e9
             scase["eff_vs_dense"] = scase[f"{primary_name}_eff_tflops"] / dense_tflops[seq]
