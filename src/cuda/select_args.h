@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "cuda/select_pass1_order.h"
 #include "sampleattn/tensor.h"
 
 namespace sampleattn::cuda {
@@ -30,6 +31,7 @@ struct Stage1Args {
   bool aligned = true;            // q and k rows start on 16-byte boundaries (cp.async); else plain loads
   std::int64_t key_chunk = 4096;  // pass 1 splits each row's keys into chunks of this many (a multiple of 128: the sm_90a pass 1 tile)
   std::int64_t num_chunks = 1;    // ceil(Sk / key_chunk)
+  sel::Pass1Order pass1_order;    // the sm_90a pass 1 block order (launch_stage1 fills it)
   float* part_m = nullptr;        // [num_chunks, B * Hq, n]: pass 1 reference (log2 units) per key chunk, at
                                   // most the chunk's max (sm_90a pass 1 exponentiates lazily; any works)
   float* part_l = nullptr;        // [num_chunks, B * Hq, n]: pass 1 partial sum of 2^(s - part_m), < 2^51

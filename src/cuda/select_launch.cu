@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "cuda/check.h"
+#include "cuda/pdl.cuh"
 #include "cuda/select_args.h"
 #include "cuda/select_mma_sm80.cuh"
 #include "sampleattn/error.h"
@@ -37,6 +38,8 @@ bool sm80_forced() {
 // One thread per (head bh, sampled row i): lse2 = M + log2 sum_c l_c 2^(m_c - M) over the chunks the row
 // sees (chunk c starts at key c * key_chunk). NaN in any partial stays NaN.
 __global__ void combine_kernel(const Stage1Args a) {
+  pdl_wait();  // pass 1's partials (pdl.cuh)
+  pdl_trigger();
   const std::int64_t n = a.num_sampled, rows = a.batch * a.q_heads * n;
   const std::int64_t x = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (x >= rows) return;
@@ -67,21 +70,25 @@ void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, v
   // The sm_90a pass 1 reads whole 128-key tiles up to its chunk's end, masking only at row ends.
   SA_CHECK(args.key_chunk > 0 && args.key_chunk % 128 == 0, "CUDA selection: key_chunk ", args.key_chunk,
            " must be a positive multiple of 128");
+  SA_CHECK(args.num_chunks >= 1 && args.num_chunks <= sel::kPass1MaxChunks, "CUDA selection: num_chunks ",
+           args.num_chunks, " must be in [1, ", sel::kPass1MaxChunks, "]");
+  Stage1Args a = args;
+  a.pass1_order = sel::make_pass1_order(a.seq_q, a.seq_k, a.num_sampled, a.group, a.key_chunk, a.num_chunks, a.causal);
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   const bool bf16 = dtype == DType::bf16;
   const bool sm90 =
       !sm80_forced() && (bf16 ? stage1_sm90_bf16_runnable(head_dim) : stage1_sm90_f16_runnable(head_dim));
   auto pass = [&](int which) {
     if (sm90) {
-      bf16 ? launch_stage1_sm90_bf16(args, head_dim, which, s) : launch_stage1_sm90_f16(args, head_dim, which, s);
+      bf16 ? launch_stage1_sm90_bf16(a, head_dim, which, s) : launch_stage1_sm90_f16(a, head_dim, which, s);
     } else {
-      bf16 ? launch_stage1_bf16(args, head_dim, which, s) : launch_stage1_f16(args, head_dim, which, s);
+      bf16 ? launch_stage1_bf16(a, head_dim, which, s) : launch_stage1_f16(a, head_dim, which, s);
     }
   };
   pass(1);
-  const std::int64_t rows = args.batch * args.q_heads * args.num_sampled;
-  combine_kernel<<<static_cast<unsigned>((rows + 255) / 256), 256, 0, s>>>(args);
-  check_launch("stage 1 log-sum-exp combine");
+  const std::int64_t rows = a.batch * a.q_heads * a.num_sampled;
+  launch(combine_kernel, dim3(static_cast<unsigned>((rows + 255) / 256)), dim3(256), 0, s, pdl_allowed(),
+         "stage 1 log-sum-exp combine", a);
   pass(2);
 }
 

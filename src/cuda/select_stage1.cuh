@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "cuda/check.h"
+#include "cuda/pdl.cuh"
 #include "cuda/select_args.h"
 #include "cuda/select_mma_sm80.cuh"
 
@@ -116,6 +117,7 @@ __global__ void __launch_bounds__(kThreads, 3) lse_kernel(const Stage1Args a) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* qs = reinterpret_cast<T*>(smem_raw);  // [kLseRows][kStride]
   T* ks = qs + kLseRows * kStride;         // [2][kLseKeys][kStride]
+  pdl_trigger();  // the first kernel of the chain (pdl.cuh): launched the plain way
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   // blockIdx.x = (rank * num_chunks + chunk) * Hkv + kvh: the longest rows first, every KV head alike; the
   // block covers keys [chunk * key_chunk, (chunk + 1) * key_chunk) of its rows and writes partial (m, l).
@@ -254,6 +256,8 @@ __global__ void __launch_bounds__(kThreads, 3) colsum_kernel(const Stage1Args a)
   T* qs = ks + kColKeys * kStride;                                     // [2][kColQueries][kStride]
   int* qpos = reinterpret_cast<int*>(qs + 2 * kColQueries * kStride);  // [2][kColQueries]
   float* qlse = reinterpret_cast<float*>(qpos + 2 * kColQueries);      // [2][kColQueries]
+  pdl_wait();  // the combined lse (pdl.cuh)
+  pdl_trigger();
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   // blockIdx.x = key tile * Hkv + kvh: the first key tiles (seen by every sampled row) start first.
   const std::int64_t b = blockIdx.y, kvh = blockIdx.x % a.kv_heads;
@@ -411,10 +415,10 @@ __global__ void __launch_bounds__(kThreads, 3) colsum_kernel(const Stage1Args a)
 }
 
 // Pass 1 or pass 2 on `stream` with the given pair of kernels (both kernel families use the same grids:
-// pass 1 (row tiles x chunks x Hkv, B), pass 2 (key tiles x Hkv, B)). The dynamic shared-memory limit is a
-// per-device function attribute, so it is set on every launch (a microsecond) rather than once per
-// process: the current device may differ per call. max_carveout asks for the largest shared-memory
-// carveout (the rest stays L1), which the driver need not pick by itself.
+// pass 1 (row tiles x chunks x Hkv, B), pass 2 (key tiles x Hkv, B)); pass 2 as a dependent launch (pdl.cuh).
+// The dynamic shared-memory limit is a per-device function attribute, so it is set on every launch (a
+// microsecond) rather than once per process: the current device may differ per call. max_carveout asks for
+// the largest shared-memory carveout (the rest stays L1), which the driver need not pick by itself.
 template <typename LseKernel, typename ColKernel>
 void launch_stage1_passes(LseKernel lse, ColKernel col, int threads, int lse_smem, int col_smem, bool max_carveout,
                           const Stage1Args& a, int pass, cudaStream_t stream, const char* family) {
@@ -425,17 +429,15 @@ void launch_stage1_passes(LseKernel lse, ColKernel col, int threads, int lse_sme
   if (status == cudaSuccess && max_carveout)
     status = cudaFuncSetAttribute(col, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
   check_cuda(status, family);
-  if (pass == 1) {
+  if (pass == 1) {  // the first kernel of the selection: after whatever the stream ran before, in full
     const std::int64_t lse_tiles = (a.num_sampled * a.group + kLseRows - 1) / kLseRows;
     const dim3 lse_grid(static_cast<unsigned>(lse_tiles * a.num_chunks * a.kv_heads), static_cast<unsigned>(a.batch));
-    lse<<<lse_grid, threads, lse_smem, stream>>>(a);
-    check_launch(family);
+    launch(lse, lse_grid, threads, lse_smem, stream, false, family, a);
     return;
   }
   const std::int64_t key_tiles = (a.seq_k + kColKeys - 1) / kColKeys;
   const dim3 col_grid(static_cast<unsigned>(key_tiles * a.kv_heads), static_cast<unsigned>(a.batch));
-  col<<<col_grid, threads, col_smem, stream>>>(a);
-  check_launch(family);
+  launch(col, col_grid, threads, col_smem, stream, pdl_allowed(), family, a);
 }
 
 // Pass 1 or pass 2 of one (dtype, head_dim) instance of the sm_80 kernels.

@@ -141,10 +141,9 @@ __device__ __forceinline__ void product_64x128(float (&acc)[16][4], std::uint64_
 
 // ---------------------------------------------------------------------------------------------------------
 // Pass 1, block = the 128 flat rows of select_stage1.cuh's lse_kernel (same partial layout); warp w owns rows
-// 16 w .. 16 w + 15 (warpgroup w / 4 the m64 tile 64 (w / 4)). blockIdx.x = (chunk * Hkv + kvh) * row tiles +
-// rank: the blocks that run together read the same key tiles (one KV head's chunk, L2-resident) instead
-// of every chunk of every head at once (256 MB of K at 128K: each block then streamed it from DRAM).
-// Each block covers at most key_chunk keys, so this order keeps the tail short.
+// 16 w .. 16 w + 15 (warpgroup w / 4 the m64 tile 64 (w / 4)). Block order: select_pass1_order.h (first every
+// block that sees a whole chunk, chunk by chunk, so that the blocks that run together read one KV head's
+// chunk from L2 and not every chunk of every head at once; then the others, longest first).
 // Each thread keeps its own reference max per row (kLazyLimit); the quad's four (max, sum) pairs of a row are
 // combined once, at the end.
 template <typename T, int D>
@@ -160,13 +159,15 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
   // product on it done): the two warpgroups meet only through these, not at a block barrier per tile.
   std::uint64_t* full = reinterpret_cast<std::uint64_t*>(qs + kLseRows * D);  // [kLseStagesSm90]
   std::uint64_t* empty = full + kLseStagesSm90;                             // [kLseStagesSm90]
+  pdl_trigger();  // the first kernel of the chain (pdl.cuh): launched the plain way
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const std::int64_t group = a.group, n = a.num_sampled;
   const std::int64_t flat_total = n * group;
   const std::int64_t tiles = (flat_total + kLseRows - 1) / kLseRows;
-  const std::int64_t b = blockIdx.y, rank = blockIdx.x % tiles;
-  const std::int64_t kvh = (blockIdx.x / tiles) % a.kv_heads;
-  const std::int64_t chunk = blockIdx.x / tiles / a.kv_heads;
+  static_assert(kLseRows == kPass1RowTile, "select_pass1_order.h counts row tiles of kLseRows");
+  std::int64_t chunk, kvh, rank;
+  pass1_block(a.pass1_order, a.kv_heads, blockIdx.x, chunk, kvh, rank);
+  const std::int64_t b = blockIdx.y;
   const std::int64_t f0 = (tiles - 1 - rank) * kLseRows;
   const std::int64_t pos_off = a.seq_k - a.seq_q;
   const T* qbase = static_cast<const T*>(a.q) + b * a.q_stride[0];
@@ -380,6 +381,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
   };
   float colsum[2] = {0.0f, 0.0f}, inside[2] = {0.0f, 0.0f};
   if (per_head == 0) {
+    pdl_wait();
     for (std::int64_t g = 0; g < group; ++g) store_head(g, colsum, inside);
     return;
   }
@@ -472,6 +474,8 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
     arrive_full(&full[stage]);
   };
   load_keys<T, D, kColKeys, kThreadsSm90>(ks, kbase, a.k_stride[1], j0, seq_k, a.aligned);
+  pdl_wait();  // the keys are an input; the query tiles' lse come from the combine kernel (pdl.cuh)
+  pdl_trigger();
 #pragma unroll
   for (int st = 0; st < kStagesSm90 - 1; ++st)
     if (st < total) load_stage(st);

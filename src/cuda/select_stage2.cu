@@ -3,7 +3,8 @@
 // alpha of the total, plus the sink columns; written as ascending indices, a count, a bitmap and the head's
 // statistics. No sort. Each head's columns are split into chunks of Stage2Args::chunk columns, one 256-thread
 // block per chunk (stage2_chunk: ~512 blocks in all, so every SM works), and five kernels (six when
-// dense_head_density < 1) run in order on the stream after a memset of the per-head scratch (Stage2Head):
+// dense_head_density < 1) run in order on the stream after a kernel that zeroes the per-head scratch
+// (Stage2Head); all of them as dependent launches of the kernel before (pdl.cuh):
 //   1. level 0: the total of the scores as uint64 fixed point (exact and order-independent: per-block sums
 //      meet in global atomics), a finiteness check, and the histogram of float bits 30..20 (fixed-point sum
 //      per bin; block histograms in shared memory, added into the head's with global atomics);
@@ -32,6 +33,7 @@
 #include <cstdint>
 
 #include "cuda/check.h"
+#include "cuda/pdl.cuh"
 #include "cuda/select_args.h"
 
 namespace sampleattn::cuda {
@@ -223,6 +225,18 @@ __device__ void choose_digit(const Stage2Head& st, u64 target, unsigned& prefix,
 // Kernels 1-3: level L's histogram over the chunk (level 0 also the totals and the finiteness check); the
 // head's last block chooses the level's digit. Levels 1 and 2 do nothing for heads that keep columns by
 // another rule (non-finite scores, alpha = 1, zero target).
+// The per-head scratch to zero (it replaces a memset node, which would end the chain of dependent launches).
+__global__ void __launch_bounds__(kThreads) zero_heads_kernel(const Stage2Args a) {
+  static_assert(sizeof(Stage2Head) % sizeof(u64) == 0, "Stage2Head is zeroed in 8-byte words");
+  pdl_wait();  // the previous kernel may still read the heads' scratch (pdl.cuh)
+  pdl_trigger();
+  u64* words = reinterpret_cast<u64*>(a.heads);
+  const std::int64_t total = a.heads_total * static_cast<std::int64_t>(sizeof(Stage2Head) / sizeof(u64));
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < total;
+       i += static_cast<std::int64_t>(gridDim.x) * kThreads)
+    words[i] = 0;
+}
+
 template <int L>
 __global__ void __launch_bounds__(kThreads) histogram_kernel(const Stage2Args a) {
   constexpr Level lv = level_of(L);
@@ -231,6 +245,8 @@ __global__ void __launch_bounds__(kThreads) histogram_kernel(const Stage2Args a)
   __shared__ unsigned bin_lo[lv.bins], bin_hi[lv.bins];
   __shared__ u64 scratch_u[kWarps];
   __shared__ double scratch_d[kWarps];
+  pdl_wait();  // pdl.cuh
+  pdl_trigger();
   const Chunk c = chunk_of(a);
   Stage2Head& st = a.heads[c.bh];
   if (L > 0 && st.run == 0) return;
@@ -326,6 +342,8 @@ __global__ void __launch_bounds__(kThreads) histogram_kernel(const Stage2Args a)
 // chunk's first tie rank and first output slot, in chunk order.
 __global__ void __launch_bounds__(kThreads) count_kernel(const Stage2Args a) {
   __shared__ u64 scratch[kWarps];
+  pdl_wait();  // pdl.cuh
+  pdl_trigger();
   const Chunk c = chunk_of(a);
   Stage2Head& st = a.heads[c.bh];
   const unsigned tau = st.prefix;
@@ -397,6 +415,8 @@ __global__ void __launch_bounds__(kThreads, 3) write_kernel(const Stage2Args a) 
   __shared__ u64 scratch_u[kWarps];
   __shared__ i64 scratch_i[kWarps];
   __shared__ double scratch_d[kWarps];
+  pdl_wait();  // pdl.cuh
+  pdl_trigger();
   const Chunk c = chunk_of(a);
   Stage2Head& st = a.heads[c.bh];
   const unsigned tau = st.prefix;
@@ -497,6 +517,8 @@ __global__ void __launch_bounds__(kThreads, 3) write_kernel(const Stage2Args a) 
 // chunk is a multiple of 32 columns, so each word has one writer), and block 0 the count and statistics
 // (every visible entry, the whole sampled mass).
 __global__ void __launch_bounds__(kThreads) dense_head_kernel(const Stage2Args a) {
+  pdl_wait();  // pdl.cuh
+  pdl_trigger();
   const Chunk c = chunk_of(a);
   if (a.heads[c.bh].dense == 0) return;
   std::int32_t* out = a.indices + c.bh * a.seq_k;
@@ -526,21 +548,15 @@ std::int64_t stage2_chunk(std::int64_t heads, std::int64_t seq_k) {
 void launch_stage2(const Stage2Args& a, void* stream) {
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   const unsigned grid = static_cast<unsigned>(a.heads_total * a.blocks_per_head);
-  SA_CUDA_CHECK(cudaMemsetAsync(a.heads, 0, static_cast<std::size_t>(a.heads_total) * sizeof(Stage2Head), s));
-  histogram_kernel<0><<<grid, kThreads, 0, s>>>(a);
-  check_launch("stage 2 level 0 (totals, histogram)");
-  histogram_kernel<1><<<grid, kThreads, 0, s>>>(a);
-  check_launch("stage 2 level 1 (histogram)");
-  histogram_kernel<2><<<grid, kThreads, 0, s>>>(a);
-  check_launch("stage 2 level 2 (histogram)");
-  count_kernel<<<grid, kThreads, 0, s>>>(a);
-  check_launch("stage 2 counts per chunk");
-  write_kernel<<<grid, kThreads, 0, s>>>(a);
-  check_launch("stage 2 ordered pass");
-  if (a.dense_entries <= a.visible_entries) {
-    dense_head_kernel<<<grid, kThreads, 0, s>>>(a);
-    check_launch("stage 2 dense heads");
-  }
+  const bool pdl = pdl_allowed();
+  launch(zero_heads_kernel, grid, kThreads, 0, s, pdl, "stage 2 scratch", a);
+  launch(histogram_kernel<0>, grid, kThreads, 0, s, pdl, "stage 2 level 0 (totals, histogram)", a);
+  launch(histogram_kernel<1>, grid, kThreads, 0, s, pdl, "stage 2 level 1 (histogram)", a);
+  launch(histogram_kernel<2>, grid, kThreads, 0, s, pdl, "stage 2 level 2 (histogram)", a);
+  launch(count_kernel, grid, kThreads, 0, s, pdl, "stage 2 counts per chunk", a);
+  launch(write_kernel, grid, kThreads, 0, s, pdl, "stage 2 ordered pass", a);
+  if (a.dense_entries <= a.visible_entries)
+    launch(dense_head_kernel, grid, kThreads, 0, s, pdl, "stage 2 dense heads", a);
 }
 
 }  // namespace sampleattn::cuda

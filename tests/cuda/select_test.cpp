@@ -414,6 +414,52 @@ TEST_F(SelectCuda, Stage2MatchesExactRule) {
   for (const Stage2Case& c : cases) run_stage2_case(c, seed);
 }
 
+// The sm_90a pass 1 block order (cuda/select_pass1_order.h, no GPU needed): every (chunk, KV head, row tile)
+// exactly once; first exactly the blocks whose rows all see their whole chunk (counted here from the sampled
+// rows of core::sampled_rows), then the others; within a chunk the longer row tiles before the shorter.
+TEST(SelectPlanHost, Pass1OrderVisitsEveryBlockOnceFullBlocksFirst) {
+  struct Case {
+    std::int64_t sq, sk, group, kv_heads;
+    double ratio;
+    bool causal;
+  };
+  for (const Case c : {Case{1, 1, 1, 1, 0.05, true}, Case{17, 17, 4, 2, 0.05, true}, Case{4097, 4097, 8, 1, 0.05, true},
+                       Case{2000, 4097, 4, 3, 0.05, true}, Case{32768, 32768, 4, 8, 0.05, true},
+                       Case{9000, 12289, 4, 2, 0.2, true}, Case{131072, 131072, 4, 8, 0.05, true},
+                       Case{100000, 100000, 8, 1, 0.05, true}, Case{5000, 40000, 1, 2, 0.5, true},
+                       Case{32768, 32768, 4, 8, 0.05, false}}) {
+    SCOPED_TRACE(testing::Message() << "Sq " << c.sq << " Sk " << c.sk << " group " << c.group << " causal " << c.causal);
+    const std::vector<std::int64_t> rows = core::sampled_rows(c.ratio, c.sq);
+    const std::int64_t n = static_cast<std::int64_t>(rows.size()), chunk = cuda::stage1_key_chunk(c.sk);
+    const std::int64_t chunks = (c.sk + chunk - 1) / chunk;
+    const cuda::sel::Pass1Order o = cuda::sel::make_pass1_order(c.sq, c.sk, n, c.group, chunk, chunks, c.causal);
+    const std::int64_t tiles = (n * c.group + 127) / 128;
+    ASSERT_EQ(o.tiles, tiles);
+    auto full = [&](std::int64_t ch, std::int64_t rank) {  // the tile's first (shortest) row sees the whole chunk
+      const std::int64_t f0 = (tiles - 1 - rank) * 128, end = std::min((ch + 1) * chunk, c.sk);
+      return !c.causal || c.sk - c.sq + rows[f0 / c.group] + 1 >= end;
+    };
+    std::int64_t full_blocks = 0;
+    for (std::int64_t ch = 0; ch < chunks; ++ch)
+      for (std::int64_t r = 0; r < tiles; ++r) full_blocks += full(ch, r) ? c.kv_heads : 0;
+    const std::int64_t total = tiles * chunks * c.kv_heads;
+    std::vector<char> seen(static_cast<std::size_t>(total), 0);
+    std::vector<std::int64_t> last_rank(static_cast<std::size_t>(chunks * c.kv_heads), -1);
+    for (std::int64_t x = 0; x < total; ++x) {
+      std::int64_t ch = -1, kvh = -1, rank = -1;
+      cuda::sel::pass1_block(o, c.kv_heads, x, ch, kvh, rank);
+      ASSERT_TRUE(ch >= 0 && ch < chunks && kvh >= 0 && kvh < c.kv_heads && rank >= 0 && rank < tiles) << x;
+      char& s = seen[static_cast<std::size_t>((ch * c.kv_heads + kvh) * tiles + rank)];
+      ASSERT_EQ(s, 0) << "block " << x << " repeats chunk " << ch << " kvh " << kvh << " rank " << rank;
+      s = 1;
+      EXPECT_EQ(full(ch, rank), x < full_blocks) << "block " << x << " chunk " << ch << " rank " << rank;
+      std::int64_t& prev = last_rank[static_cast<std::size_t>(ch * c.kv_heads + kvh)];
+      EXPECT_GT(rank, prev) << "block " << x;
+      prev = rank;
+    }
+  }
+}
+
 // Host-side planning (no GPU needed): the numbers the kernels are launched with.
 TEST(SelectPlanHost, KeyChunkAndPlanFollowTheCoreSchedule) {
   EXPECT_EQ(cuda::stage1_key_chunk(1), 4096);
