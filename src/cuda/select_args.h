@@ -40,7 +40,7 @@ struct Stage1Args {
   float* inside = nullptr;        // [B * Hq, Sk]: the part of colscore inside the rows' bands or dense tail
 };
 
-// Stage 2 scratch of one head, zeroed (cudaMemsetAsync) before the stage-2 kernels run: histograms the
+// Stage 2 scratch of one head, zeroed (zero_heads_kernel) before the stage-2 kernels run: histograms the
 // head's blocks add into with atomics, the running state of the radix select that the last block of each
 // kernel writes for the next, and one arrival counter per kernel. Bins: level 0 at [0, 2048) (float bits
 // 30..20), level 1 at [2048, 3072) (bits 19..10), level 2 at [3072, 4096) (bits 9..0).
