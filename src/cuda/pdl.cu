@@ -29,6 +29,7 @@ bool pdl_allowed() {
                   major >= 9 &&
                   cudaFuncGetAttributes(&attr, reinterpret_cast<const void*>(pdl_probe_kernel)) == cudaSuccess &&
                   attr.ptxVersion >= 90 && attr.binaryVersion >= 90;
+  if (!ok) cudaGetLastError();  // a failed query must not surface at the next launch
   if (cacheable) g_pdl[device].store(ok ? 2 : 1, std::memory_order_relaxed);
   return ok;
 }

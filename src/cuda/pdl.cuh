@@ -51,7 +51,9 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, 
   attribute[0].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attribute;
   config.numAttrs = pdl ? 1 : 0;
-  check_cuda(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), what);
+  const cudaError_t err = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  if (err != cudaSuccess) cudaGetLastError();  // as check_launch: the next launch must not report it again
+  check_cuda(err, what);
 }
 
 }  // namespace sampleattn::cuda

@@ -619,6 +619,11 @@ bool stage1_sm90_runnable() {
 // described at each kernel.
 template <typename T, int D>
 void launch_stage1_sm90_instance(const Stage1Args& a, int pass, cudaStream_t stream) {
+  // Pass 1 decodes its blocks through a.pass1_order (launch_stage1 fills it for this grid).
+  SA_CHECK(pass != 1 || (a.pass1_order.chunks == a.num_chunks &&
+                         a.pass1_order.tiles == (a.num_sampled * a.group + kLseRows - 1) / kLseRows),
+           "CUDA selection: pass 1 order of ", a.pass1_order.chunks, " chunks x ", a.pass1_order.tiles,
+           " row tiles does not match the grid (", a.num_chunks, " chunks)");
   // Two blocks per SM need ~200 KiB of shared memory: the largest carveout.
   launch_stage1_passes(lse_kernel_sm90<T, D>, colsum_kernel_sm90<T, D>, kThreadsSm90, lse_smem_bytes_sm90<D>(),
                        colsum_smem_bytes_sm90<D>(), true, a, pass, stream,

@@ -222,9 +222,6 @@ __device__ void choose_digit(const Stage2Head& st, u64 target, unsigned& prefix,
   above = chosen_above;
 }
 
-// Kernels 1-3: level L's histogram over the chunk (level 0 also the totals and the finiteness check); the
-// head's last block chooses the level's digit. Levels 1 and 2 do nothing for heads that keep columns by
-// another rule (non-finite scores, alpha = 1, zero target).
 // The per-head scratch to zero (it replaces a memset node, which would end the chain of dependent launches).
 __global__ void __launch_bounds__(kThreads) zero_heads_kernel(const Stage2Args a) {
   static_assert(sizeof(Stage2Head) % sizeof(u64) == 0, "Stage2Head is zeroed in 8-byte words");
@@ -237,6 +234,9 @@ __global__ void __launch_bounds__(kThreads) zero_heads_kernel(const Stage2Args a
     words[i] = 0;
 }
 
+// Kernels 1-3: level L's histogram over the chunk (level 0 also the totals and the finiteness check); the
+// head's last block chooses the level's digit. Levels 1 and 2 do nothing for heads that keep columns by
+// another rule (non-finite scores, alpha = 1, zero target).
 template <int L>
 __global__ void __launch_bounds__(kThreads) histogram_kernel(const Stage2Args a) {
   constexpr Level lv = level_of(L);
