@@ -1,6 +1,6 @@
 // CUDA selection (stages 1 and 2, src/cuda/select_*.cu) against the CPU reference through the public API
 // (sampleattn::select with Backend::cuda vs Backend::cpu_reference) on fresh random inputs and on the
-// structured generator (include/sampleattn/workload.h): Sk = 1, 17, 97, 1025, 2049, 4097, Sq < Sk, GQA 1/4/8,
+// structured generator (include/sampleattn/workload.h): Sk = 1, 17, 97, 1025, 2049, 4097, 12289, Sq < Sk, GQA 1/4/8,
 // head_dim 64/128, bf16/fp16, [b, s, h, d], [b, h, s, d] and padded (unaligned) layouts, causal and not,
 // sinks, dense tail, alpha < 1 and = 1, every row sampled; plus the NaN/Inf policy. Stage 1 runs its sm_90a
 // kernels on Hopper and its sm_80 kernels elsewhere (SAMPLEATTN_CUDA_KERNELS=sm80 forces them, as
@@ -109,6 +109,8 @@ TEST_F(SelectCuda, RandomInputsMatchReference) {
       {2, 130, 1025, 8, 8, 64, DType::f16, Layout::padded, false, 0.8, 0.1, 1, 5, 2.0f},
       {1, 4097, 4097, 8, 1, 128, DType::bf16, Layout::bshd, true, 0.95, 0.05, 0, 0, 3.0f},
       {1, 2000, 4097, 4, 4, 64, DType::f16, Layout::bhsd, true, 0.8, 0.05, 0, 0, 3.0f},
+      // Four key chunks with partial pass-1 blocks in each (select_pass1_order.h's second phase), Sq < Sk.
+      {1, 9000, 12289, 4, 1, 128, DType::bf16, Layout::bshd, true, 0.95, 0.05, 0, 0, 3.0f},
   };
   for (const SelCase& c : cases) run_random(c, seed);
 }
