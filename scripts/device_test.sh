@@ -6,7 +6,9 @@
 #
 # run does: the CUDA GoogleTest binary (tests/cuda/*: attention kernels, selection, backend, 1M tokens with
 # SAMPLEATTN_LARGE_TESTS=1), then its attention and selection tests again with the sm_80 kernels forced
-# (SAMPLEATTN_CUDA_KERNELS=sm80: on a Hopper GPU the sm_90a kernels are the default), compute-sanitizer
+# (SAMPLEATTN_CUDA_KERNELS=sm80: on a Hopper GPU the sm_90a kernels are the default), the selection and
+# backend tests with the sm_90a pass 2 at one query head per tile (SAMPLEATTN_SM90_COLSUM_HEADS=1: the path of
+# odd GQA groups, forced on the even ones), compute-sanitizer
 # memcheck and racecheck on the *SmallCasesForSanitizers* tests, dense and alpha = 1 against PyTorch SDPA
 # (cuDNN) via bench/cuda_e2e_bench.py --check, with BENCH=1 the end-to-end benchmark (BENCH_ARGS, default
 # 32K and 128K with FlexAttention at 128K) writing $OUT/h200-e2e.json, and with ATTN_BENCH=1 the attention
@@ -63,6 +65,8 @@ if [ "${TESTS:-1}" = 1 ]; then
   run_gtest tests 300 "${GTEST_FILTER:-*}" SAMPLEATTN_LARGE_TESTS="${LARGE:-1}"
   echo "== gtest (CUDA), sm_80 kernels forced"
   run_gtest tests-sm80 200 "${GTEST_FILTER_SM80:-Attention*:Select*}" SAMPLEATTN_CUDA_KERNELS=sm80
+  echo "== gtest (CUDA), sm_90a pass 2 with one head per tile"
+  run_gtest tests-colsum1 200 "Select*:Backend*" SAMPLEATTN_SM90_COLSUM_HEADS=1
   SAN=${SAN:-1}
   SANBIN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
   for tool in memcheck racecheck; do

@@ -9,9 +9,11 @@
 //                                one warpgroup may run up to a tile ahead of the other (a block barrier per
 //                                tile made the faster one wait every tile). Online sum per row against a
 //                                lazily updated reference max (no max reduction per tile, see kLazyLimit).
-//   pass 2 (colsum_kernel_sm90): A = 128 keys (registers), B = 64 sampled queries [64, d] per tile, swizzled
-//                                (K-major: d contiguous), cp.async three tiles ahead; per tile and warp one
-//                                of three paths: every query sees the warp's 16 keys outside its band (sum
+//   pass 2 (colsum_kernel_sm90): A = 128 keys, B = the same 64 sampled rows of two query heads of the GQA
+//                                group per tile ([128, d], m64n128, keys from shared memory; one head and
+//                                the keys in registers where the group is odd), swizzled (K-major: d
+//                                contiguous), cp.async one tile ahead (three with one head); per tile and
+//                                warp one of three paths: every query sees the warp's 16 keys outside its band (sum
 //                                only), every query sees them inside its band (sum into both scores), or, for
 //                                the tiles that cross the diagonal or the band's end, the same choice per
 //                                group of 8 queries with per-score tests only in the groups that straddle a
@@ -24,7 +26,8 @@
 // loader advances its pointers by additions and runs while the product is in flight. Measured slower and
 // not kept (bench/NOTES.md): the next tile's product before this tile's exp2 inside a warpgroup (two
 // accumulator sets), a half-tile ping-pong of the two warpgroups with a second block barrier per tile,
-// several partial sums per row instead of one chain of adds.
+// several partial sums per row instead of one chain of adds, pass 2's tiles in two committed halves, three
+// blocks per SM with the keys from shared memory, the query copies concentrated in two loader warps.
 // Launched only on compute capability 9.0 with the sm_90a cubin (stage1_sm90_runnable); other targets
 // compile an empty body.
 #pragma once
@@ -74,10 +77,16 @@ constexpr int lse_smem_bytes_sm90() {
 }
 // Pass 2: the stages' swizzled [64 kHeads][d] query tiles, the swizzled [128][d] key tile, per stage 64 query
 // positions and 64 kHeads lse, the stages' full and empty mbarriers (~97 KiB at d = 128: two blocks per SM).
+// Pass 2's key tile: [128][d + 8] (ldmatrix into registers) with one head per tile, swizzled [128][d] (the
+// SS operand of wgmma) with two.
+template <int D, int kHeads>
+constexpr int colsum_key_elems_sm90() {
+  return kHeads == 1 ? kColKeys * smem_stride<D>() : kColKeys * D;
+}
 template <int D, int kHeads>
 constexpr int colsum_smem_bytes_sm90() {
   constexpr int kStages = colsum_stages_sm90<kHeads>();
-  return 1024 + kStages * kColQueries * kHeads * D * 2 + kColKeys * D * 2 +
+  return 1024 + kStages * kColQueries * kHeads * D * 2 + colsum_key_elems_sm90<D, kHeads>() * 2 +
          kStages * kColQueries * (4 + 4 * kHeads) + 2 * kStages * 8;
 }
 
@@ -110,33 +119,6 @@ __device__ __forceinline__ void arrive_full(std::uint64_t* bar) {
   sm90::cp_async_arrive(smem_addr(bar));
   sm90::mbar_arrive(smem_addr(bar));
 #endif
-}
-
-// Pass 2's S[64 x kN] = K * Q^T for this warpgroup, both from shared memory: A = this warpgroup's 64 keys of
-// the swizzled [128][d] key tile (descriptor `desc_a`; 64-column blocks 128 rows * 128 bytes apart), B a
-// swizzled [kN][d] query tile (`desc_b`; blocks kN rows * 128 bytes apart). The descriptors' low 14 bits are
-// the address / 16 (shared addresses < 256 KiB never carry out of them), so k-step kk (16 columns of d) adds a
-// constant to each. `during()` runs while the product is in flight (work that touches neither acc nor the
-// tiles it reads).
-template <typename T, int D, int kN, typename During>
-__device__ __forceinline__ void product_keys_queries(float (&acc)[kN / 8][4], std::uint64_t desc_a,
-                                                     std::uint64_t desc_b, During&& during) {
-  sm90::wgmma_fence();
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    const std::uint64_t a_k = desc_a + (((kk >> 2) * kColKeys * 128 + (kk & 3) * 32) >> 4);
-    const std::uint64_t b_k = desc_b + (((kk >> 2) * kN * 128 + (kk & 3) * 32) >> 4);
-    if constexpr (kN == 64) {
-      sm90::wgmma_m64n64k16_ss<T>(acc, a_k, b_k, kk > 0);
-    } else {
-      static_assert(kN == 128, "one or two heads per tile");
-      sm90::wgmma_m64n128k16_ss<T>(acc, a_k, b_k, kk > 0);
-    }
-  }
-  sm90::wgmma_commit();
-  during();
-  sm90::wgmma_wait<0>();
-  sm90::fence_operand(acc);
 }
 
 // S[64 x 128] = A * B^T with both operands in shared memory: A = this warpgroup's 64 rows of a swizzled
@@ -344,13 +326,79 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1A
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Pass 2's keys as the A operand of the warpgroup's product with a query tile (B: a swizzled [kN][d] tile,
+// descriptor `q_desc`, 64-column blocks kN rows * 128 bytes apart). One head per tile keeps this warp's 16
+// keys in registers (fragments loaded once per block): reading them from shared memory every tile measured
+// 10% slower there (pass 2 at 32K). Two heads per tile read them from shared memory (descriptor of the
+// warpgroup's 64 keys of the swizzled tile), which leaves the registers to the wider accumulator. The
+// descriptors' low 14 bits are the address / 16 (shared addresses < 256 KiB never carry out of them), so
+// k-step kk (16 columns of d) adds a constant. `during()` runs while the product is in flight (work that
+// touches neither acc nor the operands).
+template <typename T, int D, int kHeads>
+struct ColKeysSm90;
+template <typename T, int D>
+struct ColKeysSm90<T, D, 1> {
+  std::uint32_t frag[D / 16][4];
+  __device__ __forceinline__ static void copy(T* ks, const T* kbase, std::int64_t stride, std::int64_t j0,
+                                              std::int64_t seq_k, bool aligned) {
+    load_keys<T, D, kColKeys, kThreadsSm90>(ks, kbase, stride, j0, seq_k, aligned);
+  }
+  // After the key tile landed (stage 0's first full phase).
+  __device__ __forceinline__ void ready(const T* ks, int warp, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      ldmatrix_x4(frag[kk], ks + (warp * 16 + (lane % 16)) * smem_stride<D>() + kk * 16 + (lane / 16) * 8);
+  }
+  template <typename During>
+  __device__ __forceinline__ void product(float (&acc)[8][4], std::uint64_t q_desc, During&& during) const {
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      sm90::wgmma_m64n64k16_rs<T, 0>(acc, frag[kk], q_desc + (((kk >> 2) * kColQueries * 128 + (kk & 3) * 32) >> 4),
+                                     kk > 0);
+    sm90::wgmma_commit();
+    during();
+    sm90::wgmma_wait<0>();
+    sm90::fence_operand(acc);
+  }
+};
+template <typename T, int D>
+struct ColKeysSm90<T, D, 2> {
+  std::uint64_t desc = 0;
+  __device__ __forceinline__ static void copy(T* ks, const T* kbase, std::int64_t stride, std::int64_t j0,
+                                              std::int64_t seq_k, bool aligned) {
+    constexpr int kChunks = D / 8;
+    for (int c = threadIdx.x; c < kColKeys * kChunks; c += kThreadsSm90) {
+      const int row = c / kChunks, ch = c % kChunks;
+      const bool valid = j0 + row < seq_k;
+      copy_chunk(ks + sm90::sw128_offset<kColKeys>(row, ch), valid ? kbase + (j0 + row) * stride + ch * 8 : kbase,
+                 valid, aligned);
+    }
+  }
+  __device__ __forceinline__ void ready(const T* ks, int warp, int) {
+    desc = sm90::sw128_desc(smem_addr(ks), 16, 1024) + ((warp / 4) * 64 * 128 >> 4);
+  }
+  template <typename During>
+  __device__ __forceinline__ void product(float (&acc)[16][4], std::uint64_t q_desc, During&& during) const {
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      sm90::wgmma_m64n128k16_ss<T>(acc, desc + (((kk >> 2) * kColKeys * 128 + (kk & 3) * 32) >> 4),
+                                   q_desc + (((kk >> 2) * 2 * kColQueries * 128 + (kk & 3) * 32) >> 4), kk > 0);
+    sm90::wgmma_commit();
+    during();
+    sm90::wgmma_wait<0>();
+    sm90::fence_operand(acc);
+  }
+};
+
 // Pass 2, block = keys [j0, j0 + 128) of one (batch, KV head), as colsum_kernel in select_stage1.cuh; warp w
 // owns keys j0 + 16 w .. + 15. blockIdx.x = kvh * key tiles + key tile: the blocks that run together share one
 // GQA group's sampled queries (6.7 MB at 128K, in L2) instead of all groups' (54 MB); within a head the first
 // key tiles (seen by every sampled row) go first. A tile holds the same 64 sampled rows of kHeads query heads
 // of the group (rows hh * 64 + r: head hh of the tile's pair), so one product m64n(64 kHeads) and one row
-// cursor serve kHeads heads, and the heads share the rows' positions (one classification per tile); the
-// keys are the A operand from shared memory (swizzled), which leaves the registers to the wider accumulator.
+// cursor serve kHeads heads, and the heads share the rows' positions (one classification per tile). Two
+// heads per tile: pass 2 -8% at 32K, -6% at 128K against one (bench/NOTES.md).
 template <typename T, int D, int kHeads>
 __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stage1Args a) {
 #if SAMPLEATTN_SM90A
@@ -361,8 +409,8 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
   static_assert(kTileElems * 2 % 1024 == 0, "swizzled tiles must stay 1024-byte aligned");
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   T* qs = reinterpret_cast<T*>(align_1024(smem_raw));     // [kStages][kN][D], 128-byte swizzle
-  T* ks = qs + kStages * kTileElems;                      // [kColKeys][D], 128-byte swizzle
-  int* qpos = reinterpret_cast<int*>(ks + kColKeys * D);  // [kStages][kColQueries]
+  T* ks = qs + kStages * kTileElems;  // the key tile (ColKeysSm90)
+  int* qpos = reinterpret_cast<int*>(ks + colsum_key_elems_sm90<D, kHeads>());  // [kStages][kColQueries]
   float* qlse = reinterpret_cast<float*>(qpos + kStages * kColQueries);  // [kStages][kN]
   // Per stage a "full" and an "empty" mbarrier, as in pass 1.
   std::uint64_t* full = reinterpret_cast<std::uint64_t*>(qlse + kStages * kN);  // [kStages]
@@ -501,20 +549,16 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
     load_next(stage);
     arrive_full(&full[stage]);
   };
-  // The key tile, swizzled; stage 0's first full phase covers it (every thread copies a part before arriving).
-  for (int c = tid; c < kColKeys * kChunks; c += kThreadsSm90) {
-    const int row = c / kChunks, ch = c % kChunks;
-    const bool valid = j0 + row < seq_k;
-    copy_chunk(ks + sm90::sw128_offset<kColKeys>(row, ch), valid ? kbase + (j0 + row) * a.k_stride[1] + ch * 8 : kbase,
-               valid, a.aligned);
-  }
+  // The key tile; stage 0's first full phase covers it (every thread copies a part before arriving).
+  ColKeysSm90<T, D, kHeads> keys;
+  keys.copy(ks, kbase, a.k_stride[1], j0, seq_k, a.aligned);
   pdl_wait();  // the keys are an input; the query tiles' lse come from the combine kernel (pdl.cuh)
   pdl_trigger();
 #pragma unroll
   for (int st = 0; st < kStages - 1; ++st)
     if (st < total) load_stage(st);
-  // This warpgroup's 64 keys of the swizzled [128][d] key tile.
-  const std::uint64_t k_desc = sm90::sw128_desc(smem_addr(ks), 16, 1024) + ((warp / 4) * 64 * 128 >> 4);
+  sm90::mbar_wait(smem_addr(&full[0]), 0);
+  keys.ready(ks, warp, lane);
 
   // Causal tiles need no per-score test when every query sees the warp's 16 keys and either all of them lie
   // outside every query's band (and no query is in the dense tail): `outside`, or all inside: `in_band`.
@@ -549,7 +593,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
       last_pos = qp[last_row];
     };
     float acc[kN / 8][4];
-    product_keys_queries<T, D, kN>(acc, k_desc, q_desc + stage * (kTileElems * 2 / 16), load_ahead);
+    keys.product(acc, q_desc + stage * (kTileElems * 2 / 16), load_ahead);
     const bool outside = a.causal && first_pos >= hi_w && last_pos < tail_pos;
     const bool in_band = a.causal && first_pos >= warp_hi && last_pos < lo_w;
     if (outside || in_band) {
