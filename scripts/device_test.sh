@@ -8,12 +8,13 @@
 # SAMPLEATTN_LARGE_TESTS=1), then its attention and selection tests again with the sm_80 kernels forced
 # (SAMPLEATTN_CUDA_KERNELS=sm80: on a Hopper GPU the sm_90a kernels are the default), the selection and
 # backend tests with the sm_90a pass 2 at one query head per tile (SAMPLEATTN_SM90_COLSUM_HEADS=1: the path of
-# odd GQA groups, forced on the even ones), compute-sanitizer
-# memcheck and racecheck on the *SmallCasesForSanitizers* tests, dense and alpha = 1 against PyTorch SDPA
-# (cuDNN) via bench/cuda_e2e_bench.py --check, with BENCH=1 the end-to-end benchmark (BENCH_ARGS, default
+# odd GQA groups, forced on the even ones), compute-sanitizer memcheck and racecheck on the
+# *SmallCasesForSanitizers* tests (the backend's also with one head per tile), dense and alpha = 1 against
+# PyTorch SDPA (cuDNN) via bench/cuda_e2e_bench.py --check, with BENCH=1 the end-to-end benchmark (BENCH_ARGS, default
 # 32K and 128K with FlexAttention at 128K) writing $OUT/h200-e2e.json, and with ATTN_BENCH=1 the attention
 # kernel benchmark (bench/cuda_attention_bench.py over BUILD_DIR/device/libsa_attn.so) writing $OUT/h200-attn.json.
-# Switches: TESTS=0 skips the gtest + sanitizer part, SAN=0 the sanitizers, GTEST_FILTER narrows the tests.
+# Switches: TESTS=0 skips the gtest + sanitizer part, SAN=0 the sanitizers, GTEST_FILTER, GTEST_FILTER_SM80 and
+# GTEST_FILTER_COLSUM1 narrow the three test runs.
 set -uo pipefail
 MODE=${1:-run}
 B=${2:-build-cudaselect}
@@ -66,19 +67,26 @@ if [ "${TESTS:-1}" = 1 ]; then
   echo "== gtest (CUDA), sm_80 kernels forced"
   run_gtest tests-sm80 200 "${GTEST_FILTER_SM80:-Attention*:Select*}" SAMPLEATTN_CUDA_KERNELS=sm80
   echo "== gtest (CUDA), sm_90a pass 2 with one head per tile"
-  run_gtest tests-colsum1 200 "Select*:Backend*" SAMPLEATTN_SM90_COLSUM_HEADS=1
+  run_gtest tests-colsum1 200 "${GTEST_FILTER_COLSUM1:-Select*:Backend*}" SAMPLEATTN_SM90_COLSUM_HEADS=1
   SAN=${SAN:-1}
   SANBIN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-  for tool in memcheck racecheck; do
+  # Every small case, then the backend's again with one head per pass-2 tile (its cases have even groups).
+  for run in memcheck racecheck memcheck-colsum1 racecheck-colsum1; do
     [ "$SAN" = 1 ] || break
     [ -n "$SANBIN" ] || { echo "compute-sanitizer not found"; status=1; break; }
-    echo "== $tool"
-    timeout 150 "$SANBIN" --tool "$tool" --error-exitcode 3 "$D/sampleattn_cuda_tests" \
-      --gtest_filter='*SmallCasesForSanitizers*' > "$OUT/$tool.log" 2>&1
+    echo "== $run"
+    tool=${run%-colsum1}
+    if [ "$run" = "$tool" ]; then
+      timeout 150 "$SANBIN" --tool "$tool" --error-exitcode 3 "$D/sampleattn_cuda_tests" \
+        --gtest_filter='*SmallCasesForSanitizers*' > "$OUT/$run.log" 2>&1
+    else
+      SAMPLEATTN_SM90_COLSUM_HEADS=1 timeout 150 "$SANBIN" --tool "$tool" --error-exitcode 3 \
+        "$D/sampleattn_cuda_tests" --gtest_filter='BackendCuda.SmallCasesForSanitizers' > "$OUT/$run.log" 2>&1
+    fi
     rc=$?
-    echo "$tool rc=$rc" | tee -a "$OUT/$tool.log"
+    echo "$run rc=$rc" | tee -a "$OUT/$run.log"
     [ $rc = 0 ] || status=1
-    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Invalid|Race|PASSED|FAILED" "$OUT/$tool.log" | head -8
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Invalid|Race|PASSED|FAILED" "$OUT/$run.log" | head -8
   done
 fi
 

@@ -4,6 +4,7 @@
 // sampled row's log-sum-exp.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -58,9 +59,10 @@ __global__ void combine_kernel(const Stage1Args a) {
 }  // namespace
 
 std::int64_t stage1_key_chunk(std::int64_t seq_k) {
-  const std::int64_t sixteenth = (seq_k + 15) / 16;
-  const std::int64_t rounded = (sixteenth + 127) / 128 * 128;
-  return rounded > 4096 ? rounded : 4096;
+  auto round128 = [](std::int64_t x) { return (x + 127) / 128 * 128; };
+  const std::int64_t quarter = round128((seq_k + 3) / 4), sixteenth = round128((seq_k + 15) / 16);
+  const std::int64_t chunk = std::max<std::int64_t>(4096, std::min<std::int64_t>(16384, quarter));
+  return std::max(chunk, sixteenth);
 }
 
 void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, void* stream) {

@@ -49,10 +49,10 @@
 namespace sampleattn::cuda::sel {
 
 constexpr int kThreadsSm90 = 256;  // two warpgroups
-// Pass 2's streamed tiles in flight: with one head per tile ([64][d]) tile t is read while t + 1 .. t + 3
-// load (measured, with a commit group and a block barrier per tile then, against loading pairs of tiles one
-// pair ahead: 4% faster at 128K); with two heads per tile ([128][d]) two stages, as many bytes in flight as
-// three single tiles, so that two blocks still fit on an SM.
+// Pass 2's stages: with one head per tile ([64][d]) tile t is read while t + 1 .. t + 3 load (measured, with
+// a commit group and a block barrier per tile then, against loading pairs of tiles one pair ahead: 4% faster
+// at 128K); with two heads per tile ([128][d]) two stages (the shared memory of four single tiles, two single
+// tiles' worth loading ahead), so that two blocks still fit on an SM.
 template <int kHeads>
 constexpr int colsum_stages_sm90() {
   return kHeads == 2 ? 2 : 4;
@@ -76,7 +76,8 @@ constexpr int lse_smem_bytes_sm90() {
   return 1024 + kLseStagesSm90 * kLseKeysSm90 * D * 2 + kLseRows * D * 2 + 2 * kLseStagesSm90 * 8;
 }
 // Pass 2: the stages' swizzled [64 kHeads][d] query tiles, the swizzled [128][d] key tile, per stage 64 query
-// positions and 64 kHeads lse, the stages' full and empty mbarriers (~97 KiB at d = 128: two blocks per SM).
+// positions and 64 kHeads lse, the stages' full and empty mbarriers (at d = 128: 98.5 KiB with two heads per
+// tile, 101 KiB with one; two blocks per SM).
 // Pass 2's key tile: [128][d + 8] (ldmatrix into registers) with one head per tile, swizzled [128][d] (the
 // SS operand of wgmma) with two.
 template <int D, int kHeads>
@@ -405,6 +406,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
   constexpr int kChunks = D / 8;
   constexpr int kN = kColQueries * kHeads;  // queries per tile
   constexpr int kStages = colsum_stages_sm90<kHeads>();
+  static_assert(kStages >= 2, "a stage is refilled only after every thread's empty arrival for its last tile");
   constexpr int kTileElems = kN * D;
   static_assert(kTileElems * 2 % 1024 == 0, "swizzled tiles must stay 1024-byte aligned");
   extern __shared__ __align__(1024) unsigned char smem_raw[];

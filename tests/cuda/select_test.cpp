@@ -111,6 +111,9 @@ TEST_F(SelectCuda, RandomInputsMatchReference) {
       {1, 2000, 4097, 4, 4, 64, DType::f16, Layout::bhsd, true, 0.8, 0.05, 0, 0, 3.0f},
       // Four key chunks with partial pass-1 blocks in each (select_pass1_order.h's second phase), Sq < Sk.
       {1, 9000, 12289, 4, 1, 128, DType::bf16, Layout::bshd, true, 0.95, 0.05, 0, 0, 3.0f},
+      // GQA groups of 3 (pass 2 with one head per tile on sm_90a) and 6 (three pairs of heads per tile).
+      {1, 700, 1500, 6, 2, 128, DType::bf16, Layout::bshd, true, 0.95, 0.1, 0, 0, 2.0f},
+      {2, 600, 600, 12, 2, 64, DType::f16, Layout::bhsd, true, 0.9, 0.1, 0, 0, 2.0f},
   };
   for (const SelCase& c : cases) run_random(c, seed);
 }
@@ -465,10 +468,12 @@ TEST(SelectPlanHost, Pass1OrderVisitsEveryBlockOnceFullBlocksFirst) {
 // Host-side planning (no GPU needed): the numbers the kernels are launched with.
 TEST(SelectPlanHost, KeyChunkAndPlanFollowTheCoreSchedule) {
   EXPECT_EQ(cuda::stage1_key_chunk(1), 4096);
-  EXPECT_EQ(cuda::stage1_key_chunk(32768), 4096);
-  EXPECT_EQ(cuda::stage1_key_chunk(131072), 8192);
+  EXPECT_EQ(cuda::stage1_key_chunk(8192), 4096);
+  EXPECT_EQ(cuda::stage1_key_chunk(32768), 8192);
+  EXPECT_EQ(cuda::stage1_key_chunk(131072), 16384);
   EXPECT_EQ(cuda::stage1_key_chunk(1 << 20), 65536);
-  EXPECT_EQ(cuda::stage1_key_chunk(100000), 6272);  // ceil(100000 / 16) = 6250 -> next multiple of 128
+  EXPECT_EQ(cuda::stage1_key_chunk(50000), 12544);    // ceil(50000 / 4) = 12500 -> next multiple of 128
+  EXPECT_EQ(cuda::stage1_key_chunk(300000), 18816);   // ceil(300000 / 16) = 18750 -> next multiple of 128
   for (std::int64_t sk : {1, 17, 4097, 65600, 131072, 1000003}) {
     EXPECT_LE((sk + cuda::stage1_key_chunk(sk) - 1) / cuda::stage1_key_chunk(sk), 16);
     EXPECT_EQ(cuda::stage1_key_chunk(sk) % 128, 0) << sk;  // whole sm_90a pass-1 tiles (65600: 4100 -> 4224)
