@@ -99,11 +99,15 @@ struct Stage2Args {
 
 // Launchers (select_stage1_*.cu, select_stage2.cu): enqueue on `stream`, throw sampleattn::Error on failure.
 void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, void* stream);
-// Keys per pass 1 block: a quarter of the keys within [4096, 16384] (fewer, longer blocks pay their start
-// once for more tiles: pass 1 -6% to -9% at 32K-128K against Sk / 16; a single chunk left 8K's GPU half idle),
-// at most 16 partials per row. Sk = 8192 -> 4096 (2 chunks), 32768 -> 8192 (4), 131072 -> 16384 (8),
-// 2^20 -> 65536 (16).
+// Keys per pass 1 block, the workspace's partials (at most 16 per row): enough blocks to balance the causal
+// triangle. Sk = 131072 -> 8192 (16 chunks), 32768 -> 4096 (8); the sm_80 kernels run with it.
 std::int64_t stage1_key_chunk(std::int64_t seq_k);
+// The sm_90a kernels' chunk (launch_stage1 switches to it; never shorter than stage1_key_chunk, so the
+// partials fit): a quarter of the keys within [4096, 16384]. Fewer, longer blocks pay their start once for
+// more tiles: pass 1 -6% to -9% at 32K-128K on the H200 (the sm_80 kernels there: +7% at 32K, hence two
+// rules); a single chunk left 8K's GPU half idle. Sk = 8192 -> 4096 (2 chunks), 32768 -> 8192 (4),
+// 131072 -> 16384 (8), 2^20 -> 65536 (16).
+std::int64_t stage1_key_chunk_sm90(std::int64_t seq_k);
 // Columns per stage 2 block: a multiple of 2048 (one ordered-pass tile of the 256-thread block), about 512
 // blocks over all heads so that every SM gets a few. Example: 32 heads, Sk = 32768 -> 2048 (16 blocks per
 // head); 32 heads, Sk = 131072 -> 8192 (16 per head); 1 head, Sk = 2^20 -> 2048 (512 per head).

@@ -58,11 +58,15 @@ __global__ void combine_kernel(const Stage1Args a) {
 
 }  // namespace
 
-std::int64_t stage1_key_chunk(std::int64_t seq_k) {
-  auto round128 = [](std::int64_t x) { return (x + 127) / 128 * 128; };
-  const std::int64_t quarter = round128((seq_k + 3) / 4), sixteenth = round128((seq_k + 15) / 16);
-  const std::int64_t chunk = std::max<std::int64_t>(4096, std::min<std::int64_t>(16384, quarter));
-  return std::max(chunk, sixteenth);
+namespace {
+std::int64_t round128(std::int64_t x) { return (x + 127) / 128 * 128; }
+}  // namespace
+
+std::int64_t stage1_key_chunk(std::int64_t seq_k) { return std::max<std::int64_t>(4096, round128((seq_k + 15) / 16)); }
+
+std::int64_t stage1_key_chunk_sm90(std::int64_t seq_k) {
+  const std::int64_t quarter = std::max<std::int64_t>(4096, std::min<std::int64_t>(16384, round128((seq_k + 3) / 4)));
+  return std::max(quarter, stage1_key_chunk(seq_k));
 }
 
 void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, void* stream) {
@@ -75,11 +79,15 @@ void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, v
   SA_CHECK(args.num_chunks >= 1 && args.num_chunks <= sel::kPass1MaxChunks, "CUDA selection: num_chunks ",
            args.num_chunks, " must be in [1, ", sel::kPass1MaxChunks, "]");
   Stage1Args a = args;
-  a.pass1_order = sel::make_pass1_order(a.seq_q, a.seq_k, a.num_sampled, a.group, a.key_chunk, a.num_chunks, a.causal);
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   const bool bf16 = dtype == DType::bf16;
   const bool sm90 =
       !sm80_forced() && (bf16 ? stage1_sm90_bf16_runnable(head_dim) : stage1_sm90_f16_runnable(head_dim));
+  if (sm90) {  // longer chunks (select_args.h): fewer partials than the workspace holds
+    a.key_chunk = std::max(a.key_chunk, stage1_key_chunk_sm90(a.seq_k));
+    a.num_chunks = (a.seq_k + a.key_chunk - 1) / a.key_chunk;
+  }
+  a.pass1_order = sel::make_pass1_order(a.seq_q, a.seq_k, a.num_sampled, a.group, a.key_chunk, a.num_chunks, a.causal);
   auto pass = [&](int which) {
     if (sm90) {
       bf16 ? launch_stage1_sm90_bf16(a, head_dim, which, s) : launch_stage1_sm90_f16(a, head_dim, which, s);

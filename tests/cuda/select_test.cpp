@@ -435,32 +435,34 @@ TEST(SelectPlanHost, Pass1OrderVisitsEveryBlockOnceFullBlocksFirst) {
                        Case{32768, 32768, 4, 8, 0.05, false}}) {
     SCOPED_TRACE(testing::Message() << "Sq " << c.sq << " Sk " << c.sk << " group " << c.group << " causal " << c.causal);
     const std::vector<std::int64_t> rows = core::sampled_rows(c.ratio, c.sq);
-    const std::int64_t n = static_cast<std::int64_t>(rows.size()), chunk = cuda::stage1_key_chunk(c.sk);
-    const std::int64_t chunks = (c.sk + chunk - 1) / chunk;
-    const cuda::sel::Pass1Order o = cuda::sel::make_pass1_order(c.sq, c.sk, n, c.group, chunk, chunks, c.causal);
-    const std::int64_t tiles = (n * c.group + 127) / 128;
-    ASSERT_EQ(o.tiles, tiles);
-    auto full = [&](std::int64_t ch, std::int64_t rank) {  // the tile's first (shortest) row sees the whole chunk
-      const std::int64_t f0 = (tiles - 1 - rank) * 128, end = std::min((ch + 1) * chunk, c.sk);
-      return !c.causal || c.sk - c.sq + rows[f0 / c.group] + 1 >= end;
-    };
-    std::int64_t full_blocks = 0;
-    for (std::int64_t ch = 0; ch < chunks; ++ch)
-      for (std::int64_t r = 0; r < tiles; ++r) full_blocks += full(ch, r) ? c.kv_heads : 0;
-    const std::int64_t total = tiles * chunks * c.kv_heads;
-    std::vector<char> seen(static_cast<std::size_t>(total), 0);
-    std::vector<std::int64_t> last_rank(static_cast<std::size_t>(chunks * c.kv_heads), -1);
-    for (std::int64_t x = 0; x < total; ++x) {
-      std::int64_t ch = -1, kvh = -1, rank = -1;
-      cuda::sel::pass1_block(o, c.kv_heads, x, ch, kvh, rank);
-      ASSERT_TRUE(ch >= 0 && ch < chunks && kvh >= 0 && kvh < c.kv_heads && rank >= 0 && rank < tiles) << x;
-      char& s = seen[static_cast<std::size_t>((ch * c.kv_heads + kvh) * tiles + rank)];
-      ASSERT_EQ(s, 0) << "block " << x << " repeats chunk " << ch << " kvh " << kvh << " rank " << rank;
-      s = 1;
-      EXPECT_EQ(full(ch, rank), x < full_blocks) << "block " << x << " chunk " << ch << " rank " << rank;
-      std::int64_t& prev = last_rank[static_cast<std::size_t>(ch * c.kv_heads + kvh)];
-      EXPECT_GT(rank, prev) << "block " << x;
-      prev = rank;
+    const std::int64_t n = static_cast<std::int64_t>(rows.size());
+    for (const std::int64_t chunk : {cuda::stage1_key_chunk(c.sk), cuda::stage1_key_chunk_sm90(c.sk)}) {
+      const std::int64_t chunks = (c.sk + chunk - 1) / chunk;
+      const cuda::sel::Pass1Order o = cuda::sel::make_pass1_order(c.sq, c.sk, n, c.group, chunk, chunks, c.causal);
+      const std::int64_t tiles = (n * c.group + 127) / 128;
+      ASSERT_EQ(o.tiles, tiles);
+      auto full = [&](std::int64_t ch, std::int64_t rank) {  // the tile's first (shortest) row sees the whole chunk
+        const std::int64_t f0 = (tiles - 1 - rank) * 128, end = std::min((ch + 1) * chunk, c.sk);
+        return !c.causal || c.sk - c.sq + rows[f0 / c.group] + 1 >= end;
+      };
+      std::int64_t full_blocks = 0;
+      for (std::int64_t ch = 0; ch < chunks; ++ch)
+        for (std::int64_t r = 0; r < tiles; ++r) full_blocks += full(ch, r) ? c.kv_heads : 0;
+      const std::int64_t total = tiles * chunks * c.kv_heads;
+      std::vector<char> seen(static_cast<std::size_t>(total), 0);
+      std::vector<std::int64_t> last_rank(static_cast<std::size_t>(chunks * c.kv_heads), -1);
+      for (std::int64_t x = 0; x < total; ++x) {
+        std::int64_t ch = -1, kvh = -1, rank = -1;
+        cuda::sel::pass1_block(o, c.kv_heads, x, ch, kvh, rank);
+        ASSERT_TRUE(ch >= 0 && ch < chunks && kvh >= 0 && kvh < c.kv_heads && rank >= 0 && rank < tiles) << x;
+        char& s = seen[static_cast<std::size_t>((ch * c.kv_heads + kvh) * tiles + rank)];
+        ASSERT_EQ(s, 0) << "block " << x << " repeats chunk " << ch << " kvh " << kvh << " rank " << rank;
+        s = 1;
+        EXPECT_EQ(full(ch, rank), x < full_blocks) << "block " << x << " chunk " << ch << " rank " << rank;
+        std::int64_t& prev = last_rank[static_cast<std::size_t>(ch * c.kv_heads + kvh)];
+        EXPECT_GT(rank, prev) << "block " << x;
+        prev = rank;
+      }
     }
   }
 }
@@ -468,15 +470,24 @@ TEST(SelectPlanHost, Pass1OrderVisitsEveryBlockOnceFullBlocksFirst) {
 // Host-side planning (no GPU needed): the numbers the kernels are launched with.
 TEST(SelectPlanHost, KeyChunkAndPlanFollowTheCoreSchedule) {
   EXPECT_EQ(cuda::stage1_key_chunk(1), 4096);
-  EXPECT_EQ(cuda::stage1_key_chunk(8192), 4096);
-  EXPECT_EQ(cuda::stage1_key_chunk(32768), 8192);
-  EXPECT_EQ(cuda::stage1_key_chunk(131072), 16384);
+  EXPECT_EQ(cuda::stage1_key_chunk(32768), 4096);
+  EXPECT_EQ(cuda::stage1_key_chunk(131072), 8192);
   EXPECT_EQ(cuda::stage1_key_chunk(1 << 20), 65536);
-  EXPECT_EQ(cuda::stage1_key_chunk(50000), 12544);    // ceil(50000 / 4) = 12500 -> next multiple of 128
-  EXPECT_EQ(cuda::stage1_key_chunk(300000), 18816);   // ceil(300000 / 16) = 18750 -> next multiple of 128
-  for (std::int64_t sk : {1, 17, 4097, 65600, 131072, 1000003}) {
-    EXPECT_LE((sk + cuda::stage1_key_chunk(sk) - 1) / cuda::stage1_key_chunk(sk), 16);
-    EXPECT_EQ(cuda::stage1_key_chunk(sk) % 128, 0) << sk;  // whole sm_90a pass-1 tiles (65600: 4100 -> 4224)
+  EXPECT_EQ(cuda::stage1_key_chunk(100000), 6272);  // ceil(100000 / 16) = 6250 -> next multiple of 128
+  EXPECT_EQ(cuda::stage1_key_chunk_sm90(1), 4096);
+  EXPECT_EQ(cuda::stage1_key_chunk_sm90(8192), 4096);
+  EXPECT_EQ(cuda::stage1_key_chunk_sm90(32768), 8192);
+  EXPECT_EQ(cuda::stage1_key_chunk_sm90(131072), 16384);
+  EXPECT_EQ(cuda::stage1_key_chunk_sm90(1 << 20), 65536);
+  EXPECT_EQ(cuda::stage1_key_chunk_sm90(50000), 12544);   // ceil(50000 / 4) = 12500 -> next multiple of 128
+  EXPECT_EQ(cuda::stage1_key_chunk_sm90(300000), 18816);  // ceil(300000 / 16) = 18750 -> next multiple of 128
+  for (std::int64_t sk : {1, 17, 4097, 50000, 65600, 131072, 300000, 1000003, (1 << 30) + 7}) {
+    for (const std::int64_t chunk : {cuda::stage1_key_chunk(sk), cuda::stage1_key_chunk_sm90(sk)}) {
+      EXPECT_LE((sk + chunk - 1) / chunk, 16) << sk;
+      EXPECT_EQ(chunk % 128, 0) << sk;  // whole sm_90a pass-1 tiles (65600: 4100 -> 4224)
+    }
+    // The sm_90a chunking fits the workspace's partials (sized by stage1_key_chunk).
+    EXPECT_GE(cuda::stage1_key_chunk_sm90(sk), cuda::stage1_key_chunk(sk)) << sk;
   }
   EXPECT_EQ(cuda::stage2_chunk(32, 32768), 2048);
   EXPECT_EQ(cuda::stage2_chunk(32, 131072), 8192);
