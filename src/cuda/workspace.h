@@ -17,7 +17,7 @@ struct SelectPlan {
   core::Problem problem;
   std::int64_t heads_total = 0;   // batch * q_heads
   std::int64_t num_sampled = 0;   // n = |core::sampled_rows|
-  std::int64_t key_chunk = 4096;  // stage 1 pass 1 key chunk (stage1_key_chunk)
+  std::int64_t key_chunk = 4096;  // stage 1 pass 1 key chunk (stage1_key_chunk; the sm_90a kernels take longer ones)
   std::int64_t num_chunks = 1;
   std::int64_t window = 1;             // core::window_size
   std::int64_t dense_tail = 0;         // config.dense_tail clipped to Sq
