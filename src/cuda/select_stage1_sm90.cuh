@@ -75,15 +75,15 @@ template <int D>
 constexpr int lse_smem_bytes_sm90() {
   return 1024 + kLseStagesSm90 * kLseKeysSm90 * D * 2 + kLseRows * D * 2 + 2 * kLseStagesSm90 * 8;
 }
-// Pass 2: the stages' swizzled [64 kHeads][d] query tiles, the swizzled [128][d] key tile, per stage 64 query
-// positions and 64 kHeads lse, the stages' full and empty mbarriers (at d = 128: 98.5 KiB with two heads per
-// tile, 101 KiB with one; two blocks per SM).
 // Pass 2's key tile: [128][d + 8] (ldmatrix into registers) with one head per tile, swizzled [128][d] (the
 // SS operand of wgmma) with two.
 template <int D, int kHeads>
 constexpr int colsum_key_elems_sm90() {
   return kHeads == 1 ? kColKeys * smem_stride<D>() : kColKeys * D;
 }
+// Pass 2: the stages' swizzled [64 kHeads][d] query tiles, the key tile, per stage 64 query positions and
+// 64 kHeads lse, the stages' full and empty mbarriers (at d = 128: 98.5 KiB with two heads per tile, 101 KiB
+// with one; two blocks per SM).
 template <int D, int kHeads>
 constexpr int colsum_smem_bytes_sm90() {
   constexpr int kStages = colsum_stages_sm90<kHeads>();
