@@ -1,4 +1,4 @@
-// The order in which the sm_90a pass 1 runs its blocks (select_stage1_sm90.cuh, lse_kernel_sm90). A block is
+// The order in which the sm_90a pass 1 runs its blocks (select_lse_sm90.cuh, lse_kernel_sm90). A block is
 // (key chunk c, KV head, row tile rank), rank 0 the last 128 flat rows (the longest). Causal rows end at
 // their own position, so in chunk c the first F_c ranks see the whole chunk ("full" blocks, the same work
 // each), the next ones see less and less of it, the rest none. Blocks run in two phases:

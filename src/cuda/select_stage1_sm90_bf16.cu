@@ -1,4 +1,4 @@
-// Stage 1 sm_90a kernel instances for bf16 (head_dim 64 and 128); the kernels live in select_stage1_sm90.cuh.
+// Stage 1 sm_90a kernel instances for bf16 (head_dim 64 and 128): select_stage1_sm90.cuh and its two passes.
 #include "cuda/select_stage1_sm90.cuh"
 
 namespace sampleattn::cuda {

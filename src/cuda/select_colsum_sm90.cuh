@@ -1,0 +1,418 @@
+// Stage 1 pass 2 on Hopper (sm_90a): colsum_kernel of select_stage1.cuh with the products on wgmma. A = the
+// block's 128 keys, B = the same 64 sampled rows of two query heads of the GQA group per tile ([128, d],
+// m64n128, keys from shared memory; one head and the keys in registers where the group is odd), swizzled
+// (K-major: d contiguous), cp.async one tile ahead (three with one head); per tile and warp one of three
+// paths: every query sees the warp's 16 keys outside its band (sum only), every query sees them inside its
+// band (sum into both scores), or, for the tiles that cross the diagonal or the band's end, the same choice
+// per group of 8 queries with per-score tests only in the groups that straddle a boundary. The loader
+// advances its pointers by additions and runs while the product is in flight.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "cuda/select_common_sm90.cuh"
+
+namespace sampleattn::cuda::sel {
+
+// Pass 2's stages: with one head per tile ([64][d]) tile t is read while t + 1 .. t + 3 load (measured, with
+// a commit group and a block barrier per tile then, against loading pairs of tiles one pair ahead: 4% faster
+// at 128K); with two heads per tile ([128][d]) two stages (the shared memory of four single tiles, two single
+// tiles' worth loading ahead), so that two blocks still fit on an SM.
+template <int kHeads>
+constexpr int colsum_stages_sm90() {
+  return kHeads == 2 ? 2 : 4;
+}
+// Pass 2's key tile: [128][d + 8] (ldmatrix into registers) with one head per tile, swizzled [128][d] (the
+// SS operand of wgmma) with two.
+template <int D, int kHeads>
+constexpr int colsum_key_elems_sm90() {
+  return kHeads == 1 ? kColKeys * smem_stride<D>() : kColKeys * D;
+}
+// Pass 2: the stages' swizzled [64 kHeads][d] query tiles, the key tile, per stage 64 query positions and
+// 64 kHeads lse, the stages' full and empty mbarriers (at d = 128: 98.5 KiB with two heads per tile, 101 KiB
+// with one; two blocks per SM).
+template <int D, int kHeads>
+constexpr int colsum_smem_bytes_sm90() {
+  constexpr int kStages = colsum_stages_sm90<kHeads>();
+  return 1024 + kStages * kColQueries * kHeads * D * 2 + colsum_key_elems_sm90<D, kHeads>() * 2 +
+         kStages * kColQueries * (4 + 4 * kHeads) + 2 * kStages * 8;
+}
+
+// Pass 2's keys as the A operand of the warpgroup's product with a query tile (B: a swizzled [kN][d] tile,
+// descriptor `q_desc`, 64-column blocks kN rows * 128 bytes apart). One head per tile keeps this warp's 16
+// keys in registers (fragments loaded once per block): reading them from shared memory every tile measured
+// 10% slower there (pass 2 at 32K). Two heads per tile read them from shared memory (descriptor of the
+// warpgroup's 64 keys of the swizzled tile), which leaves the registers to the wider accumulator. The
+// descriptors' low 14 bits are the address / 16 (shared addresses < 256 KiB never carry out of them), so
+// k-step kk (16 columns of d) adds a constant. `during()` runs while the product is in flight (work that
+// touches neither acc nor the operands).
+template <typename T, int D, int kHeads>
+struct ColKeysSm90;
+template <typename T, int D>
+struct ColKeysSm90<T, D, 1> {
+  std::uint32_t frag[D / 16][4];
+  __device__ __forceinline__ static void copy(T* ks, const T* kbase, std::int64_t stride, std::int64_t j0,
+                                              std::int64_t seq_k, bool aligned) {
+    load_keys<T, D, kColKeys, kThreadsSm90>(ks, kbase, stride, j0, seq_k, aligned);
+  }
+  // After the key tile landed (stage 0's first full phase).
+  __device__ __forceinline__ void ready(const T* ks, int warp, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      ldmatrix_x4(frag[kk], ks + (warp * 16 + (lane % 16)) * smem_stride<D>() + kk * 16 + (lane / 16) * 8);
+  }
+  template <typename During>
+  __device__ __forceinline__ void product(float (&acc)[8][4], std::uint64_t q_desc, During&& during) const {
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      sm90::wgmma_m64n64k16_rs<T, 0>(acc, frag[kk], q_desc + (((kk >> 2) * kColQueries * 128 + (kk & 3) * 32) >> 4),
+                                     kk > 0);
+    sm90::wgmma_commit();
+    during();
+    sm90::wgmma_wait<0>();
+    sm90::fence_operand(acc);
+  }
+};
+template <typename T, int D>
+struct ColKeysSm90<T, D, 2> {
+  std::uint64_t desc = 0;
+  __device__ __forceinline__ static void copy(T* ks, const T* kbase, std::int64_t stride, std::int64_t j0,
+                                              std::int64_t seq_k, bool aligned) {
+    constexpr int kChunks = D / 8;
+    for (int c = threadIdx.x; c < kColKeys * kChunks; c += kThreadsSm90) {
+      const int row = c / kChunks, ch = c % kChunks;
+      const bool valid = j0 + row < seq_k;
+      copy_chunk(ks + sm90::sw128_offset<kColKeys>(row, ch), valid ? kbase + (j0 + row) * stride + ch * 8 : kbase,
+                 valid, aligned);
+    }
+  }
+  __device__ __forceinline__ void ready(const T* ks, int warp, int) {
+    desc = sm90::sw128_desc(smem_addr(ks), 16, 1024) + ((warp / 4) * 64 * 128 >> 4);
+  }
+  template <typename During>
+  __device__ __forceinline__ void product(float (&acc)[16][4], std::uint64_t q_desc, During&& during) const {
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      sm90::wgmma_m64n128k16_ss<T>(acc, desc + (((kk >> 2) * kColKeys * 128 + (kk & 3) * 32) >> 4),
+                                   q_desc + (((kk >> 2) * 2 * kColQueries * 128 + (kk & 3) * 32) >> 4), kk > 0);
+    sm90::wgmma_commit();
+    during();
+    sm90::wgmma_wait<0>();
+    sm90::fence_operand(acc);
+  }
+};
+
+// Pass 2, block = keys [j0, j0 + 128) of one (batch, KV head), as colsum_kernel in select_stage1.cuh; warp w
+// owns keys j0 + 16 w .. + 15. blockIdx.x = kvh * key tiles + key tile: the blocks that run together share one
+// GQA group's sampled queries (6.7 MB at 128K, in L2) instead of all groups' (54 MB); within a head the first
+// key tiles (seen by every sampled row) go first. A tile holds the same 64 sampled rows of kHeads query heads
+// of the group (rows hh * 64 + r: head hh of the tile's pair), so one product m64n(64 kHeads) and one row
+// cursor serve kHeads heads, and the heads share the rows' positions (one classification per tile). Two
+// heads per tile: pass 2 -8% at 32K, -6% at 128K against one (bench/NOTES.md).
+template <typename T, int D, int kHeads>
+__global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stage1Args a) {
+#if SAMPLEATTN_SM90A
+  constexpr int kChunks = D / 8;
+  constexpr int kN = kColQueries * kHeads;  // queries per tile
+  constexpr int kStages = colsum_stages_sm90<kHeads>();
+  static_assert(kStages >= 2, "a stage is refilled only after every thread's empty arrival for its last tile");
+  constexpr int kTileElems = kN * D;
+  static_assert(kTileElems * 2 % 1024 == 0, "swizzled tiles must stay 1024-byte aligned");
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  T* qs = reinterpret_cast<T*>(align_1024(smem_raw));     // [kStages][kN][D], 128-byte swizzle
+  T* ks = qs + kStages * kTileElems;  // the key tile (ColKeysSm90)
+  int* qpos = reinterpret_cast<int*>(ks + colsum_key_elems_sm90<D, kHeads>());  // [kStages][kColQueries]
+  float* qlse = reinterpret_cast<float*>(qpos + kStages * kColQueries);  // [kStages][kN]
+  // Per stage a "full" and an "empty" mbarrier, as in pass 1.
+  std::uint64_t* full = reinterpret_cast<std::uint64_t*>(qlse + kStages * kN);  // [kStages]
+  std::uint64_t* empty = full + kStages;                                         // [kStages]
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const std::int64_t key_tiles = (a.seq_k + kColKeys - 1) / kColKeys;
+  const std::int64_t b = blockIdx.y, kvh = blockIdx.x / key_tiles;
+  const std::int64_t j0 = static_cast<std::int64_t>(blockIdx.x % key_tiles) * kColKeys;
+  const std::int64_t group = a.group, n = a.num_sampled, seq_q = a.seq_q, seq_k = a.seq_k;
+  const std::int64_t pos_off = seq_k - seq_q;
+  const int w = static_cast<int>(a.window);
+  const int tail_pos = static_cast<int>(seq_k - a.dense_tail);  // rows at key position >= tail_pos: dense tail
+  const T* qbase = static_cast<const T*>(a.q) + b * a.q_stride[0];
+  const T* kbase = static_cast<const T*>(a.k) + b * a.k_stride[0] + kvh * a.k_stride[2];
+
+  // First sampled row that sees key j0: t_i >= r0 <=> i >= ceil((r0 + 1) n / Sq) - 1. Tiles are numbered
+  // (pair p of the group's heads, tile q of the pair); n, Sq, Sk < 2^31.
+  std::int64_t i_start = 0;
+  if (a.causal && j0 - pos_off > 0) i_start = ((j0 - pos_off + 1) * n + seq_q - 1) / seq_q - 1;
+  const int per_head = i_start < n ? static_cast<int>((n - i_start + kColQueries - 1) / kColQueries) : 0;
+
+  const int key_row0 = warp * 16;
+  auto store_head = [&](std::int64_t g, const float(&cs)[2], const float(&in)[2]) {
+    const std::int64_t bh = b * a.q_heads + kvh * group + g;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float c = cs[hf], s = in[hf];
+      c += __shfl_xor_sync(0xffffffffu, c, 1);
+      c += __shfl_xor_sync(0xffffffffu, c, 2);
+      s += __shfl_xor_sync(0xffffffffu, s, 1);
+      s += __shfl_xor_sync(0xffffffffu, s, 2);
+      const std::int64_t j = j0 + key_row0 + hf * 8 + lane / 4;
+      if (lane % 4 == 0 && j < seq_k) {
+        a.colscore[bh * seq_k + j] = c;
+        a.inside[bh * seq_k + j] = s;
+      }
+    }
+  };
+  float colsum[kHeads][2] = {}, inside[kHeads][2] = {};
+  if (per_head == 0) {
+    pdl_wait();
+    for (std::int64_t g = 0; g < group; ++g) store_head(g, colsum[0], inside[0]);
+    return;
+  }
+
+  // Four threads per query row of the tile (for every head of it), chunks interleaved (ch = part + 4 m).
+  static_assert(4 * kColQueries == kThreadsSm90, "four threads per query row");
+  // Everything asynchronous (the rows' lse too, by 4-byte cp.async): a plain global load here would stall
+  // the warp for an L2 round trip on every tile.
+  const int q_row = tid / 4, q_part = tid % 4;
+  // Shared address of this thread's chunk `part` in stage 0, head 0. Chunk part + 4 m lies m / 2 64-column
+  // blocks further, and for odd m at the swizzle partner of bit 2 of the chunk index: byte address bit 6
+  // flipped (the stages and blocks are 1024-byte aligned, so the XOR commutes with their offsets); head hh's
+  // row lies hh * 64 rows further (same swizzle phase).
+  constexpr int kBlockBytes = kN * 128;  // one 64-column block of a swizzled [kN][d] tile
+  const std::uint32_t q_dst = smem_addr(qs) + sm90::sw128_offset<kN>(q_row, q_part) * 2;
+  const std::uint32_t lse_dst = smem_addr(qlse + q_part * kColQueries + q_row);  // thread q_part < kHeads: head q_part
+  const int n32 = static_cast<int>(n);  // n < 2^31
+
+  // Tile t of the block is (pair p, tile q of the pair) with t = p * per_head + q; the loader runs
+  // kStages - 1 tiles ahead of the reader.
+  // Loader cursor: pair p_load, tile q_load; this thread's row l_i = i_start + 64 q_load + q_row, whose
+  // t_{l_i} + 1 = floor((l_i + 1) Sq / n) is kept as quotient and remainder: +64 rows adds step_quot rows
+  // and step_rem / n, so the source pointer, the row's position and its lse advance by additions alone
+  // (the 64-bit products run once per pair).
+  const int pairs = static_cast<int>(group) / kHeads;
+  const int total = per_head * pairs;
+  // step_quot < Sq whenever a head has a second tile (n > 64); with n <= 64 it may wrap but is never used.
+  const int step_quot = static_cast<int>(kColQueries * seq_q / n);
+  const std::uint32_t step_rem = static_cast<std::uint32_t>(kColQueries * seq_q % n);  // < n < 2^31
+  const std::int64_t row_stride = a.q_stride[1], step_stride = step_quot * row_stride;
+  const std::int64_t head_stride = a.q_stride[2];
+  int p_load = 0, q_load = 0;
+  int l_i = 0, l_pos = 0;  // row index and key position (< 2^31)
+  std::uint32_t l_rem = 0;
+  const T* l_src = qbase;
+  const float* l_lse = a.lse2;
+  auto cursor_to_pair_start = [&]() {
+    const std::int64_t i = i_start + q_row;
+    const std::int64_t quot = sampled_row(i, seq_q, n, a.inv_sampled) + 1;
+    // This thread's lse is head q_part's of the pair (threads q_part >= kHeads copy none).
+    const std::int64_t h = kvh * group + static_cast<std::int64_t>(p_load) * kHeads;
+    l_i = static_cast<int>(i);
+    l_rem = static_cast<std::uint32_t>((i + 1) * seq_q - quot * n);
+    l_pos = static_cast<int>(pos_off + quot - 1);
+    l_src = qbase + (quot - 1) * row_stride + h * head_stride;
+    l_lse = a.lse2 + (b * a.q_heads + h + (q_part < kHeads ? q_part : 0)) * n + i;
+  };
+  cursor_to_pair_start();
+  auto load_next = [&](int stage) {
+    if (p_load == pairs) return;
+    // Row l_i of the pair's heads into rows hh * 64 + q_row of `stage`; rows past n are zeros, invisible
+    // (causal) and weightless (lse = +inf gives 2^-inf = 0).
+    const bool valid = l_i < n32;
+#pragma unroll
+    for (int hh = 0; hh < kHeads; ++hh) {
+      const T* src = valid ? l_src + hh * head_stride : qbase;
+      const std::uint32_t dst = q_dst + stage * (kTileElems * 2) + hh * (kColQueries * 128);
+      if (a.aligned) {
+#pragma unroll
+        for (int m = 0; m < kChunks / 4; ++m)
+          sm80::cp_async_16((m % 2 == 0 ? dst : dst ^ 64u) + (m / 2) * kBlockBytes, src + (q_part + 4 * m) * 8, valid);
+      } else {
+#pragma unroll
+        for (int m = 0; m < kChunks / 4; ++m)
+          copy_chunk(qs + stage * kTileElems + sm90::sw128_offset<kN>(hh * kColQueries + q_row, q_part + 4 * m),
+                     src + (q_part + 4 * m) * 8, valid, false);
+      }
+    }
+    if (q_part == 0) qpos[stage * kColQueries + q_row] = valid ? l_pos : -(1 << 30);
+    if (q_part < kHeads) {
+      if (valid) {
+        sm80::cp_async_4(lse_dst + stage * kN * 4, l_lse, true);
+      } else {
+        qlse[stage * kN + q_part * kColQueries + q_row] = kInf;
+      }
+    }
+    if (++q_load == per_head) {
+      q_load = 0;
+      ++p_load;
+      cursor_to_pair_start();
+    } else {
+      l_i += kColQueries;
+      l_lse += kColQueries;
+      l_rem += step_rem;
+      const bool carry = l_rem >= static_cast<std::uint32_t>(n32);
+      if (carry) l_rem -= static_cast<std::uint32_t>(n32);
+      l_pos += step_quot + (carry ? 1 : 0);
+      l_src += step_stride;
+      if (carry) l_src += row_stride;
+    }
+  };
+  // Empty: every thread done with the stage (product and exponent phase).
+  init_stage_barriers<kStages>(full, empty);
+  auto load_stage = [&](int stage) {
+    load_next(stage);
+    arrive_full(&full[stage]);
+  };
+  // The key tile; stage 0's first full phase covers it (every thread copies a part before arriving).
+  ColKeysSm90<T, D, kHeads> keys;
+  keys.copy(ks, kbase, a.k_stride[1], j0, seq_k, a.aligned);
+  pdl_wait();  // the keys are an input; the query tiles' lse come from the combine kernel (pdl.cuh)
+  pdl_trigger();
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st)
+    if (st < total) load_stage(st);
+  sm90::mbar_wait(smem_addr(&full[0]), 0);
+  keys.ready(ks, warp, lane);
+
+  // Causal tiles need no per-score test when every query sees the warp's 16 keys and either all of them lie
+  // outside every query's band (and no query is in the dense tail): `outside`, or all inside: `in_band`.
+  // Queries ascend in position, so the tile's first and last valid rows bound them. The other causal tiles
+  // (the diagonal and the band's end cross them) are classified the same way per group of 8 queries (one
+  // accumulator column block): most groups take one of the two test-free forms, and only the one or two
+  // that straddle a boundary test each score. The heads of a tile share its rows, hence its classes.
+  const int warp_lo = static_cast<int>(j0) + key_row0, warp_hi = warp_lo + 15;
+  // warp_hi + w and warp_lo + w, clamped below 2^31: no position reaches them then either.
+  const std::int64_t hi_w64 = std::int64_t{warp_hi} + w, lo_w64 = std::int64_t{warp_lo} + w;
+  const int hi_w = static_cast<int>(hi_w64 < 0x7fffffff ? hi_w64 : 0x7fffffff);
+  const int lo_w = static_cast<int>(lo_w64 < 0x7fffffff ? lo_w64 : 0x7fffffff);
+  const std::uint64_t q_desc = sm90::sw128_desc(smem_addr(qs), 16, 1024);
+  int p = 0, q = 0;
+  int i0 = static_cast<int>(i_start);  // first sampled row of the tile being read (< 2^31)
+  for (int t = 0; t < total; ++t) {
+    const int stage = t % kStages;
+    sm90::mbar_wait(smem_addr(&full[stage]), static_cast<std::uint32_t>(t / kStages) & 1u);
+    sm90::fence_proxy_async();  // the copies wrote through the generic proxy; wgmma reads through the async one
+    const int* qp = qpos + stage * kColQueries;
+    const float* ql = qlse + stage * kN;
+    const int last_row = (n32 - i0 < kColQueries ? n32 - i0 : kColQueries) - 1;
+    int first_pos = 0, last_pos = 0;
+    // Tile t + kStages - 1 into the stage of tile t - 1 once every thread is done with that one.
+    auto load_ahead = [&]() {
+      const int next = t + kStages - 1;
+      if (next < total) {
+        if (t >= 1) sm90::mbar_wait(smem_addr(&empty[next % kStages]), static_cast<std::uint32_t>((t - 1) / kStages) & 1u);
+        load_stage(next % kStages);
+      }
+      first_pos = qp[0];
+      last_pos = qp[last_row];
+    };
+    float acc[kN / 8][4];
+    keys.product(acc, q_desc + stage * (kTileElems * 2 / 16), load_ahead);
+    const bool outside = a.causal && first_pos >= hi_w && last_pos < tail_pos;
+    const bool in_band = a.causal && first_pos >= warp_hi && last_pos < lo_w;
+    if (outside || in_band) {
+#pragma unroll
+      for (int hh = 0; hh < kHeads; ++hh) {
+        float sum[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int nt = hh * 8; nt < hh * 8 + 8; ++nt) {
+          const float2 lse = *reinterpret_cast<const float2*>(ql + nt * 8 + (lane % 4) * 2);
+#pragma unroll
+          for (int hf = 0; hf < 2; ++hf)
+            sum[hf] += ex2(fmaf(acc[nt][hf * 2], a.scale_log2, -lse.x)) +
+                       ex2(fmaf(acc[nt][hf * 2 + 1], a.scale_log2, -lse.y));
+        }
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          colsum[hh][hf] += sum[hf];
+          if (in_band) inside[hh][hf] += sum[hf];
+        }
+      }
+    } else if (a.causal) {
+#pragma unroll
+      for (int nt = 0; nt < kN / 8; ++nt) {
+        const int hh = nt / 8, c0 = (nt % 8) * 8;
+        const int p0 = qp[c0], p1 = qp[c0 + 7 < last_row ? c0 + 7 : last_row];
+        // Warp-uniform. Skipped: groups past the last row, or whose queries all precede the warp's keys
+        // (every score invisible: its probability is exactly 0).
+        if (c0 > last_row || p1 < warp_lo) continue;
+        const int c = c0 + (lane % 4) * 2;
+        const float2 lse = *reinterpret_cast<const float2*>(ql + hh * kColQueries + c);
+        const bool g_out = p0 >= hi_w && p1 < tail_pos;
+        const bool g_in = p0 >= warp_hi && p1 < lo_w;
+        if (g_out || g_in) {
+#pragma unroll
+          for (int hf = 0; hf < 2; ++hf) {
+            const float s =
+                ex2(fmaf(acc[nt][hf * 2], a.scale_log2, -lse.x)) + ex2(fmaf(acc[nt][hf * 2 + 1], a.scale_log2, -lse.y));
+            colsum[hh][hf] += s;
+            if (g_in) inside[hh][hf] += s;
+          }
+        } else {
+          const int2 pos = *reinterpret_cast<const int2*>(qp + c);
+#pragma unroll
+          for (int hf = 0; hf < 2; ++hf) {
+            const int j = warp_lo + hf * 8 + lane / 4;
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int pq = e == 0 ? pos.x : pos.y;
+              // An invisible score's exponent is -inf (2^-inf = 0, also for a NaN score): one unpredicated
+              // exp2 per score keeps the scheduler from holding all the results in registers at once.
+              const float x = fmaf(acc[nt][hf * 2 + e], a.scale_log2, -(e == 0 ? lse.x : lse.y));
+              const float prob = ex2(j <= pq ? x : -kInf);
+              colsum[hh][hf] += prob;
+              inside[hh][hf] += pq >= tail_pos || j > pq - w ? prob : 0.0f;
+            }
+          }
+        }
+      }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < kN / 8; ++nt) {
+        const int hh = nt / 8;
+        const int c = (nt % 8) * 8 + (lane % 4) * 2;
+        const float2 lse = *reinterpret_cast<const float2*>(ql + hh * kColQueries + c);
+        const int2 pos = *reinterpret_cast<const int2*>(qp + c);
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          const int j = warp_lo + hf * 8 + lane / 4;
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int pq = e == 0 ? pos.x : pos.y;
+            const bool band = pq >= tail_pos || (j > pq - w && j < pq + w);
+            const float prob = ex2(fmaf(acc[nt][hf * 2 + e], a.scale_log2, -(e == 0 ? lse.x : lse.y)));
+            colsum[hh][hf] += prob;
+            inside[hh][hf] += band ? prob : 0.0f;
+          }
+        }
+      }
+    }
+    sm90::mbar_arrive(smem_addr(&empty[stage]));
+    i0 += kColQueries;
+    if (++q == per_head) {
+#pragma unroll
+      for (int hh = 0; hh < kHeads; ++hh) {
+        store_head(static_cast<std::int64_t>(p) * kHeads + hh, colsum[hh], inside[hh]);
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) colsum[hh][hf] = inside[hh][hf] = 0.0f;
+      }
+      q = 0;
+      ++p;
+      i0 = static_cast<int>(i_start);
+    }
+  }
+#endif
+}
+
+// Pass 2's heads per tile: two where the GQA group splits into pairs (SAMPLEATTN_SM90_COLSUM_HEADS=1 forces
+// one, for comparisons), else one.
+inline int colsum_heads_sm90(std::int64_t group) {
+  static const bool force_single = [] {
+    const char* v = std::getenv("SAMPLEATTN_SM90_COLSUM_HEADS");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  return group % 2 == 0 && !force_single ? 2 : 1;
+}
+
+}  // namespace sampleattn::cuda::sel
