@@ -56,10 +56,8 @@ __global__ void combine_kernel(const Stage1Args a) {
   a.lse2[x] = m + log2f(l);
 }
 
-}  // namespace
-
-namespace {
 std::int64_t round128(std::int64_t x) { return (x + 127) / 128 * 128; }
+
 }  // namespace
 
 std::int64_t stage1_key_chunk(std::int64_t seq_k) { return std::max<std::int64_t>(4096, round128((seq_k + 15) / 16)); }
