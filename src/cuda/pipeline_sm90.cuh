@@ -1,5 +1,5 @@
 // Synchronisation primitives of the warp-specialised sm_90a kernels: mbarriers in shared memory (a producer
-// warpgroup fills pipeline stages, consumer warpgroups wait for them and hand them back), register
+// fills pipeline stages, consumer warpgroups wait for them and hand them back), register
 // reallocation between warpgroups (setmaxnreg) and named barriers. Compiled only for sm_90a (the callers guard
 // their bodies with SAMPLEATTN_SM90A).
 //
@@ -28,6 +28,26 @@ __device__ __forceinline__ void mbar_arrive(std::uint32_t bar) {
 // with wgmma (the copies write through the generic proxy).
 __device__ __forceinline__ void cp_async_arrive(std::uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+
+// The producer's arrival for a stage filled by bulk copies: the phase completes once this arrival and
+// `bytes` bytes of copies (bulk_copy's complete_tx) have both happened.
+__device__ __forceinline__ void mbar_arrive_expect_tx(std::uint32_t bar, std::uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.release.cta.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+
+// Makes the initialised barriers visible to the async proxy (the bulk copies' transaction counts).
+__device__ __forceinline__ void fence_mbarrier_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+
+// Bulk copy (the TMA unit, async proxy) of `bytes` (a multiple of 16) from global `src` to shared `dst`, both
+// 16-byte aligned; the bytes count towards `bar`'s transaction count when they land.
+__device__ __forceinline__ void bulk_copy(std::uint32_t dst, const void* src, std::uint32_t bytes, std::uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
 }
 
 // Blocks until the phase of parity `parity` has completed (acquire).

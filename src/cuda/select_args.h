@@ -35,7 +35,15 @@ struct Stage1Args {
   float* part_m = nullptr;        // [num_chunks, B * Hq, n]: pass 1 reference (log2 units) per key chunk, at
                                   // most the chunk's max (sm_90a pass 1 exponentiates lazily; any works)
   float* part_l = nullptr;        // [num_chunks, B * Hq, n]: pass 1 partial sum of 2^(s - part_m), < 2^51
-  float* lse2 = nullptr;          // [B * Hq, n]: log2-sum-exp2 of each sampled row (combined, read by pass 2)
+  std::int64_t head_dim = 0;
+  std::int64_t sampled_stride = 0;  // rows per head of lse2 and qs_image (sampled_stride(n))
+  float* lse2 = nullptr;            // [B * Hq, sampled_stride]: log2-sum-exp2 of each sampled row (combined, read by
+                                    // pass 2); +inf in the rows past n
+  // [B * Hq, head_dim / 64, sampled_stride, 64]: the sampled query rows as the sm_90a pass 2 reads them, in
+  // 64-column blocks with 128-byte rows, 16-byte chunk c of row i at chunk c ^ (i % 8) (the tiles' swizzle), zeros
+  // past n. The combine kernel writes it (and qs_pos) where it is set: launch_stage1 sets it for the sm_90a kernels.
+  void* qs_image = nullptr;
+  std::int32_t* qs_pos = nullptr;  // [sampled_stride]: key position Sk - Sq + t_i of sampled row i, -2^30 past n
   float* colscore = nullptr;      // [B * Hq, Sk]: sum over sampled rows of P[row, j]
   float* inside = nullptr;        // [B * Hq, Sk]: the part of colscore inside the rows' bands or dense tail
 };
@@ -96,6 +104,10 @@ struct Stage2Args {
   float fixed_scale = 1.0f;  // 2^F: scores are summed as uint64 fixed point (order-independent)
   bool causal = true;
 };
+
+// Rows per head of the sampled-row arrays lse2 and qs_image: n rounded up to 8, plus 64, so that a 64-row tile
+// starting at any multiple of 8 below n stays inside its head.
+inline std::int64_t sampled_stride(std::int64_t n) { return (n + 7) / 8 * 8 + 64; }
 
 // Launchers (select_stage1_*.cu, select_stage2.cu): enqueue on `stream`, throw sampleattn::Error on failure.
 void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, void* stream);

@@ -116,7 +116,6 @@ struct ColKeysSm90<T, D, 2> {
 template <typename T, int D, int kHeads>
 __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stage1Args a) {
 #if SAMPLEATTN_SM90A
-  constexpr int kChunks = D / 8;
   constexpr int kN = kColQueries * kHeads;  // queries per tile
   constexpr int kStages = colsum_stages_sm90<kHeads>();
   static_assert(kStages >= 2, "a stage is refilled only after every thread's empty arrival for its last tile");
@@ -138,14 +137,15 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
   const std::int64_t pos_off = seq_k - seq_q;
   const int w = static_cast<int>(a.window);
   const int tail_pos = static_cast<int>(seq_k - a.dense_tail);  // rows at key position >= tail_pos: dense tail
-  const T* qbase = static_cast<const T*>(a.q) + b * a.q_stride[0];
   const T* kbase = static_cast<const T*>(a.k) + b * a.k_stride[0] + kvh * a.k_stride[2];
 
-  // First sampled row that sees key j0: t_i >= r0 <=> i >= ceil((r0 + 1) n / Sq) - 1. Tiles are numbered
-  // (pair p of the group's heads, tile q of the pair); n, Sq, Sk < 2^31.
+  // First sampled row that sees key j0: t_i >= r0 <=> i >= ceil((r0 + 1) n / Sq) - 1; the tiles start at
+  // i_first, a multiple of 8 (below). n, Sq, Sk < 2^31.
   std::int64_t i_start = 0;
   if (a.causal && j0 - pos_off > 0) i_start = ((j0 - pos_off + 1) * n + seq_q - 1) / seq_q - 1;
-  const int per_head = i_start < n ? static_cast<int>((n - i_start + kColQueries - 1) / kColQueries) : 0;
+  const int i_first = static_cast<int>(i_start < n ? i_start : n) & ~7;
+  const int n32 = static_cast<int>(n);
+  const int per_head = i_start < n ? (n32 - i_first + kColQueries - 1) / kColQueries : 0;
 
   const int key_row0 = warp * 16;
   auto store_head = [&](std::int64_t g, const float(&cs)[2], const float(&in)[2]) {
@@ -171,108 +171,68 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
     return;
   }
 
-  // Four threads per query row of the tile (for every head of it), chunks interleaved (ch = part + 4 m).
-  static_assert(4 * kColQueries == kThreadsSm90, "four threads per query row");
-  // Everything asynchronous (the rows' lse too, by 4-byte cp.async): a plain global load here would stall
-  // the warp for an L2 round trip on every tile.
-  const int q_row = tid / 4, q_part = tid % 4;
-  // Shared address of this thread's chunk `part` in stage 0, head 0. Chunk part + 4 m lies m / 2 64-column
-  // blocks further, and for odd m at the swizzle partner of bit 2 of the chunk index: byte address bit 6
-  // flipped (the stages and blocks are 1024-byte aligned, so the XOR commutes with their offsets); head hh's
-  // row lies hh * 64 rows further (same swizzle phase).
-  constexpr int kBlockBytes = kN * 128;  // one 64-column block of a swizzled [kN][d] tile
-  const std::uint32_t q_dst = smem_addr(qs) + sm90::sw128_offset<kN>(q_row, q_part) * 2;
-  const std::uint32_t lse_dst = smem_addr(qlse + q_part * kColQueries + q_row);  // thread q_part < kHeads: head q_part
-  const int n32 = static_cast<int>(n);  // n < 2^31
-
-  // Tile t of the block is (pair p, tile q of the pair) with t = p * per_head + q; the loader runs
-  // kStages - 1 tiles ahead of the reader.
-  // Loader cursor: pair p_load, tile q_load; this thread's row l_i = i_start + 64 q_load + q_row, whose
-  // t_{l_i} + 1 = floor((l_i + 1) Sq / n) is kept as quotient and remainder: +64 rows adds step_quot rows
-  // and step_rem / n, so the source pointer, the row's position and its lse advance by additions alone
-  // (the 64-bit products run once per pair).
+  // Tile t of the block is (pair p, tile q of the pair) with t = p * per_head + q: rows i_first + 64 q ..
+  // + 63 of the pair's heads, straight from the image the combine kernel wrote (Stage1Args::qs_image). There a
+  // head's rows are 128-byte rows per 64-column block, already in the tile's swizzle wherever the tile starts
+  // at a multiple of 8, so a tile is kHeads * D / 64 bulk copies of 64 rows, plus the rows' lse (kHeads * 256
+  // bytes) and positions (256 bytes): issued by one thread, counted by the stage's full barrier in bytes.
+  // i_first rounds i_start down to a multiple of 8; the rows before i_start precede key j0, so the first tile
+  // of a pair takes the per-group path, which skips or masks them.
   const int pairs = static_cast<int>(group) / kHeads;
   const int total = per_head * pairs;
-  // step_quot < Sq whenever a head has a second tile (n > 64); with n <= 64 it may wrap but is never used.
-  const int step_quot = static_cast<int>(kColQueries * seq_q / n);
-  const std::uint32_t step_rem = static_cast<std::uint32_t>(kColQueries * seq_q % n);  // < n < 2^31
-  const std::int64_t row_stride = a.q_stride[1], step_stride = step_quot * row_stride;
-  const std::int64_t head_stride = a.q_stride[2];
-  int p_load = 0, q_load = 0;
-  int l_i = 0, l_pos = 0;  // row index and key position (< 2^31)
-  std::uint32_t l_rem = 0;
-  const T* l_src = qbase;
-  const float* l_lse = a.lse2;
-  auto cursor_to_pair_start = [&]() {
-    const std::int64_t i = i_start + q_row;
-    const std::int64_t quot = sampled_row(i, seq_q, n, a.inv_sampled) + 1;
-    // This thread's lse is head q_part's of the pair (threads q_part >= kHeads copy none).
-    const std::int64_t h = kvh * group + static_cast<std::int64_t>(p_load) * kHeads;
-    l_i = static_cast<int>(i);
-    l_rem = static_cast<std::uint32_t>((i + 1) * seq_q - quot * n);
-    l_pos = static_cast<int>(pos_off + quot - 1);
-    l_src = qbase + (quot - 1) * row_stride + h * head_stride;
-    l_lse = a.lse2 + (b * a.q_heads + h + (q_part < kHeads ? q_part : 0)) * n + i;
-  };
-  cursor_to_pair_start();
+  const std::int64_t stride = a.sampled_stride;
+  const T* image = static_cast<const T*>(a.qs_image) + (b * a.q_heads + kvh * group) * (D / 64) * stride * 64;
+  const float* lse_rows = a.lse2 + (b * a.q_heads + kvh * group) * stride;
+  constexpr int kBlockBytes = kN * 128;  // one 64-column block of a swizzled [kN][d] tile
+  constexpr std::uint32_t kStageBytes = kTileElems * 2 + kN * 4 + kColQueries * 4;
+  const std::uint32_t qs_addr = smem_addr(qs), qpos_addr = smem_addr(qpos), qlse_addr = smem_addr(qlse);
+  int p_load = 0, q_load = 0;  // the producer's (thread 0's) next tile
   auto load_next = [&](int stage) {
     if (p_load == pairs) return;
-    // Row l_i of the pair's heads into rows hh * 64 + q_row of `stage`; rows past n are zeros, invisible
-    // (causal) and weightless (lse = +inf gives 2^-inf = 0).
-    const bool valid = l_i < n32;
+    const std::uint32_t bar = smem_addr(&full[stage]);
+    sm90::mbar_arrive_expect_tx(bar, kStageBytes);
+    const std::int64_t r0 = i_first + kColQueries * q_load;
 #pragma unroll
     for (int hh = 0; hh < kHeads; ++hh) {
-      const T* src = valid ? l_src + hh * head_stride : qbase;
-      const std::uint32_t dst = q_dst + stage * (kTileElems * 2) + hh * (kColQueries * 128);
-      if (a.aligned) {
+      const std::int64_t g = static_cast<std::int64_t>(p_load) * kHeads + hh;
+      const T* src = image + (g * (D / 64) * stride + r0) * 64;
 #pragma unroll
-        for (int m = 0; m < kChunks / 4; ++m)
-          sm80::cp_async_16((m % 2 == 0 ? dst : dst ^ 64u) + (m / 2) * kBlockBytes, src + (q_part + 4 * m) * 8, valid);
-      } else {
-#pragma unroll
-        for (int m = 0; m < kChunks / 4; ++m)
-          copy_chunk(qs + stage * kTileElems + sm90::sw128_offset<kN>(hh * kColQueries + q_row, q_part + 4 * m),
-                     src + (q_part + 4 * m) * 8, valid, false);
-      }
+      for (int o = 0; o < D / 64; ++o)
+        sm90::bulk_copy(qs_addr + stage * (kTileElems * 2) + o * kBlockBytes + hh * (kColQueries * 128),
+                        src + o * stride * 64, kColQueries * 128, bar);
+      sm90::bulk_copy(qlse_addr + (stage * kN + hh * kColQueries) * 4, lse_rows + g * stride + r0, kColQueries * 4,
+                      bar);
     }
-    if (q_part == 0) qpos[stage * kColQueries + q_row] = valid ? l_pos : -(1 << 30);
-    if (q_part < kHeads) {
-      if (valid) {
-        sm80::cp_async_4(lse_dst + stage * kN * 4, l_lse, true);
-      } else {
-        qlse[stage * kN + q_part * kColQueries + q_row] = kInf;
-      }
-    }
+    sm90::bulk_copy(qpos_addr + stage * kColQueries * 4, a.qs_pos + r0, kColQueries * 4, bar);
     if (++q_load == per_head) {
       q_load = 0;
       ++p_load;
-      cursor_to_pair_start();
-    } else {
-      l_i += kColQueries;
-      l_lse += kColQueries;
-      l_rem += step_rem;
-      const bool carry = l_rem >= static_cast<std::uint32_t>(n32);
-      if (carry) l_rem -= static_cast<std::uint32_t>(n32);
-      l_pos += step_quot + (carry ? 1 : 0);
-      l_src += step_stride;
-      if (carry) l_src += row_stride;
     }
   };
-  // Empty: every thread done with the stage (product and exponent phase).
-  init_stage_barriers<kStages>(full, empty);
-  auto load_stage = [&](int stage) {
-    load_next(stage);
-    arrive_full(&full[stage]);
-  };
-  // The key tile; stage 0's first full phase covers it (every thread copies a part before arriving).
+  // Full: the producer's arrival and the stage's bytes; empty: every thread done with the stage (product and
+  // exponent phase).
+  if (tid == 0) {
+#pragma unroll
+    for (int st = 0; st < kStages; ++st) {
+      sm90::mbar_init(smem_addr(&full[st]), 1);
+      sm90::mbar_init(smem_addr(&empty[st]), kThreadsSm90);
+    }
+    sm90::fence_mbarrier_init();
+  }
+  // The key tile, by every thread; it lands before the block barrier below.
   ColKeysSm90<T, D, kHeads> keys;
   keys.copy(ks, kbase, a.k_stride[1], j0, seq_k, a.aligned);
-  pdl_wait();  // the keys are an input; the query tiles' lse come from the combine kernel (pdl.cuh)
+  pdl_wait();  // the keys are an input; the image, lse and positions come from the combine kernel (pdl.cuh)
   pdl_trigger();
-#pragma unroll
-  for (int st = 0; st < kStages - 1; ++st)
-    if (st < total) load_stage(st);
-  sm90::mbar_wait(smem_addr(&full[0]), 0);
+  __syncthreads();  // the barriers are initialised
+  if (tid == 0) {
+    for (int st = 0; st < kStages - 1; ++st)
+      if (st < total) load_next(st);
+  }
+  sm80::cp_async_commit();
+  sm80::cp_async_wait<0>();
+  sm90::fence_proxy_async();  // the key copies wrote through the generic proxy; wgmma reads through the async one
+  __syncthreads();
   keys.ready(ks, warp, lane);
 
   // Causal tiles need no per-score test when every query sees the warp's 16 keys and either all of them lie
@@ -288,11 +248,10 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
   const int lo_w = static_cast<int>(lo_w64 < 0x7fffffff ? lo_w64 : 0x7fffffff);
   const std::uint64_t q_desc = sm90::sw128_desc(smem_addr(qs), 16, 1024);
   int p = 0, q = 0;
-  int i0 = static_cast<int>(i_start);  // first sampled row of the tile being read (< 2^31)
+  int i0 = i_first;  // first sampled row of the tile being read (< 2^31)
   for (int t = 0; t < total; ++t) {
     const int stage = t % kStages;
     sm90::mbar_wait(smem_addr(&full[stage]), static_cast<std::uint32_t>(t / kStages) & 1u);
-    sm90::fence_proxy_async();  // the copies wrote through the generic proxy; wgmma reads through the async one
     const int* qp = qpos + stage * kColQueries;
     const float* ql = qlse + stage * kN;
     const int last_row = (n32 - i0 < kColQueries ? n32 - i0 : kColQueries) - 1;
@@ -300,9 +259,9 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
     // Tile t + kStages - 1 into the stage of tile t - 1 once every thread is done with that one.
     auto load_ahead = [&]() {
       const int next = t + kStages - 1;
-      if (next < total) {
+      if (tid == 0 && next < total) {
         if (t >= 1) sm90::mbar_wait(smem_addr(&empty[next % kStages]), static_cast<std::uint32_t>((t - 1) / kStages) & 1u);
-        load_stage(next % kStages);
+        load_next(next % kStages);
       }
       first_pos = qp[0];
       last_pos = qp[last_row];
@@ -399,7 +358,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
       }
       q = 0;
       ++p;
-      i0 = static_cast<int>(i_start);
+      i0 = i_first;
     }
   }
 #endif

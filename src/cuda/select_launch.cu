@@ -36,24 +36,77 @@ bool sm80_forced() {
   return forced;
 }
 
-// One thread per (head bh, sampled row i): lse2 = M + log2 sum_c l_c 2^(m_c - M) over the chunks the row
-// sees (chunk c starts at key c * key_chunk). NaN in any partial stays NaN.
-__global__ void combine_kernel(const Stage1Args a) {
+// Block = 32 rows (head bh, row i < sampled_stride) of 256 threads. The first 32 threads combine their row's
+// lse2 = M + log2 sum_c l_c 2^(m_c - M) over the chunks the row sees (chunk c starts at key c * key_chunk),
+// +inf past n; NaN in any partial stays NaN. Where a.qs_image is set, every thread then copies two of the
+// rows' 16-byte query chunks into the image (consecutive threads on consecutive chunks of a row) and head 0's
+// rows write qs_pos. 32 rows per block: a block per 256 rows left the 8K selection's few blocks copying 16
+// chunks each, one after another.
+constexpr int kCombineThreads = 256, kCombineRows = 32;
+__global__ void __launch_bounds__(kCombineThreads) combine_kernel(const Stage1Args a) {
   pdl_wait();  // pass 1's partials (pdl.cuh)
   pdl_trigger();
-  const std::int64_t n = a.num_sampled, rows = a.batch * a.q_heads * n;
-  const std::int64_t x = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (x >= rows) return;
-  const std::int64_t i = x % n;
-  const std::int64_t end = a.causal ? a.seq_k - a.seq_q + sel::sampled_row(i, a.seq_q, n, a.inv_sampled) + 1 : a.seq_k;
-  const std::int64_t chunks = (end + a.key_chunk - 1) / a.key_chunk;
-  const std::int64_t stride = a.batch * a.q_heads * n;
-  float m = -INFINITY;
-  for (std::int64_t c = 0; c < chunks; ++c) m = fmaxf(m, a.part_m[c * stride + x]);
-  const float m_use = m == -INFINITY ? 0.0f : m;
-  float l = 0.0f;
-  for (std::int64_t c = 0; c < chunks; ++c) l += a.part_l[c * stride + x] * exp2f(a.part_m[c * stride + x] - m_use);
-  a.lse2[x] = m + log2f(l);
+  __shared__ std::int64_t src_of[kCombineRows];  // element offset of the row's query in q; -1 past n
+  const std::int64_t n = a.num_sampled, stride = a.sampled_stride, rows = a.batch * a.q_heads * stride;
+  const std::int64_t x0 = static_cast<std::int64_t>(blockIdx.x) * kCombineRows;
+  if (threadIdx.x < kCombineRows && x0 + threadIdx.x < rows) {
+    const std::int64_t x = x0 + threadIdx.x, bh = x / stride, i = x % stride;
+    float lse = INFINITY;
+    std::int64_t t = 0;
+    if (i < n) {
+      t = sel::sampled_row(i, a.seq_q, n, a.inv_sampled);
+      const std::int64_t end = a.causal ? a.seq_k - a.seq_q + t + 1 : a.seq_k;
+      const std::int64_t chunks = (end + a.key_chunk - 1) / a.key_chunk;
+      const std::int64_t part_stride = a.batch * a.q_heads * n, at = bh * n + i;
+      float m = -INFINITY;
+      for (std::int64_t c = 0; c < chunks; ++c) m = fmaxf(m, a.part_m[c * part_stride + at]);
+      const float m_use = m == -INFINITY ? 0.0f : m;
+      float l = 0.0f;
+      for (std::int64_t c = 0; c < chunks; ++c)
+        l += a.part_l[c * part_stride + at] * exp2f(a.part_m[c * part_stride + at] - m_use);
+      lse = m + log2f(l);
+    }
+    a.lse2[x] = lse;
+    if (a.qs_image != nullptr) {
+      if (bh == 0) a.qs_pos[i] = i < n ? static_cast<std::int32_t>(a.seq_k - a.seq_q + t) : -(1 << 30);
+      const std::int64_t b = bh / a.q_heads, h = bh % a.q_heads;
+      src_of[threadIdx.x] = i < n ? b * a.q_stride[0] + t * a.q_stride[1] + h * a.q_stride[2] : -1;
+    }
+  }
+  if (a.qs_image == nullptr) return;  // block-uniform
+  __syncthreads();
+  const int chunks = static_cast<int>(a.head_dim / 8);
+  const int total = static_cast<int>(rows - x0 < kCombineRows ? rows - x0 : kCombineRows) * chunks;
+  const auto* q = static_cast<const unsigned short*>(a.q);
+  auto* image = static_cast<uint4*>(a.qs_image);  // 16-byte chunks
+  constexpr int kPerThread = kCombineRows * 16 / kCombineThreads;  // enough for head_dim 128
+  uint4 v[kPerThread];
+#pragma unroll
+  for (int u = 0; u < kPerThread; ++u) {
+    const int c = threadIdx.x + u * kCombineThreads;
+    const std::int64_t off = c < total ? src_of[c / chunks] : -1;
+    v[u] = make_uint4(0, 0, 0, 0);
+    if (off >= 0) {
+      const unsigned short* src = q + off + (c % chunks) * 8;
+      if (a.aligned) {
+        v[u] = *reinterpret_cast<const uint4*>(src);
+      } else {
+        unsigned short e[8];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) e[k] = src[k];
+        v[u] = *reinterpret_cast<const uint4*>(e);
+      }
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < kPerThread; ++u) {
+    const int c = threadIdx.x + u * kCombineThreads;
+    if (c < total) {
+      const std::int64_t xr = x0 + c / chunks, bh = xr / stride, i = xr % stride;
+      const int ch = c % chunks;
+      image[((bh * (chunks / 8) + ch / 8) * stride + i) * 8 + ((ch & 7) ^ (i & 7))] = v[u];
+    }
+  }
 }
 
 std::int64_t round128(std::int64_t x) { return (x + 127) / 128 * 128; }
@@ -93,10 +146,14 @@ void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, v
       bf16 ? launch_stage1_bf16(a, head_dim, which, s) : launch_stage1_f16(a, head_dim, which, s);
     }
   };
+  if (!sm90) a.qs_image = nullptr;  // only the sm_90a pass 2 reads the image
+  SA_CHECK(a.sampled_stride == sampled_stride(a.num_sampled) && (a.head_dim == head_dim),
+           "CUDA selection: sampled_stride ", a.sampled_stride, " and head_dim ", a.head_dim, " must be ",
+           sampled_stride(a.num_sampled), " and ", head_dim);
   pass(1);
-  const std::int64_t rows = a.batch * a.q_heads * a.num_sampled;
-  launch(combine_kernel, dim3(static_cast<unsigned>((rows + 255) / 256)), dim3(256), 0, s, pdl_allowed(),
-         "stage 1 log-sum-exp combine", a);
+  const std::int64_t rows = a.batch * a.q_heads * a.sampled_stride;
+  launch(combine_kernel, dim3(static_cast<unsigned>((rows + kCombineRows - 1) / kCombineRows)),
+         dim3(kCombineThreads), 0, s, pdl_allowed(), "stage 1 log-sum-exp combine", a);
   pass(2);
 }
 

@@ -320,7 +320,7 @@ __global__ void __launch_bounds__(kThreads, 3) colsum_kernel(const Stage1Args a)
     if ((tid & 1) == 0) {
       // Padding rows: invisible (causal) and weightless (lse = +inf gives 2^-inf = 0).
       qpos[buf * kColQueries + row] = valid ? static_cast<int>(pos_off + trow) : -(1 << 30);
-      qlse[buf * kColQueries + row] = valid ? a.lse2[(b * a.q_heads + h) * n + i] : kInf;
+      qlse[buf * kColQueries + row] = valid ? a.lse2[(b * a.q_heads + h) * a.sampled_stride + i] : kInf;
     }
   };
 

@@ -96,7 +96,10 @@ WorkspaceLayout workspace_layout(const SelectPlan& plan) {
   const std::size_t rows = heads * static_cast<std::size_t>(plan.num_sampled);
   l.part_m = place(static_cast<std::size_t>(plan.num_chunks) * rows * sizeof(float));
   l.part_l = place(static_cast<std::size_t>(plan.num_chunks) * rows * sizeof(float));
-  l.lse2 = place(rows * sizeof(float));
+  const std::size_t stride = static_cast<std::size_t>(sampled_stride(plan.num_sampled));
+  l.lse2 = place(heads * stride * sizeof(float));
+  l.qs_image = place(heads * stride * static_cast<std::size_t>(plan.problem.head_dim) * 2);
+  l.qs_pos = place(stride * sizeof(std::int32_t));
   l.colscore = place(heads * sk * sizeof(float));
   l.inside = place(heads * sk * sizeof(float));
   l.indices = place(heads * sk * sizeof(std::int32_t));
@@ -121,6 +124,8 @@ Workspace carve_workspace(void* base, std::size_t bytes, const WorkspaceLayout& 
   return Workspace{reinterpret_cast<float*>(b + l.part_m),
                    reinterpret_cast<float*>(b + l.part_l),
                    reinterpret_cast<float*>(b + l.lse2),
+                   b + l.qs_image,
+                   reinterpret_cast<std::int32_t*>(b + l.qs_pos),
                    reinterpret_cast<float*>(b + l.colscore),
                    reinterpret_cast<float*>(b + l.inside),
                    reinterpret_cast<std::int32_t*>(b + l.indices),
@@ -160,7 +165,11 @@ void run_selection(const SelectPlan& plan, const TensorView& q, const TensorView
   a.num_chunks = plan.num_chunks;
   a.part_m = ws.part_m;
   a.part_l = ws.part_l;
+  a.head_dim = p.head_dim;
+  a.sampled_stride = sampled_stride(plan.num_sampled);
   a.lse2 = ws.lse2;
+  a.qs_image = ws.qs_image;
+  a.qs_pos = ws.qs_pos;
   a.colscore = ws.colscore;
   a.inside = ws.inside;
   launch_stage1(a, q.dtype, p.head_dim, stream);

@@ -525,8 +525,9 @@ TEST(SelectPlanHost, KeyChunkAndPlanFollowTheCoreSchedule) {
   EXPECT_EQ(plan.visible_entries, base.visible);
 
   const cuda::WorkspaceLayout l = cuda::workspace_layout(plan);
-  const std::size_t offsets[] = {l.part_m, l.part_l, l.lse2,   l.colscore, l.inside,       l.indices,      l.offsets,
-                                 l.counts, l.window, l.bitmap, l.stats,    l.stage2_heads, l.stage2_blocks};
+  const std::size_t offsets[] = {l.part_m,  l.part_l,  l.lse2,   l.qs_image, l.qs_pos,       l.colscore,
+                                 l.inside,  l.indices, l.offsets, l.counts,  l.window,       l.bitmap,
+                                 l.stats,   l.stage2_heads, l.stage2_blocks};
   for (std::size_t i = 0; i < std::size(offsets); ++i) {
     EXPECT_EQ(offsets[i] % 256, 0u);
     if (i > 0) EXPECT_GT(offsets[i], offsets[i - 1]);
@@ -535,6 +536,12 @@ TEST(SelectPlanHost, KeyChunkAndPlanFollowTheCoreSchedule) {
   EXPECT_GE(l.stage2_blocks, l.stage2_heads + 16 * sizeof(cuda::Stage2Head));
   EXPECT_GE(l.bytes, l.stage2_blocks + 16 * 3 * sizeof(cuda::Stage2Block));
   EXPECT_GE(l.indices - l.inside, 16u * 4097 * sizeof(float));
+  const std::size_t stride = static_cast<std::size_t>(cuda::sampled_stride(plan.num_sampled));
+  EXPECT_EQ(stride % 8, 0u);
+  EXPECT_GE(stride, static_cast<std::size_t>(plan.num_sampled) + 64);
+  EXPECT_GE(l.qs_image - l.lse2, 16u * stride * sizeof(float));
+  EXPECT_GE(l.qs_pos - l.qs_image, 16u * stride * 128 * 2);
+  EXPECT_GE(l.colscore - l.qs_pos, stride * sizeof(std::int32_t));
   alignas(256) static unsigned char small[512];
   EXPECT_THROW(cuda::carve_workspace(small, sizeof(small), l), Error);
   EXPECT_THROW(cuda::carve_workspace(small + 8, l.bytes, l), Error);
