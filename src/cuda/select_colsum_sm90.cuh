@@ -1,11 +1,12 @@
 // Stage 1 pass 2 on Hopper (sm_90a): colsum_kernel of select_stage1.cuh with the products on wgmma. A = the
 // block's 128 keys, B = the same 64 sampled rows of two query heads of the GQA group per tile ([128, d],
 // m64n128, keys from shared memory; one head and the keys in registers where the group is odd), swizzled
-// (K-major: d contiguous), cp.async one tile ahead (three with one head); per tile and warp one of three
-// paths: every query sees the warp's 16 keys outside its band (sum only), every query sees them inside its
-// band (sum into both scores), or, for the tiles that cross the diagonal or the band's end, the same choice
-// per group of 8 queries with per-score tests only in the groups that straddle a boundary. The loader
-// advances its pointers by additions and runs while the product is in flight.
+// (K-major: d contiguous). The tiles come by bulk copy (the TMA unit), issued by one thread one tile ahead
+// (three with one head), from the image of the sampled rows that the combine kernel writes in the tiles'
+// swizzle (Stage1Args::qs_image). Per tile and warp one of three paths: every query sees the warp's 16 keys
+// outside its band (sum only), every query sees them inside its band (sum into both scores), or, for the
+// tiles that cross the diagonal or the band's end, the same choice per group of 8 queries with per-score tests
+// only in the groups that straddle a boundary.
 #pragma once
 
 #include <cstdint>
@@ -17,8 +18,8 @@
 namespace sampleattn::cuda::sel {
 
 // Pass 2's stages: with one head per tile ([64][d]) tile t is read while t + 1 .. t + 3 load (measured, with
-// a commit group and a block barrier per tile then, against loading pairs of tiles one pair ahead: 4% faster
-// at 128K); with two heads per tile ([128][d]) two stages (the shared memory of four single tiles, two single
+// per-thread copies, a commit group and a block barrier per tile then, against loading pairs of tiles one
+// pair ahead: 4% faster at 128K); with two heads per tile ([128][d]) two stages (the shared memory of four single tiles, two single
 // tiles' worth loading ahead), so that two blocks still fit on an SM.
 template <int kHeads>
 constexpr int colsum_stages_sm90() {
@@ -110,9 +111,10 @@ struct ColKeysSm90<T, D, 2> {
 // owns keys j0 + 16 w .. + 15. blockIdx.x = kvh * key tiles + key tile: the blocks that run together share one
 // GQA group's sampled queries (6.7 MB at 128K, in L2) instead of all groups' (54 MB); within a head the first
 // key tiles (seen by every sampled row) go first. A tile holds the same 64 sampled rows of kHeads query heads
-// of the group (rows hh * 64 + r: head hh of the tile's pair), so one product m64n(64 kHeads) and one row
-// cursor serve kHeads heads, and the heads share the rows' positions (one classification per tile). Two
-// heads per tile: pass 2 -8% at 32K, -6% at 128K against one (bench/NOTES.md).
+// of the group (rows hh * 64 + r: head hh of the tile's pair), so one product m64n(64 kHeads) serves kHeads
+// heads, and the heads share the rows' positions (one classification per tile). Two heads per tile: pass 2
+// -8% at 32K, -6% at 128K against one; the bulk copies instead of every thread's cp.async of a quarter row
+// (with its row cursor): -11% at 32K and 128K (bench/NOTES.md).
 template <typename T, int D, int kHeads>
 __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stage1Args a) {
 #if SAMPLEATTN_SM90A
