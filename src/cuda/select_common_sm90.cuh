@@ -1,6 +1,7 @@
 // What the two sm_90a stage 1 passes (select_lse_sm90.cuh, select_colsum_sm90.cuh) share: a block is two
 // warpgroups (256 threads), every warp owns 16 MMA rows, swizzled tiles start on 1024-byte boundaries, and
-// the stages of a tile pipeline meet through per-stage "full" and "empty" mbarriers (pipeline_sm90.cuh).
+// the stages of a tile pipeline meet through per-stage "full" and "empty" mbarriers (pipeline_sm90.cuh); pass 1
+// fills its stages with every thread's cp.async (init_stage_barriers, arrive_full), pass 2 by bulk copies.
 #pragma once
 
 #include <cstdint>
@@ -36,7 +37,7 @@ __device__ __forceinline__ void init_stage_barriers(std::uint64_t* full, std::ui
 
 // A thread's two arrivals on a stage's "full" mbarrier (initialised to 2 per thread) once it has issued its
 // copies of the stage: one when its cp.async copies land, one with release semantics for its plain shared
-// stores (copy_chunk's path for unaligned inputs, pass 2's positions and padding lse).
+// stores (copy_chunk's path for unaligned inputs).
 __device__ __forceinline__ void arrive_full(std::uint64_t* bar) {
 #if SAMPLEATTN_SM90A
   sm90::cp_async_arrive(smem_addr(bar));
