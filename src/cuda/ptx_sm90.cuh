@@ -100,7 +100,7 @@ __device__ __forceinline__ void fence_operand(float (&d)[kN][4]) {
 template <typename Elem, int kTransB>
 __device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[8][4], const std::uint32_t (&a)[4],
                                                  std::uint64_t desc_b, int accumulate);
-// N = 128 exists only MN-major (the P V product at head_dim 128).
+// N = 128: the P V product at head_dim 128 (MN-major) and stage 1 pass 2 with two heads per tile (K-major).
 template <typename Elem, int kTransB>
 __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[16][4], const std::uint32_t (&a)[4],
                                                   std::uint64_t desc_b, int accumulate);
@@ -142,7 +142,9 @@ SA_WGMMA_RS_N64(__nv_bfloat16, "bf16", 0)
 SA_WGMMA_RS_N64(__nv_bfloat16, "bf16", 1)
 SA_WGMMA_RS_N64(__half, "f16", 0)
 SA_WGMMA_RS_N64(__half, "f16", 1)
+SA_WGMMA_RS_N128(__nv_bfloat16, "bf16", 0)
 SA_WGMMA_RS_N128(__nv_bfloat16, "bf16", 1)
+SA_WGMMA_RS_N128(__half, "f16", 0)
 SA_WGMMA_RS_N128(__half, "f16", 1)
 
 // SS: A and B descriptors, then the accumulate flag (operand numbers DESCS, FLAG); both operands K-major.

@@ -1,8 +1,7 @@
 // Stage 1 pass 2 on Hopper (sm_90a): colsum_kernel of select_stage1.cuh with the products on wgmma. A = the
-// block's 128 keys, B = the same 64 sampled rows of two query heads of the GQA group per tile ([128, d],
-// m64n128, keys from shared memory; one head and the keys in registers where the group is odd), swizzled
-// (K-major: d contiguous). The tiles come by bulk copy (the TMA unit), issued by one thread one tile ahead
-// (three with one head), from the image of the sampled rows that the combine kernel writes in the tiles'
+// block's 128 keys (in registers), B = the same 64 sampled rows of two query heads of the GQA group per tile
+// ([128, d], m64n128; one head where the group is odd), swizzled (K-major: d contiguous). The tiles come by
+// bulk copy (the TMA unit), issued by one thread two tiles ahead (three with one head), from the image of the sampled rows that the combine kernel writes in the tiles'
 // swizzle (Stage1Args::qs_image). Per tile and warp one of three paths: every query sees the warp's 16 keys
 // outside its band (sum only), every query sees them inside its band (sum into both scores), or, for the
 // tiles that cross the diagonal or the band's end, the same choice per group of 8 queries with per-score tests
@@ -19,20 +18,20 @@ namespace sampleattn::cuda::sel {
 
 // Pass 2's stages: with one head per tile ([64][d]) tile t is read while t + 1 .. t + 3 load (measured, with
 // per-thread copies, a commit group and a block barrier per tile then, against loading pairs of tiles one
-// pair ahead: 4% faster at 128K); with two heads per tile ([128][d]) two stages (the shared memory of four single tiles, two single
-// tiles' worth loading ahead), so that two blocks still fit on an SM.
+// pair ahead: 4% faster at 128K); with two heads per tile ([128][d], 32 KiB) three, so that two blocks still
+// fit on an SM (the keys need no shared memory there).
 template <int kHeads>
 constexpr int colsum_stages_sm90() {
-  return kHeads == 2 ? 2 : 4;
+  return kHeads == 2 ? 3 : 4;
 }
-// Pass 2's key tile: [128][d + 8] (ldmatrix into registers) with one head per tile, swizzled [128][d] (the
-// SS operand of wgmma) with two.
+// Pass 2's key tile in shared memory: [128][d + 8] (ldmatrix into registers) with one head per tile, none with
+// two (ColKeysSm90).
 template <int D, int kHeads>
 constexpr int colsum_key_elems_sm90() {
-  return kHeads == 1 ? kColKeys * smem_stride<D>() : kColKeys * D;
+  return kHeads == 1 ? kColKeys * smem_stride<D>() : 0;
 }
 // Pass 2: the stages' swizzled [64 kHeads][d] query tiles, the key tile, per stage 64 query positions and
-// 64 kHeads lse, the stages' full and empty mbarriers (at d = 128: 98.5 KiB with two heads per tile, 101 KiB
+// 64 kHeads lse, the stages' full and empty mbarriers (at d = 128: 99 KiB with two heads per tile, 101 KiB
 // with one; two blocks per SM).
 template <int D, int kHeads>
 constexpr int colsum_smem_bytes_sm90() {
@@ -42,11 +41,11 @@ constexpr int colsum_smem_bytes_sm90() {
 }
 
 // Pass 2's keys as the A operand of the warpgroup's product with a query tile (B: a swizzled [kN][d] tile,
-// descriptor `q_desc`, 64-column blocks kN rows * 128 bytes apart). One head per tile keeps this warp's 16
-// keys in registers (fragments loaded once per block): reading them from shared memory every tile measured
-// 10% slower there (pass 2 at 32K). Two heads per tile read them from shared memory (descriptor of the
-// warpgroup's 64 keys of the swizzled tile), which leaves the registers to the wider accumulator. The
-// descriptors' low 14 bits are the address / 16 (shared addresses < 256 KiB never carry out of them), so
+// descriptor `q_desc`, 64-column blocks kN rows * 128 bytes apart). The warp's 16 keys stay in registers (A
+// fragments loaded once per block): with one head per tile through shared memory and ldmatrix, with two
+// straight from global memory (no shared memory, so a third stage fits). Reading them from shared memory
+// every tile (the SS form) measured 10% slower with one head per tile; with two, pass 2 -3% at 32K and -6.5%
+// at 128K against it (two stages then). The descriptors' low 14 bits are the address / 16 (shared addresses < 256 KiB never carry out of them), so
 // k-step kk (16 columns of d) adds a constant. `during()` runs while the product is in flight (work that
 // touches neither acc nor the operands).
 template <typename T, int D, int kHeads>
@@ -54,8 +53,8 @@ struct ColKeysSm90;
 template <typename T, int D>
 struct ColKeysSm90<T, D, 1> {
   std::uint32_t frag[D / 16][4];
-  __device__ __forceinline__ static void copy(T* ks, const T* kbase, std::int64_t stride, std::int64_t j0,
-                                              std::int64_t seq_k, bool aligned) {
+  __device__ __forceinline__ static void load(T* ks, const T* kbase, std::int64_t stride, std::int64_t j0,
+                                              std::int64_t seq_k, bool aligned, int, int) {
     load_keys<T, D, kColKeys, kThreadsSm90>(ks, kbase, stride, j0, seq_k, aligned);
   }
   // After the key tile landed (stage 0's first full phase).
@@ -79,27 +78,40 @@ struct ColKeysSm90<T, D, 1> {
 };
 template <typename T, int D>
 struct ColKeysSm90<T, D, 2> {
-  std::uint64_t desc = 0;
-  __device__ __forceinline__ static void copy(T* ks, const T* kbase, std::int64_t stride, std::int64_t j0,
-                                              std::int64_t seq_k, bool aligned) {
-    constexpr int kChunks = D / 8;
-    for (int c = threadIdx.x; c < kColKeys * kChunks; c += kThreadsSm90) {
-      const int row = c / kChunks, ch = c % kChunks;
-      const bool valid = j0 + row < seq_k;
-      copy_chunk(ks + sm90::sw128_offset<kColKeys>(row, ch), valid ? kbase + (j0 + row) * stride + ch * 8 : kbase,
-                 valid, aligned);
+  std::uint32_t frag[D / 16][4];
+  // Straight from global memory into the A fragments, once per block: rows 16 warp + lane / 4 (+ 8), column
+  // pairs kk * 16 + 2 (lane % 4) (+ 8) of k-step kk; rows past Sk as zeros.
+  __device__ __forceinline__ void load(T*, const T* kbase, std::int64_t stride, std::int64_t j0, std::int64_t seq_k,
+                                       bool aligned, int warp, int lane) {
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const std::int64_t row = j0 + warp * 16 + hf * 8 + lane / 4;
+      const bool valid = row < seq_k;
+      const T* src = kbase + (valid ? row : 0) * stride + (lane % 4) * 2;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const T* p = src + kk * 16 + half * 8;
+          std::uint32_t v = 0;
+          if (valid && aligned) {
+            v = *reinterpret_cast<const std::uint32_t*>(p);
+          } else if (valid) {
+            const unsigned short* e = reinterpret_cast<const unsigned short*>(p);
+            v = static_cast<std::uint32_t>(e[0]) | (static_cast<std::uint32_t>(e[1]) << 16);
+          }
+          frag[kk][hf + 2 * half] = v;
+        }
     }
   }
-  __device__ __forceinline__ void ready(const T* ks, int warp, int) {
-    desc = sm90::sw128_desc(smem_addr(ks), 16, 1024) + ((warp / 4) * 64 * 128 >> 4);
-  }
+  __device__ __forceinline__ void ready(const T*, int, int) {}
   template <typename During>
   __device__ __forceinline__ void product(float (&acc)[16][4], std::uint64_t q_desc, During&& during) const {
     sm90::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)
-      sm90::wgmma_m64n128k16_ss<T>(acc, desc + (((kk >> 2) * kColKeys * 128 + (kk & 3) * 32) >> 4),
-                                   q_desc + (((kk >> 2) * 2 * kColQueries * 128 + (kk & 3) * 32) >> 4), kk > 0);
+      sm90::wgmma_m64n128k16_rs<T, 0>(acc, frag[kk],
+                                      q_desc + (((kk >> 2) * 2 * kColQueries * 128 + (kk & 3) * 32) >> 4), kk > 0);
     sm90::wgmma_commit();
     during();
     sm90::wgmma_wait<0>();
@@ -114,7 +126,7 @@ struct ColKeysSm90<T, D, 2> {
 // of the group (rows hh * 64 + r: head hh of the tile's pair), so one product m64n(64 kHeads) serves kHeads
 // heads, and the heads share the rows' positions (one classification per tile). Two heads per tile: pass 2
 // -8% at 32K, -6% at 128K against one; the bulk copies instead of every thread's cp.async of a quarter row
-// (with its row cursor): -11% at 32K and 128K (bench/NOTES.md).
+// (with its row cursor): -14% at 32K, -12% at 128K (bench/NOTES.md).
 template <typename T, int D, int kHeads>
 __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stage1Args a) {
 #if SAMPLEATTN_SM90A
@@ -182,34 +194,28 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
   // of a pair takes the per-group path, which skips or masks them.
   const int pairs = static_cast<int>(group) / kHeads;
   const int total = per_head * pairs;
-  const std::int64_t stride = a.sampled_stride;
-  const T* image = static_cast<const T*>(a.qs_image) + (b * a.q_heads + kvh * group) * (D / 64) * stride * 64;
-  const float* lse_rows = a.lse2 + (b * a.q_heads + kvh * group) * stride;
   constexpr int kBlockBytes = kN * 128;  // one 64-column block of a swizzled [kN][d] tile
   constexpr std::uint32_t kStageBytes = kTileElems * 2 + kN * 4 + kColQueries * 4;
-  const std::uint32_t qs_addr = smem_addr(qs), qpos_addr = smem_addr(qpos), qlse_addr = smem_addr(qlse);
-  int p_load = 0, q_load = 0;  // the producer's (thread 0's) next tile
-  auto load_next = [&](int stage) {
-    if (p_load == pairs) return;
+  // Tile `tile` into `stage` (thread 0 only; its addresses from the parameters each time, so that no register
+  // holds them through the loop).
+  auto load_tile = [&](int tile, int stage) {
     const std::uint32_t bar = smem_addr(&full[stage]);
     sm90::mbar_arrive_expect_tx(bar, kStageBytes);
-    const std::int64_t r0 = i_first + kColQueries * q_load;
+    const int p = tile / per_head;
+    const std::int64_t r0 = i_first + kColQueries * (tile - p * per_head);
+    const std::int64_t stride = a.sampled_stride;
+    const std::int64_t h0 = b * a.q_heads + kvh * group + static_cast<std::int64_t>(p) * kHeads;
 #pragma unroll
     for (int hh = 0; hh < kHeads; ++hh) {
-      const std::int64_t g = static_cast<std::int64_t>(p_load) * kHeads + hh;
-      const T* src = image + (g * (D / 64) * stride + r0) * 64;
+      const T* src = static_cast<const T*>(a.qs_image) + ((h0 + hh) * (D / 64) * stride + r0) * 64;
 #pragma unroll
       for (int o = 0; o < D / 64; ++o)
-        sm90::bulk_copy(qs_addr + stage * (kTileElems * 2) + o * kBlockBytes + hh * (kColQueries * 128),
+        sm90::bulk_copy(smem_addr(qs) + stage * (kTileElems * 2) + o * kBlockBytes + hh * (kColQueries * 128),
                         src + o * stride * 64, kColQueries * 128, bar);
-      sm90::bulk_copy(qlse_addr + (stage * kN + hh * kColQueries) * 4, lse_rows + g * stride + r0, kColQueries * 4,
-                      bar);
+      sm90::bulk_copy(smem_addr(qlse) + (stage * kN + hh * kColQueries) * 4, a.lse2 + (h0 + hh) * stride + r0,
+                      kColQueries * 4, bar);
     }
-    sm90::bulk_copy(qpos_addr + stage * kColQueries * 4, a.qs_pos + r0, kColQueries * 4, bar);
-    if (++q_load == per_head) {
-      q_load = 0;
-      ++p_load;
-    }
+    sm90::bulk_copy(smem_addr(qpos) + stage * kColQueries * 4, a.qs_pos + r0, kColQueries * 4, bar);
   };
   // Full: the producer's arrival and the stage's bytes; empty: every thread done with the stage (product and
   // exponent phase).
@@ -221,15 +227,16 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
     }
     sm90::fence_mbarrier_init();
   }
-  // The key tile, by every thread; it lands before the block barrier below.
+  // The keys (ColKeysSm90::load: the tile into shared memory with one head per tile, by every thread, landing
+  // before the block barrier below; the fragments straight into registers with two).
   ColKeysSm90<T, D, kHeads> keys;
-  keys.copy(ks, kbase, a.k_stride[1], j0, seq_k, a.aligned);
+  keys.load(ks, kbase, a.k_stride[1], j0, seq_k, a.aligned, warp, lane);
   pdl_wait();  // the keys are an input; the image, lse and positions come from the combine kernel (pdl.cuh)
   pdl_trigger();
   __syncthreads();  // the barriers are initialised
   if (tid == 0) {
     for (int st = 0; st < kStages - 1; ++st)
-      if (st < total) load_next(st);
+      if (st < total) load_tile(st, st);
   }
   sm80::cp_async_commit();
   sm80::cp_async_wait<0>();
@@ -263,7 +270,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
       const int next = t + kStages - 1;
       if (tid == 0 && next < total) {
         if (t >= 1) sm90::mbar_wait(smem_addr(&empty[next % kStages]), static_cast<std::uint32_t>((t - 1) / kStages) & 1u);
-        load_next(next % kStages);
+        load_tile(next, next % kStages);
       }
       first_pos = qp[0];
       last_pos = qp[last_row];
