@@ -6,8 +6,9 @@ Drives the library through bench/cuda_e2e_capi.cpp (ctypes) on PyTorch tensors, 
             GQA, head_dim 64/128, within the dtype's tolerance (src/core/tolerance.h); exit code 1 on failure.
   --bench   H200, bf16, Hq 32, Hkv 8, d 128, causal, on the structured generator (include/sampleattn/workload.h):
             selection (stages 1 + 2) vs SDPA cuDNN (in order, then alternately: alternating_ms), our dense
-            kernel, sample_attention end to end with its density and exact CRA on sampled rows, FlexAttention given the same mask (--flex), and the
-            worst case (uniform attention: q = 0) against our dense kernel. Each case prints its floor
+            kernel, sample_attention end to end with its density and exact CRA on sampled rows,
+            FlexAttention given the same mask (--flex), and the worst case (uniform attention: q = 0)
+            against our dense kernel. Each case prints its floor
             (FLOPs over the measured ceilings in ANCHORS.md) beside the time. JSON goes to --out.
 """
 import argparse

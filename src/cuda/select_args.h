@@ -29,7 +29,8 @@ struct Stage1Args {
   float scale_log2 = 1.0f;       // softmax scale * log2(e): scores are handled in base 2
   bool causal = true;
   bool aligned = true;            // q and k rows start on 16-byte boundaries (cp.async); else plain loads
-  std::int64_t key_chunk = 4096;  // pass 1 splits each row's keys into chunks of this many (a multiple of 128: the sm_90a pass 1 tile)
+  // Pass 1 splits each row's keys into chunks of this many (a multiple of 128: the sm_90a pass 1 tile).
+  std::int64_t key_chunk = 4096;
   std::int64_t num_chunks = 1;    // ceil(Sk / key_chunk)
   sel::Pass1Order pass1_order;    // the sm_90a pass 1 block order (launch_stage1 fills it)
   float* part_m = nullptr;        // [num_chunks, B * Hq, n]: pass 1 reference (log2 units) per key chunk, at
@@ -40,12 +41,13 @@ struct Stage1Args {
   float* lse2 = nullptr;            // [B * Hq, sampled_stride]: log2-sum-exp2 of each sampled row (combined, read by
                                     // pass 2); +inf in the rows past n
   // [B * Hq, head_dim / 64, sampled_stride, 64]: the sampled query rows as the sm_90a pass 2 reads them, in
-  // 64-column blocks with 128-byte rows, 16-byte chunk c of row i at chunk c ^ (i % 8) (the tiles' swizzle), zeros
-  // past n. The combine kernel writes it (and qs_pos) where it is set: launch_stage1 sets it for the sm_90a kernels.
+  // 64-column blocks with 128-byte rows, 16-byte chunk c of row i at chunk c ^ (i % 8) (the tiles' swizzle),
+  // zeros past n. The combine kernel writes it (and qs_pos) where it is set: run_selection sets it,
+  // launch_stage1 clears it for the sm_80 kernels.
   void* qs_image = nullptr;
   std::int32_t* qs_pos = nullptr;  // [sampled_stride]: key position Sk - Sq + t_i of sampled row i, -2^30 past n
-  float* colscore = nullptr;      // [B * Hq, Sk]: sum over sampled rows of P[row, j]
-  float* inside = nullptr;        // [B * Hq, Sk]: the part of colscore inside the rows' bands or dense tail
+  float* colscore = nullptr;       // [B * Hq, Sk]: sum over sampled rows of P[row, j]
+  float* inside = nullptr;         // [B * Hq, Sk]: the part of colscore inside the rows' bands or dense tail
 };
 
 // Stage 2 scratch of one head, zeroed (zero_heads_kernel) before the stage-2 kernels run: histograms the

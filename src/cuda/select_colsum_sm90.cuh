@@ -1,11 +1,11 @@
 // Stage 1 pass 2 on Hopper (sm_90a): colsum_kernel of select_stage1.cuh with the products on wgmma. A = the
 // block's 128 keys (in registers), B = the same 64 sampled rows of two query heads of the GQA group per tile
 // ([128, d], m64n128; one head where the group is odd), swizzled (K-major: d contiguous). The tiles come by
-// bulk copy (the TMA unit), issued by one thread two tiles ahead (three with one head), from the image of the sampled rows that the combine kernel writes in the tiles'
-// swizzle (Stage1Args::qs_image). Per tile and warp one of three paths: every query sees the warp's 16 keys
-// outside its band (sum only), every query sees them inside its band (sum into both scores), or, for the
-// tiles that cross the diagonal or the band's end, the same choice per group of 8 queries with per-score tests
-// only in the groups that straddle a boundary.
+// bulk copy (the TMA unit), issued by one thread two tiles ahead (three with one head), from the image of the
+// sampled rows that the combine kernel writes in the tiles' swizzle (Stage1Args::qs_image). Per tile and warp
+// one of three paths: every query sees the warp's 16 keys outside its band (sum only), every query sees them
+// inside its band (sum into both scores), or, for the tiles that cross the diagonal or the band's end, the
+// same choice per group of 8 queries with per-score tests only in the groups that straddle a boundary.
 #pragma once
 
 #include <cstdint>
@@ -45,8 +45,8 @@ constexpr int colsum_smem_bytes_sm90() {
 // fragments loaded once per block): with one head per tile through shared memory and ldmatrix, with two
 // straight from global memory (no shared memory, so a third stage fits). Reading them from shared memory
 // every tile (the SS form) measured 10% slower with one head per tile; with two, pass 2 -3% at 32K and -6.5%
-// at 128K against it (two stages then). The descriptors' low 14 bits are the address / 16 (shared addresses < 256 KiB never carry out of them), so
-// k-step kk (16 columns of d) adds a constant. `during()` runs while the product is in flight (work that
+// at 128K against it (two stages then). The B descriptor's low 14 bits are the address / 16 (shared addresses
+// < 256 KiB never carry out of them), so k-step kk (16 columns of d) adds a constant. `during()` runs while the product is in flight (work that
 // touches neither acc nor the operands).
 template <typename T, int D, int kHeads>
 struct ColKeysSm90;
@@ -57,7 +57,7 @@ struct ColKeysSm90<T, D, 1> {
                                               std::int64_t seq_k, bool aligned, int, int) {
     load_keys<T, D, kColKeys, kThreadsSm90>(ks, kbase, stride, j0, seq_k, aligned);
   }
-  // After the key tile landed (stage 0's first full phase).
+  // After the key tile landed (the block barrier after the cp.async wait).
   __device__ __forceinline__ void ready(const T* ks, int warp, int lane) {
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)
@@ -202,20 +202,20 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
     const std::uint32_t bar = smem_addr(&full[stage]);
     sm90::mbar_arrive_expect_tx(bar, kStageBytes);
     const int p = tile / per_head;
-    const std::int64_t r0 = i_first + kColQueries * (tile - p * per_head);
+    const std::int64_t row0 = i_first + kColQueries * (tile - p * per_head);
     const std::int64_t stride = a.sampled_stride;
     const std::int64_t h0 = b * a.q_heads + kvh * group + static_cast<std::int64_t>(p) * kHeads;
 #pragma unroll
     for (int hh = 0; hh < kHeads; ++hh) {
-      const T* src = static_cast<const T*>(a.qs_image) + ((h0 + hh) * (D / 64) * stride + r0) * 64;
+      const T* src = static_cast<const T*>(a.qs_image) + ((h0 + hh) * (D / 64) * stride + row0) * 64;
 #pragma unroll
       for (int o = 0; o < D / 64; ++o)
         sm90::bulk_copy(smem_addr(qs) + stage * (kTileElems * 2) + o * kBlockBytes + hh * (kColQueries * 128),
                         src + o * stride * 64, kColQueries * 128, bar);
-      sm90::bulk_copy(smem_addr(qlse) + (stage * kN + hh * kColQueries) * 4, a.lse2 + (h0 + hh) * stride + r0,
+      sm90::bulk_copy(smem_addr(qlse) + (stage * kN + hh * kColQueries) * 4, a.lse2 + (h0 + hh) * stride + row0,
                       kColQueries * 4, bar);
     }
-    sm90::bulk_copy(smem_addr(qpos) + stage * kColQueries * 4, a.qs_pos + r0, kColQueries * 4, bar);
+    sm90::bulk_copy(smem_addr(qpos) + stage * kColQueries * 4, a.qs_pos + row0, kColQueries * 4, bar);
   };
   // Full: the producer's arrival and the stage's bytes; empty: every thread done with the stage (product and
   // exponent phase).
@@ -239,8 +239,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
       if (st < total) load_tile(st, st);
   }
   sm80::cp_async_commit();
-  sm80::cp_async_wait<0>();
-  sm90::fence_proxy_async();  // the key copies wrote through the generic proxy; wgmma reads through the async one
+  sm80::cp_async_wait<0>();  // the one-head key tile (read by ldmatrix, through the generic proxy like the copies)
   __syncthreads();
   keys.ready(ks, warp, lane);
 
@@ -269,7 +268,8 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
     auto load_ahead = [&]() {
       const int next = t + kStages - 1;
       if (tid == 0 && next < total) {
-        if (t >= 1) sm90::mbar_wait(smem_addr(&empty[next % kStages]), static_cast<std::uint32_t>((t - 1) / kStages) & 1u);
+        if (t >= 1)
+          sm90::mbar_wait(smem_addr(&empty[next % kStages]), static_cast<std::uint32_t>((t - 1) / kStages) & 1u);
         load_tile(next, next % kStages);
       }
       first_pos = qp[0];

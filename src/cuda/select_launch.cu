@@ -38,8 +38,8 @@ bool sm80_forced() {
 
 // Block = 32 rows (head bh, row i < sampled_stride) of 256 threads. The first 32 threads combine their row's
 // lse2 = M + log2 sum_c l_c 2^(m_c - M) over the chunks the row sees (chunk c starts at key c * key_chunk),
-// +inf past n; NaN in any partial stays NaN. Where a.qs_image is set, every thread then copies two of the
-// rows' 16-byte query chunks into the image (consecutive threads on consecutive chunks of a row) and head 0's
+// +inf past n; NaN in any partial stays NaN. Where a.qs_image is set, every thread then copies up to two of
+// the rows' 16-byte query chunks (head_dim <= 128) into the image (consecutive threads on consecutive chunks of a row) and head 0's
 // rows write qs_pos. 32 rows per block: a block per 256 rows left the 8K selection's few blocks copying 16
 // chunks each, one after another.
 constexpr int kCombineThreads = 256, kCombineRows = 32;
@@ -147,6 +147,8 @@ void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, v
     }
   };
   if (!sm90) a.qs_image = nullptr;  // only the sm_90a pass 2 reads the image
+  SA_CHECK(!sm90 || (a.qs_image != nullptr && a.qs_pos != nullptr),
+           "CUDA selection: the sm_90a pass 2 needs the workspace's query image (qs_image, qs_pos)");
   SA_CHECK(a.sampled_stride == sampled_stride(a.num_sampled) && (a.head_dim == head_dim),
            "CUDA selection: sampled_stride ", a.sampled_stride, " and head_dim ", a.head_dim, " must be ",
            sampled_stride(a.num_sampled), " and ", head_dim);

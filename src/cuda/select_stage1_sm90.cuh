@@ -4,8 +4,9 @@
 // Several warpgroups per SM (two blocks of two) let one warpgroup's exp2 work (MUFU) run while another's
 // product runs on the tensor cores: per score both cost about the same (256 FLOPs at 740 TFLOP/s against
 // 1/16 clock per SM). Per tile the loops are a few instructions beyond the per-score FFMA, MUFU and FADD:
-// whole-tile copies without row tests (pass 2: bulk copies by one thread), B descriptors as a uniform base plus immediates (the tile loops are
-// unrolled by the stage count), no max reduction, mask compares only on tiles that cross a row end. Measured
+// whole-tile copies without row tests (pass 2: bulk copies by one thread), pass 1's B descriptors as a
+// uniform base plus immediates (its tile loop is unrolled by the stage count), no max reduction, mask compares
+// only on tiles that cross a row end. Measured
 // slower and not kept (bench/NOTES.md): the next tile's product before this tile's exp2 inside a warpgroup
 // (two accumulator sets), a half-tile ping-pong of the two warpgroups with a second block barrier per tile,
 // several partial sums per row instead of one chain of adds, pass 2's tiles in two committed halves, three

@@ -73,6 +73,9 @@ SelectPlan make_plan(const core::Problem& p, const SampleConfig& config) {
   plan.base_entries = base.kept;
   plan.visible_entries = base.visible;
   plan.dense_entries = core::dense_head_entries(config.dense_head_density, base.visible);
+  SA_CHECK(plan.heads_total * sampled_stride(plan.num_sampled) / 32 < std::numeric_limits<std::int32_t>::max(),
+           "batch * q.heads (", plan.heads_total, ") times ", sampled_stride(plan.num_sampled),
+           " padded sampled rows per head exceeds the CUDA grid of the stage 1 combine kernel");
   SA_CHECK(plan.heads_total * plan.stage2_blocks <= std::numeric_limits<std::int32_t>::max(), "batch * q.heads (",
            plan.heads_total, ") times ", plan.stage2_blocks, " stage 2 blocks per head exceeds the CUDA grid");
   return plan;

@@ -34,8 +34,9 @@ struct SelectPlan {
 
 // Byte offsets of the arrays inside the workspace (each 256-byte aligned) and the total size.
 struct WorkspaceLayout {
-  std::size_t part_m = 0, part_l = 0, lse2 = 0, qs_image = 0, qs_pos = 0, colscore = 0, inside = 0, indices = 0, offsets = 0, counts = 0,
-              window = 0, bitmap = 0, stats = 0, stage2_heads = 0, stage2_blocks = 0, bytes = 0;
+  std::size_t part_m = 0, part_l = 0, lse2 = 0, qs_image = 0, qs_pos = 0, colscore = 0, inside = 0, indices = 0,
+              offsets = 0, counts = 0, window = 0, bitmap = 0, stats = 0, stage2_heads = 0, stage2_blocks = 0,
+              bytes = 0;
 };
 
 // Typed pointers into one workspace.
