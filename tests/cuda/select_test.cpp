@@ -550,6 +550,20 @@ TEST(SelectPlanHost, KeyChunkAndPlanFollowTheCoreSchedule) {
   EXPECT_THROW(cuda::workspace_layout(odd), Error);
   odd.stage2_chunk = 96;  // 43 blocks, not 3
   EXPECT_THROW(cuda::workspace_layout(odd), Error);
+
+  // The combine kernel's grid (32 padded sampled rows of one head per block) must fit in gridDim.x:
+  // 65535 x 64 heads x sampled_stride(20000) = 20064 rows / 32 > 2^31 - 1.
+  core::Problem huge = p;
+  huge.batch = 65535;
+  huge.q_heads = 64;
+  huge.kv_heads = 64;
+  huge.seq_q = huge.seq_k = 400000;
+  try {
+    cuda::make_plan(huge, SampleConfig{});
+    ADD_FAILURE() << "make_plan accepted a combine grid beyond 2^31 - 1 blocks";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("combine kernel"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
