@@ -36,8 +36,8 @@ struct Stage1Args {
   float* part_m = nullptr;        // [num_chunks, B * Hq, n]: pass 1 reference (log2 units) per key chunk, at
                                   // most the chunk's max (sm_90a pass 1 exponentiates lazily; any works)
   float* part_l = nullptr;        // [num_chunks, B * Hq, n]: pass 1 partial sum of 2^(s - part_m), < 2^51
-  std::int64_t head_dim = 0;
-  std::int64_t sampled_stride = 0;  // rows per head of lse2 and qs_image (sampled_stride(n))
+  std::int64_t head_dim = 0;        // launch_stage1 sets it (its head_dim argument)
+  std::int64_t sampled_stride = 0;  // rows per head of lse2 and qs_image: launch_stage1 sets sampled_stride(n)
   float* lse2 = nullptr;            // [B * Hq, sampled_stride]: log2-sum-exp2 of each sampled row (combined, read by
                                     // pass 2); +inf in the rows past n
   // [B * Hq, head_dim / 64, sampled_stride, 64]: the sampled query rows as the sm_90a pass 2 reads them, in

@@ -149,9 +149,8 @@ void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, v
   if (!sm90) a.qs_image = nullptr;  // only the sm_90a pass 2 reads the image
   SA_CHECK(!sm90 || (a.qs_image != nullptr && a.qs_pos != nullptr),
            "CUDA selection: the sm_90a pass 2 needs the workspace's query image (qs_image, qs_pos)");
-  SA_CHECK(a.sampled_stride == sampled_stride(a.num_sampled) && (a.head_dim == head_dim),
-           "CUDA selection: sampled_stride ", a.sampled_stride, " and head_dim ", a.head_dim, " must be ",
-           sampled_stride(a.num_sampled), " and ", head_dim);
+  a.head_dim = head_dim;
+  a.sampled_stride = sampled_stride(a.num_sampled);  // the workspace's rows per head (workspace_layout)
   pass(1);
   const std::int64_t rows = a.batch * a.q_heads * a.sampled_stride;
   launch(combine_kernel, dim3(static_cast<unsigned>((rows + kCombineRows - 1) / kCombineRows)),

@@ -168,8 +168,6 @@ void run_selection(const SelectPlan& plan, const TensorView& q, const TensorView
   a.num_chunks = plan.num_chunks;
   a.part_m = ws.part_m;
   a.part_l = ws.part_l;
-  a.head_dim = p.head_dim;
-  a.sampled_stride = sampled_stride(plan.num_sampled);
   a.lse2 = ws.lse2;
   a.qs_image = ws.qs_image;
   a.qs_pos = ws.qs_pos;
