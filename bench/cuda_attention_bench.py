@@ -205,7 +205,7 @@ def run(args):
     dense_tflops = {}
 
     def one_length(seq):
-        reps = 3 if seq >= 65536 else 5
+        reps = args.reps or (3 if seq >= 65536 else 5)
         q, k, v = new_qkv(seq)
         out = torch.full_like(q, float("nan"))
         lse = torch.full((1, hq, seq), float("nan"), device="cuda")
@@ -349,11 +349,14 @@ def density_spec(seq, target):
 
 def profile_one(args):
     """Two launches of the primary kernel for a profiler: dense 8K, then window 8% + 1024 columns at 32K
-    (--profile-one), or the 5%-density selections at 8K and 32K (--profile-small)."""
+    (--profile-one), the 5%-density selections at 8K and 32K (--profile-small), or the selection of density
+    --profile-density at each of --seqs."""
     gen = torch.Generator(device="cuda")
     gen.manual_seed(args.seed)
     kern = Kernel(args.lib[0].split("=", 1)[1])
-    if args.profile_small:
+    if args.profile_density:
+        cases = [(seq, density_spec(seq, args.profile_density)) for seq in args.seqs]
+    elif args.profile_small:
         cases = [(seq, density_spec(seq, 0.05)) for seq in (8192, 32768)]
     else:
         cases = [(8192, None), (32768, (math.ceil(0.08 * 32768), 1024))]
@@ -373,14 +376,17 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--seqs", type=int, nargs="+", default=[8192, 32768, 131072])
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--reps", type=int, default=0, help="timed runs per case (default 3 at 64K and above, else 5)")
     ap.add_argument("--million", action="store_true", help="also the 1M-token sparse check")
     ap.add_argument("--profile-one", action="store_true",
                     help="only launch the primary kernel on dense 8K and sparse 32K (for ncu) and exit")
     ap.add_argument("--profile-small", action="store_true",
                     help="only launch the primary kernel on the 5%%-density selections at 8K and 32K and exit")
+    ap.add_argument("--profile-density", type=float, default=0.0,
+                    help="only launch the primary kernel on the selection of this density at each of --seqs and exit")
     ap.add_argument("--commit", default=os.environ.get("SAMPLEATTN_COMMIT", "unknown"))
     args = ap.parse_args()
-    if args.profile_one or args.profile_small:
+    if args.profile_one or args.profile_small or args.profile_density:
         profile_one(args)
         return
     props = torch.cuda.get_device_properties(0)
