@@ -149,7 +149,8 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, Config<Elem, kD>::
     copy_chunk(q_s + swizzled<kD>(row, copy_chunk_id), src, valid, a.aligned_inputs);
   }
 
-  const TilePlan<kBlockN> pl = make_plan<kBlockN>(a, bh, m0, m1);
+  TilePlan<kBlockN> pl = make_plan<kBlockN>(a, bh, m0, m1);
+  find_stripes(pl, a);
   const int num_tiles = pl.total_tiles();
 
   // Per-tile metadata, fetched two tiles ahead by cp.async into a ring of 4 (tile t in slot t % 4): the

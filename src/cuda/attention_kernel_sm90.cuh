@@ -125,15 +125,11 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     }
   }
   const sm80::BlockTile<Elem> bt(a, kBlockM);
-  const sm80::TilePlan<kBlockN> pl = sm80::make_plan<kBlockN>(a, bt.bh, bt.m0, bt.m1);
-  const int num_tiles = pl.total_tiles();
-  __syncthreads();  // barriers initialised
-
+  constexpr int kChunks = Cfg::Copy::kChunks, kRowsPerPass = Cfg::Copy::kRowsPerPass;
+  const int chunk = tid % kChunks, crow = tid / kChunks;
   if (warp < 4) {
-    // Producer.
-    setmaxnreg_dec<Cfg::kProducerRegs>();
-    constexpr int kChunks = Cfg::Copy::kChunks, kRowsPerPass = Cfg::Copy::kRowsPerPass;
-    const int chunk = tid % kChunks, crow = tid / kChunks;
+    // The producer's copies of Q first: they need no plan, so they overlap its loads (the first full barrier's
+    // arrivals, after tile 0's copies, cover them).
 #pragma unroll
     for (int pass = 0; pass < Cfg::kQPasses; ++pass) {
       const int row = crow + pass * kRowsPerPass;
@@ -141,6 +137,14 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
       const Elem* src = bt.q + (valid ? (bt.m0 + row) * a.q_stride[1] : 0) + chunk * 8;
       sm80::copy_chunk(q_s + sw128_offset<kBlockM>(row, chunk), src, valid, a.aligned_inputs);
     }
+  }
+  // The plan without its stripes; each warp finds those itself (find_stripes) after the first copies are issued.
+  sm80::TilePlan<kBlockN> pl = sm80::make_plan<kBlockN>(a, bt.bh, bt.m0, bt.m1);
+  __syncthreads();  // barriers initialised
+
+  if (warp < 4) {
+    // Producer.
+    setmaxnreg_dec<Cfg::kProducerRegs>();
     // A gathered tile has its own thread layout: 8 threads per row, thread (grow, gchunk) = (tid / 8, tid % 8)
     // copies chunks gchunk + 8 p (p < d / 64) of rows grow + 16 i (i < kRowsPerThread), so that it needs one
     // address per row (key * row bytes + base: one 32 x 32 -> 64-bit multiply-add) and reads its chunks at
@@ -242,15 +246,24 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
         mbar_arrive(smem_addr(full));
       }
     };
-    if (pl.sparse && num_tiles > 0) {
-      if (tid < kBlockN) idx_s[0][key_slot(tid)] = tile_key(0);
+    // Tile 0 is the band span's first (every plan has one), contiguous: its copies go out before the searches.
+    int t0 = 0;
+    if (pl.span_tiles > 0) {
+      copy_tile(0, k_s, bt.k, a.k_stride[1], &full_k[0]);  // its arrival covers Q
+      copy_tile(0, v_s, bt.v, a.v_stride[1], &full_v[0]);
+      t0 = 1;
+    }
+    sm80::find_stripes(pl, a);
+    const int num_tiles = pl.total_tiles();
+    if (pl.sparse && t0 < num_tiles) {
+      if (tid < kBlockN) idx_s[t0 & 1][key_slot(tid)] = tile_key(t0);
       named_barrier_sync(3, 128);
     }
-    for (int t = 0; t < num_tiles; ++t) {
+    for (int t = t0; t < num_tiles; ++t) {
       const std::int32_t next = pl.sparse && t + 1 < num_tiles ? tile_key(t + 1) : 0;
       const int ks = t % kKStages, vs = t % kVStages;
       mbar_wait(smem_addr(&empty_k[ks]), ((t / kKStages) & 1) ^ 1);
-      copy_tile(t, k_s + ks * Cfg::kTileElems, bt.k, a.k_stride[1], &full_k[ks]);  // tile 0's arrival covers Q
+      copy_tile(t, k_s + ks * Cfg::kTileElems, bt.k, a.k_stride[1], &full_k[ks]);
       mbar_wait(smem_addr(&empty_v[vs]), ((t / kVStages) & 1) ^ 1);
       copy_tile(t, v_s + vs * Cfg::kTileElems, bt.v, a.v_stride[1], &full_v[vs]);
       if (pl.sparse) {
@@ -266,6 +279,8 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
 
   // Consumers.
   setmaxnreg_inc<Cfg::kConsumerRegs>();
+  sm80::find_stripes(pl, a);  // while tile 0 is copied
+  const int num_tiles = pl.total_tiles();
   const int ctid = tid - 128, cwarp = warp - 4, wg = cwarp / 4;
   const std::uint32_t k_base = smem_addr(k_s), v_base = smem_addr(v_s);
   // K tile (B of Q K^T, K-major): k-step ks is 16 columns of 64-column block ks / 4; V tile (B of P V,

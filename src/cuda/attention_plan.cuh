@@ -86,6 +86,7 @@ struct TilePlan {
   bool sparse = false, tail_mode = false;
   const std::int32_t* cols = nullptr;  // this head's sorted kept columns
   const std::uint32_t* bitmap = nullptr;
+  int count = 0;                       // number of kept columns (sparse)
   int left_count = 0;                  // cols[0, left_count) are the left stripes
   int right_begin = 0, right_end = 0;  // cols[right_begin, right_end) are the right stripes
   int span_lo = 0, span_tiles = 0;
@@ -114,7 +115,9 @@ __device__ __forceinline__ TileRef tile_ref(const TilePlan<kBlockN>& pl, int t) 
 
 __device__ __forceinline__ std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
-// bh = b * Hq + h; rows [m0, m1) of the query tile. Called by every thread (uniform result).
+// bh = b * Hq + h; rows [m0, m1) of the query tile. Called by every thread (uniform result). Leaves the
+// stripes empty: find_stripes completes the plan (the band span, whose first tile is the first tile of every
+// plan, needs only the head's window and count, so that its copies can start before the searches).
 template <int kBlockN>
 __device__ __forceinline__ TilePlan<kBlockN> make_plan(const KernelArgs& a, std::int64_t bh, std::int64_t m0,
                                                        std::int64_t m1) {
@@ -152,20 +155,28 @@ __device__ __forceinline__ TilePlan<kBlockN> make_plan(const KernelArgs& a, std:
   if (hi > a.seq_k) hi = a.seq_k;
   const std::int64_t span_lo = lo / kBlockN * kBlockN;
   const std::int64_t span_tiles = hi > span_lo ? ceil_div(hi - span_lo, kBlockN) : 0;
-  std::int64_t span_end = span_lo + span_tiles * kBlockN;
-  if (span_end > a.seq_k) span_end = a.seq_k;
   pl.span_lo = static_cast<int>(span_lo);
   pl.span_tiles = static_cast<int>(span_tiles);
-  const std::int64_t left = warp_count_less(pl.cols, count, span_lo);
+  pl.count = static_cast<int>(count);
+  return pl;
+}
+
+// The kept columns left of the band span (and right of it when not causal): one warp search each, called by
+// every warp after make_plan (uniform result).
+template <int kBlockN>
+__device__ __forceinline__ void find_stripes(TilePlan<kBlockN>& pl, const KernelArgs& a) {
+  if (!pl.sparse || pl.tail_mode) return;
+  const std::int64_t left = warp_count_less(pl.cols, pl.count, pl.span_lo);
   pl.left_count = static_cast<int>(left);
   pl.left_tiles = static_cast<int>(ceil_div(left, kBlockN));
   if (!a.causal) {
-    const std::int64_t right = warp_count_less(pl.cols, count, span_end);
+    std::int64_t span_end = static_cast<std::int64_t>(pl.span_lo) + static_cast<std::int64_t>(pl.span_tiles) * kBlockN;
+    if (span_end > a.seq_k) span_end = a.seq_k;
+    const std::int64_t right = warp_count_less(pl.cols, pl.count, span_end);
     pl.right_begin = static_cast<int>(right);
-    pl.right_end = static_cast<int>(count);
-    pl.right_tiles = static_cast<int>(ceil_div(count - right, kBlockN));
+    pl.right_end = pl.count;
+    pl.right_tiles = static_cast<int>(ceil_div(pl.count - right, kBlockN));
   }
-  return pl;
 }
 
 // Whether a contiguous tile starting at key n0 holds an entry some row of the query tile drops.
