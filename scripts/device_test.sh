@@ -104,10 +104,15 @@ if [ "${ATTN_BENCH:-0}" = 1 ]; then
 fi
 if [ "${BENCH:-0}" = 1 ]; then
   echo "== benchmark"
+  # The SM clock, power and temperature every 200 ms beside it ($OUT/clocks.csv; the JSON's wall_stamps say
+  # which phase ran when).
+  nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu --format=csv -lms 200 > "$OUT/clocks.csv" &
+  clock_pid=$!
   # shellcheck disable=SC2086
   PYTHONUNBUFFERED=1 timeout 420 python3 bench/cuda_e2e_bench.py --lib "$D/libsa_e2e.so" --bench \
     --out "$OUT/h200-e2e.json" ${BENCH_ARGS:---lengths 32768,131072 --flex 131072} 2>&1 | tee "$OUT/bench.log"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  kill "$clock_pid" 2> /dev/null
 fi
 echo "device_test status=$status"
 exit $status
