@@ -356,13 +356,14 @@ def density_spec(seq, target):
 
 def profile_one(args):
     """Two launches of the primary kernel for a profiler: dense 8K, then window 8% + 1024 columns at 32K
-    (--profile-one), the 5%-density selections at 8K and 32K (--profile-small), or the selection of density
-    --profile-density at each of --seqs."""
+    (--profile-one), the 5%-density selections at 8K and 32K (--profile-small), or the selections of the
+    --profile-density list (0: dense) at each of --seqs."""
     gen = torch.Generator(device="cuda")
     gen.manual_seed(args.seed)
     kern = Kernel(args.lib[0].split("=", 1)[1])
     if args.profile_density:
-        cases = [(seq, density_spec(seq, args.profile_density)) for seq in args.seqs]
+        densities = [float(x) for x in args.profile_density.split(",")]
+        cases = [(seq, density_spec(seq, t) if t > 0 else None) for seq in args.seqs for t in densities]
     elif args.profile_small:
         cases = [(seq, density_spec(seq, 0.05)) for seq in (8192, 32768)]
     else:
@@ -375,6 +376,9 @@ def profile_one(args):
         sel = make_selection(32, seq, spec[0], spec[1], gen) if spec else None
         kern(q, k, v, out, sel=sel)
         torch.cuda.synchronize()
+        kept = kept_entries(seq, spec[0], sel["cols"]) if spec else 32 * seq * (seq + 1) // 2
+        print(json.dumps({"profiled": seq, "window": spec[0] if spec else None, "kept_entries": kept,
+                          "flops": 4.0 * kept * 128}), flush=True)
 
 
 def main():
@@ -389,8 +393,9 @@ def main():
                     help="only launch the primary kernel on dense 8K and sparse 32K (for ncu) and exit")
     ap.add_argument("--profile-small", action="store_true",
                     help="only launch the primary kernel on the 5%%-density selections at 8K and 32K and exit")
-    ap.add_argument("--profile-density", type=float, default=0.0,
-                    help="only launch the primary kernel on the selection of this density at each of --seqs and exit")
+    ap.add_argument("--profile-density", default="",
+                    help="only launch the primary kernel on the selections of these densities (comma-separated; 0 = "
+                         "dense) at each of --seqs and exit")
     ap.add_argument("--commit", default=os.environ.get("SAMPLEATTN_COMMIT", "unknown"))
     args = ap.parse_args()
     if args.profile_one or args.profile_small or args.profile_density:
