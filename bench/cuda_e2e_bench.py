@@ -419,6 +419,33 @@ def bench(sa, lengths, flex_lengths, reps, mixes=("default",), on_case=lambda re
     return results
 
 
+def profile_call(sa, what, S, mix):
+    """One call of `what` (cudnn-gqa, cudnn-expanded, selection, sample-attention) on the structured workload
+    inside the NVTX range "m", after a warm-up outside it: for a profiler that counts the call's kernel cycles
+    (ncu --nvtx --nvtx-include m/), which do not depend on the clock the power limit sets."""
+    q, k, v = sa.workload(S, 32, 8, 128, seed=7, mix=MIXES[mix])
+    out = torch.empty_like(q)
+    cfg = {}
+    ws = sa.workspace(q, k, cfg)
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    ke, ve = kt.repeat_interleave(4, dim=1), vt.repeat_interleave(4, dim=1)
+
+    def cudnn(kk, vv, gqa):
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return F.scaled_dot_product_attention(qt, kk, vv, is_causal=True, enable_gqa=gqa)
+
+    fn = {"cudnn-gqa": lambda: cudnn(kt, vt, True), "cudnn-expanded": lambda: cudnn(ke, ve, False),
+          "selection": lambda: sa.select(q, k, ws, cfg),
+          "sample-attention": lambda: sa.sample_attention(q, k, v, out, None, ws, cfg)}[what]
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.nvtx.range_push("m")
+    fn()
+    torch.cuda.nvtx.range_pop()
+    torch.cuda.synchronize()
+    print(json.dumps({"profiled": what, "seq": S, "mix": mix}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
@@ -430,8 +457,14 @@ def main():
     ap.add_argument("--mixes", default="default", help="head profile mixes, e.g. default,no-dense")
     ap.add_argument("--out", default="")
     ap.add_argument("--commit", default=os.environ.get("SAMPLEATTN_COMMIT", "unknown"))
+    ap.add_argument("--profile-call", default="",
+                    help="only one call of cudnn-gqa, cudnn-expanded, selection or sample-attention (first of "
+                         "--lengths and --mixes) inside the NVTX range m, for ncu")
     a = ap.parse_args()
     sa = SampleAttn(a.lib)
+    if a.profile_call:
+        profile_call(sa, a.profile_call, int(a.lengths.split(",")[0]), a.mixes.split(",")[0])
+        return
     ok = True
     if a.check:
         ok = check(sa)
