@@ -260,6 +260,12 @@ def exact_metrics(q, k, v, out, sel, window, nrows=64):
 
 
 def flex_time(q, k, v, sel, window, reps):
+    fn, setup = flex_fn(q, k, v, sel, window)
+    return time_ms(fn, reps), setup
+
+
+def flex_fn(q, k, v, sel, window):
+    """FlexAttention (compiled) given the mask of `sel`, as a callable, run once; and its setup time (s)."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     S, Hq = q.shape[1], q.shape[2]
     _, cols = kept_mask_rows(sel, [0], S, Hq, window)
@@ -274,8 +280,7 @@ def flex_time(q, k, v, sel, window, reps):
     fn = lambda: fa(qt, kt, vt, block_mask=bm, enable_gqa=True)
     fn()
     torch.cuda.synchronize()
-    setup = time.time() - t0
-    return time_ms(fn, reps), setup
+    return fn, time.time() - t0
 
 
 def kernel_profile(fn):
@@ -420,7 +425,8 @@ def bench(sa, lengths, flex_lengths, reps, mixes=("default",), on_case=lambda re
 
 
 def profile_call(sa, what, S, mix):
-    """One call of `what` (cudnn-gqa, cudnn-expanded, selection, sample-attention) on the structured workload
+    """One call of `what` (cudnn-gqa, cudnn-expanded, selection, sample-attention, flex: FlexAttention given
+    sample_attention's mask) on the structured workload
     inside the NVTX range "m", after a warm-up outside it: for a profiler that counts the call's kernel cycles
     (ncu --nvtx --nvtx-include m/), which do not depend on the clock the power limit sets."""
     q, k, v = sa.workload(S, 32, 8, 128, seed=7, mix=MIXES[mix])
@@ -434,9 +440,13 @@ def profile_call(sa, what, S, mix):
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
             return F.scaled_dot_product_attention(qt, kk, vv, is_causal=True, enable_gqa=gqa)
 
-    fn = {"cudnn-gqa": lambda: cudnn(kt, vt, True), "cudnn-expanded": lambda: cudnn(ke, ve, False),
-          "selection": lambda: sa.select(q, k, ws, cfg),
-          "sample-attention": lambda: sa.sample_attention(q, k, v, out, None, ws, cfg)}[what]
+    if what == "flex":
+        sel = sa.selection(q, k, ws, cfg)
+        fn, _ = flex_fn(q, k, v, sel, int(sel["window"][0]))
+    else:
+        fn = {"cudnn-gqa": lambda: cudnn(kt, vt, True), "cudnn-expanded": lambda: cudnn(ke, ve, False),
+              "selection": lambda: sa.select(q, k, ws, cfg),
+              "sample-attention": lambda: sa.sample_attention(q, k, v, out, None, ws, cfg)}[what]
     fn()
     torch.cuda.synchronize()
     torch.cuda.nvtx.range_push("m")
@@ -458,7 +468,7 @@ def main():
     ap.add_argument("--out", default="")
     ap.add_argument("--commit", default=os.environ.get("SAMPLEATTN_COMMIT", "unknown"))
     ap.add_argument("--profile-call", default="",
-                    help="only one call of cudnn-gqa, cudnn-expanded, selection or sample-attention (first of "
+                    help="only one call of cudnn-gqa, cudnn-expanded, selection, sample-attention or flex (first of "
                          "--lengths and --mixes) inside the NVTX range m, for ncu")
     a = ap.parse_args()
     sa = SampleAttn(a.lib)
