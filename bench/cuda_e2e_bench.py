@@ -441,6 +441,7 @@ def profile_call(sa, what, S, mix):
             return F.scaled_dot_product_attention(qt, kk, vv, is_causal=True, enable_gqa=gqa)
 
     if what == "flex":
+        sa.select(q, k, ws, cfg)  # selection() reads the selection from the workspace
         sel = sa.selection(q, k, ws, cfg)
         fn, _ = flex_fn(q, k, v, sel, int(sel["window"][0]))
     else:
