@@ -12,7 +12,8 @@
 # *SmallCasesForSanitizers* tests (the backend's also with one head per tile), dense and alpha = 1 against
 # PyTorch SDPA (cuDNN) via bench/cuda_e2e_bench.py --check, with BENCH=1 the end-to-end benchmark (BENCH_ARGS, default
 # 32K and 128K with FlexAttention at 128K) writing $OUT/h200-e2e.json, and with ATTN_BENCH=1 the attention
-# kernel benchmark (bench/cuda_attention_bench.py over BUILD_DIR/device/libsa_attn.so) writing $OUT/h200-attn.json.
+# kernel benchmark (bench/cuda_attention_bench.py over BUILD_DIR/device/libsa_attn.so) writing $OUT/h200-attn.json,
+# and with CYCLES=1 the same comparisons in kernel cycles (scripts/device_cycles.sh) writing $OUT/h200-cycles.json.
 # Switches: TESTS=0 skips the gtest + sanitizer part, SAN=0 the sanitizers, GTEST_FILTER, GTEST_FILTER_SM80 and
 # GTEST_FILTER_COLSUM1 narrow the three test runs.
 set -uo pipefail
@@ -113,6 +114,12 @@ if [ "${BENCH:-0}" = 1 ]; then
     --out "$OUT/h200-e2e.json" ${BENCH_ARGS:---lengths 32768,131072 --flex 131072} 2>&1 | tee "$OUT/bench.log"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
   kill "$clock_pid" 2> /dev/null
+fi
+if [ "${CYCLES:-0}" = 1 ]; then
+  echo "== kernel cycles"
+  OUT=$OUT/cycles bash scripts/device_cycles.sh "$B" 2>&1 | grep -v " rc=0$"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  mv "$OUT/cycles/h200-cycles.json" "$OUT/" 2> /dev/null
 fi
 echo "device_test status=$status"
 exit $status
