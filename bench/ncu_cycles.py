@@ -12,8 +12,8 @@ and the program's JSON lines. WHAT is one of:
   cudnn-gqa, cudnn-expanded, selection, sample-attention, flex
                                bench/cuda_e2e_bench.py --profile-call WHAT: the kernels of one call (summed).
 Prints and writes (--out) per block the kernels' cycles, and the ratios: sparse attention efficiency in
-FLOPs per cycle against dense, selection as % of the cuDNN form with fewer cycles, sample_attention's speedup over
-cuDNN and over FlexAttention.
+FLOPs per cycle against dense, selection as % of cuDNN (the form with fewer cycles; in time the faster form),
+sample_attention's speedup over cuDNN and over FlexAttention.
 
   python3 bench/ncu_cycles.py cycles.log --out cycles.json
 """
@@ -61,7 +61,10 @@ def parse_blocks(path):
 def attention_ratios(block):
     """Per length: each sparse case's FLOPs per cycle (and per ns) over the dense kernel's."""
     if len(block["kernels"]) != len(block["labels"]):
-        raise ValueError(f"attention block: {len(block['kernels'])} kernels for {len(block['labels'])} cases")
+        raise ValueError(f"attention block {block['seq']}: {len(block['kernels'])} kernels for "
+                         f"{len(block['labels'])} cases")
+    if not any(label["window"] is None for label in block["labels"]):
+        raise ValueError(f"attention block {block['seq']}: no dense case (0 in --profile-density) to compare with")
     cases = [dict(label, cycles=k["cycles"], ns=k["ns"], clock_hz=k["clock_hz"])
              for label, k in zip(block["labels"], block["kernels"])]
     out = []
@@ -78,7 +81,11 @@ def attention_ratios(block):
 
 
 def e2e_ratios(blocks):
-    """Per length: selection % of cuDNN (the faster form), sample_attention's speedups, in cycles and time."""
+    """Per length: selection % of cuDNN, sample_attention's speedups, in cycles (against the cuDNN form with
+    fewer cycles) and in time (against the faster form; the same launches)."""
+    for b in blocks:
+        if not b["kernels"]:  # a failed or timed-out profile: no ratio may be taken from it
+            raise ValueError(f"block {b['seq']} {b['what']} {b['mix']}: no kernels profiled")
     out = []
     for seq in sorted({b["seq"] for b in blocks}):
         of = {(b["what"], b["mix"]): b for b in blocks if b["seq"] == seq}
@@ -86,14 +93,16 @@ def e2e_ratios(blocks):
         if not cudnn:
             continue
         base = min(cudnn, key=lambda b: b["cycles"])
-        r = dict(seq=seq, cudnn_form=base["what"], cudnn_cycles=base["cycles"], cudnn_ms=base["ns"] / 1e6)
+        base_t = min(cudnn, key=lambda b: b["ns"])
+        r = dict(seq=seq, cudnn_form_cycles=base["what"], cudnn_cycles=base["cycles"], cudnn_form_time=base_t["what"],
+                 cudnn_ms=base_t["ns"] / 1e6)
         for (what, mix), b in sorted(of.items()):
             if what == "selection":
                 r[f"selection_pct_of_cudnn_cycles_{mix}"] = 100 * b["cycles"] / base["cycles"]
-                r[f"selection_pct_of_cudnn_time_{mix}"] = 100 * b["ns"] / base["ns"]
+                r[f"selection_pct_of_cudnn_time_{mix}"] = 100 * b["ns"] / base_t["ns"]
             elif what == "sample-attention":
                 r[f"speedup_vs_cudnn_cycles_{mix}"] = base["cycles"] / b["cycles"]
-                r[f"speedup_vs_cudnn_time_{mix}"] = base["ns"] / b["ns"]
+                r[f"speedup_vs_cudnn_time_{mix}"] = base_t["ns"] / b["ns"]
                 flex = of.get(("flex", mix))
                 if flex:
                     r[f"speedup_vs_flex_cycles_{mix}"] = flex["cycles"] / b["cycles"]

@@ -9,8 +9,8 @@
 # One profiled process per block: the attention kernel on dense and the 5/10/20/50% synthetic selections at
 # 128K and 32K (one process per length), then one call each of cuDNN (both GQA forms), the selection,
 # sample_attention (both head mixes) and, at 128K, FlexAttention given sample_attention's mask. Writes
-# $OUT/cycles.log (the raw blocks) and $OUT/h200-cycles.json. LENGTHS and FLEX narrow it (default 131072,32768
-# and 131072).
+# $OUT/cycles.log (the raw blocks) and $OUT/h200-cycles.json. LENGTHS and FLEX (space-separated) narrow it
+# (default "131072 32768" and "131072").
 set -uo pipefail
 B=${1:-build-final}
 D=$B/device

@@ -348,7 +348,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stag
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const int pq = e == 0 ? pos.x : pos.y;
-            const bool band = pq >= tail_pos || (j > pq - w && j - pq < w);  // j - pq: no int32 overflow
+            const bool band = pq >= tail_pos || (j > pq - w && j - w < pq);  // j < pq + w without int32 overflow
             const float prob = ex2(fmaf(acc[nt][hf * 2 + e], a.scale_log2, -(e == 0 ? lse.x : lse.y)));
             colsum[hh][hf] += prob;
             inside[hh][hf] += band ? prob : 0.0f;

@@ -394,7 +394,7 @@ __global__ void __launch_bounds__(kThreads, 3) colsum_kernel(const Stage1Args a)
             for (int e = 0; e < 2; ++e) {
               const int p = e == 0 ? pos.x : pos.y;
               const bool visible = !a.causal || j <= p;
-              const bool band = p >= tail_pos || (j > p - w && (a.causal || j - p < w));  // j - p: no int32 overflow
+              const bool band = p >= tail_pos || (j > p - w && (a.causal || j - w < p));  // j < p + w without int32 overflow
               const float prob =
                   visible ? ex2(fmaf(acc[mt][nt][hf * 2 + e], a.scale_log2, -(e == 0 ? lse.x : lse.y))) : 0.0f;
               colsum[mt][hf] += prob;
