@@ -174,26 +174,30 @@ def sdpa(q, k, v, backend, causal=True):
         return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal).transpose(1, 2)
 
 
+def cudnn_form(q, k, v, form):
+    """SDPA cuDNN's causal attention as a callable: form "gqa" (enable_gqa on the [B, S, H, d] views of q [B, S,
+    Hq, d], k/v [B, S, Hkv, d]) or "expanded" (K/V expanded to Hq heads here, once, outside any timing)."""
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if form == "expanded":
+        g = q.shape[2] // k.shape[2]
+        kt, vt = kt.repeat_interleave(g, dim=1), vt.repeat_interleave(g, dim=1)
+
+    def call():
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=form == "gqa")
+
+    return call
+
+
 def cudnn_baselines(q, k, v, reps):
     """SDPA cuDNN's causal attention on q [B, S, Hq, d], k/v [B, S, Hkv, d] in its two GQA forms, nothing but
     the attention call timed, the two alternately: "gqa" (enable_gqa on the [B, S, H, d] views) and "expanded"
     (K/V expanded to Hq heads once, outside the timing, as a model without GQA would hold them). Returns
     ({form: ms}, the faster form's callable, its name): the faster form is the baseline every ratio is taken
     against. The callable holds the expanded K/V when that form wins: drop it with the case."""
-    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    g = q.shape[2] // k.shape[2]
-    ke, ve = kt.repeat_interleave(g, dim=1), vt.repeat_interleave(g, dim=1)
-
-    def gqa():
-        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=True)
-
-    def expanded():
-        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            return F.scaled_dot_product_attention(qt, ke, ve, is_causal=True)
-
     times, fns = {}, {}
-    for name, fn in (("gqa", gqa), ("expanded", expanded)):
+    for name in ("gqa", "expanded"):
+        fn = cudnn_form(q, k, v, name)
         try:
             fn()
             fns[name] = fn
@@ -322,8 +326,8 @@ def bench(sa, lengths, flex_lengths, reps, mixes=("default",), on_case=lambda re
         r = 3 if S > 65536 else reps
         dense_flops = 4.0 * S * S * d * Hq / 2
         stamps = {"cudnn": time.time()}  # wall clock at each phase's start (matched to a clock log)
-        cudnn_forms, cudnn_fn, cudnn_form = cudnn_baselines(q, k, v, r)
-        t_cudnn = cudnn_forms[cudnn_form]
+        cudnn_forms, cudnn_fn, cudnn_name = cudnn_baselines(q, k, v, r)
+        t_cudnn = cudnn_forms[cudnn_name]
         out = torch.empty_like(q)
         stamps["dense"] = time.time()
         t_dense = time_ms(lambda: sa.dense(q, k, v, out), r)
@@ -354,7 +358,7 @@ def bench(sa, lengths, flex_lengths, reps, mixes=("default",), on_case=lambda re
         sel_dhr = sa.selection(q, k, ws, dhr)
         cra_min_dhr, cra_mean_dhr, rel_dhr = exact_metrics(q, k, v, out, sel_dhr, window)
         case = dict(seq=S, head_mix=mix, kernels_ms={name: ms for name, ms in prof}, q_heads=Hq, kv_heads=Hkv, head_dim=d, dtype="bf16",
-                    sdpa_cudnn_ms=t_cudnn, sdpa_cudnn_form=cudnn_form, sdpa_cudnn_forms_ms=cudnn_forms,
+                    sdpa_cudnn_ms=t_cudnn, sdpa_cudnn_form=cudnn_name, sdpa_cudnn_forms_ms=cudnn_forms,
                     wall_stamps=stamps, ours_dense_ms=t_dense, selection_ms=t_sel, selection_enqueue_ms=t_sel_host,
                     sample_attention_ms=t_e2e,
                     selection_pct_of_cudnn=100 * t_sel / t_cudnn, speedup_vs_cudnn=t_cudnn / t_e2e,
@@ -369,7 +373,7 @@ def bench(sa, lengths, flex_lengths, reps, mixes=("default",), on_case=lambda re
                     floor_dense_ms=dense_flops / MATMUL_TFLOPS / 1e9, floor_selection_ms=sel_flops / MATMUL_TFLOPS / 1e9,
                     floor_sample_attention_ms=(sel_flops + kept_flops) / MATMUL_TFLOPS / 1e9,
                     selection_tflops=sel_flops / t_sel / 1e9)
-        print(f"   SDPA cuDNN {t_cudnn:8.2f} ms ({cudnn_form}; forms {json.dumps(cudnn_forms)}) | ours dense "
+        print(f"   SDPA cuDNN {t_cudnn:8.2f} ms ({cudnn_name}; forms {json.dumps(cudnn_forms)}) | ours dense "
               f"{t_dense:8.2f} ms (floor {case['floor_dense_ms']:.2f})")
         print(f"   selection  {t_sel:8.2f} ms = {case['selection_pct_of_cudnn']:.1f}% of cuDNN (floor "
               f"{case['floor_selection_ms']:.2f} ms, {case['selection_tflops']:.0f} TFLOP/s) target <= 8%; host "
@@ -439,22 +443,14 @@ def profile_call(sa, what, S, mix):
     out = torch.empty_like(q)
     cfg = {}
     ws = sa.workspace(q, k, cfg)
-    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-
-    def cudnn(kk, vv, gqa):
-        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            return F.scaled_dot_product_attention(qt, kk, vv, is_causal=True, enable_gqa=gqa)
-
-    if what == "cudnn-expanded":
-        ke, ve = kt.repeat_interleave(4, dim=1), vt.repeat_interleave(4, dim=1)
-
     if what == "flex":
         sa.select(q, k, ws, cfg)  # selection() reads the selection from the workspace
         sel = sa.selection(q, k, ws, cfg)
         fn, _ = flex_fn(q, k, v, sel, int(sel["window"][0]))
+    elif what.startswith("cudnn-"):
+        fn = cudnn_form(q, k, v, what[len("cudnn-"):])
     else:
-        fn = {"cudnn-gqa": lambda: cudnn(kt, vt, True), "cudnn-expanded": lambda: cudnn(ke, ve, False),
-              "selection": lambda: sa.select(q, k, ws, cfg),
+        fn = {"selection": lambda: sa.select(q, k, ws, cfg),
               "sample-attention": lambda: sa.sample_attention(q, k, v, out, None, ws, cfg)}[what]
     fn()
     torch.cuda.synchronize()
