@@ -476,7 +476,6 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     wgmma_commit();
     turn_end();
     wgmma_wait<0>();
-    release(&empty_v[last]);  // the next item's tiles reuse the stage
     fence_operand(o);
   };
 
