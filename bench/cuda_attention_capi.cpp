@@ -1,8 +1,6 @@
 // A C entry point over sampleattn::cuda::run_attention so that the device benchmark script
 // (bench/cuda_attention_bench.py) can drive the kernels on PyTorch tensors through ctypes, timing them
 // beside PyTorch SDPA on the same inputs. Not part of the library; built by scripts/build_cudaattn_device.sh.
-#include <cuda_runtime.h>
-
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -48,13 +46,6 @@ int sa_attention(const void* q, const void* k, const void* v, void* out, float* 
   p.bitmap_words = bitmap_words;
   p.dense_tail = dense_tail;
   p.window_hint = window_hint;
-  // The persistent kernel's work-item counter (run_attention zeroes it per launch; the benchmark launches
-  // one at a time).
-  static std::int32_t* counter = [] {
-    void* ptr = nullptr;
-    return cudaMalloc(&ptr, sizeof(std::int32_t)) == cudaSuccess ? static_cast<std::int32_t*>(ptr) : nullptr;
-  }();
-  p.item_counter = counter;
   try {
     sampleattn::cuda::run_attention(p, stream);
   } catch (const std::exception& e) {

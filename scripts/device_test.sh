@@ -8,8 +8,7 @@
 # SAMPLEATTN_LARGE_TESTS=1), then its attention and selection tests again with the sm_80 kernels forced
 # (SAMPLEATTN_CUDA_KERNELS=sm80: on a Hopper GPU the sm_90a kernels are the default), the selection and
 # backend tests with the sm_90a pass 2 at one query head per tile (SAMPLEATTN_SM90_COLSUM_HEADS=1: the path of
-# odd GQA groups, forced on the even ones), the backend tests with the persistent attention kernel over 2 blocks
-# (SAMPLEATTN_SM90_PERSISTENT_BLOCKS=2: several query tiles per block on small problems), compute-sanitizer memcheck and racecheck on the
+# odd GQA groups, forced on the even ones), compute-sanitizer memcheck and racecheck on the
 # *SmallCasesForSanitizers* tests (the backend's also with one head per tile), dense and alpha = 1 against
 # PyTorch SDPA (cuDNN) via bench/cuda_e2e_bench.py --check, with BENCH=1 the end-to-end benchmark (BENCH_ARGS, default
 # 32K and 128K with FlexAttention at 128K) writing $OUT/h200-e2e.json, and with ATTN_BENCH=1 the attention
@@ -70,12 +69,9 @@ if [ "${TESTS:-1}" = 1 ]; then
   run_gtest tests-sm80 200 "${GTEST_FILTER_SM80:-Attention*:Select*}" SAMPLEATTN_CUDA_KERNELS=sm80
   echo "== gtest (CUDA), sm_90a pass 2 with one head per tile"
   run_gtest tests-colsum1 200 "${GTEST_FILTER_COLSUM1:-Select*:Backend*}" SAMPLEATTN_SM90_COLSUM_HEADS=1
-  echo "== gtest (CUDA), persistent attention over 2 blocks"
-  run_gtest tests-persist2 200 "${GTEST_FILTER_PERSIST:-Backend*}" SAMPLEATTN_SM90_PERSISTENT_BLOCKS=2
   SAN=${SAN:-1}
   SANBIN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-  # Every small case, then the backend's again with one head per pass-2 tile (its cases have even groups) and
-  # the persistent attention kernel over 2 blocks (the attention tests run it over 3 blocks themselves).
+  # Every small case, then the backend's again with one head per pass-2 tile (its cases have even groups).
   for run in memcheck racecheck memcheck-colsum1 racecheck-colsum1; do
     [ "$SAN" = 1 ] || break
     [ -n "$SANBIN" ] || { echo "compute-sanitizer not found"; status=1; break; }
@@ -85,7 +81,7 @@ if [ "${TESTS:-1}" = 1 ]; then
       timeout 150 "$SANBIN" --tool "$tool" --error-exitcode 3 "$D/sampleattn_cuda_tests" \
         --gtest_filter='*SmallCasesForSanitizers*' > "$OUT/$run.log" 2>&1
     else
-      SAMPLEATTN_SM90_COLSUM_HEADS=1 SAMPLEATTN_SM90_PERSISTENT_BLOCKS=2 timeout 150 "$SANBIN" --tool "$tool" --error-exitcode 3 \
+      SAMPLEATTN_SM90_COLSUM_HEADS=1 timeout 150 "$SANBIN" --tool "$tool" --error-exitcode 3 \
         "$D/sampleattn_cuda_tests" --gtest_filter='BackendCuda.SmallCasesForSanitizers' > "$OUT/$run.log" 2>&1
     fi
     rc=$?

@@ -51,14 +51,6 @@ struct AttentionParams {
   // a sparse launch with 0 < window_hint <= kSmallWindowRows uses 64-row query tiles (less waste at the band
   // edges); it never changes results.
   std::int64_t window_hint = 0;
-  // Optional: 4 bytes of device memory for the work-item counter of the persistent sm_90a kernel (128-row
-  // query tiles: one block per SM takes the query tiles in order, so that one tile's start overlaps the
-  // previous one's end). run_attention zeroes it on `stream` before the launch; no two launches in flight may
-  // share it. nullptr, or SAMPLEATTN_SM90_PERSISTENT=0 in the environment: one block per query tile.
-  std::int32_t* item_counter = nullptr;
-  // Persistent launches use at most this many blocks (0: one per SM; SAMPLEATTN_SM90_PERSISTENT_BLOCKS in the
-  // environment sets it when 0). Tests use a few, so that each block takes several items. Never changes results.
-  std::int64_t max_blocks = 0;
 };
 
 // Sparse launches whose window_hint is at most this use 64-row query tiles on sm_90 (bench/NOTES.md).

@@ -30,13 +30,6 @@ struct KernelArgs {
   const std::uint32_t* col_bitmap = nullptr;
   std::int64_t bitmap_words = 0;
   std::int64_t dense_tail = 0;
-
-  // Persistent mode of the sm_90a 128-row instance (item_counter != nullptr, zeroed on the stream before the
-  // launch): gridDim.x blocks take the num_m_tiles * q_heads * batch work items in order, block i item i
-  // first, then one ticket each from the counter. Otherwise one block per item (grid (items, batch)).
-  std::int32_t* item_counter = nullptr;
-  std::int64_t total_items = 0;
-  std::int64_t max_blocks = 0;  // host only: persistent blocks at most (0: one per SM)
 };
 
 }  // namespace sampleattn::cuda

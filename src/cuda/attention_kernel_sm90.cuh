@@ -54,9 +54,6 @@ struct Config {
   static constexpr int kKStages = 2;
   static constexpr int kVStages = kKStages + 1;
   static constexpr bool kPingPong = kConsumers == 2;
-  // Q buffers: two for the persistent 128-row instance (the next item's Q lands while this one's last tiles
-  // run), one for the 64-row instance (two blocks per SM; one item per block).
-  static constexpr int kQBuffers = kConsumers == 2 ? 2 : 1;
   static constexpr int kNTiles = kBlockN / 8;
   static constexpr int kOTiles = kD / 8;
   static constexpr int kKSteps = kD / 16;
@@ -66,11 +63,9 @@ struct Config {
   static constexpr int kQPasses = kBlockM / Copy::kRowsPerPass;
   static constexpr int kTileElems = kBlockN * kD;
   static constexpr int kTileBytes = kTileElems * 2;
-  // Q buffers [64 kConsumers, d] + K and V stages [kBlockN, d] + 1 KiB to align the swizzled tiles: with 2 + 3
-  // stages at d = 128, 225 KiB (2, 128), 97 KiB (1, 64: two blocks fit an SM). The static shared memory (barriers,
-  // key staging, item slots) takes ~1.4 KiB more.
-  static constexpr int kSmemBytes = (kQBuffers * kBlockM * kD + (kKStages + kVStages) * kTileElems) * 2 + 1024;
-  static constexpr int kStaticSmemBound = 2048;
+  // Q [64 kConsumers, d] + K and V stages [kBlockN, d] + 1 KiB to align the swizzled tiles: with 2 + 3 stages at
+  // d = 128, 193 KiB (2, 128), 97 KiB (1, 64: two blocks fit an SM).
+  static constexpr int kSmemBytes = (kBlockM * kD + (kKStages + kVStages) * kTileElems) * 2 + 1024;
   static_assert(kD == 64 || kD == 128, "head_dim 64 or 128");
   static_assert(kConsumers == 1 || kConsumers == 2, "one or two consumer warpgroups");
   static_assert(kBlockN == 64 * kConsumers, "64-key tiles with one consumer, 128 with two");
@@ -78,9 +73,7 @@ struct Config {
   // The warpgroups' registers must add up to at most the block's pool, or setmaxnreg.inc waits forever.
   static constexpr int kLaunchRegs = (65536 / (kThreads * kMinBlocks)) & ~7;
   static_assert(kProducerRegs + kConsumers * kConsumerRegs <= (kConsumers + 1) * kLaunchRegs, "register budget");
-  static_assert(kSmemBytes + kStaticSmemBound <= 227 * 1024 &&
-                    kMinBlocks * (kSmemBytes + kStaticSmemBound + 1024) <= 228 * 1024,
-                "shared memory");
+  static_assert(kSmemBytes <= 227 * 1024 && kMinBlocks * kSmemBytes <= 228 * 1024, "shared memory");
 };
 
 template <typename Elem, int kBlockN>
@@ -110,26 +103,17 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
   using Cfg = Config<Elem, kD, kConsumers, kBlockN>;
   using sm80::smem_addr;
   constexpr int kBlockM = Cfg::kBlockM, kKStages = Cfg::kKStages, kVStages = Cfg::kVStages;
-  constexpr int kQBuffers = Cfg::kQBuffers;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   // The swizzle pattern is a function of address bits 7..9: tiles start on 1024-byte boundaries.
   unsigned char* smem_aligned = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
-  Elem* q_s = reinterpret_cast<Elem*>(smem_aligned);  // [kQBuffers][kBlockM][d]
-  Elem* k_s = q_s + kQBuffers * kBlockM * kD;         // [kKStages][kBlockN][d]
+  Elem* q_s = reinterpret_cast<Elem*>(smem_aligned);  // [kBlockM][d]
+  Elem* k_s = q_s + kBlockM * kD;                     // [kKStages][kBlockN][d]
   Elem* v_s = k_s + kKStages * Cfg::kTileElems;       // [kVStages][kBlockN][d]
   __shared__ __align__(8) std::uint64_t full_k[kKStages], empty_k[kKStages], full_v[kVStages], empty_v[kVStages];
-  __shared__ __align__(8) std::uint64_t full_q[kQBuffers], empty_q[kQBuffers], full_item[2], empty_item[2];
   __shared__ __align__(16) std::int32_t idx_s[2][kBlockN];  // keys of a gathered tile (producer only)
-  __shared__ float order_s[kConsumers * 4];                 // one store target per consumer warp (see step)
-  // The producer hands each item's number and complete plan to the consumers through a ring of two slots
-  // (item -1: no more items; the consumers read the plan where it lies, so it takes none of their registers),
-  // and, in persistent mode, its own warps the next ticket through next_s.
-  __shared__ std::int64_t item_s[2];
-  __shared__ sm80::TilePlan<kBlockN> plan_s[2];
-  __shared__ std::int32_t next_s[2];
+  __shared__ float order_s[kConsumers * 128];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const bool persistent = kQBuffers == 2 && a.item_counter != nullptr;
   if (tid == 0) {
     for (int s = 0; s < kKStages; ++s) {
       mbar_init(smem_addr(&full_k[s]), 128);
@@ -139,44 +123,28 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
       mbar_init(smem_addr(&full_v[s]), 128);
       mbar_init(smem_addr(&empty_v[s]), 4 * kConsumers);
     }
-    for (int s = 0; s < kQBuffers; ++s) {
-      mbar_init(smem_addr(&full_q[s]), 128);
-      mbar_init(smem_addr(&empty_q[s]), 4 * kConsumers);
-    }
-    for (int s = 0; s < 2; ++s) {
-      mbar_init(smem_addr(&full_item[s]), 1);
-      mbar_init(smem_addr(&empty_item[s]), 4 * kConsumers);
-    }
   }
-  // Work item i is query tile group position i % items_per_batch of batch i / items_per_batch (BlockTile).
-  const std::int64_t items_per_batch = a.num_m_tiles * a.q_heads;
-  auto item_tile = [&](std::int64_t i) { return sm80::BlockTile<Elem>(a, kBlockM, i % items_per_batch, i / items_per_batch); };
-  std::int64_t item = persistent ? blockIdx.x : blockIdx.y * items_per_batch + blockIdx.x;
-  sm80::BlockTile<Elem> bt = item_tile(item);
+  const sm80::BlockTile<Elem> bt(a, kBlockM);
   constexpr int kChunks = Cfg::Copy::kChunks, kRowsPerPass = Cfg::Copy::kRowsPerPass;
   const int chunk = tid % kChunks, crow = tid / kChunks;
-  // Q of the current item into buffer qb; the producer's arrivals on full_q[qb] follow its copies.
-  // One address plus constant steps (the passes' row step is a multiple of 8: same swizzle pattern); rows past
-  // the end are zero-filled, not read.
-  auto copy_q = [&](int qb) {
-    Elem* dst = q_s + qb * kBlockM * kD + sw128_offset<kBlockM>(crow, chunk);
-    const Elem* src = bt.q + (bt.m0 + crow) * a.q_stride[1] + chunk * 8;
-    const std::int64_t rows_left = a.seq_q - bt.m0 - crow;
+  if (warp < 4) {
+    // The producer's copies of Q first: they need no plan, so they overlap its loads (the first full barrier's
+    // arrivals, after tile 0's copies, cover them).
 #pragma unroll
     for (int pass = 0; pass < Cfg::kQPasses; ++pass) {
-      const bool valid = pass * kRowsPerPass < rows_left;
-      sm80::copy_chunk(dst + pass * kRowsPerPass * 64, src + pass * kRowsPerPass * a.q_stride[1], valid,
-                       a.aligned_inputs);
+      const int row = crow + pass * kRowsPerPass;
+      const bool valid = bt.m0 + row < a.seq_q;
+      const Elem* src = bt.q + (valid ? (bt.m0 + row) * a.q_stride[1] : 0) + chunk * 8;
+      sm80::copy_chunk(q_s + sw128_offset<kBlockM>(row, chunk), src, valid, a.aligned_inputs);
     }
-  };
-  if (warp < 4) copy_q(0);  // the first item's Q needs no plan: it overlaps the plan's loads
+  }
+  // The plan without its stripes; each warp finds those itself (find_stripes) after the first copies are issued.
+  sm80::TilePlan<kBlockN> pl = sm80::make_plan<kBlockN>(a, bt.bh, bt.m0, bt.m1);
   __syncthreads();  // barriers initialised
 
   if (warp < 4) {
     // Producer.
     setmaxnreg_dec<Cfg::kProducerRegs>();
-    // The plan without its stripes (find_stripes completes it once tile 0's copies are out).
-    sm80::TilePlan<kBlockN> pl = sm80::make_plan<kBlockN>(a, bt.bh, bt.m0, bt.m1);
     // A gathered tile has its own thread layout: 8 threads per row, thread (grow, gchunk) = (tid / 8, tid % 8)
     // copies chunks gchunk + 8 p (p < d / 64) of rows grow + 16 i (i < kRowsPerThread), so that it needs one
     // address per row (key * row bytes + base: one 32 x 32 -> 64-bit multiply-add) and reads its chunks at
@@ -220,14 +188,6 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
         }
       }
     };
-    // This thread's arrival on a "full" barrier once its copies so far have landed.
-    auto arrive_copies = [&](std::uint64_t* full) {
-      if (a.aligned_inputs) {
-        cp_async_arrive(smem_addr(full));
-      } else {
-        mbar_arrive(smem_addr(full));
-      }
-    };
     // Rows of K or V for tile t into their stage; the stage's "full" barrier gets this thread's arrival when
     // the copies have landed. With aligned inputs and row strides below 2^32 bytes (narrow_strides: 32-bit row
     // bytes), a gathered tile takes gather_tile and a contiguous tile inside the sequence (every dense tile
@@ -259,7 +219,7 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
           for (int pass = 0; pass < Cfg::kKvPasses; ++pass)
             sm80::cp_async_16(to + pass * kRowsPerPass * 128, row + pass * step, true);
         }
-        arrive_copies(full);
+        cp_async_arrive(smem_addr(full));
         return;
       }
       // The general path, in gather_tile's layout.
@@ -280,67 +240,37 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
           }
         }
       }
-      arrive_copies(full);
-    };
-    // The it-th item's number and plan into slot it & 1, by thread 0.
-    auto publish = [&](int it, std::int64_t value) {
-      if (tid != 0) return;
-      mbar_wait(smem_addr(&empty_item[it & 1]), ((it >> 1) & 1) ^ 1);
-      item_s[it & 1] = value;
-      plan_s[it & 1] = pl;
-      mbar_arrive(smem_addr(&full_item[it & 1]));
-    };
-    const std::int32_t total_items = static_cast<std::int32_t>(a.total_items);
-    unsigned g = 0;  // tiles of the earlier items: the stage ring runs on across items
-    for (int it = 0;; ++it) {
-      if (persistent && tid == 0) next_s[it & 1] = static_cast<std::int32_t>(gridDim.x) + atomicAdd(a.item_counter, 1);
-      if (it > 0) {
-        const int qb = it % kQBuffers;
-        mbar_wait(smem_addr(&empty_q[qb]), ((it / kQBuffers) & 1) ^ 1);
-        copy_q(qb);
+      if (a.aligned_inputs) {
+        cp_async_arrive(smem_addr(full));
+      } else {
+        mbar_arrive(smem_addr(full));
       }
-      arrive_copies(&full_q[it % kQBuffers]);
-      // Tile 0 is the band span's first (every plan has one), contiguous: its copies go out before the searches.
-      int t0 = 0;
-      if (pl.span_tiles > 0) {
-        const unsigned ks = g % kKStages, vs = g % kVStages;
-        mbar_wait(smem_addr(&empty_k[ks]), ((g / kKStages) & 1) ^ 1);
-        copy_tile(0, k_s + ks * Cfg::kTileElems, bt.k, a.k_stride[1], &full_k[ks]);
-        mbar_wait(smem_addr(&empty_v[vs]), ((g / kVStages) & 1) ^ 1);
-        copy_tile(0, v_s + vs * Cfg::kTileElems, bt.v, a.v_stride[1], &full_v[vs]);
-        t0 = 1;
-      }
-      sm80::find_stripes(pl, a);
-      publish(it, item);
-      const int num_tiles = pl.total_tiles();
-      if (pl.sparse && t0 < num_tiles) {
-        if (tid < kBlockN) idx_s[t0 & 1][key_slot(tid)] = tile_key(t0);
+    };
+    // Tile 0 is the band span's first (every plan has one), contiguous: its copies go out before the searches.
+    int t0 = 0;
+    if (pl.span_tiles > 0) {
+      copy_tile(0, k_s, bt.k, a.k_stride[1], &full_k[0]);  // its arrival covers Q
+      copy_tile(0, v_s, bt.v, a.v_stride[1], &full_v[0]);
+      t0 = 1;
+    }
+    sm80::find_stripes(pl, a);
+    const int num_tiles = pl.total_tiles();
+    if (pl.sparse && t0 < num_tiles) {
+      if (tid < kBlockN) idx_s[t0 & 1][key_slot(tid)] = tile_key(t0);
+      named_barrier_sync(3, 128);
+    }
+    for (int t = t0; t < num_tiles; ++t) {
+      const std::int32_t next = pl.sparse && t + 1 < num_tiles ? tile_key(t + 1) : 0;
+      const int ks = t % kKStages, vs = t % kVStages;
+      mbar_wait(smem_addr(&empty_k[ks]), ((t / kKStages) & 1) ^ 1);
+      copy_tile(t, k_s + ks * Cfg::kTileElems, bt.k, a.k_stride[1], &full_k[ks]);
+      mbar_wait(smem_addr(&empty_v[vs]), ((t / kVStages) & 1) ^ 1);
+      copy_tile(t, v_s + vs * Cfg::kTileElems, bt.v, a.v_stride[1], &full_v[vs]);
+      if (pl.sparse) {
+        // Slot (t + 1) & 1 held tile t - 1's indices, read before the previous barrier.
+        if (tid < kBlockN) idx_s[(t + 1) & 1][key_slot(tid)] = next;
         named_barrier_sync(3, 128);
       }
-      for (int t = t0; t < num_tiles; ++t) {
-        const std::int32_t next = pl.sparse && t + 1 < num_tiles ? tile_key(t + 1) : 0;
-        const unsigned gt = g + t, ks = gt % kKStages, vs = gt % kVStages;
-        mbar_wait(smem_addr(&empty_k[ks]), ((gt / kKStages) & 1) ^ 1);
-        copy_tile(t, k_s + ks * Cfg::kTileElems, bt.k, a.k_stride[1], &full_k[ks]);
-        mbar_wait(smem_addr(&empty_v[vs]), ((gt / kVStages) & 1) ^ 1);
-        copy_tile(t, v_s + vs * Cfg::kTileElems, bt.v, a.v_stride[1], &full_v[vs]);
-        if (pl.sparse) {
-          // Slot (t + 1) & 1 held tile t - 1's indices, read before the previous barrier.
-          if (tid < kBlockN) idx_s[(t + 1) & 1][key_slot(tid)] = next;
-          named_barrier_sync(3, 128);
-        }
-      }
-      g += num_tiles;
-      if (!persistent) break;
-      // The next ticket (fetched at this item's start); the barrier also ends every read of idx_s.
-      named_barrier_sync(3, 128);
-      item = next_s[it & 1];
-      if (item >= total_items) {
-        publish(it + 1, -1);
-        break;
-      }
-      bt = item_tile(item);
-      pl = sm80::make_plan<kBlockN>(a, bt.bh, bt.m0, bt.m1);
     }
     sm80::cp_async_commit();  // nothing may land after the block's end
     sm80::cp_async_wait<0>();
@@ -349,7 +279,9 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
 
   // Consumers.
   setmaxnreg_inc<Cfg::kConsumerRegs>();
-  const int cwarp = warp - 4, wg = cwarp / 4;
+  sm80::find_stripes(pl, a);  // while tile 0 is copied
+  const int num_tiles = pl.total_tiles();
+  const int ctid = tid - 128, cwarp = warp - 4, wg = cwarp / 4;
   const std::uint32_t k_base = smem_addr(k_s), v_base = smem_addr(v_s);
   // K tile (B of Q K^T, K-major): k-step ks is 16 columns of 64-column block ks / 4; V tile (B of P V,
   // MN-major): k-step kk is keys 16 kk .. 16 kk + 15, d-blocks kBlockN * 128 bytes apart.
@@ -359,19 +291,20 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
   auto v_desc = [&](int stage, int kk) {
     return sw128_desc(v_base + stage * Cfg::kTileBytes + kk * 16 * 128, kBlockN * 128, 1024);
   };
-  std::uint32_t q_wg = smem_addr(q_s) + wg * 64 * 128;  // this warpgroup's rows of the current item's Q
+  const std::uint32_t q_wg = smem_addr(q_s) + wg * 64 * 128;  // this warpgroup's rows of Q
   auto q_desc = [&](int ks) { return sw128_desc(q_wg + (ks >> 2) * (kBlockM * 128) + (ks & 3) * 32, 16, 1024); };
   std::uint32_t p_frag[2][Cfg::kPSteps][4];
   float o[Cfg::kOTiles][4];
+#pragma unroll
+  for (int dt = 0; dt < Cfg::kOTiles; ++dt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[dt][e] = 0.0f;
   sm80::OnlineSoftmax<Cfg::kNTiles, Cfg::kOTiles> softmax;
-  const sm80::TilePlan<kBlockN>* plan = &plan_s[0];  // the current item's
-  std::int64_t row0 = 0;  // this lane's rows of the current item: row0, row0 + 8
-  int num_tiles = 0;
-  unsigned g = 0;  // tiles of the earlier items (the stage ring runs on across items)
+  softmax.init();
+  const std::int64_t row0 = bt.m0 + cwarp * 16 + lane / 4;  // this lane's rows: row0, row0 + 8
 
   // Ping-pong: consumer g waits on barrier 1 + g for its turn and hands the turn over on the other's; consumer 1
-  // hands the first turn to consumer 0, which takes the last hand-over at the end. The turns run on across
-  // items (both consumers visit the same tiles).
+  // hands the first turn to consumer 0, which takes the last hand-over at the end.
   auto turn_begin = [&] {
     if constexpr (Cfg::kPingPong) named_barrier_sync(1 + wg, 256);
   };
@@ -385,24 +318,23 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     if (lane == 0) mbar_arrive(smem_addr(bar));
   };
 
-  // Iteration t (see the top of the file), stage ring position gt = g + t. What keeps the softmax before the
-  // wait for P_{t-1} V_{t-1} in the machine code: ptxas hoists a wgmma wait above register-only work, never
-  // above a shared-memory store, so each warp stores its row sums (which depend on every exponential) first
-  // (lane 0, predicated: every lane computes the value); the wait also takes P_t as operands. P alternates
-  // between two register sets (tile parity; the loop is unrolled by two) because P_t is written while
-  // P_{t-1} V_{t-1} still reads its registers. Tile 0 is peeled (no P V).
+  // Iteration t (see the top of the file). What keeps the softmax before the wait for P_{t-1} V_{t-1} in the
+  // machine code: ptxas hoists a wgmma wait above register-only work, never above a shared-memory store, so
+  // each thread stores its row sums (which depend on every exponential) first; the wait also takes P_t as
+  // operands. P alternates between two register sets (tile parity; the loop is unrolled by two) because P_t
+  // is written while P_{t-1} V_{t-1} still reads its registers. Tile 0 is peeled (no P V).
   float alpha[2];
-  const std::uint32_t order_slot = smem_addr(&order_s[cwarp]);
+  const std::uint32_t order_slot = smem_addr(&order_s[ctid]);
   auto step = [&](int t, auto first_tile, auto parity) {
     constexpr bool kFirst = decltype(first_tile)::value;
     constexpr int kCur = decltype(parity)::value;
     std::uint32_t(&p_cur)[Cfg::kPSteps][4] = p_frag[kCur];
     std::uint32_t(&p_prev)[Cfg::kPSteps][4] = p_frag[1 - kCur];
-    const unsigned gt = g + t, ks = gt % kKStages, vp = (gt - 1) % kVStages;
+    const int ks = t % kKStages, vp = (t + kVStages - 1) % kVStages;
     // V_{t-1} was copied before K_t: waiting for both first keeps the two products in one basic block (a wait
     // loop between them makes ptxas insert a warpgroup fence).
-    mbar_wait(smem_addr(&full_k[ks]), (gt / kKStages) & 1);
-    if constexpr (!kFirst) mbar_wait(smem_addr(&full_v[vp]), ((gt - 1) / kVStages) & 1);
+    mbar_wait(smem_addr(&full_k[ks]), (t / kKStages) & 1);
+    if constexpr (!kFirst) mbar_wait(smem_addr(&full_v[vp]), ((t - 1) / kVStages) & 1);
     fence_proxy_async();  // the copies wrote through the generic proxy; wgmma reads through the async one
     float s[Cfg::kNTiles][4];
     turn_begin();
@@ -424,7 +356,6 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     fence_operand(s);
     release(&empty_k[ks]);
 
-    const sm80::TilePlan<kBlockN>& pl = *plan;
     const sm80::TileRef tr = sm80::tile_ref(pl, t);
     const bool masked = tr.gather ? tr.end - tr.base < kBlockN : sm80::span_tile_needs_mask(pl, a, tr.base);
     if (masked) {
@@ -449,14 +380,8 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
       p_cur[kk][3] = sm80::pack2<Elem>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
     }
     if constexpr (!kFirst) {
-      asm volatile(
-          "{\n"
-          ".reg .pred first_lane;\n"
-          "setp.eq.u32 first_lane, %2, 0;\n"
-          "@first_lane st.shared.f32 [%0], %1;\n"
-          "}\n" ::"r"(order_slot),
-          "f"(softmax.row_sum[0] + softmax.row_sum[1]), "r"(lane)
-          : "memory");
+      asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(order_slot), "f"(softmax.row_sum[0] + softmax.row_sum[1])
+                   : "memory");
       wgmma_wait_after<0>(p_cur);
       release(&empty_v[vp]);
       fence_operand(o);
@@ -466,8 +391,8 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
   using Even = std::integral_constant<int, 0>;
   using Odd = std::integral_constant<int, 1>;
   auto last_product = [&](const std::uint32_t(&p)[Cfg::kPSteps][4]) {
-    const unsigned gt = g + num_tiles - 1, last = gt % kVStages;
-    mbar_wait(smem_addr(&full_v[last]), (gt / kVStages) & 1);
+    const int t = num_tiles - 1, last = t % kVStages;
+    mbar_wait(smem_addr(&full_v[last]), (t / kVStages) & 1);
     fence_proxy_async();
     turn_begin();
     wgmma_fence();
@@ -478,70 +403,46 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     wgmma_wait<0>();
     fence_operand(o);
   };
-
-  if constexpr (Cfg::kPingPong) {
-    if (wg == 1) named_barrier_arrive(1, 256);
+  if (num_tiles > 0) {
+    if constexpr (Cfg::kPingPong) {
+      if (wg == 1) named_barrier_arrive(1, 256);
+    }
+    step(0, std::true_type{}, Even{});
+    int t = 1;
+    for (; t + 1 < num_tiles; t += 2) {
+      step(t, std::false_type{}, Odd{});
+      step(t + 1, std::false_type{}, Even{});
+    }
+    if (t < num_tiles) {
+      step(t, std::false_type{}, Odd{});
+      last_product(p_frag[1]);
+    } else {
+      last_product(p_frag[0]);
+    }
+    if constexpr (Cfg::kPingPong) {
+      if (wg == 0) named_barrier_sync(1, 256);
+    }
   }
-  for (int it = 0;; ++it) {
-    // The producer's hand-over of the item (its plan stays in slot it & 1 until the item's output is written).
-    const int slot = it & 1;
-    mbar_wait(smem_addr(&full_item[slot]), (it >> 1) & 1);
-    item = item_s[slot];
-    if (item < 0) break;
-    plan = &plan_s[slot];
-    num_tiles = plan->total_tiles();
-    row0 = item_tile(item).m0 + cwarp * 16 + lane / 4;
-    const int qb = it % kQBuffers;
-    q_wg = smem_addr(q_s + qb * kBlockM * kD) + wg * 64 * 128;
+
+  Elem* out_g = static_cast<Elem*>(a.out) + bt.b * a.out_stride[0] + bt.h * a.out_stride[2];
+  float inv_sum[2], lse[2];
+  softmax.finish(inv_sum, lse);
 #pragma unroll
-    for (int dt = 0; dt < Cfg::kOTiles; ++dt)
+  for (int i = 0; i < 2; ++i) {
+    const std::int64_t r = row0 + 8 * i;
+    if (r >= a.seq_q) continue;
+    Elem* dst = out_g + r * a.out_stride[1] + 2 * (lane & 3);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) o[dt][e] = 0.0f;
-    softmax.init();
-    mbar_wait(smem_addr(&full_q[qb]), (it / kQBuffers) & 1);  // the steps' proxy fence covers Q too
-    if (num_tiles > 0) {
-      step(0, std::true_type{}, Even{});
-      int t = 1;
-      for (; t + 1 < num_tiles; t += 2) {
-        step(t, std::false_type{}, Odd{});
-        step(t + 1, std::false_type{}, Even{});
-      }
-      if (t < num_tiles) {
-        step(t, std::false_type{}, Odd{});
-        last_product(p_frag[1]);
+    for (int dt = 0; dt < Cfg::kOTiles; ++dt) {
+      const std::uint32_t packed = sm80::pack2<Elem>(o[dt][2 * i] * inv_sum[i], o[dt][2 * i + 1] * inv_sum[i]);
+      if (a.aligned_out) {
+        *reinterpret_cast<std::uint32_t*>(dst + dt * 8) = packed;
       } else {
-        last_product(p_frag[0]);
+        reinterpret_cast<unsigned short*>(dst + dt * 8)[0] = static_cast<unsigned short>(packed & 0xffffu);
+        reinterpret_cast<unsigned short*>(dst + dt * 8)[1] = static_cast<unsigned short>(packed >> 16);
       }
     }
-    if (persistent) release(&empty_q[qb]);
-
-    const sm80::BlockTile<Elem> bt = item_tile(item);
-    Elem* out_g = static_cast<Elem*>(a.out) + bt.b * a.out_stride[0] + bt.h * a.out_stride[2];
-    float inv_sum[2], lse[2];
-    softmax.finish(inv_sum, lse);
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const std::int64_t r = row0 + 8 * i;
-      if (r >= a.seq_q) continue;
-      Elem* dst = out_g + r * a.out_stride[1] + 2 * (lane & 3);
-#pragma unroll
-      for (int dt = 0; dt < Cfg::kOTiles; ++dt) {
-        const std::uint32_t packed = sm80::pack2<Elem>(o[dt][2 * i] * inv_sum[i], o[dt][2 * i + 1] * inv_sum[i]);
-        if (a.aligned_out) {
-          *reinterpret_cast<std::uint32_t*>(dst + dt * 8) = packed;
-        } else {
-          reinterpret_cast<unsigned short*>(dst + dt * 8)[0] = static_cast<unsigned short>(packed & 0xffffu);
-          reinterpret_cast<unsigned short*>(dst + dt * 8)[1] = static_cast<unsigned short>(packed >> 16);
-        }
-      }
-      if (a.lse != nullptr && (lane & 3) == 0) a.lse[bt.bh * a.seq_q + r] = lse[i];
-    }
-    release(&empty_item[slot]);
-    g += num_tiles;
-    if (!persistent) break;
-  }
-  if constexpr (Cfg::kPingPong) {
-    if (wg == 0) named_barrier_sync(1, 256);
+    if (a.lse != nullptr && (lane & 3) == 0) a.lse[bt.bh * a.seq_q + r] = lse[i];
   }
 #endif
 }
@@ -553,34 +454,14 @@ bool attention_sm90_runnable() {
   return check.runnable(attention_kernel_sm90<Elem, kD, 1, 64>, attention_kernel_sm90<Elem, kD, 2, 128>);
 }
 
-// Blocks of a persistent launch: one per SM of the current device (one 128-row block fills an SM), at most
-// a.max_blocks when that is set.
-inline std::int64_t persistent_blocks(const KernelArgs& a) {
-  int device = 0, sms = 1;
-  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-    sms = 1;
-  std::int64_t blocks = a.max_blocks > 0 && a.max_blocks < sms ? a.max_blocks : sms;
-  return blocks < a.total_items ? blocks : a.total_items;
-}
-
 template <typename Elem, int kD, int kConsumers, int kBlockN>
 cudaError_t launch_instance(const KernelArgs& a, std::int64_t batch, cudaStream_t stream) {
   using Cfg = Config<Elem, kD, kConsumers, kBlockN>;
   auto kernel = attention_kernel_sm90<Elem, kD, kConsumers, kBlockN>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
-  if (Cfg::kQBuffers == 2 && a.item_counter != nullptr) {
-    // Persistent: one block per SM (persistent_blocks), the items after the first by ticket.
-    const std::int64_t blocks = persistent_blocks(a);
-    err = cudaMemsetAsync(a.item_counter, 0, sizeof(std::int32_t), stream);
-    if (err != cudaSuccess) return err;
-    kernel<<<static_cast<unsigned>(blocks), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a);
-    return cudaGetLastError();
-  }
-  KernelArgs grid_args = a;
-  grid_args.item_counter = nullptr;
   const dim3 grid(static_cast<unsigned>(a.num_m_tiles * a.q_heads), static_cast<unsigned>(batch));
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(grid_args);
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a);
   return cudaGetLastError();
 }
 

@@ -50,19 +50,6 @@ Launcher select_sm90(DType dtype, std::int64_t head_dim) {
   return nullptr;
 }
 
-// SAMPLEATTN_SM90_PERSISTENT=0 turns the persistent launch off (benchmarks of one mode against the other).
-bool persistent_allowed() {
-  const char* v = std::getenv("SAMPLEATTN_SM90_PERSISTENT");
-  return v == nullptr || std::strcmp(v, "0") != 0;
-}
-
-// SAMPLEATTN_SM90_PERSISTENT_BLOCKS=n: at most n blocks per persistent launch (tests), 0 when unset.
-std::int64_t persistent_blocks_from_env() {
-  const char* v = std::getenv("SAMPLEATTN_SM90_PERSISTENT_BLOCKS");
-  const long long n = v != nullptr ? std::atoll(v) : 0;
-  return n > 0 ? n : 0;
-}
-
 bool device_is_sm80_or_newer() {
   int device = 0, major = 0;
   if (cudaGetDevice(&device) != cudaSuccess) return false;
@@ -115,7 +102,6 @@ void check_attention_params(const AttentionParams& p) {
   SA_CHECK(m_tiles * p.q_heads <= std::numeric_limits<std::int32_t>::max(), "attention: seq_q (", p.seq_q,
            ") x q_heads (", p.q_heads, ") exceeds the grid");
   SA_CHECK(p.batch <= 65535, "attention: batch (", p.batch, ") must be <= 65535");
-  SA_CHECK(p.max_blocks >= 0, "attention: max_blocks (", p.max_blocks, ") must be >= 0");
 }
 
 void run_attention(const AttentionParams& p, void* stream) {
@@ -163,11 +149,6 @@ void run_attention(const AttentionParams& p, void* stream) {
     a.col_bitmap = p.col_bitmap;
     a.bitmap_words = p.bitmap_words;
     a.dense_tail = p.dense_tail < p.seq_q ? p.dense_tail : p.seq_q;
-  }
-  a.total_items = m_tiles * p.q_heads * p.batch;
-  if (p.item_counter != nullptr && persistent_allowed() && a.total_items < std::numeric_limits<std::int32_t>::max() / 2) {
-    a.item_counter = p.item_counter;
-    a.max_blocks = p.max_blocks > 0 ? p.max_blocks : persistent_blocks_from_env();
   }
   const cudaError_t err = launch(a, p.batch, static_cast<cudaStream_t>(stream));
   SA_CHECK(err == cudaSuccess, "attention: kernel launch failed (", to_string(p.dtype), ", head_dim ", p.head_dim,

@@ -58,18 +58,14 @@ struct BlockTile {
   const Elem* k;
   const Elem* v;
 
-  __device__ __forceinline__ BlockTile(const KernelArgs& a, std::int64_t block_m)
-      : BlockTile(a, block_m, blockIdx.x, blockIdx.y) {}
-
-  // Work item x of batch b (the persistent sm_90a kernel numbers its items b * num_m_tiles * q_heads + x).
-  __device__ __forceinline__ BlockTile(const KernelArgs& a, std::int64_t block_m, std::int64_t x, std::int64_t b_) {
-    const std::int64_t group_blocks = kTileGroup * a.q_heads;
+  __device__ __forceinline__ BlockTile(const KernelArgs& a, std::int64_t block_m) {
+    const std::int64_t x = blockIdx.x, group_blocks = kTileGroup * a.q_heads;
     const std::int64_t group = x / group_blocks, first = group * kTileGroup;  // reversed tiles [first, ..)
     const std::int64_t size = a.num_m_tiles - first < kTileGroup ? a.num_m_tiles - first : kTileGroup;
     const std::int64_t rest = x - group * group_blocks;
     h = rest / size;
     const std::int64_t mt = a.num_m_tiles - 1 - (first + rest % size);
-    b = b_;
+    b = blockIdx.y;
     bh = b * a.q_heads + h;
     kvh = h / a.group;
     m0 = mt * block_m;

@@ -100,8 +100,7 @@ void attend(const core::Problem& p, const TensorView& q, const TensorView& k, co
   const std::size_t off_offsets = (off_counts + counts.size() * 4 + 7) / 8 * 8;
   const std::size_t off_bitmap = off_offsets + selection.offsets.size() * 8;
   const std::size_t off_indices = off_bitmap + bitmap.size() * 4;
-  const std::size_t off_counter = off_indices + (n_idx > 0 ? n_idx : 1) * 4;
-  StreamBuffer buffer(off_counter + 4, s);
+  StreamBuffer buffer(off_indices + (n_idx > 0 ? n_idx : 1) * 4, s);
   auto* base = static_cast<unsigned char*>(buffer.get());
   upload(base + off_window, window, s);
   upload(base + off_counts, counts, s);
@@ -118,16 +117,12 @@ void attend(const core::Problem& p, const TensorView& q, const TensorView& k, co
   ap.bitmap_words = words;
   ap.dense_tail = selection.dense_tail;
   ap.window_hint = heads > 0 ? *std::max_element(window.begin(), window.end()) : 0;
-  ap.item_counter = reinterpret_cast<std::int32_t*>(base + off_counter);
   run_attention(ap, stream);
 }
 
 void dense(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
            float* lse, void* stream) {
-  StreamBuffer counter(sizeof(std::int32_t), static_cast<cudaStream_t>(stream));
-  AttentionParams ap = attention_params(p, q, k, v, out, lse);
-  ap.item_counter = static_cast<std::int32_t*>(counter.get());
-  run_attention(ap, stream);
+  run_attention(attention_params(p, q, k, v, out, lse), stream);
 }
 
 void sample_attention(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,

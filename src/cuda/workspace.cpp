@@ -113,7 +113,6 @@ WorkspaceLayout workspace_layout(const SelectPlan& plan) {
   l.stats = place(heads * sizeof(DeviceHeadStats));
   l.stage2_heads = place(heads * sizeof(Stage2Head));
   l.stage2_blocks = place(heads * static_cast<std::size_t>(plan.stage2_blocks) * sizeof(Stage2Block));
-  l.item_counter = place(sizeof(std::int32_t));
   l.bytes = at;
   return l;
 }
@@ -139,8 +138,7 @@ Workspace carve_workspace(void* base, std::size_t bytes, const WorkspaceLayout& 
                    reinterpret_cast<std::uint32_t*>(b + l.bitmap),
                    reinterpret_cast<DeviceHeadStats*>(b + l.stats),
                    reinterpret_cast<Stage2Head*>(b + l.stage2_heads),
-                   reinterpret_cast<Stage2Block*>(b + l.stage2_blocks),
-                   reinterpret_cast<std::int32_t*>(b + l.item_counter)};
+                   reinterpret_cast<Stage2Block*>(b + l.stage2_blocks)};
 }
 
 void run_selection(const SelectPlan& plan, const TensorView& q, const TensorView& k, const Workspace& ws,
@@ -223,7 +221,6 @@ void run_sparse_attention(const SelectPlan& plan, const TensorView& q, const Ten
   ap.bitmap_words = plan.bitmap_words;
   ap.dense_tail = plan.dense_tail;
   ap.window_hint = plan.window;
-  ap.item_counter = ws.item_counter;
   run_attention(ap, stream);
 }
 

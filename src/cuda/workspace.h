@@ -36,7 +36,7 @@ struct SelectPlan {
 struct WorkspaceLayout {
   std::size_t part_m = 0, part_l = 0, lse2 = 0, qs_image = 0, qs_pos = 0, colscore = 0, inside = 0, indices = 0,
               offsets = 0, counts = 0, window = 0, bitmap = 0, stats = 0, stage2_heads = 0, stage2_blocks = 0,
-              item_counter = 0, bytes = 0;
+              bytes = 0;
 };
 
 // Typed pointers into one workspace.
@@ -56,7 +56,6 @@ struct Workspace {
   DeviceHeadStats* stats;
   Stage2Head* stage2_heads;    // [B * Hq] stage 2 scratch
   Stage2Block* stage2_blocks;  // [B * Hq, stage2_blocks]
-  std::int32_t* item_counter;  // the attention kernel's work-item counter (AttentionParams::item_counter)
 };
 
 SelectPlan make_plan(const core::Problem& p, const SampleConfig& config);

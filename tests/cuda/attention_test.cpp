@@ -167,21 +167,14 @@ void run_case(const Case& c, std::uint64_t seed) {
     ap.dense_tail = c.dense_tail;
   }
 
-  // Sparse cases run without a window hint (128-row query tiles) and with the largest window as the hint
-  // (64-row tiles on sm_90 when it is small); every case with one block per query tile and with the
-  // persistent sm_90a launch over at most 3 blocks (each block then takes several query tiles in turn; other
-  // GPUs ignore the counter). All must match the reference.
+  // Sparse cases run twice: without a window hint (128-row query tiles) and with the largest window as the
+  // hint (64-row tiles on sm_90 when it is small); both must match the reference.
   const core::Tolerance tol = core::tolerance(c.dtype);
   const double vmax = test::max_abs(v);
   std::vector<std::int64_t> hints = {0};
   if (c.sparse) hints.push_back(*std::max_element(windows.begin(), windows.end()));
-  DeviceBuffer dcounter(std::vector<std::int32_t>{12345});  // run_attention zeroes it
-  for (int run = 0; run < 2 * static_cast<int>(hints.size()); ++run) {
-    const std::int64_t hint = hints[run / 2];
-    const bool persistent = run % 2 == 1;
-    SCOPED_TRACE("window_hint " + std::to_string(hint) + (persistent ? ", persistent over 3 blocks" : ""));
-    ap.item_counter = persistent ? static_cast<std::int32_t*>(dcounter.get()) : nullptr;
-    ap.max_blocks = persistent ? 3 : 0;
+  for (std::int64_t hint : hints) {
+    SCOPED_TRACE("window_hint " + std::to_string(hint));
     HostTensor fresh(c.dtype, c.batch, c.seq_q, c.q_heads, c.head_dim, c.layout);  // poisoned by construction
     std::vector<float> nan_lse(ref_lse.size(), std::numeric_limits<float>::quiet_NaN());
     DeviceBuffer dout(fresh.data(), fresh.bytes()), dlse(nan_lse);
@@ -268,22 +261,6 @@ TEST(AttentionCudaHost, RejectsUnsupportedShapes) {
   EXPECT_THROW(cuda::run_attention(ap, nullptr), Error);
   ap.head_dim = 128;
   EXPECT_THROW(cuda::run_attention(ap, nullptr), Error);  // null tensors
-  // Checked without touching memory: any aligned non-null address will do.
-  void* fake = reinterpret_cast<void*>(std::uintptr_t{256});
-  ap.q = ap.k = ap.v = fake;
-  ap.out = fake;
-  for (auto* stride : {ap.q_stride, ap.k_stride, ap.v_stride, ap.out_stride}) {
-    stride[0] = stride[1] = stride[2] = 128;
-    stride[3] = 1;
-  }
-  EXPECT_NO_THROW(cuda::check_attention_params(ap));
-  ap.max_blocks = -1;
-  try {
-    cuda::check_attention_params(ap);
-    ADD_FAILURE() << "max_blocks -1 accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("max_blocks (-1)"), std::string::npos) << e.what();
-  }
 }
 
 }  // namespace
