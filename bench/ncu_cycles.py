@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import re
+import time
 
 METRICS = ("gpu__time_duration.sum", "sm__cycles_elapsed.max", "sm__cycles_elapsed.avg.per_second")
 
@@ -116,6 +117,8 @@ def main():
     ap.add_argument("log")
     ap.add_argument("--out", default="")
     ap.add_argument("--commit", default="unknown")
+    ap.add_argument("--gpu", default="unknown", help="GPU name (device_cycles.sh passes nvidia-smi's)")
+    ap.add_argument("--driver", default="unknown")
     a = ap.parse_args()
     blocks = parse_blocks(a.log)
     attention = [row for b in blocks if b["what"] == "attention" for row in attention_ratios(b)]
@@ -131,7 +134,9 @@ def main():
         print("e2e " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
     if a.out:
         with open(a.out, "w") as f:
-            json.dump(dict(commit=a.commit, metrics=METRICS, blocks=blocks, attention=attention, e2e=e2e), f, indent=1)
+            date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            json.dump(dict(gpu=a.gpu, driver=a.driver, date=date, commit=a.commit, metrics=METRICS, blocks=blocks,
+                           attention=attention, e2e=e2e), f, indent=1)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ for S in ${LENGTHS:-131072 32768}; do
       --lib "$D/libsa_e2e.so" --profile-call "${spec%%:*}" --lengths "$S" --mixes "${spec##*:}"
   done
 done
-python3 bench/ncu_cycles.py "$LOG" --out "$OUT/h200-cycles.json" --commit "$(cat "$D/COMMIT" 2>/dev/null || echo unknown)" ||
+GPU_INFO=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
+python3 bench/ncu_cycles.py "$LOG" --out "$OUT/h200-cycles.json" --commit "$(cat "$D/COMMIT" 2>/dev/null || echo unknown)" \
+  --gpu "${GPU_INFO%%,*}" --driver "${GPU_INFO##*, }" ||
   status=1
 exit $status
