@@ -20,6 +20,7 @@ struct KernelArgs {
   bool causal = true;
   bool aligned_inputs = true;  // q, k, v rows start on 16-byte boundaries: cp.async; else plain loads
   bool aligned_out = true;     // out element pairs start on 4-byte boundaries
+  bool aligned_out_rows = true;  // out rows start on 16-byte boundaries (16-byte stores)
   bool narrow_strides = true;  // k and v sequence strides below 2^32 bytes (32-bit row offsets in gathers)
 
   // Sparse mode (col_indices != nullptr); see AttentionParams.

@@ -110,6 +110,10 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
   Elem* k_s = q_s + kBlockM * kD;                     // [kKStages][kBlockN][d]
   Elem* v_s = k_s + kKStages * Cfg::kTileElems;       // [kVStages][kBlockN][d]
   __shared__ __align__(8) std::uint64_t full_k[kKStages], empty_k[kKStages], full_v[kVStages], empty_v[kVStages];
+  // The producer's stripe search result (left_count, right_begin; find_stripes), for the consumers, which
+  // need it only after their first tile: stripes_full completes when it is written.
+  __shared__ __align__(8) std::uint64_t stripes_full;
+  __shared__ int stripes_s[2];
   __shared__ __align__(16) std::int32_t idx_s[2][kBlockN];  // keys of a gathered tile (producer only)
   __shared__ float order_s[kConsumers * 128];
 
@@ -123,22 +127,34 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
       mbar_init(smem_addr(&full_v[s]), 128);
       mbar_init(smem_addr(&empty_v[s]), 4 * kConsumers);
     }
+    mbar_init(smem_addr(&stripes_full), 1);
   }
   const sm80::BlockTile<Elem> bt(a, kBlockM);
   constexpr int kChunks = Cfg::Copy::kChunks, kRowsPerPass = Cfg::Copy::kRowsPerPass;
   const int chunk = tid % kChunks, crow = tid / kChunks;
   if (warp < 4) {
     // The producer's copies of Q first: they need no plan, so they overlap its loads (the first full barrier's
-    // arrivals, after tile 0's copies, cover them).
+    // arrivals, after tile 0's copies, cover them). A whole tile with aligned rows takes the contiguous K/V
+    // tiles' form: one global address plus constant steps, one shared address plus immediates (the general
+    // form, with an address product and a branch per copy, took ~2,000 cycles of every block's start).
+    if (a.aligned_inputs && bt.m1 - bt.m0 == kBlockM) {
+      const char* src = reinterpret_cast<const char*>(bt.q + (bt.m0 + crow) * a.q_stride[1] + chunk * 8);
+      const std::int64_t step = a.q_stride[1] * static_cast<std::int64_t>(sizeof(Elem)) * kRowsPerPass;
+      const std::uint32_t dst = smem_addr(q_s + sw128_offset<kBlockM>(crow, chunk));
 #pragma unroll
-    for (int pass = 0; pass < Cfg::kQPasses; ++pass) {
-      const int row = crow + pass * kRowsPerPass;
-      const bool valid = bt.m0 + row < a.seq_q;
-      const Elem* src = bt.q + (valid ? (bt.m0 + row) * a.q_stride[1] : 0) + chunk * 8;
-      sm80::copy_chunk(q_s + sw128_offset<kBlockM>(row, chunk), src, valid, a.aligned_inputs);
+      for (int pass = 0; pass < Cfg::kQPasses; ++pass)
+        sm80::cp_async_16(dst + pass * kRowsPerPass * 128, src + pass * step, true);
+    } else {
+#pragma unroll
+      for (int pass = 0; pass < Cfg::kQPasses; ++pass) {
+        const int row = crow + pass * kRowsPerPass;
+        const bool valid = bt.m0 + row < a.seq_q;
+        const Elem* src = bt.q + (valid ? (bt.m0 + row) * a.q_stride[1] : 0) + chunk * 8;
+        sm80::copy_chunk(q_s + sw128_offset<kBlockM>(row, chunk), src, valid, a.aligned_inputs);
+      }
     }
   }
-  // The plan without its stripes; each warp finds those itself (find_stripes) after the first copies are issued.
+  // The plan without its stripes: the producer searches them (find_stripes) after tile 0's copies are issued.
   sm80::TilePlan<kBlockN> pl = sm80::make_plan<kBlockN>(a, bt.bh, bt.m0, bt.m1);
   __syncthreads();  // barriers initialised
 
@@ -254,6 +270,11 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
       t0 = 1;
     }
     sm80::find_stripes(pl, a);
+    if (tid == 0) {
+      stripes_s[0] = pl.left_count;
+      stripes_s[1] = pl.right_begin;
+      mbar_arrive(smem_addr(&stripes_full));
+    }
     const int num_tiles = pl.total_tiles();
     if (pl.sparse && t0 < num_tiles) {
       if (tid < kBlockN) idx_s[t0 & 1][key_slot(tid)] = tile_key(t0);
@@ -279,8 +300,16 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
 
   // Consumers.
   setmaxnreg_inc<Cfg::kConsumerRegs>();
-  sm80::find_stripes(pl, a);  // while tile 0 is copied
-  const int num_tiles = pl.total_tiles();
+  // The stripes come from the producer's search (the band span's tiles, first in the plan, need none): the
+  // consumers start on tile 0 at once and take them after it (a search of their own put ~2,000 cycles of
+  // dependent loads before every block's first product).
+  const bool stripes_pending = pl.sparse && !pl.tail_mode;
+  auto take_stripes = [&] {
+    mbar_wait(smem_addr(&stripes_full), 0);
+    sm80::set_stripes(pl, a, stripes_s[0], stripes_s[1]);
+  };
+  if (stripes_pending && pl.span_tiles == 0) take_stripes();
+  int num_tiles = pl.total_tiles();
   const int ctid = tid - 128, cwarp = warp - 4, wg = cwarp / 4;
   const std::uint32_t k_base = smem_addr(k_s), v_base = smem_addr(v_s);
   // K tile (B of Q K^T, K-major): k-step ks is 16 columns of 64-column block ks / 4; V tile (B of P V,
@@ -408,6 +437,10 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
       if (wg == 1) named_barrier_arrive(1, 256);
     }
     step(0, std::true_type{}, Even{});
+    if (stripes_pending && pl.span_tiles > 0) {
+      take_stripes();
+      num_tiles = pl.total_tiles();
+    }
     int t = 1;
     for (; t + 1 < num_tiles; t += 2) {
       step(t, std::false_type{}, Odd{});
@@ -427,22 +460,55 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
   Elem* out_g = static_cast<Elem*>(a.out) + bt.b * a.out_stride[0] + bt.h * a.out_stride[2];
   float inv_sum[2], lse[2];
   softmax.finish(inv_sum, lse);
+  if (a.aligned_out_rows && num_tiles > 0) {
+    // Through this warp's 16 rows of the Q tile (read only by its warpgroup's products, all done; the wait
+    // for tile 0 covered the Q copies): the fragments go to shared memory, then back as whole 16-byte chunks,
+    // so that each instruction writes whole rows (the fragments' own 4-byte stores touch 8 rows each and took
+    // ~2,500 cycles of every block's end). Conflict-free both ways: the Q tile's 128-byte swizzle.
+    const int wrow = cwarp * 16;
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const std::int64_t r = row0 + 8 * i;
-    if (r >= a.seq_q) continue;
-    Elem* dst = out_g + r * a.out_stride[1] + 2 * (lane & 3);
+    for (int i = 0; i < 2; ++i) {
+      const int row = wrow + lane / 4 + 8 * i;
 #pragma unroll
-    for (int dt = 0; dt < Cfg::kOTiles; ++dt) {
-      const std::uint32_t packed = sm80::pack2<Elem>(o[dt][2 * i] * inv_sum[i], o[dt][2 * i + 1] * inv_sum[i]);
-      if (a.aligned_out) {
-        *reinterpret_cast<std::uint32_t*>(dst + dt * 8) = packed;
-      } else {
-        reinterpret_cast<unsigned short*>(dst + dt * 8)[0] = static_cast<unsigned short>(packed & 0xffffu);
-        reinterpret_cast<unsigned short*>(dst + dt * 8)[1] = static_cast<unsigned short>(packed >> 16);
+      for (int dt = 0; dt < Cfg::kOTiles; ++dt) {
+        const std::uint32_t packed = sm80::pack2<Elem>(o[dt][2 * i] * inv_sum[i], o[dt][2 * i + 1] * inv_sum[i]);
+        *reinterpret_cast<std::uint32_t*>(q_s + sw128_offset<kBlockM>(row, dt) + 2 * (lane & 3)) = packed;
       }
     }
-    if (a.lse != nullptr && (lane & 3) == 0) a.lse[bt.bh * a.seq_q + r] = lse[i];
+    __syncwarp();
+    constexpr int kRowChunks = kD / 8, kRowsPerStore = 32 / kRowChunks;
+    const int chunk_out = lane % kRowChunks;
+#pragma unroll
+    for (int j = 0; j < 16 / kRowsPerStore; ++j) {
+      const int row = wrow + j * kRowsPerStore + lane / kRowChunks;
+      const uint4 v = *reinterpret_cast<const uint4*>(q_s + sw128_offset<kBlockM>(row, chunk_out));
+      const std::int64_t r = bt.m0 + row;
+      if (r < a.seq_q) *reinterpret_cast<uint4*>(out_g + r * a.out_stride[1] + chunk_out * 8) = v;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const std::int64_t r = row0 + 8 * i;
+      if (r >= a.seq_q) continue;
+      Elem* dst = out_g + r * a.out_stride[1] + 2 * (lane & 3);
+#pragma unroll
+      for (int dt = 0; dt < Cfg::kOTiles; ++dt) {
+        const std::uint32_t packed = sm80::pack2<Elem>(o[dt][2 * i] * inv_sum[i], o[dt][2 * i + 1] * inv_sum[i]);
+        if (a.aligned_out) {
+          *reinterpret_cast<std::uint32_t*>(dst + dt * 8) = packed;
+        } else {
+          reinterpret_cast<unsigned short*>(dst + dt * 8)[0] = static_cast<unsigned short>(packed & 0xffffu);
+          reinterpret_cast<unsigned short*>(dst + dt * 8)[1] = static_cast<unsigned short>(packed >> 16);
+        }
+      }
+    }
+  }
+  if (a.lse != nullptr && (lane & 3) == 0) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const std::int64_t r = row0 + 8 * i;
+      if (r < a.seq_q) a.lse[bt.bh * a.seq_q + r] = lse[i];
+    }
   }
 #endif
 }

@@ -135,6 +135,7 @@ void run_attention(const AttentionParams& p, void* stream) {
   a.aligned_inputs = rows_aligned16(p.q, p.q_stride) && rows_aligned16(p.k, p.k_stride) &&
                      rows_aligned16(p.v, p.v_stride);
   a.aligned_out = pairs_aligned4(p.out, p.out_stride);
+  a.aligned_out_rows = rows_aligned16(p.out, p.out_stride);
   a.narrow_strides = p.k_stride[1] < (std::int64_t{1} << 31) && p.v_stride[1] < (std::int64_t{1} << 31);
   if (p.col_indices != nullptr) {
     SA_CHECK(p.window != nullptr && p.col_offsets != nullptr && p.col_counts != nullptr && p.col_bitmap != nullptr,

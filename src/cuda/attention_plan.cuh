@@ -58,17 +58,23 @@ struct BlockTile {
   const Elem* k;
   const Elem* v;
 
+  // In 32-bit arithmetic (the host checks that query tiles x heads fit in int32): 64-bit divisions by
+  // run-time values cost ~1,000 cycles of every block's start.
   __device__ __forceinline__ BlockTile(const KernelArgs& a, std::int64_t block_m) {
-    const std::int64_t x = blockIdx.x, group_blocks = kTileGroup * a.q_heads;
-    const std::int64_t group = x / group_blocks, first = group * kTileGroup;  // reversed tiles [first, ..)
-    const std::int64_t size = a.num_m_tiles - first < kTileGroup ? a.num_m_tiles - first : kTileGroup;
-    const std::int64_t rest = x - group * group_blocks;
-    h = rest / size;
-    const std::int64_t mt = a.num_m_tiles - 1 - (first + rest % size);
+    const int x = static_cast<int>(blockIdx.x), heads = static_cast<int>(a.q_heads);
+    const int tiles = static_cast<int>(a.num_m_tiles), tile_group = static_cast<int>(kTileGroup);
+    // More than 2^31 blocks per group means one group (x < 2^31).
+    const int group_blocks = heads > 0x7fffffff / tile_group ? 0x7fffffff : tile_group * heads;
+    const int group = x / group_blocks, first = group * tile_group;  // reversed tiles [first, ..)
+    const int size = tiles - first < tile_group ? tiles - first : tile_group;
+    const int rest = x - group * group_blocks;
+    const int head = rest / size;
+    const int mt = tiles - 1 - (first + rest - head * size);
+    h = head;
     b = blockIdx.y;
     bh = b * a.q_heads + h;
-    kvh = h / a.group;
-    m0 = mt * block_m;
+    kvh = head / static_cast<int>(a.group);
+    m0 = static_cast<std::int64_t>(mt) * block_m;
     m1 = m0 + block_m < a.seq_q ? m0 + block_m : a.seq_q;
     q = static_cast<const Elem*>(a.q) + b * a.q_stride[0] + h * a.q_stride[2];
     k = static_cast<const Elem*>(a.k) + b * a.k_stride[0] + kvh * a.k_stride[2];
@@ -161,22 +167,32 @@ __device__ __forceinline__ TilePlan<kBlockN> make_plan(const KernelArgs& a, std:
   return pl;
 }
 
-// The kept columns left of the band span (and right of it when not causal): one warp search each, called by
-// every warp after make_plan (uniform result).
+// The stripes of a plan from the positions of its band span in the kept columns: cols[0, left) lie left of
+// it, cols[right, count) right of it (right is read only when not causal).
+template <int kBlockN>
+__device__ __forceinline__ void set_stripes(TilePlan<kBlockN>& pl, const KernelArgs& a, int left, int right) {
+  pl.left_count = left;
+  pl.left_tiles = static_cast<int>(ceil_div(left, kBlockN));
+  if (!a.causal) {
+    pl.right_begin = right;
+    pl.right_end = pl.count;
+    pl.right_tiles = static_cast<int>(ceil_div(pl.count - right, kBlockN));
+  }
+}
+
+// The kept columns left of the band span (and right of it when not causal): one warp search each, called
+// after make_plan by every warp that needs them (uniform result).
 template <int kBlockN>
 __device__ __forceinline__ void find_stripes(TilePlan<kBlockN>& pl, const KernelArgs& a) {
   if (!pl.sparse || pl.tail_mode) return;
   const std::int64_t left = warp_count_less(pl.cols, pl.count, pl.span_lo);
-  pl.left_count = static_cast<int>(left);
-  pl.left_tiles = static_cast<int>(ceil_div(left, kBlockN));
+  std::int64_t right = 0;
   if (!a.causal) {
     std::int64_t span_end = static_cast<std::int64_t>(pl.span_lo) + static_cast<std::int64_t>(pl.span_tiles) * kBlockN;
     if (span_end > a.seq_k) span_end = a.seq_k;
-    const std::int64_t right = warp_count_less(pl.cols, pl.count, span_end);
-    pl.right_begin = static_cast<int>(right);
-    pl.right_end = pl.count;
-    pl.right_tiles = static_cast<int>(ceil_div(pl.count - right, kBlockN));
+    right = warp_count_less(pl.cols, pl.count, span_end);
   }
+  set_stripes(pl, a, static_cast<int>(left), static_cast<int>(right));
 }
 
 // Whether a contiguous tile starting at key n0 holds an entry some row of the query tile drops.
