@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, Config<Elem, kD>::
     copy_chunk(q_s + swizzled<kD>(row, copy_chunk_id), src, valid, a.aligned_inputs);
   }
 
-  TilePlan<kBlockN> pl = make_plan<kBlockN>(a, bh, m0, m1);
+  TilePlan<kBlockN> pl = make_plan<kBlockN>(a, bh, m0, m1, load_head_selection(a, bh));
   find_stripes(pl, a);
   const int num_tiles = pl.total_tiles();
 

@@ -121,12 +121,29 @@ __device__ __forceinline__ TileRef tile_ref(const TilePlan<kBlockN>& pl, int t) 
 
 __device__ __forceinline__ std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
-// bh = b * Hq + h; rows [m0, m1) of the query tile. Called by every thread (uniform result). Leaves the
-// stripes empty: find_stripes completes the plan (the band span, whose first tile is the first tile of every
-// plan, needs only the head's window and count, so that its copies can start before the searches).
+// What the plan reads of a sparse head: its kept-column count, band width and column offset, loaded
+// together (one round trip; a kernel can issue them before other work and use them after).
+struct HeadSelection {
+  std::int64_t count = 0, window = 0, col_offset = 0;
+};
+
+__device__ __forceinline__ HeadSelection load_head_selection(const KernelArgs& a, std::int64_t bh) {
+  HeadSelection hs;
+  if (a.col_indices != nullptr) {
+    hs.count = a.col_counts[bh];
+    hs.window = a.window[bh];
+    hs.col_offset = a.col_offsets[bh];
+  }
+  return hs;
+}
+
+// bh = b * Hq + h; rows [m0, m1) of the query tile; hs = load_head_selection(a, bh). Called by every thread
+// (uniform result). Leaves the stripes empty: find_stripes completes the plan (the band span, whose first tile
+// is the first tile of every plan, needs only the head's window and count, so that its copies can start before
+// the searches).
 template <int kBlockN>
 __device__ __forceinline__ TilePlan<kBlockN> make_plan(const KernelArgs& a, std::int64_t bh, std::int64_t m0,
-                                                       std::int64_t m1) {
+                                                       std::int64_t m1, const HeadSelection& hs) {
   TilePlan<kBlockN> pl;
   const std::int64_t offset = a.seq_k - a.seq_q;
   const std::int64_t p0 = offset + m0, p1 = offset + m1 - 1;
@@ -138,7 +155,7 @@ __device__ __forceinline__ TilePlan<kBlockN> make_plan(const KernelArgs& a, std:
     pl.span_tiles = static_cast<int>(ceil_div(visible_end, kBlockN));
     return pl;
   }
-  const std::int64_t count = a.col_counts[bh];
+  const std::int64_t count = hs.count;
   if (count == a.seq_k) {
     // Every column kept (SampleConfig::dense_head_density, or a head whose scores need them all): the mask is
     // plain attention, so the head runs the dense plan (no index reads, masks only at the causal edge).
@@ -146,10 +163,10 @@ __device__ __forceinline__ TilePlan<kBlockN> make_plan(const KernelArgs& a, std:
     pl.span_tiles = static_cast<int>(ceil_div(visible_end, kBlockN));
     return pl;
   }
-  const std::int64_t w = a.window[bh];
+  const std::int64_t w = hs.window;
   pl.window = static_cast<int>(w);
   pl.tail_row = static_cast<int>(a.seq_q - a.dense_tail);  // may be negative: every row is a tail row
-  pl.cols = a.col_indices + a.col_offsets[bh];
+  pl.cols = a.col_indices + hs.col_offset;
   pl.bitmap = a.col_bitmap + bh * a.bitmap_words;
   if (m1 > a.seq_q - a.dense_tail) {
     pl.tail_mode = true;

@@ -83,8 +83,8 @@ struct OnlineSoftmax {
       float l = row_sum[i];
       l += __shfl_xor_sync(0xffffffffu, l, 1);
       l += __shfl_xor_sync(0xffffffffu, l, 2);
-      inv_sum[i] = l > 0.0f ? 1.0f / l : 0.0f;
-      lse[i] = l > 0.0f ? (row_max[i] + log2f(l)) * 0.69314718055994530942f : -INFINITY;
+      inv_sum[i] = l > 0.0f ? fast_rcp(l) : 0.0f;
+      lse[i] = l > 0.0f ? (row_max[i] + fast_log2(l)) * 0.69314718055994530942f : -INFINITY;
     }
   }
 };
