@@ -263,13 +263,12 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
         mbar_arrive(smem_addr(full));
       }
     };
-    // The band span's first tiles (every plan starts with the span; contiguous, into stages not yet used) go
-    // out before the searches: tile 0's arrival covers Q, and tile 1 is not held up by the searches' loads (the
-    // values these copies keep for the loop spill here: ~7 local stores and 14 loads, once per block).
-    const int t0 = pl.span_tiles < kKStages ? pl.span_tiles : kKStages;
-    for (int t = 0; t < t0; ++t) {
-      copy_tile(t, k_s + t * Cfg::kTileElems, bt.k, a.k_stride[1], &full_k[t]);
-      copy_tile(t, v_s + t * Cfg::kTileElems, bt.v, a.v_stride[1], &full_v[t]);
+    // Tile 0 is the band span's first (every plan has one), contiguous: its copies go out before the searches.
+    int t0 = 0;
+    if (pl.span_tiles > 0) {
+      copy_tile(0, k_s, bt.k, a.k_stride[1], &full_k[0]);  // its arrival covers Q
+      copy_tile(0, v_s, bt.v, a.v_stride[1], &full_v[0]);
+      t0 = 1;
     }
     sm80::find_stripes(pl, a);
     if (tid == 0) {
