@@ -6,12 +6,15 @@
 //              ahead in shared memory, ~3 instructions per copy like contiguous tiles). Each thread's copies
 //              of a stage arrive on its "full" barrier when they land (cp.async.mbarrier.arrive), so the
 //              producer never waits for its own copies, only on a stage's "empty" barrier before refilling it.
-//              It keeps few registers (setmaxnreg) so that the consumers get more.
+//              It keeps few registers (setmaxnreg) so that the consumers get more. It also searches the plan's
+//              stripes once tile 0 is on its way and hands them to the consumers (the band tiles come first
+//              and need none).
 //   consumer g owns rows 64 g .. 64 g + 63 (each warp 16). Per tile t: wait for K_t (and V_{t-1}), issue
 //              S_t = Q K_t^T (wgmma m64n{kBlockN}k16, Q and K from 128-byte-swizzled shared memory) and
 //              O += P_{t-1} V_{t-1} (m64n{d}k16, P from registers), wait for S_t, free K_t, mask and softmax
 //              tile t while the tensor cores work on P_{t-1} V_{t-1}, wait for that product, free V_{t-1},
-//              rescale O.
+//              rescale O. At the end each warp writes its 16 rows of O into its rows of the Q tile and stores
+//              them back as whole rows.
 //   Two consumers take turns to issue their products (named barriers), so that the softmax of one runs
 //   while the tensor cores work for the other.
 // Shapes: (kConsumers, kBlockN) = (2, 128), or (1, 64) for small windows (two blocks per SM; the 64-row, 64-key
