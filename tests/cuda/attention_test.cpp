@@ -94,6 +94,55 @@ std::vector<std::uint32_t> column_bitmap(const Selection& s, std::int64_t words)
   return bits;
 }
 
+// The dense-mode parameters of q, k, v, whose copies are at dq, dk, dv on the device.
+cuda::AttentionParams params_for(const HostTensor& q, const HostTensor& k, const HostTensor& v, const DeviceBuffer& dq,
+                                 const DeviceBuffer& dk, const DeviceBuffer& dv, float scale, bool causal) {
+  cuda::AttentionParams ap;
+  ap.q = dq.get();
+  ap.k = dk.get();
+  ap.v = dv.get();
+  copy_strides(q.view(), ap.q_stride);
+  copy_strides(k.view(), ap.k_stride);
+  copy_strides(v.view(), ap.v_stride);
+  ap.batch = q.shape()[0];
+  ap.seq_q = q.shape()[1];
+  ap.q_heads = q.shape()[2];
+  ap.head_dim = q.shape()[3];
+  ap.seq_k = k.shape()[1];
+  ap.kv_heads = k.shape()[2];
+  ap.dtype = q.dtype();
+  ap.scale = scale;
+  ap.causal = causal;
+  return ap;
+}
+
+// Sparse mode over the device copies of windows, kept columns (indices, offsets, counts) and their bitmap.
+void set_sparse(cuda::AttentionParams& ap, const DeviceBuffer& window, const DeviceBuffer& indices,
+                const DeviceBuffer& offsets, const DeviceBuffer& counts, const DeviceBuffer& bitmap,
+                std::int64_t words) {
+  ap.window = static_cast<const std::int32_t*>(window.get());
+  ap.col_indices = static_cast<const std::int32_t*>(indices.get());
+  ap.col_offsets = static_cast<const std::int64_t*>(offsets.get());
+  ap.col_counts = static_cast<const std::int32_t*>(counts.get());
+  ap.col_bitmap = static_cast<const std::uint32_t*>(bitmap.get());
+  ap.bitmap_words = words;
+}
+
+// One kernel run with the given window hint into `out` (freshly constructed, so NaN-poisoned) and `lse`
+// (poisoned here): an element the kernel does not write fails every comparison.
+void run_poisoned(cuda::AttentionParams ap, std::int64_t window_hint, HostTensor& out, std::vector<float>& lse) {
+  std::fill(lse.begin(), lse.end(), std::numeric_limits<float>::quiet_NaN());
+  copy_strides(out.view(), ap.out_stride);
+  DeviceBuffer dout(out.data(), out.bytes()), dlse(lse);
+  ap.out = dout.get();
+  ap.lse = static_cast<float*>(dlse.get());
+  ap.window_hint = window_hint;
+  cuda::run_attention(ap, nullptr);
+  check_cuda(cudaDeviceSynchronize(), "attention kernel");
+  dout.download(out.data());
+  dlse.download(lse.data());
+}
+
 void run_case(const Case& c, std::uint64_t seed) {
   SCOPED_TRACE(describe(c) + " seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
@@ -103,8 +152,6 @@ void run_case(const Case& c, std::uint64_t seed) {
   q.fill_random(rng, c.q_scale);
   k.fill_random(rng);
   v.fill_random(rng);
-  HostTensor out(c.dtype, c.batch, c.seq_q, c.q_heads, c.head_dim, c.layout);  // poisoned by construction
-
   core::Problem p;
   p.batch = c.batch;
   p.seq_q = c.seq_q;
@@ -127,25 +174,7 @@ void run_case(const Case& c, std::uint64_t seed) {
   }
 
   DeviceBuffer dq(q.data(), q.bytes()), dk(k.data(), k.bytes()), dv(v.data(), v.bytes());
-  std::vector<float> lse(ref_lse.size(), std::numeric_limits<float>::quiet_NaN());
-
-  cuda::AttentionParams ap;
-  ap.q = dq.get();
-  ap.k = dk.get();
-  ap.v = dv.get();
-  copy_strides(q.view(), ap.q_stride);
-  copy_strides(k.view(), ap.k_stride);
-  copy_strides(v.view(), ap.v_stride);
-  copy_strides(out.view(), ap.out_stride);
-  ap.batch = c.batch;
-  ap.seq_q = c.seq_q;
-  ap.seq_k = c.seq_k;
-  ap.q_heads = c.q_heads;
-  ap.kv_heads = c.kv_heads;
-  ap.head_dim = c.head_dim;
-  ap.dtype = c.dtype;
-  ap.scale = p.scale;
-  ap.causal = c.causal;
+  cuda::AttentionParams ap = params_for(q, k, v, dq, dk, dv, p.scale, c.causal);
 
   std::vector<std::int32_t> windows, counts;
   std::vector<std::uint32_t> bitmap;
@@ -159,12 +188,7 @@ void run_case(const Case& c, std::uint64_t seed) {
   if (indices.empty()) indices.push_back(0);  // keep the device pointer non-null
   DeviceBuffer dwin(windows), dcounts(counts), dbits(bitmap), dind(indices), doff(sel.offsets);
   if (c.sparse) {
-    ap.window = static_cast<const std::int32_t*>(dwin.get());
-    ap.col_indices = static_cast<const std::int32_t*>(dind.get());
-    ap.col_offsets = static_cast<const std::int64_t*>(doff.get());
-    ap.col_counts = static_cast<const std::int32_t*>(dcounts.get());
-    ap.col_bitmap = static_cast<const std::uint32_t*>(dbits.get());
-    ap.bitmap_words = words;
+    set_sparse(ap, dwin, dind, doff, dcounts, dbits, words);
     ap.dense_tail = c.dense_tail;
   }
 
@@ -176,16 +200,9 @@ void run_case(const Case& c, std::uint64_t seed) {
   if (c.sparse) hints.push_back(*std::max_element(windows.begin(), windows.end()));
   for (std::int64_t hint : hints) {
     SCOPED_TRACE("window_hint " + std::to_string(hint));
-    HostTensor fresh(c.dtype, c.batch, c.seq_q, c.q_heads, c.head_dim, c.layout);  // poisoned by construction
-    std::vector<float> nan_lse(ref_lse.size(), std::numeric_limits<float>::quiet_NaN());
-    DeviceBuffer dout(fresh.data(), fresh.bytes()), dlse(nan_lse);
-    ap.out = dout.get();
-    ap.lse = static_cast<float*>(dlse.get());
-    ap.window_hint = hint;
-    cuda::run_attention(ap, nullptr);
-    check_cuda(cudaDeviceSynchronize(), "attention kernel");
-    dout.download(out.data());
-    dlse.download(lse.data());
+    HostTensor out(c.dtype, c.batch, c.seq_q, c.q_heads, c.head_dim, c.layout);  // poisoned by construction
+    std::vector<float> lse(ref_lse.size());
+    run_poisoned(ap, hint, out, lse);
     EXPECT_LE(test::max_abs_diff(out, ref_out), tol.out * vmax);
     EXPECT_LE(test::max_abs_diff(lse, ref_lse), tol.lse);
     EXPECT_TRUE(test::padding_untouched(out)) << "the kernel wrote outside the output view";
@@ -305,42 +322,14 @@ TEST_F(AttentionCuda, SparseWithZeroWindowKeepsOnlyItsColumns) {
 
   DeviceBuffer dq(q.data(), q.bytes()), dk(k.data(), k.bytes()), dv(v.data(), v.bytes());
   DeviceBuffer dwin(windows), dcounts(counts), dbits(bitmap), dind(indices), doff(offsets);
-  cuda::AttentionParams ap;
-  ap.q = dq.get();
-  ap.k = dk.get();
-  ap.v = dv.get();
-  copy_strides(q.view(), ap.q_stride);
-  copy_strides(k.view(), ap.k_stride);
-  copy_strides(v.view(), ap.v_stride);
-  ap.batch = 1;
-  ap.seq_q = sq;
-  ap.seq_k = sk;
-  ap.q_heads = hq;
-  ap.kv_heads = hkv;
-  ap.head_dim = d;
-  ap.dtype = DType::bf16;
-  ap.scale = scale;
-  ap.causal = true;
-  ap.window = static_cast<const std::int32_t*>(dwin.get());
-  ap.col_indices = static_cast<const std::int32_t*>(dind.get());
-  ap.col_offsets = static_cast<const std::int64_t*>(doff.get());
-  ap.col_counts = static_cast<const std::int32_t*>(dcounts.get());
-  ap.col_bitmap = static_cast<const std::uint32_t*>(dbits.get());
-  ap.bitmap_words = words;
+  cuda::AttentionParams ap = params_for(q, k, v, dq, dk, dv, scale, true);
+  set_sparse(ap, dwin, dind, doff, dcounts, dbits, words);
   const core::Tolerance tol = core::tolerance(DType::bf16);
   for (std::int64_t hint : {0, 1}) {  // 128-row query tiles, then 64-row ones on sm_90
     SCOPED_TRACE("window_hint " + std::to_string(hint));
     HostTensor out(DType::bf16, 1, sq, hq, d);  // poisoned by construction
-    copy_strides(out.view(), ap.out_stride);
-    std::vector<float> lse(ref_lse.size(), std::numeric_limits<float>::quiet_NaN());
-    DeviceBuffer dout(out.data(), out.bytes()), dlse(lse);
-    ap.out = dout.get();
-    ap.lse = static_cast<float*>(dlse.get());
-    ap.window_hint = hint;
-    cuda::run_attention(ap, nullptr);
-    check_cuda(cudaDeviceSynchronize(), "attention kernel");
-    dout.download(out.data());
-    dlse.download(lse.data());
+    std::vector<float> lse(ref_lse.size());
+    run_poisoned(ap, hint, out, lse);
     EXPECT_LE(test::max_abs_diff(out, ref), tol.out * test::max_abs(v));
     double lse_err = 0.0;
     for (std::size_t i = 0; i < lse.size(); ++i) {
