@@ -66,6 +66,18 @@ class Parser {
     while (pos_ < text_.size() && std::strchr(" \t\r\n", text_[pos_]) != nullptr && text_[pos_] != '\0') ++pos_;
   }
   char peek() const { return pos_ < text_.size() ? text_[pos_] : '\0'; }
+  // After an element of an object or array: true at ',' (another element follows), false at `close` (the
+  // container ends); either is consumed. Anything else is an error.
+  bool another_element(char close) {
+    space();
+    if (peek() == ',') {
+      ++pos_;
+      return true;
+    }
+    if (peek() != close) fail("expected ',' or '", close, "'");
+    ++pos_;
+    return false;
+  }
   bool literal(const char* word) {
     const std::size_t n = std::strlen(word);
     if (text_.compare(pos_, n, word) != 0) return false;
@@ -94,16 +106,7 @@ class Parser {
         if (peek() != ':') fail("expected ':' after key \"", key, "\"");
         ++pos_;
         v.fields[key] = value(depth + 1);
-        space();
-        if (peek() == ',') {
-          ++pos_;
-          continue;
-        }
-        if (peek() == '}') {
-          ++pos_;
-          return v;
-        }
-        fail("expected ',' or '}'");
+        if (!another_element('}')) return v;
       }
     }
     if (c == '[') {
@@ -116,16 +119,7 @@ class Parser {
       }
       while (true) {
         v.items.push_back(value(depth + 1));
-        space();
-        if (peek() == ',') {
-          ++pos_;
-          continue;
-        }
-        if (peek() == ']') {
-          ++pos_;
-          return v;
-        }
-        fail("expected ',' or ']'");
+        if (!another_element(']')) return v;
       }
     }
     if (c == '"') {
