@@ -58,8 +58,9 @@ struct BlockTile {
   const Elem* k;
   const Elem* v;
 
-  // In 32-bit arithmetic (the host checks that query tiles x heads fit in int32): 64-bit divisions by
-  // run-time values cost ~1,000 cycles of every block's start.
+  // In 32-bit arithmetic (the host checks that query tiles x heads fit in int32): fewer instructions than
+  // 64-bit divisions by run-time values at every block's start (measured: ~60 of the ~960 cycles from the
+  // kernel's entry to here; bench/NOTES.md, thirteenth session).
   __device__ __forceinline__ BlockTile(const KernelArgs& a, std::int64_t block_m) {
     const int x = static_cast<int>(blockIdx.x), heads = static_cast<int>(a.q_heads);
     const int tiles = static_cast<int>(a.num_m_tiles), tile_group = static_cast<int>(kTileGroup);
