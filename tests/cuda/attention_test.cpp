@@ -209,6 +209,95 @@ void run_case(const Case& c, std::uint64_t seed) {
   }
 }
 
+// Window 0: each row attends to its head's kept columns only (those <= p when causal). A query tile's band span
+// is then empty or misses the tile of its last row's key, which the plan adds (sm80::make_plan): Sq 129 / Sk 256
+// ends on row 128 alone at p = 255 (empty span); with Sk 258, the tiles ending at p1 = 256 (128 rows, and 64
+// rows on sm_90) have a non-causal span that ends at that tile. Head 1 keeps nothing: O = 0, lse = -inf.
+// Reference: fp64 softmax over each row's kept set, written here.
+void run_zero_window(std::int64_t sq, std::int64_t sk, bool causal, std::uint64_t seed) {
+  SCOPED_TRACE("seed " + std::to_string(seed) + " Sq " + std::to_string(sq) + " Sk " + std::to_string(sk) +
+               (causal ? " causal" : " non-causal"));
+  std::mt19937_64 rng(seed);
+  const std::int64_t hq = 4, hkv = 1, d = 128;
+  HostTensor q(DType::bf16, 1, sq, hq, d), k(DType::bf16, 1, sk, hkv, d), v(DType::bf16, 1, sk, hkv, d);
+  q.fill_random(rng);
+  k.fill_random(rng);
+  v.fill_random(rng);
+  std::vector<std::vector<std::int32_t>> cols = {{10, 100, static_cast<std::int32_t>(sk - 1)}, {}, {}, {}};
+  for (int h = 2; h < hq; ++h) {
+    std::vector<std::int32_t> all(sk);
+    std::iota(all.begin(), all.end(), 0);
+    std::shuffle(all.begin(), all.end(), rng);
+    cols[h].assign(all.begin(), all.begin() + 50);
+    std::sort(cols[h].begin(), cols[h].end());
+  }
+  std::vector<std::int32_t> windows(hq, 0), counts, indices;
+  std::vector<std::int64_t> offsets = {0};
+  const std::int64_t words = (sk + 31) / 32;
+  std::vector<std::uint32_t> bitmap(static_cast<std::size_t>(hq * words), 0u);
+  for (int h = 0; h < hq; ++h) {
+    counts.push_back(static_cast<std::int32_t>(cols[h].size()));
+    indices.insert(indices.end(), cols[h].begin(), cols[h].end());
+    offsets.push_back(static_cast<std::int64_t>(indices.size()));
+    for (std::int32_t j : cols[h]) bitmap[h * words + j / 32] |= 1u << (j % 32);
+  }
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  HostTensor ref(DType::f32, 1, sq, hq, d);
+  std::vector<float> ref_lse(static_cast<std::size_t>(hq * sq));
+  for (int h = 0; h < hq; ++h) {
+    for (std::int64_t r = 0; r < sq; ++r) {
+      const std::int64_t p = sk - sq + r;
+      std::vector<double> logit;
+      std::vector<std::int32_t> kept;
+      for (std::int32_t j : cols[h]) {
+        if (causal && j > p) continue;
+        double dot = 0.0;
+        for (std::int64_t e = 0; e < d; ++e) dot += double(q.at(0, r, h, e)) * k.at(0, j, h / (hq / hkv), e);
+        logit.push_back(dot * scale);
+        kept.push_back(j);
+      }
+      if (kept.empty()) {
+        for (std::int64_t e = 0; e < d; ++e) ref.set(0, r, h, e, 0.0f);
+        ref_lse[h * sq + r] = -std::numeric_limits<float>::infinity();
+        continue;
+      }
+      const double m = *std::max_element(logit.begin(), logit.end());
+      double sum = 0.0;
+      for (double& x : logit) sum += (x = std::exp(x - m));
+      for (std::int64_t e = 0; e < d; ++e) {
+        double acc = 0.0;
+        for (std::size_t i = 0; i < kept.size(); ++i) acc += logit[i] * v.at(0, kept[i], h / (hq / hkv), e);
+        ref.set(0, r, h, e, static_cast<float>(acc / sum));
+      }
+      ref_lse[h * sq + r] = static_cast<float>(m + std::log(sum));
+    }
+  }
+
+  DeviceBuffer dq(q.data(), q.bytes()), dk(k.data(), k.bytes()), dv(v.data(), v.bytes());
+  DeviceBuffer dwin(windows), dcounts(counts), dbits(bitmap), dind(indices), doff(offsets);
+  cuda::AttentionParams ap = params_for(q, k, v, dq, dk, dv, scale, causal);
+  set_sparse(ap, dwin, dind, doff, dcounts, dbits, words);
+  const core::Tolerance tol = core::tolerance(DType::bf16);
+  for (std::int64_t hint : {0, 1}) {  // 128-row query tiles, then 64-row ones on sm_90
+    SCOPED_TRACE("window_hint " + std::to_string(hint));
+    HostTensor out(DType::bf16, 1, sq, hq, d);  // poisoned by construction
+    std::vector<float> lse(ref_lse.size());
+    run_poisoned(ap, hint, out, lse);
+    EXPECT_LE(test::max_abs_diff(out, ref), tol.out * test::max_abs(v));
+    double lse_err = 0.0;
+    for (std::size_t i = 0; i < lse.size(); ++i) {
+      if (std::isinf(ref_lse[i])) {
+        EXPECT_TRUE(std::isinf(lse[i]) && lse[i] < 0) << "row " << i % sq << " head " << i / sq << ": " << lse[i];
+      } else {
+        const double err = std::abs(double(lse[i]) - ref_lse[i]);
+        lse_err = std::isfinite(err) ? std::max(lse_err, err) : std::numeric_limits<double>::infinity();
+      }
+    }
+    EXPECT_LE(lse_err, tol.lse);
+  }
+}
+
+
 class AttentionCuda : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -258,89 +347,10 @@ TEST_F(AttentionCuda, SparseWithEveryColumnEqualsDense) {
 }
 
 TEST_F(AttentionCuda, SparseWithZeroWindowKeepsOnlyItsColumns) {
-  // Window 0 (allowed by the raw kernel API, not by Selection): row r keeps exactly its kept columns j <= p(r).
-  // Sq 129, Sk 256: the last query tile is row 128 alone at p = 255, whose band span is empty, so the kernel
-  // starts on a gathered tile (its stripes are needed before the first tile). Head 1 keeps nothing: O = 0,
-  // lse = -inf. Reference: fp64 softmax over each row's kept set, written here.
   const std::uint64_t seed = test::test_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937_64 rng(seed);
-  const std::int64_t sq = 129, sk = 256, hq = 4, hkv = 1, d = 128;
-  HostTensor q(DType::bf16, 1, sq, hq, d), k(DType::bf16, 1, sk, hkv, d), v(DType::bf16, 1, sk, hkv, d);
-  q.fill_random(rng);
-  k.fill_random(rng);
-  v.fill_random(rng);
-  std::vector<std::vector<std::int32_t>> cols = {{10, 100, 255}, {}, {}, {}};
-  for (int h = 2; h < hq; ++h) {
-    std::vector<std::int32_t> all(sk);
-    std::iota(all.begin(), all.end(), 0);
-    std::shuffle(all.begin(), all.end(), rng);
-    cols[h].assign(all.begin(), all.begin() + 50);
-    std::sort(cols[h].begin(), cols[h].end());
-  }
-  std::vector<std::int32_t> windows(hq, 0), counts, indices;
-  std::vector<std::int64_t> offsets = {0};
-  const std::int64_t words = (sk + 31) / 32;
-  std::vector<std::uint32_t> bitmap(static_cast<std::size_t>(hq * words), 0u);
-  for (int h = 0; h < hq; ++h) {
-    counts.push_back(static_cast<std::int32_t>(cols[h].size()));
-    indices.insert(indices.end(), cols[h].begin(), cols[h].end());
-    offsets.push_back(static_cast<std::int64_t>(indices.size()));
-    for (std::int32_t j : cols[h]) bitmap[h * words + j / 32] |= 1u << (j % 32);
-  }
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  HostTensor ref(DType::f32, 1, sq, hq, d);
-  std::vector<float> ref_lse(static_cast<std::size_t>(hq * sq));
-  for (int h = 0; h < hq; ++h) {
-    for (std::int64_t r = 0; r < sq; ++r) {
-      const std::int64_t p = sk - sq + r;
-      std::vector<double> logit;
-      std::vector<std::int32_t> kept;
-      for (std::int32_t j : cols[h]) {
-        if (j > p) continue;
-        double dot = 0.0;
-        for (std::int64_t e = 0; e < d; ++e) dot += double(q.at(0, r, h, e)) * k.at(0, j, h / (hq / hkv), e);
-        logit.push_back(dot * scale);
-        kept.push_back(j);
-      }
-      if (kept.empty()) {
-        for (std::int64_t e = 0; e < d; ++e) ref.set(0, r, h, e, 0.0f);
-        ref_lse[h * sq + r] = -std::numeric_limits<float>::infinity();
-        continue;
-      }
-      const double m = *std::max_element(logit.begin(), logit.end());
-      double sum = 0.0;
-      for (double& x : logit) sum += (x = std::exp(x - m));
-      for (std::int64_t e = 0; e < d; ++e) {
-        double acc = 0.0;
-        for (std::size_t i = 0; i < kept.size(); ++i) acc += logit[i] * v.at(0, kept[i], h / (hq / hkv), e);
-        ref.set(0, r, h, e, static_cast<float>(acc / sum));
-      }
-      ref_lse[h * sq + r] = static_cast<float>(m + std::log(sum));
-    }
-  }
-
-  DeviceBuffer dq(q.data(), q.bytes()), dk(k.data(), k.bytes()), dv(v.data(), v.bytes());
-  DeviceBuffer dwin(windows), dcounts(counts), dbits(bitmap), dind(indices), doff(offsets);
-  cuda::AttentionParams ap = params_for(q, k, v, dq, dk, dv, scale, true);
-  set_sparse(ap, dwin, dind, doff, dcounts, dbits, words);
-  const core::Tolerance tol = core::tolerance(DType::bf16);
-  for (std::int64_t hint : {0, 1}) {  // 128-row query tiles, then 64-row ones on sm_90
-    SCOPED_TRACE("window_hint " + std::to_string(hint));
-    HostTensor out(DType::bf16, 1, sq, hq, d);  // poisoned by construction
-    std::vector<float> lse(ref_lse.size());
-    run_poisoned(ap, hint, out, lse);
-    EXPECT_LE(test::max_abs_diff(out, ref), tol.out * test::max_abs(v));
-    double lse_err = 0.0;
-    for (std::size_t i = 0; i < lse.size(); ++i) {
-      if (std::isinf(ref_lse[i])) {
-        EXPECT_TRUE(std::isinf(lse[i]) && lse[i] < 0) << "row " << i % sq << " head " << i / sq << ": " << lse[i];
-      } else {
-        const double err = std::abs(double(lse[i]) - ref_lse[i]);
-        lse_err = std::isfinite(err) ? std::max(lse_err, err) : std::numeric_limits<double>::infinity();
-      }
-    }
-    EXPECT_LE(lse_err, tol.lse);
+  for (bool causal : {true, false}) {
+    run_zero_window(129, 256, causal, seed);
+    run_zero_window(129, 258, causal, seed);
   }
 }
 
