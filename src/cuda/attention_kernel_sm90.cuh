@@ -121,8 +121,7 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
   __shared__ float order_s[kConsumers * 128];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  // The barriers are initialised by a consumer thread: the producer's threads go straight to their copies.
-  if (tid == 128) {
+  if (tid == 0) {
     for (int s = 0; s < kKStages; ++s) {
       mbar_init(smem_addr(&full_k[s]), 128);
       mbar_init(smem_addr(&empty_k[s]), 4 * kConsumers);
@@ -137,112 +136,6 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
   const sm80::HeadSelection head = sm80::load_head_selection(a, bt.bh);  // used after the Q copies are issued
   constexpr int kChunks = Cfg::Copy::kChunks, kRowsPerPass = Cfg::Copy::kRowsPerPass;
   const int chunk = tid % kChunks, crow = tid / kChunks;
-  sm80::TilePlan<kBlockN> pl;  // made (make_plan) once the copies that need no plan are issued
-  // The producer's copies. A gathered tile has its own thread layout: 8 threads per row, thread (grow, gchunk) = (tid / 8, tid % 8)
-  // copies chunks gchunk + 8 p (p < d / 64) of rows grow + 16 i (i < kRowsPerThread), so that it needs one
-  // address per row (key * row bytes + base: one 32 x 32 -> 64-bit multiply-add) and reads its chunks at
-  // immediate offsets from it; the destinations are one shared address plus immediates (rows 16 apart keep
-  // row % 8, hence the swizzle pattern). A warp still reads four 128-byte row halves per copy instruction.
-  // (The copy loop is the producer's whole cost and it shares the SM's issue slots with the consumers: with
-  // ~11 instructions per gathered copy (a key load, select and product per copy) a head keeping 95% of its
-  // columns ran at 0.72x the dense rate at 128K on the H200; with ~3, as here and for contiguous tiles, at
-  // 0.94x.)
-  constexpr int kRowsPerThread = kBlockN / 16;
-  const int grow = tid / 8, gchunk = tid % 8;
-  // Keys of a gathered tile t, staged in idx_s[t & 1] one tile ahead so that its copies only wait on shared
-  // memory: row r at (r % 16) kRowsPerThread + r / 16 (a thread's rows side by side, read as int4), 0 past
-  // the end of the kept list (those rows are zero-filled, not read). Thread `tid` < kBlockN stages row tid.
-  auto key_slot = [](int row) { return (row & 15) * kRowsPerThread + (row >> 4); };
-  auto tile_key = [&](int t) -> std::int32_t {
-    const sm80::TileRef tr = sm80::tile_ref(pl, t);
-    const int slot = tr.base + tid;
-    return tr.gather && tid < kBlockN && slot < tr.end ? __ldg(pl.cols + slot) : 0;
-  };
-  // The copies of gathered tile t (`rows` kept rows) from `from` (this thread's chunk of key 0) to `to` (its
-  // chunk of row grow); kPartial: the last tile of a stripe, whose rows from `rows` on are zero-filled.
-  auto gather_tile = [&](int t, std::uint32_t to, const char* from, std::uint32_t row_bytes, int rows,
-                         auto partial) {
-    constexpr bool kPartial = decltype(partial)::value;
-    const int rows_left = rows - grow;  // row grow + 16 i is kept iff 16 i < rows_left
-    const int4* keys = reinterpret_cast<const int4*>(&idx_s[t & 1][grow * kRowsPerThread]);
-#pragma unroll
-    for (int v = 0; v < kRowsPerThread / 4; ++v) {
-      const int4 k4 = keys[v];
-      const std::int32_t key[4] = {k4.x, k4.y, k4.z, k4.w};
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int i = 4 * v + j;
-        const bool valid = !kPartial || 16 * i < rows_left;
-        const char* row =
-            static_cast<const char*>(add_wide_product(from, static_cast<std::uint32_t>(key[j]), row_bytes));
-#pragma unroll
-        for (int p = 0; p < kD / 64; ++p)
-          sm80::cp_async_16(to + i * 16 * 128 + p * kBlockN * 128, row + p * 128, valid);
-      }
-    }
-  };
-  // Rows of K or V for tile t (`tr`) into their stage (the arrival is separate: arrive_full). With aligned
-  // inputs and row strides below 2^32 bytes (narrow_strides: 32-bit row bytes), a gathered tile takes gather_tile and a contiguous tile inside the sequence (every dense tile
-  // but the last) the Q layout: one address plus constant steps, one shared address plus immediates (the
-  // row step of the passes is a multiple of 8, so the swizzle pattern is the same in every pass; gather_tile's
-  // layout for contiguous tiles too measured 1.5% slower dense and 7% slower on nearly full heads at 128K).
-  // The last contiguous tile, unaligned inputs and wider strides take the general path.
-  auto issue_tile = [&](const sm80::TileRef& tr, int t, Elem* dst, const Elem* src, std::int64_t stride) {
-    if (a.aligned_inputs && a.narrow_strides && (tr.gather || tr.base + kBlockN <= a.seq_k)) {
-      const char* from = reinterpret_cast<const char*>(src + gchunk * 8);
-      const std::uint32_t row_bytes = static_cast<std::uint32_t>(stride * static_cast<std::int64_t>(sizeof(Elem)));
-      if (tr.gather) {
-        const std::uint32_t to = smem_addr(dst + sw128_offset<kBlockN>(grow, gchunk));
-        const int rows = tr.end - tr.base;
-        if (rows >= kBlockN) {
-          gather_tile(t, to, from, row_bytes, rows, std::false_type{});
-        } else {
-          gather_tile(t, to, from, row_bytes, rows, std::true_type{});
-        }
-      } else {
-        // Chunk `chunk` of row crow is chunk gchunk of its 64-column half chunk / 8.
-        const std::uint32_t to = smem_addr(dst + sw128_offset<kBlockN>(crow, chunk));
-        const char* row =
-            static_cast<const char*>(add_wide_product(from, static_cast<std::uint32_t>(tr.base + crow), row_bytes)) +
-            (chunk - gchunk) * 16;
-        const std::int64_t step = stride * static_cast<std::int64_t>(sizeof(Elem)) * kRowsPerPass;
-#pragma unroll
-        for (int pass = 0; pass < Cfg::kKvPasses; ++pass)
-          sm80::cp_async_16(to + pass * kRowsPerPass * 128, row + pass * step, true);
-      }
-      return;
-    }
-    // The general path, in gather_tile's layout.
-    Elem* to = dst + sw128_offset<kBlockN>(grow, gchunk);
-#pragma unroll
-    for (int i = 0; i < kRowsPerThread; ++i) {
-      const int row = grow + 16 * i;
-      const bool valid = tr.gather ? row < tr.end - tr.base : tr.base + row < a.seq_k;
-      const std::int64_t key = tr.gather ? idx_s[t & 1][grow * kRowsPerThread + i] : tr.base + row;
-      const Elem* from = src + (valid ? key * stride : 0) + gchunk * 8;
-#pragma unroll
-      for (int p = 0; p < kD / 64; ++p) {
-        Elem* chunk_to = to + i * 16 * 64 + p * kBlockN * 64;  // sw128_offset of (row, gchunk + 8 p)
-        if (a.aligned_inputs) {
-          sm80::cp_async_16(smem_addr(chunk_to), from + 64 * p, valid);
-        } else {
-          sm80::copy_chunk(chunk_to, from + 64 * p, valid, false);
-        }
-      }
-    }
-  };
-  // This thread's arrival on a stage's "full" barrier once its copies (all it issued so far) have landed.
-  auto arrive_full = [&](std::uint64_t* full) {
-    if (a.aligned_inputs) {
-      cp_async_arrive(smem_addr(full));
-    } else {
-      mbar_arrive(smem_addr(full));
-    }
-  };
-  auto copy_tile = [&](int t, Elem* dst, const Elem* src, std::int64_t stride, std::uint64_t* full) {
-    issue_tile(sm80::tile_ref(pl, t), t, dst, src, stride);
-    arrive_full(full);
-  };
   if (warp < 4) {
     // The producer's copies of Q first: they need no plan, so they overlap its loads (the first full barrier's
     // arrivals, after tile 0's copies, cover them). A whole tile with aligned rows takes the contiguous K/V
@@ -264,23 +157,122 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
         sm80::copy_chunk(q_s + sw128_offset<kBlockM>(row, chunk), src, valid, a.aligned_inputs);
       }
     }
-    // Tile 0 of every plan is the tile of the last row's own key (sm80::diagonal_tile), a function of the
-    // block's rows: its copies go out with Q's, before the plan (which waits for the head's selection) and the
-    // block's barrier; its arrivals, after that barrier, cover Q. (Issued after both, tile 0 landed ~3,700
-    // cycles after a block's start at 128K and 5%.)
-    const sm80::TileRef first = sm80::diagonal_tile<kBlockN>(a, bt.m1);
-    issue_tile(first, 0, k_s, bt.k, a.k_stride[1]);
-    issue_tile(first, 0, v_s, bt.v, a.v_stride[1]);
   }
-  // The plan without its stripes: the producer searches them (find_stripes) after tile 0's arrivals.
-  pl = sm80::make_plan<kBlockN>(a, bt.bh, bt.m0, bt.m1, head);
+  // The plan without its stripes: the producer searches them (find_stripes) after tile 0's copies are issued.
+  sm80::TilePlan<kBlockN> pl = sm80::make_plan<kBlockN>(a, bt.bh, bt.m0, bt.m1, head);
   __syncthreads();  // barriers initialised
 
   if (warp < 4) {
     // Producer.
     setmaxnreg_dec<Cfg::kProducerRegs>();
-    arrive_full(&full_k[0]);
-    arrive_full(&full_v[0]);
+    // A gathered tile has its own thread layout: 8 threads per row, thread (grow, gchunk) = (tid / 8, tid % 8)
+    // copies chunks gchunk + 8 p (p < d / 64) of rows grow + 16 i (i < kRowsPerThread), so that it needs one
+    // address per row (key * row bytes + base: one 32 x 32 -> 64-bit multiply-add) and reads its chunks at
+    // immediate offsets from it; the destinations are one shared address plus immediates (rows 16 apart keep
+    // row % 8, hence the swizzle pattern). A warp still reads four 128-byte row halves per copy instruction.
+    // (The copy loop is the producer's whole cost and it shares the SM's issue slots with the consumers: with
+    // ~11 instructions per gathered copy (a key load, select and product per copy) a head keeping 95% of its
+    // columns ran at 0.72x the dense rate at 128K on the H200; with ~3, as here and for contiguous tiles, at
+    // 0.94x.)
+    constexpr int kRowsPerThread = kBlockN / 16;
+    const int grow = tid / 8, gchunk = tid % 8;
+    // Keys of a gathered tile t, staged in idx_s[t & 1] one tile ahead so that its copies only wait on shared
+    // memory: row r at (r % 16) kRowsPerThread + r / 16 (a thread's rows side by side, read as int4), 0 past
+    // the end of the kept list (those rows are zero-filled, not read). Thread `tid` < kBlockN stages row tid.
+    auto key_slot = [](int row) { return (row & 15) * kRowsPerThread + (row >> 4); };
+    auto tile_key = [&](int t) -> std::int32_t {
+      const sm80::TileRef tr = sm80::tile_ref(pl, t);
+      const int slot = tr.base + tid;
+      return tr.gather && tid < kBlockN && slot < tr.end ? __ldg(pl.cols + slot) : 0;
+    };
+    // The copies of gathered tile t (`rows` kept rows) from `from` (this thread's chunk of key 0) to `to` (its
+    // chunk of row grow); kPartial: the last tile of a stripe, whose rows from `rows` on are zero-filled.
+    auto gather_tile = [&](int t, std::uint32_t to, const char* from, std::uint32_t row_bytes, int rows,
+                           auto partial) {
+      constexpr bool kPartial = decltype(partial)::value;
+      const int rows_left = rows - grow;  // row grow + 16 i is kept iff 16 i < rows_left
+      const int4* keys = reinterpret_cast<const int4*>(&idx_s[t & 1][grow * kRowsPerThread]);
+#pragma unroll
+      for (int v = 0; v < kRowsPerThread / 4; ++v) {
+        const int4 k4 = keys[v];
+        const std::int32_t key[4] = {k4.x, k4.y, k4.z, k4.w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int i = 4 * v + j;
+          const bool valid = !kPartial || 16 * i < rows_left;
+          const char* row =
+              static_cast<const char*>(add_wide_product(from, static_cast<std::uint32_t>(key[j]), row_bytes));
+#pragma unroll
+          for (int p = 0; p < kD / 64; ++p)
+            sm80::cp_async_16(to + i * 16 * 128 + p * kBlockN * 128, row + p * 128, valid);
+        }
+      }
+    };
+    // Rows of K or V for tile t into their stage; the stage's "full" barrier gets this thread's arrival when
+    // the copies have landed. With aligned inputs and row strides below 2^32 bytes (narrow_strides: 32-bit row
+    // bytes), a gathered tile takes gather_tile and a contiguous tile inside the sequence (every dense tile
+    // but the last) the Q layout: one address plus constant steps, one shared address plus immediates (the
+    // row step of the passes is a multiple of 8, so the swizzle pattern is the same in every pass; gather_tile's
+    // layout for contiguous tiles too measured 1.5% slower dense and 7% slower on nearly full heads at 128K).
+    // The last contiguous tile, unaligned inputs and wider strides take the general path.
+    auto copy_tile = [&](int t, Elem* dst, const Elem* src, std::int64_t stride, std::uint64_t* full) {
+      const sm80::TileRef tr = sm80::tile_ref(pl, t);
+      if (a.aligned_inputs && a.narrow_strides && (tr.gather || tr.base + kBlockN <= a.seq_k)) {
+        const char* from = reinterpret_cast<const char*>(src + gchunk * 8);
+        const std::uint32_t row_bytes = static_cast<std::uint32_t>(stride * static_cast<std::int64_t>(sizeof(Elem)));
+        if (tr.gather) {
+          const std::uint32_t to = smem_addr(dst + sw128_offset<kBlockN>(grow, gchunk));
+          const int rows = tr.end - tr.base;
+          if (rows >= kBlockN) {
+            gather_tile(t, to, from, row_bytes, rows, std::false_type{});
+          } else {
+            gather_tile(t, to, from, row_bytes, rows, std::true_type{});
+          }
+        } else {
+          // Chunk `chunk` of row crow is chunk gchunk of its 64-column half chunk / 8.
+          const std::uint32_t to = smem_addr(dst + sw128_offset<kBlockN>(crow, chunk));
+          const char* row =
+              static_cast<const char*>(add_wide_product(from, static_cast<std::uint32_t>(tr.base + crow), row_bytes)) +
+              (chunk - gchunk) * 16;
+          const std::int64_t step = stride * static_cast<std::int64_t>(sizeof(Elem)) * kRowsPerPass;
+#pragma unroll
+          for (int pass = 0; pass < Cfg::kKvPasses; ++pass)
+            sm80::cp_async_16(to + pass * kRowsPerPass * 128, row + pass * step, true);
+        }
+        cp_async_arrive(smem_addr(full));
+        return;
+      }
+      // The general path, in gather_tile's layout.
+      Elem* to = dst + sw128_offset<kBlockN>(grow, gchunk);
+#pragma unroll
+      for (int i = 0; i < kRowsPerThread; ++i) {
+        const int row = grow + 16 * i;
+        const bool valid = tr.gather ? row < tr.end - tr.base : tr.base + row < a.seq_k;
+        const std::int64_t key = tr.gather ? idx_s[t & 1][grow * kRowsPerThread + i] : tr.base + row;
+        const Elem* from = src + (valid ? key * stride : 0) + gchunk * 8;
+#pragma unroll
+        for (int p = 0; p < kD / 64; ++p) {
+          Elem* chunk_to = to + i * 16 * 64 + p * kBlockN * 64;  // sw128_offset of (row, gchunk + 8 p)
+          if (a.aligned_inputs) {
+            sm80::cp_async_16(smem_addr(chunk_to), from + 64 * p, valid);
+          } else {
+            sm80::copy_chunk(chunk_to, from + 64 * p, valid, false);
+          }
+        }
+      }
+      if (a.aligned_inputs) {
+        cp_async_arrive(smem_addr(full));
+      } else {
+        mbar_arrive(smem_addr(full));
+      }
+    };
+    // Tile 0 is the band span's first (every plan has one), contiguous: its copies go out before the searches.
+    int t0 = 0;
+    if (pl.span_tiles > 0) {
+      copy_tile(0, k_s, bt.k, a.k_stride[1], &full_k[0]);  // its arrival covers Q
+      copy_tile(0, v_s, bt.v, a.v_stride[1], &full_v[0]);
+      t0 = 1;
+    }
     sm80::find_stripes(pl, a);
     if (tid == 0) {
       stripes_s[0] = pl.left_count;
@@ -288,11 +280,11 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
       mbar_arrive(smem_addr(&stripes_full));
     }
     const int num_tiles = pl.total_tiles();
-    if (pl.sparse && num_tiles > 1) {
-      if (tid < kBlockN) idx_s[1][key_slot(tid)] = tile_key(1);
+    if (pl.sparse && t0 < num_tiles) {
+      if (tid < kBlockN) idx_s[t0 & 1][key_slot(tid)] = tile_key(t0);
       named_barrier_sync(3, 128);
     }
-    for (int t = 1; t < num_tiles; ++t) {
+    for (int t = t0; t < num_tiles; ++t) {
       const std::int32_t next = pl.sparse && t + 1 < num_tiles ? tile_key(t + 1) : 0;
       const int ks = t % kKStages, vs = t % kVStages;
       mbar_wait(smem_addr(&empty_k[ks]), ((t / kKStages) & 1) ^ 1);
@@ -312,9 +304,15 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
 
   // Consumers.
   setmaxnreg_inc<Cfg::kConsumerRegs>();
-  // The stripes come from the producer's search (the band span's tiles, first in the plan, need none; every
-  // plan has one: sm80::make_plan): the consumers start on tile 0 at once and take them after it (a search of
-  // their own put ~2,000 cycles of dependent loads before every block's first product).
+  // The stripes come from the producer's search (the band span's tiles, first in the plan, need none): the
+  // consumers start on tile 0 at once and take them after it (a search of their own put ~2,000 cycles of
+  // dependent loads before every block's first product).
+  const bool stripes_pending = pl.sparse && !pl.tail_mode;
+  auto take_stripes = [&] {
+    mbar_wait(smem_addr(&stripes_full), 0);
+    sm80::set_stripes(pl, a, stripes_s[0], stripes_s[1]);
+  };
+  if (stripes_pending && pl.span_tiles == 0) take_stripes();
   int num_tiles = pl.total_tiles();
   const int ctid = tid - 128, cwarp = warp - 4, wg = cwarp / 4;
   const std::uint32_t k_base = smem_addr(k_s), v_base = smem_addr(v_s);
@@ -438,34 +436,35 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     wgmma_wait<0>();
     fence_operand(o);
   };
-  if constexpr (Cfg::kPingPong) {
-    if (wg == 1) named_barrier_arrive(1, 256);
-  }
-  step(0, std::true_type{}, Even{});
-  if (pl.sparse && !pl.tail_mode) {
-    mbar_wait(smem_addr(&stripes_full), 0);
-    sm80::set_stripes(pl, a, stripes_s[0], stripes_s[1]);
-    num_tiles = pl.total_tiles();
-  }
-  int t = 1;
-  for (; t + 1 < num_tiles; t += 2) {
-    step(t, std::false_type{}, Odd{});
-    step(t + 1, std::false_type{}, Even{});
-  }
-  if (t < num_tiles) {
-    step(t, std::false_type{}, Odd{});
-    last_product(p_frag[1]);
-  } else {
-    last_product(p_frag[0]);
-  }
-  if constexpr (Cfg::kPingPong) {
-    if (wg == 0) named_barrier_sync(1, 256);
+  if (num_tiles > 0) {
+    if constexpr (Cfg::kPingPong) {
+      if (wg == 1) named_barrier_arrive(1, 256);
+    }
+    step(0, std::true_type{}, Even{});
+    if (stripes_pending && pl.span_tiles > 0) {
+      take_stripes();
+      num_tiles = pl.total_tiles();
+    }
+    int t = 1;
+    for (; t + 1 < num_tiles; t += 2) {
+      step(t, std::false_type{}, Odd{});
+      step(t + 1, std::false_type{}, Even{});
+    }
+    if (t < num_tiles) {
+      step(t, std::false_type{}, Odd{});
+      last_product(p_frag[1]);
+    } else {
+      last_product(p_frag[0]);
+    }
+    if constexpr (Cfg::kPingPong) {
+      if (wg == 0) named_barrier_sync(1, 256);
+    }
   }
 
   Elem* out_g = static_cast<Elem*>(a.out) + bt.b * a.out_stride[0] + bt.h * a.out_stride[2];
   float inv_sum[2], lse[2];
   softmax.finish(inv_sum, lse);
-  if (a.aligned_out_rows) {
+  if (a.aligned_out_rows && num_tiles > 0) {
     // Through this warp's 16 rows of the Q tile (read only by its warpgroup's products, all done; the wait
     // for tile 0 covered the Q copies): the fragments go to shared memory, then back as whole 16-byte chunks,
     // so that each instruction writes whole rows (the fragments' own 4-byte stores touch 8 rows each and took

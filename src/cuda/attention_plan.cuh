@@ -1,11 +1,10 @@
 // Per query tile: which K/V rows the kernel visits, in what order, and which of those tiles need an element
 // mask (attention.h, sparse mode). A query tile covers rows [m0, m1) at key positions p0 = p(m0) ..
-// p1 = p(m1 - 1), p(r) = Sk - Sq + r. Its keys come in up to three runs of kBlockN-key tiles (visited band
-// first, from the tile of key p1; the order does not change the online softmax):
+// p1 = p(m1 - 1), p(r) = Sk - Sq + r. Its keys come in up to three runs of 64-key tiles (visited band
+// first; the order does not change the online softmax):
 //   left stripes   kept columns j < span_lo, gathered by index (every row sees them, none has them in band);
 //   band span      contiguous keys [span_lo, span_end): the band of every row of the tile, span_lo = the
-//                  first row's band start rounded down to kBlockN; element masks only on edge tiles; it
-//                  always holds the tile of key p1 (diagonal_tile), also for window 0;
+//                  first row's band start rounded down to 64; element masks only on edge tiles;
 //   right stripes  (non-causal only) kept columns j >= span_end, gathered by index.
 // Dense mode is a band span over every visible key, and so is a sparse head that keeps every column. A tile
 // holding dense-tail rows runs the span over [0, visible end) with the full mask (band | column bit | tail
@@ -110,17 +109,11 @@ struct TileRef {
   int end;
 };
 
-// Tile order: the band span from the tile of key p1 (diagonal_tile, a function of the block's rows alone, so
-// that tile 0's copies need neither the head's selection nor an index list) down to its first tile, then its
-// tiles above that one from the top down (only when not causal: a causal span ends there), then the left
-// stripes, then the right stripes.
+// Tile order: the band span first (its first tile needs no index list, so nothing waits before the first
+// copy), then the left stripes, then the right stripes.
 template <int kBlockN>
 __device__ __forceinline__ TileRef tile_ref(const TilePlan<kBlockN>& pl, int t) {
-  if (t < pl.span_tiles) {
-    int base = pl.p1 / kBlockN * kBlockN - t * kBlockN;
-    if (base < pl.span_lo) base += pl.span_tiles * kBlockN;
-    return {false, base, 0};
-  }
+  if (t < pl.span_tiles) return {false, pl.span_lo + t * kBlockN, 0};
   t -= pl.span_tiles;
   if (t < pl.left_tiles) return {true, t * kBlockN, pl.left_count};
   t -= pl.left_tiles;
@@ -128,13 +121,6 @@ __device__ __forceinline__ TileRef tile_ref(const TilePlan<kBlockN>& pl, int t) 
 }
 
 __device__ __forceinline__ std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
-
-// Tile 0 of every plan: the contiguous tile holding key position p1 = Sk - Sq + m1 - 1 (the last row's own
-// key), a function of the block's rows alone (make_plan keeps it in every span).
-template <int kBlockN>
-__device__ __forceinline__ TileRef diagonal_tile(const KernelArgs& a, std::int64_t m1) {
-  return {false, static_cast<int>((a.seq_k - a.seq_q + m1 - 1) / kBlockN * kBlockN), 0};
-}
 
 // What the plan reads of a sparse head: its kept-column count, band width and column offset, loaded
 // together (one round trip; a kernel can issue them before other work and use them after).
@@ -191,18 +177,8 @@ __device__ __forceinline__ TilePlan<kBlockN> make_plan(const KernelArgs& a, std:
   const std::int64_t lo = p0 - w + 1 > 0 ? p0 - w + 1 : 0;
   std::int64_t hi = a.causal ? p1 + 1 : p1 + w;
   if (hi > a.seq_k) hi = a.seq_k;
-  std::int64_t span_lo = lo / kBlockN * kBlockN;
-  std::int64_t span_tiles = hi > span_lo ? ceil_div(hi - span_lo, kBlockN) : 0;
-  // With a window of at least 1 the span holds p1's tile. With window 0 it may not (it may be empty, or end
-  // at p1's tile when not causal): that tile joins it (diagonal_tile), its entries masked out but for the kept
-  // columns of its bitmap.
-  const std::int64_t diagonal = p1 / kBlockN * kBlockN;
-  if (span_tiles == 0) {
-    span_lo = diagonal;
-    span_tiles = 1;
-  } else if (span_lo + span_tiles * kBlockN <= diagonal) {
-    span_tiles = (diagonal - span_lo) / kBlockN + 1;
-  }
+  const std::int64_t span_lo = lo / kBlockN * kBlockN;
+  const std::int64_t span_tiles = hi > span_lo ? ceil_div(hi - span_lo, kBlockN) : 0;
   pl.span_lo = static_cast<int>(span_lo);
   pl.span_tiles = static_cast<int>(span_tiles);
   pl.count = static_cast<int>(count);
