@@ -8,6 +8,13 @@ executed instructions and samples per address range (offsets from the kernel's f
 cuobjdump -sass prints them). bench/NOTES.md (ninth session) quotes its output for the selection kernels.
 
   python3 bench/ncu_sass_stalls.py colsum.csv.gz --top 30 --regions 0x51e0:top,0x5470:copies,0x6480:classify
+
+With --lines, the same per phase of the kernel's source instead of address ranges: LISTING is `nvdisasm -gi` of
+the profiled cubin (e.g. extracted from the build's object with `cuobjdump -xelf all`), FUNCTION a substring of
+the kernel's mangled name, and each instruction counts for the outermost line of FILE it was inlined into:
+
+  python3 bench/ncu_sass_stalls.py src.csv.gz --lines k.sass Li128ELi2ELi128EE attention_kernel_sm90.cuh \
+      --phases 0:entry,137:q-copies,287:producer-loop,439:step0,448:loop,463:finish
 """
 import argparse
 import csv
@@ -41,6 +48,9 @@ def main():
     ap.add_argument("csv")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--regions", default="", help="comma-separated START:NAME (hex offsets), each up to the next")
+    ap.add_argument("--lines", nargs=3, metavar=("LISTING", "FUNCTION", "FILE"),
+                    help="nvdisasm -gi listing, kernel name substring, source file whose lines --phases names")
+    ap.add_argument("--phases", default="", help="comma-separated FIRST_LINE:NAME of FILE, each up to the next")
     a = ap.parse_args()
     header, rows = load(a.csv)
     col = {name: i for i, name in enumerate(header)}
@@ -78,6 +88,46 @@ def main():
             part = [r for r in rows if start <= int(r[col["Address"]], 16) - base < end]
             print(f"  {name:12s} {sum(number(r[executed]) for r in part) / insts * 100:5.1f} / "
                   f"{sum(number(r[samples]) for r in part) / total * 100:5.1f}")
+
+
+    if a.lines and a.phases:
+        line_of = source_lines(*a.lines)
+        marks = sorted((int(x.split(":")[0]), x.split(":")[1]) for x in a.phases.split(","))
+        totals = {name: [0.0, 0.0, {}] for _, name in marks}
+        totals["?"] = [0.0, 0.0, {}]
+        for r in rows:
+            line = line_of.get(int(r[col["Address"]], 16) - base, -1)
+            name = next((n for first, n in reversed(marks) if line >= first), "?")
+            t = totals[name]
+            t[0] += number(r[executed])
+            t[1] += number(r[samples])
+            for i in reasons:
+                t[2][header[i][6:]] = t[2].get(header[i][6:], 0.0) + number(r[i])
+        print(f"phases by source line of {a.lines[2]} (executed % / samples % | main reasons, % of the phase):")
+        for name, (e, smp, why) in totals.items():
+            top = sorted(why.items(), key=lambda kv: -kv[1])[:4]
+            print(f"  {name:14s} {e / insts * 100:5.1f} / {smp / total * 100:5.1f} | " +
+                  ", ".join(f"{k} {v / smp * 100:.0f}" for k, v in top if smp))
+
+
+def source_lines(listing, function, source):
+    """Offset -> the outermost line of `source` each instruction of `function` comes from (-1: none)."""
+    out, current, inside = {}, -1, False
+    pattern = re.compile(re.escape(source) + r'", line (\d+)')
+    with open(listing) as f:
+        for text in f:
+            if text.startswith(".text."):
+                inside = function in text
+            if not inside:
+                continue
+            if text.lstrip().startswith("//## File"):
+                found = pattern.findall(text)
+                current = int(found[-1]) if found else -1
+                continue
+            m = re.match(r"\s*/\*([0-9a-f]{4,})\*/", text)
+            if m:
+                out[int(m.group(1), 16)] = current
+    return out
 
 
 if __name__ == "__main__":
