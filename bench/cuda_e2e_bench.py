@@ -436,13 +436,16 @@ def bench(sa, lengths, flex_lengths, reps, mixes=("default",), on_case=lambda re
 
 def profile_call(sa, what, S, mix):
     """One call of `what` (cudnn-gqa, cudnn-expanded, selection, sample-attention, flex: FlexAttention given
-    sample_attention's mask) on the structured workload
+    sample_attention's mask; uniform and uniform-dense: the worst case, sample_attention and our dense kernel on
+    q = 0) on the structured workload
     inside the NVTX range "m", after a warm-up outside it: for a profiler that counts the call's kernel cycles
     (ncu --nvtx --nvtx-include m/), which do not depend on the clock the power limit sets."""
     q, k, v = sa.workload(S, 32, 8, 128, seed=7, mix=MIXES[mix])
     out = torch.empty_like(q)
     cfg = {}
     ws = sa.workspace(q, k, cfg)
+    if what.startswith("uniform"):
+        q = torch.zeros_like(q)  # every visible key equally likely: little to skip
     if what == "flex":
         sa.select(q, k, ws, cfg)  # selection() reads the selection from the workspace
         sel = sa.selection(q, k, ws, cfg)
@@ -451,7 +454,9 @@ def profile_call(sa, what, S, mix):
         fn = cudnn_form(q, k, v, what[len("cudnn-"):])
     else:
         fn = {"selection": lambda: sa.select(q, k, ws, cfg),
-              "sample-attention": lambda: sa.sample_attention(q, k, v, out, None, ws, cfg)}[what]
+              "sample-attention": lambda: sa.sample_attention(q, k, v, out, None, ws, cfg),
+              "uniform": lambda: sa.sample_attention(q, k, v, out, None, ws, cfg),
+              "uniform-dense": lambda: sa.dense(q, k, v, out)}[what]
     fn()
     torch.cuda.synchronize()
     torch.cuda.nvtx.range_push("m")

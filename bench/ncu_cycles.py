@@ -9,11 +9,12 @@ input: blocks, each a line "== SEQ WHAT MIX" followed by what one profiled proce
 and the program's JSON lines. WHAT is one of:
   attention                    bench/cuda_attention_bench.py --profile-density 0,...: one kernel per JSON line
                                {"profiled": seq, "window": w or null (dense), "flops": ...}, in launch order;
-  cudnn-gqa, cudnn-expanded, selection, sample-attention, flex
+  cudnn-gqa, cudnn-expanded, selection, sample-attention, flex, uniform, uniform-dense
                                bench/cuda_e2e_bench.py --profile-call WHAT: the kernels of one call (summed).
 Prints and writes (--out) per block the kernels' cycles, and the ratios: sparse attention efficiency in
 FLOPs per cycle against dense, selection as % of cuDNN (the form with fewer cycles; in time the faster form),
-sample_attention's speedup over cuDNN and over FlexAttention.
+sample_attention's speedup over cuDNN and over FlexAttention, and the worst case (sample_attention on uniform
+attention over our dense kernel on the same inputs; issue 3 asks for at most 1.10).
 
   python3 bench/ncu_cycles.py cycles.log --out cycles.json
 """
@@ -108,6 +109,10 @@ def e2e_ratios(blocks):
                 if flex:
                     r[f"speedup_vs_flex_cycles_{mix}"] = flex["cycles"] / b["cycles"]
                     r[f"speedup_vs_flex_time_{mix}"] = flex["ns"] / b["ns"]
+            elif what == "uniform" and ("uniform-dense", mix) in of:
+                dense = of[("uniform-dense", mix)]
+                r[f"uniform_over_dense_cycles_{mix}"] = b["cycles"] / dense["cycles"]
+                r[f"uniform_over_dense_time_{mix}"] = b["ns"] / dense["ns"]
         out.append(r)
     return out
 

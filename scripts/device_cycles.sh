@@ -8,7 +8,8 @@
 #
 # One profiled process per block: the attention kernel on dense and the 5/10/20/50% synthetic selections at
 # 128K and 32K (one process per length), then one call each of cuDNN (both GQA forms), the selection,
-# sample_attention (both head mixes) and, at 128K, FlexAttention given sample_attention's mask. Writes
+# sample_attention (both head mixes), the worst case (sample_attention and our dense kernel on uniform
+# attention) and, at 128K, FlexAttention given sample_attention's mask. Writes
 # $OUT/cycles.log (the raw blocks) and $OUT/h200-cycles.json. LENGTHS and FLEX (space-separated) narrow it
 # (default "131072 32768" and "131072").
 set -uo pipefail
@@ -35,6 +36,7 @@ for S in ${LENGTHS:-131072 32768}; do
   profile "$S" attention - 200 --kernel-name regex:attention_kernel_sm90 python3 bench/cuda_attention_bench.py \
     --lib "ours=$D/libsa_attn.so" --out /dev/null --seqs "$S" --profile-density 0,0.05,0.1,0.2,0.5
   calls="cudnn-gqa:default cudnn-expanded:default selection:default sample-attention:default sample-attention:no-dense"
+  calls="$calls uniform:default uniform-dense:default"
   [[ " ${FLEX:-131072} " == *" $S "* ]] && calls="$calls flex:default flex:no-dense"
   for spec in $calls; do
     profile "$S" "${spec%%:*}" "${spec##*:}" 200 --nvtx --nvtx-include m/ python3 bench/cuda_e2e_bench.py \
