@@ -358,18 +358,9 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
   // is written while P_{t-1} V_{t-1} still reads its registers. Tile 0 is peeled (no P V).
   float alpha[2];
   const std::uint32_t order_slot = smem_addr(&order_s[ctid]);
-  // A sparse span tile's column-bitmap words (one 16-byte run per 128 keys), read after its product when it
-  // needs a mask: fetched into L1 one tile ahead, so that the read does not wait for L2 between the product and
-  // the softmax (each masked tile did; every tile of a head that keeps nearly all its columns is masked).
-  auto prefetch_bitmap = [&](int t) {
-    if (!pl.sparse || t >= pl.span_tiles) return;
-    const std::int64_t word = (static_cast<std::int64_t>(pl.span_lo) + static_cast<std::int64_t>(t) * kBlockN) / 32;
-    if (word < a.bitmap_words) sm80::prefetch_l1(pl.bitmap + word);
-  };
   auto step = [&](int t, auto first_tile, auto parity) {
     constexpr bool kFirst = decltype(first_tile)::value;
     constexpr int kCur = decltype(parity)::value;
-    prefetch_bitmap(t + 1);
     std::uint32_t(&p_cur)[Cfg::kPSteps][4] = p_frag[kCur];
     std::uint32_t(&p_prev)[Cfg::kPSteps][4] = p_frag[1 - kCur];
     const int ks = t % kKStages, vp = (t + kVStages - 1) % kVStages;
@@ -449,7 +440,6 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     if constexpr (Cfg::kPingPong) {
       if (wg == 1) named_barrier_arrive(1, 256);
     }
-    prefetch_bitmap(0);
     step(0, std::true_type{}, Even{});
     if (stripes_pending && pl.span_tiles > 0) {
       take_stripes();

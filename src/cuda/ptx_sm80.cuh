@@ -28,9 +28,6 @@ __device__ __forceinline__ void cp_async_4(std::uint32_t dst, const void* src, b
 
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 
-// A hint: the line holding global address p into L1 (no register holds the data; a later load hits there).
-__device__ __forceinline__ void prefetch_l1(const void* p) { asm volatile("prefetch.global.L1 [%0];\n" ::"l"(p)); }
-
 // Waits until at most `kPending` of this thread's committed groups are still in flight.
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() {
