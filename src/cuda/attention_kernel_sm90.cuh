@@ -57,6 +57,10 @@ struct Config {
   static constexpr int kKStages = 2;
   static constexpr int kVStages = kKStages + 1;
   static constexpr bool kPingPong = kConsumers == 2;
+  // The band span from its last tile down (sm80::tile_ref): measured in SM cycles against first-tile-up, 2%
+  // fewer at 32K and 5% density and ~0.9% at 8K with one consumer (64-row blocks), 0.7% more at 128K with two
+  // (bench/NOTES.md, fourteenth session).
+  static constexpr bool kSpanFromLast = kConsumers == 1;
   static constexpr int kNTiles = kBlockN / 8;
   static constexpr int kOTiles = kD / 8;
   static constexpr int kKSteps = kD / 16;
@@ -181,7 +185,7 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     // the end of the kept list (those rows are zero-filled, not read). Thread `tid` < kBlockN stages row tid.
     auto key_slot = [](int row) { return (row & 15) * kRowsPerThread + (row >> 4); };
     auto tile_key = [&](int t) -> std::int32_t {
-      const sm80::TileRef tr = sm80::tile_ref(pl, t);
+      const sm80::TileRef tr = sm80::tile_ref<kBlockN, Cfg::kSpanFromLast>(pl, t);
       const int slot = tr.base + tid;
       return tr.gather && tid < kBlockN && slot < tr.end ? __ldg(pl.cols + slot) : 0;
     };
@@ -216,7 +220,7 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     // layout for contiguous tiles too measured 1.5% slower dense and 7% slower on nearly full heads at 128K).
     // The last contiguous tile, unaligned inputs and wider strides take the general path.
     auto copy_tile = [&](int t, Elem* dst, const Elem* src, std::int64_t stride, std::uint64_t* full) {
-      const sm80::TileRef tr = sm80::tile_ref(pl, t);
+      const sm80::TileRef tr = sm80::tile_ref<kBlockN, Cfg::kSpanFromLast>(pl, t);
       if (a.aligned_inputs && a.narrow_strides && (tr.gather || tr.base + kBlockN <= a.seq_k)) {
         const char* from = reinterpret_cast<const char*>(src + gchunk * 8);
         const std::uint32_t row_bytes = static_cast<std::uint32_t>(stride * static_cast<std::int64_t>(sizeof(Elem)));
@@ -389,7 +393,7 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     fence_operand(s);
     release(&empty_k[ks]);
 
-    const sm80::TileRef tr = sm80::tile_ref(pl, t);
+    const sm80::TileRef tr = sm80::tile_ref<kBlockN, Cfg::kSpanFromLast>(pl, t);
     const bool masked = tr.gather ? tr.end - tr.base < kBlockN : sm80::span_tile_needs_mask(pl, a, tr.base);
     if (masked) {
       // The column-bitmap words of a sparse contiguous tile (tr.base is a multiple of kBlockN).

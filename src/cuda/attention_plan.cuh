@@ -110,10 +110,11 @@ struct TileRef {
 };
 
 // Tile order: the band span first (its first tile needs no index list, so nothing waits before the first
-// copy), then the left stripes, then the right stripes.
-template <int kBlockN>
+// copy), from its first tile up or, with kSpanFromLast, from its last tile down; then the left stripes, then
+// the right stripes.
+template <int kBlockN, bool kSpanFromLast = false>
 __device__ __forceinline__ TileRef tile_ref(const TilePlan<kBlockN>& pl, int t) {
-  if (t < pl.span_tiles) return {false, pl.span_lo + t * kBlockN, 0};
+  if (t < pl.span_tiles) return {false, pl.span_lo + (kSpanFromLast ? pl.span_tiles - 1 - t : t) * kBlockN, 0};
   t -= pl.span_tiles;
   if (t < pl.left_tiles) return {true, t * kBlockN, pl.left_count};
   t -= pl.left_tiles;
