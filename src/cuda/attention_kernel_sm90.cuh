@@ -57,9 +57,9 @@ struct Config {
   static constexpr int kKStages = 2;
   static constexpr int kVStages = kKStages + 1;
   static constexpr bool kPingPong = kConsumers == 2;
-  // The band span from its last tile down (sm80::tile_ref): measured in SM cycles against first-tile-up, 2%
-  // fewer at 32K and 5% density and ~0.9% at 8K with one consumer (64-row blocks), 0.7% more at 128K with two
-  // (bench/NOTES.md, fourteenth session).
+  // The band span from its last tile down (sm80::tile_ref): in SM cycles against first-tile-up, 1.2% fewer at
+  // 32K and 5% density and 0.6-1.3% fewer at 8K and 5-20% with one consumer (64-row blocks); 0.7% more at 128K
+  // and 5-20% with two (bench/NOTES.md, fourteenth session).
   static constexpr bool kSpanFromLast = kConsumers == 1;
   static constexpr int kNTiles = kBlockN / 8;
   static constexpr int kOTiles = kD / 8;
