@@ -88,8 +88,6 @@ def main():
             part = [r for r in rows if start <= int(r[col["Address"]], 16) - base < end]
             print(f"  {name:12s} {sum(number(r[executed]) for r in part) / insts * 100:5.1f} / "
                   f"{sum(number(r[samples]) for r in part) / total * 100:5.1f}")
-
-
     if a.lines and a.phases:
         line_of = source_lines(*a.lines)
         marks = sorted((int(x.split(":")[0]), x.split(":")[1]) for x in a.phases.split(","))

@@ -209,12 +209,12 @@ void run_case(const Case& c, std::uint64_t seed) {
   }
 }
 
-// Window 0: each row attends to its head's kept columns only (those <= p when causal; all of them, right
-// stripes included, when not). A query tile's band span then holds no band entry or is empty: Sq 129 / Sk 256
-// ends on row 128 alone at p = 255, whose span is empty, so the kernel starts on a gathered tile and needs the
-// stripes before its first tile; with Sk 258 the tiles ending at p1 = 256 (128 rows, and 64 rows on sm_90) have
-// a non-causal span that ends where the tile of p1 begins. Head 1 keeps nothing: O = 0, lse = -inf. Reference:
-// fp64 softmax over each row's kept set, written here.
+// Window 0 (allowed by the raw kernel API, not by Selection): each row attends to its head's kept columns only
+// (those <= p when causal; all of them, right stripes included, when not). A query tile's band span then holds
+// no band entry or is empty: Sq 129 / Sk 256 ends on row 128 alone at p = 255, whose span is empty, so the
+// kernel starts on a gathered tile and needs the stripes before its first tile; with Sk 258 the tiles ending at
+// p1 = 256 (128 rows, and 64 rows on sm_90) have a non-causal span that ends where the tile of p1 begins. Head 1
+// keeps nothing: O = 0, lse = -inf. Reference: fp64 softmax over each row's kept set, written here.
 void run_zero_window(std::int64_t sq, std::int64_t sk, bool causal, std::uint64_t seed) {
   SCOPED_TRACE("seed " + std::to_string(seed) + " Sq " + std::to_string(sq) + " Sk " + std::to_string(sk) +
                (causal ? " causal" : " non-causal"));
