@@ -270,7 +270,8 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
         mbar_arrive(smem_addr(full));
       }
     };
-    // Tile 0 is the band span's first (every plan has one), contiguous: its copies go out before the searches.
+    // Tile 0 is a band span tile (the span comes first in every plan that has one), contiguous: its copies go
+    // out before the searches.
     int t0 = 0;
     if (pl.span_tiles > 0) {
       copy_tile(0, k_s, bt.k, a.k_stride[1], &full_k[0]);  // its arrival covers Q

@@ -1,10 +1,10 @@
 // Per query tile: which K/V rows the kernel visits, in what order, and which of those tiles need an element
 // mask (attention.h, sparse mode). A query tile covers rows [m0, m1) at key positions p0 = p(m0) ..
-// p1 = p(m1 - 1), p(r) = Sk - Sq + r. Its keys come in up to three runs of 64-key tiles (visited band
+// p1 = p(m1 - 1), p(r) = Sk - Sq + r. Its keys come in up to three runs of kBlockN-key tiles (visited band
 // first; the order does not change the online softmax):
 //   left stripes   kept columns j < span_lo, gathered by index (every row sees them, none has them in band);
 //   band span      contiguous keys [span_lo, span_end): the band of every row of the tile, span_lo = the
-//                  first row's band start rounded down to 64; element masks only on edge tiles;
+//                  first row's band start rounded down to kBlockN; element masks only on edge tiles;
 //   right stripes  (non-causal only) kept columns j >= span_end, gathered by index.
 // Dense mode is a band span over every visible key, and so is a sparse head that keeps every column. A tile
 // holding dense-tail rows runs the span over [0, visible end) with the full mask (band | column bit | tail
