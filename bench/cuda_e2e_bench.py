@@ -453,10 +453,10 @@ def profile_call(sa, what, S, mix):
     elif what.startswith("cudnn-"):
         fn = cudnn_form(q, k, v, what[len("cudnn-"):])
     else:
+        call = "sample-attention" if what == "uniform" else what  # on the zeroed q
         fn = {"selection": lambda: sa.select(q, k, ws, cfg),
               "sample-attention": lambda: sa.sample_attention(q, k, v, out, None, ws, cfg),
-              "uniform": lambda: sa.sample_attention(q, k, v, out, None, ws, cfg),
-              "uniform-dense": lambda: sa.dense(q, k, v, out)}[what]
+              "uniform-dense": lambda: sa.dense(q, k, v, out)}[call]
     fn()
     torch.cuda.synchronize()
     torch.cuda.nvtx.range_push("m")
@@ -478,8 +478,8 @@ def main():
     ap.add_argument("--out", default="")
     ap.add_argument("--commit", default=os.environ.get("SAMPLEATTN_COMMIT", "unknown"))
     ap.add_argument("--profile-call", default="",
-                    help="only one call of cudnn-gqa, cudnn-expanded, selection, sample-attention or flex (first of "
-                         "--lengths and --mixes) inside the NVTX range m, for ncu")
+                    help="only one call of cudnn-gqa, cudnn-expanded, selection, sample-attention, flex, uniform or "
+                         "uniform-dense (first of --lengths and --mixes) inside the NVTX range m, for ncu")
     a = ap.parse_args()
     sa = SampleAttn(a.lib)
     if a.profile_call:
