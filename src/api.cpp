@@ -38,10 +38,10 @@ Backend resolve(const ExecOptions& options, const TensorView& q) {
 }
 
 void check_inputs(Backend b, const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v,
-                  [[maybe_unused]] const TensorView* out) {
+                  [[maybe_unused]] const TensorView* out, [[maybe_unused]] const float* lse) {
   if (b == Backend::cuda) {
 #ifdef SAMPLEATTN_WITH_CUDA
-    cuda::check_device_inputs(p, q, k, v, out);
+    cuda::check_device_inputs(p, q, k, v, out, lse);
 #endif
     return;
   }
@@ -67,7 +67,7 @@ Selection select(const TensorView& q, const TensorView& k, const AttnParams& par
   const Problem p = core::make_problem(q, k, nullptr, params);
   core::check_config(config);
   const Backend b = resolve(options, q);
-  check_inputs(b, p, q, k, nullptr, nullptr);
+  check_inputs(b, p, q, k, nullptr, nullptr, nullptr);
   switch (b) {
     case Backend::cpu_reference: return ref::select(p, q, k, config);
 #ifdef SAMPLEATTN_WITH_CUDA
@@ -80,10 +80,10 @@ Selection select(const TensorView& q, const TensorView& k, const AttnParams& par
 void attend(const TensorView& q, const TensorView& k, const TensorView& v, const Selection& selection,
             const TensorView& out, float* lse, const AttnParams& params, const ExecOptions& options) {
   const Problem p = core::make_problem(q, k, &v, params);
-  core::check_output(p, q, out);
+  core::check_output(p, q, k, &v, out, lse);
   check_selection(p, selection);
   const Backend b = resolve(options, q);
-  check_inputs(b, p, q, k, &v, &out);
+  check_inputs(b, p, q, k, &v, &out, lse);
   switch (b) {
     case Backend::cpu_reference: ref::attend(p, q, k, v, selection, out, lse); break;
 #ifdef SAMPLEATTN_WITH_CUDA
@@ -97,10 +97,10 @@ Selection sample_attention(const TensorView& q, const TensorView& k, const Tenso
                            float* lse, const AttnParams& params, const SampleConfig& config,
                            const ExecOptions& options) {
   const Problem p = core::make_problem(q, k, &v, params);
-  core::check_output(p, q, out);
+  core::check_output(p, q, k, &v, out, lse);
   core::check_config(config);
   const Backend b = resolve(options, q);
-  check_inputs(b, p, q, k, &v, &out);
+  check_inputs(b, p, q, k, &v, &out, lse);
   switch (b) {
     case Backend::cpu_reference: {
       Selection s = ref::select(p, q, k, config);
@@ -125,9 +125,9 @@ Selection sample_attention(const TensorView& q, const TensorView& k, const Tenso
 void dense_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                      float* lse, const AttnParams& params, const ExecOptions& options) {
   const Problem p = core::make_problem(q, k, &v, params);
-  core::check_output(p, q, out);
+  core::check_output(p, q, k, &v, out, lse);
   const Backend b = resolve(options, q);
-  check_inputs(b, p, q, k, &v, &out);
+  check_inputs(b, p, q, k, &v, &out, lse);
   switch (b) {
     case Backend::cpu_reference: ref::dense(p, q, k, v, out, lse); break;
 #ifdef SAMPLEATTN_WITH_CUDA
@@ -144,6 +144,7 @@ std::vector<HeadMetrics> exact_metrics(const TensorView& q, const TensorView& k,
   SA_CHECK(q.device == Device::cpu, "exact_metrics needs host tensors, but q.device is ", to_string(q.device));
   core::check_host_inputs(p, q, k, &v);
   check_selection(p, selection);
+  SA_CHECK(!rows.empty(), "exact_metrics: rows is empty (metric_rows(seq_q, n) gives n of them)");
   for (std::int64_t r : rows) {
     SA_CHECK(r >= 0 && r < p.seq_q, "exact_metrics: row (", r, ") must be in [0, ", p.seq_q, ")");
   }
@@ -154,7 +155,9 @@ std::vector<std::int64_t> metric_rows(std::int64_t seq_q, std::int64_t n) {
   SA_CHECK(seq_q > 0 && n > 0, "metric_rows: seq_q (", seq_q, ") and n (", n, ") must be > 0");
   const std::int64_t count = std::min(n, seq_q);
   std::vector<std::int64_t> rows(static_cast<std::size_t>(count));
-  for (std::int64_t i = 0; i < count; ++i) rows[i] = (i + 1) * seq_q / count - 1;
+  // (i + 1) * seq_q / count - 1 without the product overflowing: seq_q = a * count + b.
+  const std::int64_t a = seq_q / count, b = seq_q % count;
+  for (std::int64_t i = 0; i < count; ++i) rows[i] = (i + 1) * a + (i + 1) * b / count - 1;
   return rows;
 }
 

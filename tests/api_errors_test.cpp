@@ -132,6 +132,33 @@ std::vector<Case> cases() {
          in.q.set(0, 0, 0, 0, 1e30f);
          in.k.set(0, 0, 0, 0, -1e30f);
        }, "q and k are too large: scores scale * q.k can reach", kAll},
+      {"q x scale overflow", [](Inputs& in, auto& rng) {
+         in.qv = in.make(DType::f32, 1, 8, 4, 1, rng);
+         in.kv = in.make(DType::f32, 1, 16, 2, 1, rng);
+         in.vv = in.make(DType::f32, 1, 16, 2, 1, rng);
+         in.ov = in.make(DType::f32, 1, 8, 4, 1, rng);
+         static_cast<float*>(in.qv.data)[5] = 3e38f;
+         for (int i = 0; i < 32; ++i) static_cast<float*>(in.kv.data)[i] = 1e-37f;
+       }, "q is too large for float32 arithmetic: max|q| (3e+38) x scale (1) must be <= 1e28", kAll},
+      {"k x scale overflow", [](Inputs& in, auto&) { in.k.set(0, 3, 1, 0, 1e30f); }, "k is too large for float32 arithmetic: max|k| (1e+30) x max(scale (0.125), 1) must be <= 1e28", kAll},
+      {"v sum overflow", [](Inputs& in, auto&) { in.v.set(0, 2, 0, 5, -1e38f); },
+       "v is too large for float32 arithmetic: max|v| (1e+38) x k.seq (16) must be <= 1e37",
+       kAttend | kSample | kDense | kMetrics},
+      // Outputs that overlap themselves or the inputs (the results would depend on the order of the writes).
+      {"out is v", [](Inputs& in, auto&) { in.ov.data = in.vv.data; }, ") shares memory with v (",
+       kAttend | kSample | kDense},
+      {"out is q", [](Inputs& in, auto&) { in.ov.data = in.qv.data; }, ") shares memory with q (",
+       kAttend | kSample | kDense},
+      {"out is k", [](Inputs& in, auto&) { in.ov.data = in.kv.data; }, ") shares memory with k (",
+       kAttend | kSample | kDense},
+      {"out overlaps itself", [](Inputs& in, auto&) { in.ov.stride = {2048, 256, 16, 1}; },
+       "out.stride (2048, 256, 16, 1) with shape (1, 8, 4, 64) lets elements of out share memory",
+       kAttend | kSample | kDense},
+      {"misaligned q", [](Inputs& in, auto&) { in.qv.data = static_cast<char*>(in.qv.data) + 2; },
+       "must be aligned to 4 bytes (float32 elements)", kAll},
+      {"contiguous view of zero heads", [](Inputs& in, auto&) {
+         in.kv = TensorView::contiguous(in.kv.data, DType::f32, 1, 16, 0, 64);
+       }, "k.heads (0) must be > 0", kAll},
       // Sizes whose products overflow, and other malformed views.
       {"shape x stride overflow", [](Inputs& in, auto&) {
          in.qv.shape = {1, std::int64_t{1} << 40, 1, 1};
@@ -155,6 +182,9 @@ std::vector<Case> cases() {
        kAttend | kMetrics},
       {"selection unsorted", [](Inputs& in, auto&) { std::swap(in.selection.indices[0], in.selection.indices[1]); },
        "selection.indices of head 0 must be sorted, unique and in [0, 16)", kAttend | kMetrics},
+      {"selection offsets", [](Inputs& in, auto&) {
+         in.selection.offsets[1] = static_cast<std::int64_t>(in.selection.indices.size()) + 5;
+       }, "selection.offsets must be non-decreasing (head 1: ", kAttend | kMetrics},
       {"selection causal", [](Inputs& in, auto&) { in.selection.causal = false; },
        "selection.causal (0) must equal params.causal (1)", kAttend | kMetrics},
       // Options and rows.
@@ -164,6 +194,7 @@ std::vector<Case> cases() {
        "options.num_threads (1073741824) must be in [0, 4096]", kSelect | kAttend | kSample | kDense},
       {"device", [](Inputs& in, auto&) { in.qv.device = Device::cuda; }, "k.device (cpu:0) must equal q.device (cuda:0)", kAll},
       {"metric row", [](Inputs& in, auto&) { in.rows = {0, 8}; }, "exact_metrics: row (8) must be in [0, 8)", kMetrics},
+      {"no metric rows", [](Inputs& in, auto&) { in.rows.clear(); }, "exact_metrics: rows is empty", kMetrics},
   };
 }
 
@@ -238,11 +269,77 @@ TEST(ApiErrors, TheUnbrokenInputsWork) {
   EXPECT_NO_THROW(exact_metrics(in.qv, in.kv, in.vv, in.selection, in.rows, in.params));
 }
 
+// lse: aligned, and apart from out and the inputs.
+TEST(ApiErrors, LseMustBeAlignedAndApartFromTheOtherTensors) {
+  std::mt19937_64 rng(test::test_seed());
+  std::vector<float> lse(4 * 8 + 1);
+  const std::vector<std::pair<float*, std::string>> cases = {
+      {reinterpret_cast<float*>(reinterpret_cast<char*>(lse.data()) + 1), "must be aligned to 4 bytes (float32)"},
+      {nullptr, " floats) shares memory with out ("},
+      {nullptr, " floats) shares memory with k ("},
+  };
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    Inputs in(rng);
+    float* l = i == 0 ? cases[i].first : i == 1 ? static_cast<float*>(in.ov.data) + 100 : static_cast<float*>(in.kv.data);
+    try {
+      dense_attention(in.qv, in.kv, in.vv, in.ov, l, in.params, in.options);
+      ADD_FAILURE() << "no error; expected: " << cases[i].second;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(cases[i].second), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(all_nan(in.out));
+  }
+}
+
+// q, k, v and out as slices of one fused buffer [B, S, Hq + 2 Hkv + Hq, d] interleave without sharing an
+// element: accepted, and the result equals that of separate buffers.
+TEST(ApiErrors, FusedBufferSlicesAreNotOverlaps) {
+  std::mt19937_64 rng(test::test_seed());
+  const std::int64_t s = 16, hq = 4, hkv = 2, d = 64, w = hq + 2 * hkv + hq;
+  HostTensor fused(DType::f32, 1, s, w, d);
+  fused.fill_random(rng);
+  auto slice = [&](std::int64_t head0, std::int64_t heads) {
+    TensorView t = fused.view();
+    t.data = static_cast<float*>(t.data) + head0 * d;
+    t.shape[2] = heads;
+    return t;
+  };
+  const TensorView q = slice(0, hq), k = slice(hq, hkv), v = slice(hq + hkv, hkv), out = slice(hq + 2 * hkv, hq);
+  HostTensor qc(DType::f32, 1, s, hq, d), kc(DType::f32, 1, s, hkv, d), vc(DType::f32, 1, s, hkv, d),
+      oc(DType::f32, 1, s, hq, d);
+  for (std::int64_t i = 0; i < s; ++i)
+    for (std::int64_t e = 0; e < d; ++e) {
+      for (std::int64_t h = 0; h < hq; ++h) qc.set(0, i, h, e, fused.at(0, i, h, e));
+      for (std::int64_t h = 0; h < hkv; ++h) {
+        kc.set(0, i, h, e, fused.at(0, i, hq + h, e));
+        vc.set(0, i, h, e, fused.at(0, i, hq + hkv + h, e));
+      }
+    }
+  ASSERT_NO_THROW(dense_attention(q, k, v, out, nullptr, {}, {Backend::cpu}));
+  dense_attention(qc.view(), kc.view(), vc.view(), oc.view(), nullptr, {}, {Backend::cpu});
+  for (std::int64_t i = 0; i < s; ++i)
+    for (std::int64_t h = 0; h < hq; ++h)
+      for (std::int64_t e = 0; e < d; ++e) EXPECT_NEAR(fused.at(0, i, hq + 2 * hkv + h, e), oc.at(0, i, h, e), 1e-6);
+}
+
 TEST(ApiErrors, MetricRowsChecksItsArguments) {
   EXPECT_THROW(metric_rows(0, 5), Error);
   EXPECT_THROW(metric_rows(5, 0), Error);
   EXPECT_EQ(metric_rows(100, 4), (std::vector<std::int64_t>{24, 49, 74, 99}));
   EXPECT_EQ(metric_rows(3, 10), (std::vector<std::int64_t>{0, 1, 2}));
+  for (const std::int64_t seq : {std::int64_t{1}, std::int64_t{97}, std::int64_t{4097}, INT64_MAX}) {
+    for (const std::int64_t n : {std::int64_t{1}, std::int64_t{2}, std::int64_t{7}, std::int64_t{64}}) {
+      const std::vector<std::int64_t> rows = metric_rows(seq, n);
+      ASSERT_EQ(static_cast<std::int64_t>(rows.size()), std::min(seq, n));
+      EXPECT_EQ(rows.back(), seq - 1);
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        EXPECT_GE(rows[i], i == 0 ? 0 : rows[i - 1] + 1) << "seq " << seq << ", n " << n;  // ascending, distinct
+        if (seq < (std::int64_t{1} << 40)) {  // the plain formula, where it cannot overflow
+          EXPECT_EQ(rows[i], static_cast<std::int64_t>(i + 1) * seq / static_cast<std::int64_t>(rows.size()) - 1);
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

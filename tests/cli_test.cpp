@@ -132,9 +132,7 @@ double max_diff(const io::NpyArray& a, const std::vector<float>& b) {
 }
 
 TEST_F(Cli, UsageErrorsExitTwoWithOneLine) {
-  const Result none = cli("");
-  EXPECT_EQ(none.code, 2);
-  EXPECT_NE(none.err.find("usage: sampleattn <command>"), std::string::npos);
+  expect_error("", "sampleattn: missing command (demo, run, bench or verify; sampleattn --help explains them)");
   const Result help = cli("--help");
   EXPECT_EQ(help.code, 0);
   EXPECT_NE(help.out.find("demo"), std::string::npos);
@@ -158,6 +156,9 @@ TEST_F(Cli, UsageErrorsExitTwoWithOneLine) {
   expect_error("bench --sizes 1024,0", "--sizes (0) must be in [1, 16777216]");
   expect_error("demo --heads 6 --kv-heads 4", "--heads (6) must be a multiple of --kv-heads (4)");
   expect_error("verify --cases 0", "--cases (0) must be in [1, 100000]");
+  expect_error("bench --selection synthetic,workload", "--selection takes one of synthetic or workload, not a list");
+  expect_error("demo --head-dim 300", "--head-dim (300) must be in [16, 256]");
+  expect_error("bench --head-dim 300", "--head-dim (300) must be in [16, 256]");
 #ifndef SAMPLEATTN_WITH_CUDA
   expect_error("bench --backend cuda", "--backend cuda: this build of sampleattn has no CUDA backend");
 #else
@@ -183,7 +184,8 @@ TEST_F(Cli, OutOfRangeSettingsNameTheOption) {
   expect_error("run " + io + " --dense-head-density 0", "--dense-head-density (0) must be in (0, 1]");
   expect_error("run " + io + " --dense-head-density 1.5", "--dense-head-density (1.5) must be in (0, 1]");
   expect_error("run " + io + " --min-window 1.5", "--min-window ('1.5') is not an integer");
-  expect_error("run " + io + " --scale 0", "--scale (0) must be in (0, 1e+30]");
+  expect_error("run " + io + " --scale 0", "--scale (0) must be in [1.17549e-38, 1e+30]");
+  expect_error("run " + io + " --scale 1e-50", "--scale (1e-50) must be in [1.17549e-38, 1e+30]");
   expect_error("run " + io + " --backend tpu", "--backend ('tpu') must be one of auto, cpu, cpu-ref, cuda");
   expect_error("run " + io + " --dense --selection s.json", "--dense computes no selection");
   expect_error("run " + io + " --dense --alpha 0.9", "--alpha only applies when run selects: drop it, or drop --dense");
@@ -266,6 +268,14 @@ TEST_F(Cli, BadShapesDtypesAndValuesExitTwo) {
                "out.npy: cannot open for writing");
   write_bytes("sel.json", "{\"format\": \"sampleattn.selection\", \"version\": 1");
   expect_error("run " + qkv() + " --use-selection '" + path("sel.json") + "'", "sel.json: invalid JSON");
+  // A valid selection file made for other tensors names the file and both shapes.
+  io::write_selection_json(path("sel9.json"), test::random_selection(rng_, 1, 2, 9, 16, true, 3, 2));
+  expect_error("run " + qkv() + " --use-selection '" + path("sel9.json") + "'",
+               "sel9.json: its shape (batch 1, heads 2, seq_q 9, seq_k 16) does not match the tensors (batch 1, "
+               "heads 4, seq_q 8, seq_k 16)");
+  io::write_selection_json(path("sel_nc.json"), test::random_selection(rng_, 1, 4, 8, 16, false, 3, 2));
+  expect_error("run " + qkv() + " --use-selection '" + path("sel_nc.json") + "'",
+               "sel_nc.json was made non-causal: run with --non-causal to use it");
 }
 
 TEST_F(Cli, DenseHeadRatioKeepsEveryColumnOfHeadsThatReachIt) {
@@ -370,6 +380,15 @@ TEST_F(Cli, VerifyDemoAndBenchSucceed) {
   for (const char* s : {"SYNTHETIC", "stripes", "dense", "CRA", "summary:", "speedup"}) {
     EXPECT_NE(d.out.find(s), std::string::npos) << s << "\n" << d.out;
   }
+
+  // Shorter than the generator's 4 sink tokens: they are clipped, not an error about a setting nobody gave.
+  for (const char* seq : {"1", "3"}) {
+    const Result tiny = cli(std::string("demo --seq ") + seq + " --heads 2 --kv-heads 1 --head-dim 16 --backend cpu");
+    EXPECT_EQ(tiny.code, 0) << seq << ": " << tiny.err;
+  }
+  const Result tiny_bench = cli("bench --sizes 2 --selection workload --heads 2 --kv-heads 1 --head-dim 16 --reps 1 "
+                                "--warmup 0 --backend cpu");
+  EXPECT_EQ(tiny_bench.code, 0) << tiny_bench.err;
 
   const std::string json = path("bench.json");
   const Result b = cli("bench --sizes 256,300 --heads 2 --kv-heads 1 --head-dim 64 --reps 1 --warmup 0 --out '" + json + "'");

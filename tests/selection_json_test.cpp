@@ -3,6 +3,7 @@
 // sampleattn::Error naming the file and the problem.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -85,6 +86,17 @@ TEST(SelectionJson, HandWrittenFileWithEscapesAndSpacing) {
   EXPECT_EQ(s.indices, (std::vector<std::int32_t>{0, 3}));
   EXPECT_EQ(s.stats[0].kept_columns, 2);
   EXPECT_GT(s.stats[0].kept_entries, 0);  // recomputed, not read
+  EXPECT_TRUE(std::isnan(s.stats[0].sampled_coverage));  // null: not known
+  EXPECT_TRUE(std::isnan(s.min_sampled_coverage()));
+}
+
+TEST(SelectionJson, CoverageOutsideTheUnitIntervalIsAnError) {
+  for (const char* cov : {"-1e308", "1.5", "-0.001"}) {
+    const std::string text = std::string(R"({"version": 1, "format": "sampleattn.selection", "batch": 1, "heads": 1,
+      "seq_q": 4, "seq_k": 6, "causal": true, "dense_tail": 0,
+      "per_head": [ {"batch": 0, "head": 0, "window": 2, "indices": [0, 3], "sampled_coverage": )") + cov + "} ] }";
+    EXPECT_NE(error_of(text).find("per_head[0].sampled_coverage"), std::string::npos) << cov << ": " << error_of(text);
+  }
 }
 
 // Every proper prefix of a valid file is an error, never a crash or a partial selection.

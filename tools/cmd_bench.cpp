@@ -42,7 +42,7 @@ options:
                      workload generator and the columns select() chooses
   --density D        target kept density of the synthetic selection, in (0, 1] (0.1)
   --heads N          query heads (8)         --kv-heads N   key/value heads (2)
-  --head-dim N       head dimension (128)    --batch N      batch size (1)
+  --head-dim N       head dimension (128, 16-256) --batch N  batch size (1)
   --dtype T          f32, f16, bf16 (bf16)   --seed S       seed (0)
   --reps N           timed runs per measurement (3)   --warmup N   untimed runs first (1)
   --no-dense         skip dense attention (speedups are then not reported)
@@ -148,10 +148,13 @@ int bench_main(const std::vector<std::string>& argv) {
   const std::vector<std::int64_t> sizes = args.integers("sizes", {4096, 16384}, 1, std::int64_t{1} << 24);
   const std::vector<std::string> backend_names =
       args.words("backend", {cuda_present() ? "cuda" : "cpu"}, {"cpu", "cpu-ref", "cuda"});
-  const std::string mode = args.words("selection", {"synthetic"}, {"synthetic", "workload"}).front();
+  const std::vector<std::string> modes = args.words("selection", {"synthetic"}, {"synthetic", "workload"});
+  SA_CHECK(modes.size() == 1, "--selection takes one of synthetic or workload, not a list (got ",
+           args.text("selection", ""), ")");
+  const std::string mode = modes.front();
   const double target = args.real("density", 0.1, 0.0, 1.0, /*lo_open=*/true);
   const std::int64_t hq = args.integer("heads", 8, 1, 1024), hkv = args.integer("kv-heads", 2, 1, 1024);
-  const std::int64_t d = args.integer("head-dim", 128, 16, 1024), batch = args.integer("batch", 1, 1, 1024);
+  const std::int64_t d = args.integer("head-dim", 128, 16, 256), batch = args.integer("batch", 1, 1, 1024);
   SA_CHECK(hq % hkv == 0, "--heads (", hq, ") must be a multiple of --kv-heads (", hkv, ")");
   const DType dtype = parse_dtype("dtype", args.text("dtype", "bf16"));
   const std::uint64_t seed = static_cast<std::uint64_t>(args.integer("seed", 0, 0, INT64_MAX));
@@ -189,6 +192,7 @@ int bench_main(const std::vector<std::string>& argv) {
       wc.head_dim = d;
       wc.dtype = dtype;
       wc.seed = seed;
+      wc.sink_tokens = std::min(wc.sink_tokens, seq);
       if (mode == "synthetic") {  // plain Gaussian inputs: the selection is made up anyway
         wc.profiles = {{"random", 0.0, 0.0, 0.0, 1.0}};
         wc.sink_tokens = 0;

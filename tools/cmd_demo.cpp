@@ -27,7 +27,7 @@ options:
   --seq N            tokens (16384; K and M suffixes allowed)
   --heads N          query heads (8)
   --kv-heads N       key/value heads (2)
-  --head-dim N       head dimension (128)
+  --head-dim N       head dimension (128; 16 to 256, and 64 or 128 on CUDA)
   --batch N          batch size (1)
   --dtype T          f32, f16, bf16 (bf16)
   --seed S           generator seed (0)
@@ -56,9 +56,10 @@ int demo_main(const std::vector<std::string>& argv) {
   }
   WorkloadConfig wc;
   wc.seq_k = args.integer("seq", 16384, 1, std::int64_t{1} << 24);
+  wc.sink_tokens = std::min(wc.sink_tokens, wc.seq_k);  // the generator's sinks, at most every key
   wc.q_heads = args.integer("heads", 8, 1, 1024);
   wc.kv_heads = args.integer("kv-heads", 2, 1, 1024);
-  wc.head_dim = args.integer("head-dim", 128, 16, 1024);
+  wc.head_dim = args.integer("head-dim", 128, 16, 256);
   wc.batch = args.integer("batch", 1, 1, 1024);
   wc.dtype = parse_dtype("dtype", args.text("dtype", "bf16"));
   wc.seed = static_cast<std::uint64_t>(args.integer("seed", 0, 0, INT64_MAX));

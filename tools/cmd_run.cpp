@@ -75,7 +75,8 @@ int run_main(const std::vector<std::string>& argv) {
   const SampleConfig config = config_from(args);
   AttnParams params;
   params.causal = !args.has("non-causal");
-  if (args.has("scale")) params.scale = static_cast<float>(args.real("scale", 0.0, 0.0, 1e30, true));
+  // [2^-126, 1e30]: a positive normal float32.
+  if (args.has("scale")) params.scale = static_cast<float>(args.real("scale", 1.0, 1.1754943508222875e-38, 1e30));
   ExecOptions exec;
   exec.backend = parse_backend(args.text("backend", "auto"));
   exec.num_threads = static_cast<int>(args.integer("threads", 0, 0, 4096));
@@ -88,7 +89,17 @@ int run_main(const std::vector<std::string>& argv) {
   core::check_host_inputs(p, q, k, &v);
 
   Selection loaded;
-  if (args.has("use-selection")) loaded = io::read_selection_json(args.text("use-selection", ""));
+  if (args.has("use-selection")) {
+    const std::string path = args.text("use-selection", "");
+    loaded = io::read_selection_json(path);
+    SA_CHECK(loaded.batch == p.batch && loaded.heads == p.q_heads && loaded.seq_q == p.seq_q &&
+                 loaded.seq_k == p.seq_k,
+             "--use-selection ", path, ": its shape (batch ", loaded.batch, ", heads ", loaded.heads, ", seq_q ",
+             loaded.seq_q, ", seq_k ", loaded.seq_k, ") does not match the tensors (batch ", p.batch, ", heads ",
+             p.q_heads, ", seq_q ", p.seq_q, ", seq_k ", p.seq_k, ")");
+    SA_CHECK(loaded.causal == p.causal, "--use-selection ", path, " was made ", loaded.causal ? "causal" : "non-causal",
+             ": run with", loaded.causal ? "out" : "", " --non-causal to use it");
+  }
 
   HostArray out(q.dtype, p.batch, p.seq_q, p.q_heads, p.head_dim);
   std::vector<float> lse(args.has("lse") ? static_cast<std::size_t>(p.batch * p.q_heads * p.seq_q) : 0);

@@ -31,7 +31,7 @@ exit codes: 0 success, 1 verify found a mismatch, 2 bad input or usage (one line
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) {
-    std::fputs(kUsage, stderr);
+    std::fputs("sampleattn: missing command (demo, run, bench or verify; sampleattn --help explains them)\n", stderr);
     return 2;
   }
   const std::string command = args[0];

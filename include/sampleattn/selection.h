@@ -38,13 +38,14 @@ struct Selection {
   }
   // Kept entries over visible entries, all heads together.
   double density() const;
+  // Smallest sampled coverage over the heads; NaN if any head's is NaN (its column scores were not finite).
   double min_sampled_coverage() const;
 
-  // Throws sampleattn::Error unless the arrays are consistent (sizes, sorted unique in-range indices,
-  // window >= 0). attend() calls this on every selection it is given.
+  // Throws sampleattn::Error unless the arrays are consistent (sizes, offsets spanning indices, sorted unique
+  // in-range indices, window >= 1). attend() calls this on every selection it is given.
   void validate() const;
-  // Recomputes kept_columns / kept_entries / visible_entries / density from window and indices
-  // (sampled_coverage is left as it is).
+  // Validates, then recomputes kept_columns / kept_entries / visible_entries / density from window and
+  // indices (sampled_coverage is left as it is).
   void recompute_counts();
 };
 

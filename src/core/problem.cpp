@@ -3,6 +3,7 @@
 #include "core/problem.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -32,12 +33,15 @@ std::int64_t checked_extent(const TensorView& t, const char* name) {
 
 void check_view(const TensorView& t, const char* name) {
   static const char* kAxis[4] = {"batch", "seq", "heads", "head_dim"};
+  for (int a = 0; a < 4; ++a) SA_CHECK(t.shape[a] > 0, name, ".", kAxis[a], " (", t.shape[a], ") must be > 0");
   SA_CHECK(t.data != nullptr, name, ".data is null");
   SA_CHECK(t.dtype == DType::f32 || t.dtype == DType::f16 || t.dtype == DType::bf16, name,
            ".dtype is not one of float32, float16, bfloat16");
+  const std::size_t align = dtype_size(t.dtype);
+  SA_CHECK(reinterpret_cast<std::uintptr_t>(t.data) % align == 0, name, ".data (", t.data, ") must be aligned to ",
+           align, " bytes (", to_string(t.dtype), " elements)");
   std::int64_t elements = 1;
   for (int a = 0; a < 4; ++a) {
-    SA_CHECK(t.shape[a] > 0, name, ".", kAxis[a], " (", t.shape[a], ") must be > 0");
     SA_CHECK(t.stride[a] >= 0, name, ".stride[", a, "] (", t.stride[a], ") must be >= 0");
     // Broadcast (zero-stride) axes would let a small buffer describe an astronomically large problem.
     SA_CHECK(t.stride[a] > 0 || t.shape[a] == 1, name, ".stride[", a, "] (0) must be > 0 for an axis of size ",
@@ -46,6 +50,69 @@ void check_view(const TensorView& t, const char* name) {
              t.shape[0], " x ", t.shape[1], " x ", t.shape[2], " x ", t.shape[3], ") overflows int64");
   }
   checked_extent(t, name);
+}
+
+// The bytes [lo, hi) a checked view can touch.
+struct ByteSpan {
+  std::uintptr_t lo = 0, hi = 0;
+};
+
+ByteSpan span_of(const TensorView& t) {
+  const auto lo = reinterpret_cast<std::uintptr_t>(t.data);
+  const std::int64_t bytes = (checked_extent(t, "view") + 1) * static_cast<std::int64_t>(dtype_size(t.dtype));
+  return {lo, lo + static_cast<std::uintptr_t>(bytes)};
+}
+
+std::int64_t gcd64(std::int64_t a, std::int64_t b) {
+  while (b != 0) {
+    const std::int64_t r = a % b;
+    a = b;
+    b = r;
+  }
+  return a;
+}
+
+// Whether two checked views provably share no byte: their spans are apart, or, for views interleaved in one
+// buffer (q, k, v and out as slices of a fused [B, S, heads, d] buffer), every element of each lies in its
+// own part of a period that divides all their outer strides (the tokens', or the heads' too).
+bool disjoint(const TensorView& a, const TensorView& b) {
+  const ByteSpan sa = span_of(a), sb = span_of(b);
+  if (sa.hi <= sb.lo || sb.hi <= sa.lo) return true;
+  const std::int64_t ea = static_cast<std::int64_t>(dtype_size(a.dtype));
+  const std::int64_t eb = static_cast<std::int64_t>(dtype_size(b.dtype));
+  for (int inner = 2; inner <= 3; ++inner) {
+    std::int64_t period = 0, wa = ea, wb = eb;
+    for (int x = 0; x < 4; ++x) {
+      if (x < inner) {
+        if (a.shape[x] > 1) period = gcd64(period, a.stride[x] * ea);
+        if (b.shape[x] > 1) period = gcd64(period, b.stride[x] * eb);
+      } else {
+        wa += (a.shape[x] - 1) * a.stride[x] * ea;
+        wb += (b.shape[x] - 1) * b.stride[x] * eb;
+      }
+    }
+    if (period == 0) continue;
+    const std::uintptr_t p = static_cast<std::uintptr_t>(period);
+    const std::uintptr_t r = (sb.lo % p + p - sa.lo % p) % p;  // b's start within a's period
+    if (static_cast<std::uintptr_t>(wa) <= r && r + static_cast<std::uintptr_t>(wb) <= p) return true;
+  }
+  return false;
+}
+
+// Proves that no two elements of `t` share memory: sorted by stride, every axis longer than 1 steps over the
+// whole extent of the axes with smaller strides.
+void check_no_self_overlap(const TensorView& t, const char* name) {
+  std::array<int, 4> axes{0, 1, 2, 3};
+  std::sort(axes.begin(), axes.end(), [&](int x, int y) { return t.stride[x] < t.stride[y]; });
+  std::int64_t covered = 1;  // elements spanned by the axes so far
+  for (const int x : axes) {
+    if (t.shape[x] == 1) continue;
+    SA_CHECK(t.stride[x] >= covered, name, ".stride (", t.stride[0], ", ", t.stride[1], ", ", t.stride[2], ", ",
+             t.stride[3], ") with shape (", t.shape[0], ", ", t.shape[1], ", ", t.shape[2], ", ", t.shape[3],
+             ") lets elements of ", name, " share memory (sorted by stride, each axis must step over the ones "
+             "before it)");
+    covered = t.stride[x] * t.shape[x];
+  }
 }
 
 }  // namespace
@@ -88,7 +155,8 @@ Problem make_problem(const TensorView& q, const TensorView& k, const TensorView*
   return p;
 }
 
-void check_output(const Problem& p, const TensorView& q, const TensorView& out) {
+void check_output(const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v,
+                  const TensorView& out, const float* lse) {
   for (int a = 0; a < 4; ++a) {
     SA_CHECK(out.stride[a] != 0 || out.shape[a] == 1, "out.stride[", a, "] (", out.stride[a],
              ") must be > 0: a zero stride would make rows overwrite each other");
@@ -100,6 +168,26 @@ void check_output(const Problem& p, const TensorView& q, const TensorView& out) 
                out.head_dim() == p.head_dim,
            "out.shape (", out.shape[0], ", ", out.shape[1], ", ", out.shape[2], ", ", out.shape[3],
            ") must equal (", p.batch, ", ", p.seq_q, ", ", p.q_heads, ", ", p.head_dim, ")");
+  check_no_self_overlap(out, "out");
+  const std::pair<const char*, const TensorView*> inputs[3] = {{"q", &q}, {"k", &k}, {"v", v}};
+  for (const auto& [name, in] : inputs) {
+    SA_CHECK(in == nullptr || disjoint(out, *in), "out (", out.data, ") shares memory with ", name, " (",
+             in->data, "): the output must not overlap the inputs");
+  }
+  if (lse != nullptr) {
+    SA_CHECK(reinterpret_cast<std::uintptr_t>(lse) % alignof(float) == 0, "lse (", static_cast<const void*>(lse),
+             ") must be aligned to 4 bytes (float32)");
+    std::int64_t n = 0;
+    SA_CHECK(!__builtin_mul_overflow(p.batch * p.q_heads, p.seq_q, &n) && n <= INT64_MAX / 4,
+             "lse: batch x q_heads x seq_q overflows");
+    TensorView l = TensorView::contiguous(const_cast<float*>(lse), DType::f32, 1, n, 1, 1, q.device);
+    const std::pair<const char*, const TensorView*> all[4] = {{"out", &out}, {"q", &q}, {"k", &k}, {"v", v}};
+    for (const auto& [name, t] : all) {
+      SA_CHECK(t == nullptr || disjoint(l, *t), "lse (", static_cast<const void*>(lse), ", ", n,
+               " floats) shares memory with ", name, " (", t->data, "): the outputs must not overlap each other or "
+               "the inputs");
+    }
+  }
 }
 
 void check_config(const SampleConfig& c) {
@@ -158,11 +246,21 @@ double finite_max_abs(const TensorView& t, const char* name) {
 void check_host_inputs(const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v) {
   const double max_q = finite_max_abs(q, "q");
   const double max_k = finite_max_abs(k, "k");
-  if (v != nullptr) finite_max_abs(*v, "v");
+  const double max_v = v != nullptr ? finite_max_abs(*v, "v") : 0.0;
+  const double scale = p.scale;
   // |scale * q . k| <= scale * d * max|q| * max|k|; the fp32 kernels must not overflow it (x log2 e).
-  const double bound = static_cast<double>(p.scale) * static_cast<double>(p.head_dim) * max_q * max_k;
+  const double bound = scale * static_cast<double>(p.head_dim) * max_q * max_k;
   SA_CHECK(bound <= 1e37, "q and k are too large: scores scale * q.k can reach ", bound,
            " (max|q| = ", max_q, ", max|k| = ", max_k, "), beyond float32 range");
+  // The fast backend scales q by scale * log2(e) before the products, and flushes subnormal operands to zero:
+  // with these bounds neither overflows, and a flushed term moves a score by less than 1e-7.
+  SA_CHECK(max_q * scale <= 1e28, "q is too large for float32 arithmetic: max|q| (", max_q, ") x scale (", scale,
+           ") must be <= 1e28");
+  SA_CHECK(max_k * std::max(scale, 1.0) <= 1e28, "k is too large for float32 arithmetic: max|k| (", max_k,
+           ") x max(scale (", scale, "), 1) must be <= 1e28");
+  // The output accumulates up to k.seq probability-weighted rows of v in float32 before normalising.
+  SA_CHECK(max_v * static_cast<double>(p.seq_k) <= 1e37, "v is too large for float32 arithmetic: max|v| (", max_v,
+           ") x k.seq (", p.seq_k, ") must be <= 1e37");
 }
 
 }  // namespace sampleattn::core

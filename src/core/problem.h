@@ -31,8 +31,11 @@ struct Problem {
 // naming the argument and values. `max_head_dim` is the backend's limit.
 Problem make_problem(const TensorView& q, const TensorView& k, const TensorView* v, const AttnParams& params);
 
-// Checks that `out` is a writable [batch, seq_q, q_heads, head_dim] view on q's device, in bounds.
-void check_output(const Problem& p, const TensorView& q, const TensorView& out);
+// Checks that `out` is a writable [batch, seq_q, q_heads, head_dim] view on q's device, in bounds, whose
+// elements do not overlap each other or q, k, v (v may be null); and that `lse` (if not null) is aligned
+// and its [batch, q_heads, seq_q] floats overlap none of them.
+void check_output(const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v,
+                  const TensorView& out, const float* lse);
 
 void check_config(const SampleConfig& config);
 
@@ -41,7 +44,8 @@ void check_config(const SampleConfig& config);
 // from garbage.
 double finite_max_abs(const TensorView& t, const char* name);
 
-// The CPU backends' input checks: finite q, k, v, and q, k small enough that no fp32 score overflows.
+// The CPU backends' input checks: finite q, k, v, small enough for float32 scores, scaled queries and sums
+// of values (bounds in problem.cpp).
 void check_host_inputs(const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v);
 
 }  // namespace sampleattn::core

@@ -2,6 +2,7 @@
 #include "sampleattn/selection.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/schedule.h"
 #include "sampleattn/error.h"
@@ -19,7 +20,10 @@ double Selection::density() const {
 
 double Selection::min_sampled_coverage() const {
   double m = 1.0;
-  for (const HeadStats& s : stats) m = std::min(m, s.sampled_coverage);
+  for (const HeadStats& s : stats) {
+    if (std::isnan(s.sampled_coverage)) return s.sampled_coverage;  // a head whose scores were not finite
+    m = std::min(m, s.sampled_coverage);
+  }
   return m;
 }
 
@@ -40,9 +44,13 @@ void Selection::validate() const {
            " entries, expected 0 or ", n);
   SA_CHECK(offsets[0] == 0 && offsets[n] == static_cast<std::int64_t>(indices.size()), "selection.offsets (first ",
            offsets[0], ", last ", offsets[n], ") must span indices (", indices.size(), " entries)");
+  // Every offset is checked before any index is read through it.
+  for (std::int64_t bh = 0; bh < n; ++bh) {
+    SA_CHECK(offsets[bh] <= offsets[bh + 1], "selection.offsets must be non-decreasing (head ", bh, ": ",
+             offsets[bh], " then ", offsets[bh + 1], ")");
+  }
   for (std::int64_t bh = 0; bh < n; ++bh) {
     SA_CHECK(window[bh] >= 1, "selection.window[", bh, "] (", window[bh], ") must be >= 1: the diagonal is kept");
-    SA_CHECK(offsets[bh] <= offsets[bh + 1], "selection.offsets must be non-decreasing (head ", bh, ")");
     std::int64_t prev = -1;
     for (std::int64_t i = offsets[bh]; i < offsets[bh + 1]; ++i) {
       const std::int64_t j = indices[i];
@@ -54,6 +62,7 @@ void Selection::validate() const {
 }
 
 void Selection::recompute_counts() {
+  validate();
   core::Problem p;
   p.batch = batch;
   p.seq_q = seq_q;

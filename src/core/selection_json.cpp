@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <map>
 
 #include "sampleattn/error.h"
@@ -328,7 +329,11 @@ Selection selection_from_json(const std::string& text, const std::string& what) 
     SA_CHECK(b == bh / s.heads && h == bh % s.heads, what, ": ", where, " is (batch ", b, ", head ", h,
              "), expected (batch ", bh / s.heads, ", head ", bh % s.heads, "): entries go in (batch, head) order");
     s.window[bh] = rd.integer(e, "window", where);
-    s.stats[bh].sampled_coverage = rd.real(e, "sampled_coverage", where, 0.0);
+    // null (how a NaN is written) or absent: not known, NaN.
+    const double coverage = rd.real(e, "sampled_coverage", where, std::numeric_limits<double>::quiet_NaN());
+    SA_CHECK(std::isnan(coverage) || (coverage >= 0.0 && coverage <= 1.0 + 1e-9), what, ": ", where,
+             ".sampled_coverage (", coverage, ") must be in [0, 1] or null");
+    s.stats[bh].sampled_coverage = coverage;
     const Value& idx = rd.field(e, "indices", where);
     SA_CHECK(idx.kind == Value::Kind::array, what, ": ", where, ".indices must be an array");
     for (const Value& x : idx.items) {

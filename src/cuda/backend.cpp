@@ -53,8 +53,28 @@ bool available() {
   return n > 0;
 }
 
+namespace {
+
+// The current device must be able to address `data`: its own device or managed memory, or registered host
+// memory (a plain host pointer labelled Device::cuda would fault inside a kernel and poison the context).
+void check_addressable(const void* data, const char* name, int device) {
+  cudaPointerAttributes attr{};
+  const cudaError_t err = cudaPointerGetAttributes(&attr, data);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    detail::fail(name, " (", data, "): cudaPointerGetAttributes failed: ", cudaGetErrorString(err));
+  }
+  SA_CHECK(attr.type != cudaMemoryTypeUnregistered, name, " (", data,
+           ") is host memory the GPU cannot address: the CUDA backend needs device, managed or registered "
+           "(cudaHostRegister / cudaMallocHost) memory");
+  SA_CHECK(attr.type != cudaMemoryTypeDevice || attr.device == device, name, " (", data, ") is memory of cuda:",
+           attr.device, " but the call runs on cuda:", device);
+}
+
+}  // namespace
+
 void check_device_inputs(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView* v,
-                         const TensorView* out) {
+                         const TensorView* out, const float* lse) {
   const DType dtype = q.dtype;
   SA_CHECK(dtype == DType::bf16 || dtype == DType::f16, "q.dtype (", to_string(dtype),
            ") is not supported by the CUDA backend (bfloat16 or float16)");
@@ -70,6 +90,11 @@ void check_device_inputs(const core::Problem& p, const TensorView& q, const Tens
              ") on the CUDA backend");
     if (v != nullptr) check_attention_params(attention_params(p, q, k, *v, *out, nullptr));
   }
+  check_addressable(q.data, "q.data", device);
+  check_addressable(k.data, "k.data", device);
+  if (v != nullptr) check_addressable(v->data, "v.data", device);
+  if (out != nullptr) check_addressable(out->data, "out.data", device);
+  if (lse != nullptr) check_addressable(lse, "lse", device);
 }
 
 Selection select(const core::Problem& p, const TensorView& q, const TensorView& k, const SampleConfig& config,

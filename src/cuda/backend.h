@@ -10,10 +10,10 @@ namespace sampleattn::cuda {
 // True when the CUDA backend can run here (a device is present and the runtime answers).
 bool available();
 // Throws sampleattn::Error unless the CUDA backend can run this call: a kernel for the dtype and head_dim,
-// q on the current device, out of q's dtype, and (with v and out) views the attention kernel accepts.
-// Enqueues nothing.
+// q on the current device, out of q's dtype, (with v and out) views the attention kernel accepts, and every
+// pointer given (lse too) memory the current device can address. Enqueues nothing.
 void check_device_inputs(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView* v,
-                         const TensorView* out);
+                         const TensorView* out, const float* lse = nullptr);
 
 // Runs stages 1 and 2 on the device, then copies the selection to the host (synchronises the stream).
 Selection select(const core::Problem& p, const TensorView& q, const TensorView& k, const SampleConfig& config,

@@ -1,5 +1,9 @@
 // The public no-allocation CUDA API (include/sampleattn/cuda.h): host-side validation, then the workspace
 // sequence of workspace.h on the caller's stream.
+#include <cstdint>
+#include <initializer_list>
+#include <utility>
+
 #include "core/problem.h"
 #include "cuda/backend.h"
 #include "cuda/workspace.h"
@@ -9,44 +13,68 @@
 namespace sampleattn::cuda {
 namespace {
 
-// Every check, before anything is enqueued (the workspace of a failed call stays as it was).
+// Every argument check, before anything is enqueued.
 SelectPlan plan_for(const TensorView& q, const TensorView& k, const TensorView* v, const TensorView* out,
-                    const AttnParams& params, const SampleConfig& config) {
+                    const float* lse, const AttnParams& params, const SampleConfig& config) {
   const core::Problem p = core::make_problem(q, k, v, params);
   core::check_config(config);
   SA_CHECK(q.device == Device::cuda, "q.device is ", to_string(q.device), ", sampleattn::cuda needs cuda tensors");
-  if (out != nullptr) core::check_output(p, q, *out);
-  check_device_inputs(p, q, k, v, out);
+  if (out != nullptr) core::check_output(p, q, k, v, *out, lse);
+  check_device_inputs(p, q, k, v, out, lse);
   return make_plan(p, config);
+}
+
+// The workspace is written by every stage: it must not overlap a tensor the call reads or writes.
+void check_workspace_apart(const void* workspace, std::size_t bytes, const core::Problem& p,
+                           std::initializer_list<std::pair<const char*, const TensorView*>> views, const float* lse) {
+  const auto lo = reinterpret_cast<std::uintptr_t>(workspace), hi = lo + bytes;
+  auto apart = [&](const char* name, std::uintptr_t a, std::uintptr_t b) {
+    SA_CHECK(b <= lo || hi <= a, "workspace (", workspace, ", ", bytes, " bytes) overlaps ", name, " (",
+             reinterpret_cast<const void*>(a), ")");
+  };
+  for (const auto& [name, t] : views) {
+    if (t == nullptr) continue;
+    const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(t->data);
+    std::int64_t last = 0;
+    for (int x = 0; x < 4; ++x) last += (t->shape[x] - 1) * t->stride[x];
+    apart(name, a, a + static_cast<std::uintptr_t>(last + 1) * dtype_size(t->dtype));
+  }
+  if (lse != nullptr) {
+    const auto a = reinterpret_cast<std::uintptr_t>(lse);
+    apart("lse", a, a + static_cast<std::uintptr_t>(p.batch * p.q_heads * p.seq_q) * sizeof(float));
+  }
 }
 
 }  // namespace
 
 std::size_t sample_attention_workspace_size(const TensorView& q, const TensorView& k, const AttnParams& params,
                                             const SampleConfig& config) {
-  return workspace_layout(plan_for(q, k, nullptr, nullptr, params, config)).bytes;
+  return workspace_layout(plan_for(q, k, nullptr, nullptr, nullptr, params, config)).bytes;
 }
 
 void sample_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out, float* lse,
                       const AttnParams& params, const SampleConfig& config, void* workspace,
                       std::size_t workspace_bytes, void* stream) {
-  const SelectPlan plan = plan_for(q, k, &v, &out, params, config);
+  const SelectPlan plan = plan_for(q, k, &v, &out, lse, params, config);
   const Workspace ws = carve_workspace(workspace, workspace_bytes, workspace_layout(plan));
+  check_workspace_apart(workspace, workspace_bytes, plan.problem, {{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}},
+                        lse);
   run_selection(plan, q, k, ws, stream);
   run_sparse_attention(plan, q, k, v, out, lse, ws, stream);
 }
 
 void select_to_workspace(const TensorView& q, const TensorView& k, const AttnParams& params, const SampleConfig& config,
                          void* workspace, std::size_t workspace_bytes, void* stream) {
-  const SelectPlan plan = plan_for(q, k, nullptr, nullptr, params, config);
+  const SelectPlan plan = plan_for(q, k, nullptr, nullptr, nullptr, params, config);
   const Workspace ws = carve_workspace(workspace, workspace_bytes, workspace_layout(plan));
+  check_workspace_apart(workspace, workspace_bytes, plan.problem, {{"q", &q}, {"k", &k}}, nullptr);
   run_selection(plan, q, k, ws, stream);
 }
 
 Selection selection_from_workspace(const TensorView& q, const TensorView& k, const AttnParams& params,
                                    const SampleConfig& config, const void* workspace, std::size_t workspace_bytes,
                                    void* stream) {
-  const SelectPlan plan = plan_for(q, k, nullptr, nullptr, params, config);
+  const SelectPlan plan = plan_for(q, k, nullptr, nullptr, nullptr, params, config);
   const Workspace ws = carve_workspace(const_cast<void*>(workspace), workspace_bytes, workspace_layout(plan));
   return download_selection(plan, ws, stream);
 }

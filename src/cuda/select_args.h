@@ -96,6 +96,8 @@ struct Stage2Args {
   DeviceHeadStats* stats = nullptr;  // [B * Hq]
   Stage2Head* heads = nullptr;       // [B * Hq], zeroed by launch_stage2
   Stage2Block* blocks = nullptr;     // [B * Hq, blocks]
+  std::uint64_t* stamp = nullptr;    // set to stamp_value: which plan's selection the workspace holds
+  std::uint64_t stamp_value = 0;
   std::int64_t heads_total = 0, seq_q = 0, seq_k = 0, window_size = 1, dense_tail = 0, sink_tokens = 0;
   std::int64_t dense_entries = 0;    // a head keeping this many entries keeps every column (dense_head_density)
   std::int64_t visible_entries = 0;  // visible entries of one head

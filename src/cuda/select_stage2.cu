@@ -222,11 +222,13 @@ __device__ void choose_digit(const Stage2Head& st, u64 target, unsigned& prefix,
   above = chosen_above;
 }
 
-// The per-head scratch to zero (it replaces a memset node, which would end the chain of dependent launches).
+// The per-head scratch to zero (it replaces a memset node, which would end the chain of dependent launches),
+// and the workspace's stamp (selection_from_workspace checks it).
 __global__ void __launch_bounds__(kThreads) zero_heads_kernel(const Stage2Args a) {
   static_assert(sizeof(Stage2Head) % sizeof(u64) == 0, "Stage2Head is zeroed in 8-byte words");
   pdl_wait();  // the previous kernel may still read the heads' scratch (pdl.cuh)
   pdl_trigger();
+  if (blockIdx.x == 0 && threadIdx.x == 0 && a.stamp != nullptr) *a.stamp = a.stamp_value;
   u64* words = reinterpret_cast<u64*>(a.heads);
   const std::int64_t total = a.heads_total * static_cast<std::int64_t>(sizeof(Stage2Head) / sizeof(u64));
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < total;

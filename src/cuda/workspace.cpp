@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <vector>
 
@@ -19,8 +21,6 @@ namespace sampleattn::cuda {
 namespace {
 
 constexpr std::size_t kAlign = 256;
-
-std::size_t align_up(std::size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
 void copy_strides(const TensorView& t, std::int64_t (&dst)[3]) {
   for (int i = 0; i < 3; ++i) dst[i] = t.stride[i];
@@ -81,6 +81,26 @@ SelectPlan make_plan(const core::Problem& p, const SampleConfig& config) {
   return plan;
 }
 
+std::uint64_t plan_stamp(const SelectPlan& plan) {
+  const core::Problem& p = plan.problem;
+  std::uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the fields, 8 bytes each
+  auto mix = [&h](std::uint64_t x) {
+    for (int i = 0; i < 8; ++i, x >>= 8) h = (h ^ (x & 0xff)) * 0x100000001b3ull;
+  };
+  std::uint32_t scale_bits = 0;
+  std::memcpy(&scale_bits, &p.scale, sizeof scale_bits);
+  std::uint64_t alpha_bits = 0;
+  std::memcpy(&alpha_bits, &plan.alpha, sizeof alpha_bits);
+  for (const std::int64_t x : {p.batch, p.seq_q, p.seq_k, p.q_heads, p.kv_heads, p.head_dim,
+                               std::int64_t{p.causal}, plan.num_sampled, plan.num_chunks, plan.window,
+                               plan.dense_tail, plan.dense_tail_config, plan.sink_tokens, plan.dense_entries,
+                               plan.stage2_chunk})
+    mix(static_cast<std::uint64_t>(x));
+  mix(scale_bits);
+  mix(alpha_bits);
+  return h | 1;  // never 0, the value of a cleared workspace
+}
+
 WorkspaceLayout workspace_layout(const SelectPlan& plan) {
   const std::int64_t sk_plan = plan.problem.seq_k;
   SA_CHECK(plan.stage2_chunk > 0 && plan.stage2_chunk % 32 == 0 &&
@@ -89,30 +109,40 @@ WorkspaceLayout workspace_layout(const SelectPlan& plan) {
            " blocks per head for seq_k ", sk_plan);
   const std::size_t heads = static_cast<std::size_t>(plan.heads_total);
   const std::size_t sk = static_cast<std::size_t>(plan.problem.seq_k);
+  // Every size, product and offset checked: the plan's own checks bound the grids, not the bytes.
+  auto mul = [](std::initializer_list<std::size_t> factors) {
+    std::size_t r = 1;
+    for (const std::size_t f : factors)
+      SA_CHECK(!__builtin_mul_overflow(r, f, &r), "the workspace size of these shapes overflows size_t");
+    return r;
+  };
   WorkspaceLayout l;
   std::size_t at = 0;
   auto place = [&at](std::size_t bytes) {
     const std::size_t here = at;
-    at = align_up(at + bytes);
+    SA_CHECK(bytes < SIZE_MAX - kAlign && !__builtin_add_overflow(at, bytes + kAlign - 1, &at),
+             "the workspace size of these shapes overflows size_t");
+    at = at / kAlign * kAlign;
     return here;
   };
-  const std::size_t rows = heads * static_cast<std::size_t>(plan.num_sampled);
-  l.part_m = place(static_cast<std::size_t>(plan.num_chunks) * rows * sizeof(float));
-  l.part_l = place(static_cast<std::size_t>(plan.num_chunks) * rows * sizeof(float));
+  const std::size_t rows = mul({heads, static_cast<std::size_t>(plan.num_sampled)});
+  l.part_m = place(mul({static_cast<std::size_t>(plan.num_chunks), rows, sizeof(float)}));
+  l.part_l = place(mul({static_cast<std::size_t>(plan.num_chunks), rows, sizeof(float)}));
   const std::size_t stride = static_cast<std::size_t>(sampled_stride(plan.num_sampled));
-  l.lse2 = place(heads * stride * sizeof(float));
-  l.qs_image = place(heads * stride * static_cast<std::size_t>(plan.problem.head_dim) * 2);
-  l.qs_pos = place(stride * sizeof(std::int32_t));
-  l.colscore = place(heads * sk * sizeof(float));
-  l.inside = place(heads * sk * sizeof(float));
-  l.indices = place(heads * sk * sizeof(std::int32_t));
-  l.offsets = place((heads + 1) * sizeof(std::int64_t));
-  l.counts = place(heads * sizeof(std::int32_t));
-  l.window = place(heads * sizeof(std::int32_t));
-  l.bitmap = place(heads * static_cast<std::size_t>(plan.bitmap_words) * sizeof(std::uint32_t));
-  l.stats = place(heads * sizeof(DeviceHeadStats));
-  l.stage2_heads = place(heads * sizeof(Stage2Head));
-  l.stage2_blocks = place(heads * static_cast<std::size_t>(plan.stage2_blocks) * sizeof(Stage2Block));
+  l.lse2 = place(mul({heads, stride, sizeof(float)}));
+  l.qs_image = place(mul({heads, stride, static_cast<std::size_t>(plan.problem.head_dim), 2}));
+  l.qs_pos = place(mul({stride, sizeof(std::int32_t)}));
+  l.colscore = place(mul({heads, sk, sizeof(float)}));
+  l.inside = place(mul({heads, sk, sizeof(float)}));
+  l.indices = place(mul({heads, sk, sizeof(std::int32_t)}));
+  l.offsets = place(mul({heads + 1, sizeof(std::int64_t)}));
+  l.counts = place(mul({heads, sizeof(std::int32_t)}));
+  l.window = place(mul({heads, sizeof(std::int32_t)}));
+  l.bitmap = place(mul({heads, static_cast<std::size_t>(plan.bitmap_words), sizeof(std::uint32_t)}));
+  l.stats = place(mul({heads, sizeof(DeviceHeadStats)}));
+  l.stage2_heads = place(mul({heads, sizeof(Stage2Head)}));
+  l.stage2_blocks = place(mul({heads, static_cast<std::size_t>(plan.stage2_blocks), sizeof(Stage2Block)}));
+  l.stamp = place(sizeof(std::uint64_t));
   l.bytes = at;
   return l;
 }
@@ -138,7 +168,8 @@ Workspace carve_workspace(void* base, std::size_t bytes, const WorkspaceLayout& 
                    reinterpret_cast<std::uint32_t*>(b + l.bitmap),
                    reinterpret_cast<DeviceHeadStats*>(b + l.stats),
                    reinterpret_cast<Stage2Head*>(b + l.stage2_heads),
-                   reinterpret_cast<Stage2Block*>(b + l.stage2_blocks)};
+                   reinterpret_cast<Stage2Block*>(b + l.stage2_blocks),
+                   reinterpret_cast<std::uint64_t*>(b + l.stamp)};
 }
 
 void run_selection(const SelectPlan& plan, const TensorView& q, const TensorView& k, const Workspace& ws,
@@ -206,6 +237,8 @@ void run_stage2(const SelectPlan& plan, const Workspace& ws, void* stream) {
   c.alpha = plan.alpha;
   c.fixed_scale = stage2_fixed_scale(plan.num_sampled);
   c.causal = p.causal;
+  c.stamp = ws.stamp;
+  c.stamp_value = plan_stamp(plan);
   launch_stage2(c, stream);
 }
 
@@ -237,7 +270,15 @@ Selection download_selection(const SelectPlan& plan, const Workspace& ws, void* 
       cudaMemcpyAsync(stats.data(), ws.stats, stats.size() * sizeof(DeviceHeadStats), cudaMemcpyDeviceToHost, s));
   SA_CUDA_CHECK(
       cudaMemcpyAsync(indices.data(), ws.indices, indices.size() * sizeof(std::int32_t), cudaMemcpyDeviceToHost, s));
+  std::uint64_t stamp = 0;
+  SA_CUDA_CHECK(cudaMemcpyAsync(&stamp, ws.stamp, sizeof stamp, cudaMemcpyDeviceToHost, s));
   SA_CUDA_CHECK(cudaStreamSynchronize(s));
+  SA_CHECK(stamp == plan_stamp(plan), "the workspace holds no selection made with these shapes, params and config "
+           "(never written, or written by a call with others): pass those of the call that filled it");
+  for (std::int64_t bh = 0; bh < heads; ++bh) {
+    SA_CHECK(counts[bh] >= 0 && counts[bh] <= p.seq_k, "the workspace's column count of head ", bh, " (",
+             counts[bh], ") is outside [0, ", p.seq_k, "]: not a selection of this call");
+  }
 
   Selection sel;
   sel.batch = p.batch;

@@ -36,7 +36,7 @@ struct SelectPlan {
 struct WorkspaceLayout {
   std::size_t part_m = 0, part_l = 0, lse2 = 0, qs_image = 0, qs_pos = 0, colscore = 0, inside = 0, indices = 0,
               offsets = 0, counts = 0, window = 0, bitmap = 0, stats = 0, stage2_heads = 0, stage2_blocks = 0,
-              bytes = 0;
+              stamp = 0, bytes = 0;
 };
 
 // Typed pointers into one workspace.
@@ -56,9 +56,12 @@ struct Workspace {
   DeviceHeadStats* stats;
   Stage2Head* stage2_heads;    // [B * Hq] stage 2 scratch
   Stage2Block* stage2_blocks;  // [B * Hq, stage2_blocks]
+  std::uint64_t* stamp;        // plan_stamp of the plan whose selection the workspace holds (written by stage 2)
 };
 
 SelectPlan make_plan(const core::Problem& p, const SampleConfig& config);
+// A 64-bit hash of everything in the plan that decides the selection and the workspace layout.
+std::uint64_t plan_stamp(const SelectPlan& plan);
 WorkspaceLayout workspace_layout(const SelectPlan& plan);
 // Throws sampleattn::Error when `bytes` is smaller than the layout needs or `base` is not 256-byte aligned.
 Workspace carve_workspace(void* base, std::size_t bytes, const WorkspaceLayout& layout);
@@ -77,7 +80,9 @@ float stage2_fixed_scale(std::int64_t num_sampled);
 void run_sparse_attention(const SelectPlan& plan, const TensorView& q, const TensorView& k, const TensorView& v,
                           const TensorView& out, float* lse, const Workspace& ws, void* stream);
 
-// Copies the selection and statistics to the host (synchronises `stream`).
+// Copies the selection and statistics to the host (synchronises `stream`). Throws sampleattn::Error when the
+// workspace holds no selection of this plan (never written, or written by a call with other shapes or
+// settings).
 Selection download_selection(const SelectPlan& plan, const Workspace& ws, void* stream);
 
 }  // namespace sampleattn::cuda

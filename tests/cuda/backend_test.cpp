@@ -21,6 +21,7 @@
 
 #include "core/half.h"
 #include "core/problem.h"
+#include "core/schedule.h"
 #include "cuda/device_util.h"
 #include "cuda/selection_check.h"
 #include "sampleattn/api.h"
@@ -483,6 +484,68 @@ TEST_F(BackendCuda, RejectsBeforeEnqueuing) {
   std::vector<unsigned char> after(bytes);
   ws.download(after.data());
   EXPECT_EQ(after, pattern) << "the workspace was written by a call that failed its checks";
+}
+
+std::string error_of(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// Pointers the GPU cannot use, outputs overlapping the workspace, and a workspace read back with settings
+// other than those of the call that filled it (or never filled): errors, not faults or wrong selections.
+TEST_F(BackendCuda, RejectsUnusablePointersAndForeignWorkspaces) {
+  std::mt19937_64 rng(test::test_seed());
+  HostTensor q(DType::bf16, 1, 256, 4, 64), k(DType::bf16, 1, 256, 2, 64), v(DType::bf16, 1, 256, 2, 64),
+      out(DType::bf16, 1, 256, 4, 64);
+  q.fill_random(rng);
+  k.fill_random(rng);
+  v.fill_random(rng);
+  DeviceTensor dq(q), dk(k), dv(v), dout(out);
+  DeviceBuffer dlse(4 * 256 * sizeof(float) + 16);
+  SampleConfig cfg;
+  const std::size_t bytes = cuda::sample_attention_workspace_size(dq.view(), dk.view(), {}, cfg);
+  DeviceBuffer ws(std::vector<unsigned char>(bytes, 0x7f));
+  auto run = [&](const TensorView& o, float* lse, void* w) {
+    cuda::sample_attention(dq.view(), dk.view(), dv.view(), o, lse, {}, cfg, w, bytes, nullptr);
+  };
+  auto sel = [&](const SampleConfig& c) {
+    return cuda::selection_from_workspace(dq.view(), dk.view(), {}, c, ws.get(), bytes, nullptr);
+  };
+
+  EXPECT_NE(error_of([&] { sel(cfg); }).find("the workspace holds no selection made with these shapes"),
+            std::string::npos) << error_of([&] { sel(cfg); });
+  TensorView host_out = dout.view();
+  host_out.data = out.data();  // host memory labelled cuda
+  EXPECT_NE(error_of([&] { run(host_out, nullptr, ws.get()); }).find("is host memory the GPU cannot address"),
+            std::string::npos) << error_of([&] { run(host_out, nullptr, ws.get()); });
+  float* odd_lse = reinterpret_cast<float*>(static_cast<char*>(dlse.get()) + 2);
+  EXPECT_NE(error_of([&] { run(dout.view(), odd_lse, ws.get()); }).find("must be aligned to 4 bytes"),
+            std::string::npos) << error_of([&] { run(dout.view(), odd_lse, ws.get()); });
+  DeviceBuffer big(bytes + out.bytes());
+  TensorView out_in_ws = dout.view();
+  out_in_ws.data = static_cast<char*>(big.get()) + bytes / 2 / 256 * 256;
+  EXPECT_NE(error_of([&] {
+              cuda::sample_attention(dq.view(), dk.view(), dv.view(), out_in_ws, nullptr, {}, cfg, big.get(), bytes,
+                                     nullptr);
+            }).find(") overlaps out ("),
+            std::string::npos);
+  std::vector<unsigned char> after(bytes);
+  ws.download(after.data());
+  EXPECT_EQ(after, std::vector<unsigned char>(bytes, 0x7f)) << "a call that failed its checks wrote the workspace";
+
+  run(dout.view(), static_cast<float*>(dlse.get()), ws.get());
+  const Selection s = sel(cfg);
+  ASSERT_NO_THROW(s.validate());
+  EXPECT_EQ(s.window[0], core::window_size(cfg, 256));
+  SampleConfig other = cfg;
+  other.window_ratio = 0.5;  // the same workspace layout, another mask (window 128 instead of min_window 64)
+  ASSERT_EQ(cuda::sample_attention_workspace_size(dq.view(), dk.view(), {}, other), bytes);
+  EXPECT_NE(error_of([&] { sel(other); }).find("the workspace holds no selection made with these shapes"),
+            std::string::npos);
 }
 
 }  // namespace
