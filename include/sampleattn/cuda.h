@@ -9,8 +9,10 @@
 //
 // Tensors are CUDA views (tensor.h) of bfloat16 or float16 with head_dim 64 or 128, head_dim contiguous;
 // shapes and the optional lse output as in api.h. `stream` is a cudaStream_t (nullptr: the legacy default
-// stream). The workspace must be 256-byte aligned (cudaMalloc memory is). Every function validates its
-// arguments on the host and throws sampleattn::Error before enqueuing anything.
+// stream). The workspace must be 256-byte aligned (cudaMalloc memory is) and apart from every tensor; out and
+// lse may not overlap each other or the inputs. Every function validates its arguments on the host and
+// throws sampleattn::Error before enqueuing anything (a CUDA error, e.g. a failed launch, also throws, possibly
+// after earlier stages were enqueued).
 //
 // Non-finite inputs: the CUDA path does not scan q/k/v (that would need a synchronisation). A head whose
 // column scores are not finite (NaN/Inf in q or k reaching the sampled rows) keeps every column, and its
@@ -40,7 +42,8 @@ void select_to_workspace(const TensorView& q, const TensorView& k, const AttnPar
                          void* workspace, std::size_t workspace_bytes, void* stream);
 
 // The selection and statistics the last call on this workspace left there, copied to the host; waits for
-// `stream`. Pass the same shapes, params and config as that call.
+// `stream`. Pass the same shapes, params and config as that call: the workspace carries a stamp of them, and
+// a mismatch (or a workspace no call has filled) throws sampleattn::Error.
 Selection selection_from_workspace(const TensorView& q, const TensorView& k, const AttnParams& params,
                                    const SampleConfig& config, const void* workspace, std::size_t workspace_bytes,
                                    void* stream);
