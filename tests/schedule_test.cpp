@@ -70,6 +70,11 @@ TEST(Threshold, TiesGoToTheLowerIndex) {
 TEST(Threshold, AlphaOneKeepsExactlyTheColumnsWithMass) {
   const double s[] = {0.0, 0.25, 0.0, 0.5, 0.25, 0.0};
   EXPECT_EQ(core::choose_columns<double>(s, 6, 1.0, 0), (std::vector<std::int32_t>{1, 3, 4}));
+  // Scores below the rounding step of the running sum (1 + 1e-17 == 1 in double) still carry mass.
+  const double tiny[] = {1e-30, 1.0, 1e-17, 0.0, 1e-300};
+  EXPECT_EQ(core::choose_columns<double>(tiny, 5, 1.0, 0), (std::vector<std::int32_t>{0, 1, 2, 4}));
+  const float tiny_f[] = {1e-30f, 1.0f, 1e-9f, 0.0f, 1e-38f};
+  EXPECT_EQ(core::choose_columns<float>(tiny_f, 5, 1.0, 0), (std::vector<std::int32_t>{0, 1, 2, 4}));
 }
 
 TEST(Threshold, SinkColumnsAreForcedOnce) {

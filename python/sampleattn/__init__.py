@@ -6,8 +6,10 @@
     sel.head_density, sel.sampled_coverage               # per (batch, head): what was kept
 
 Any DLPack tensor works (NumPy, PyTorch CPU or CUDA, CuPy), read with zero copy; the output comes back in
-the input's framework. With torch installed, `torch.ops.sampleattn.sample_attention` is registered (usable
-under torch.compile); `sampleattn.transformers.register()` adds attn_implementation="sample_attention".
+the input's framework (NumPy / torch for an object that only implements __dlpack__). Inference only: torch
+inputs that require grad raise RuntimeError in grad mode (use torch.no_grad()). With torch installed,
+`torch.ops.sampleattn.sample_attention` is registered (usable under torch.compile);
+`sampleattn.transformers.register()` adds attn_implementation="sample_attention".
 Set SAMPLEATTN_NO_TORCH=1 to skip importing torch here.
 """
 

@@ -1,13 +1,22 @@
 """The framework-neutral Python API over the C++ core (sampleattn._sampleattn).
 
 Inputs are [batch, seq, heads, head_dim] tensors of any DLPack framework (NumPy, PyTorch CPU or CUDA,
-CuPy, ...), read with zero copy whatever their strides. Outputs are allocated in the caller's framework
-(torch in -> torch out, NumPy in -> NumPy out) on the input's device, and CUDA work runs on that framework's
-current stream. Bad input raises sampleattn.Error (a ValueError) or TypeError with the library's message.
+CuPy, ...), read with zero copy whatever their (non-negative) strides. Outputs are allocated in the caller's
+framework (torch in -> torch out, NumPy in -> NumPy out) on the input's device, and CUDA work runs on that
+framework's current stream. An object that only implements the DLPack protocol (__dlpack__ and
+__dlpack_device__) is imported with numpy.from_dlpack (CPU) or torch.from_dlpack (CUDA; CuPy without torch),
+still without a copy; its outputs come back as NumPy arrays (CPU) or torch / CuPy tensors (CUDA). Bad input
+raises sampleattn.Error (a ValueError), ValueError or TypeError naming the argument and the value: every
+argument is checked here first where nanobind would answer with its generic "incompatible function arguments".
+
+The library is inference-only: sample_attention, attend and dense_attention raise RuntimeError for torch
+inputs that require grad while grad mode is on (run them under torch.no_grad() or torch.inference_mode()).
 """
 
 from __future__ import annotations
 
+import math
+import operator
 import sys
 from typing import Any, Optional
 
@@ -18,6 +27,12 @@ Selection = _C.Selection
 built_with_cuda: bool = _C.built_with_cuda
 
 _BACKENDS = ("auto", "cpu", "cpu_reference", "cuda")
+_INT64 = (-(2**63), 2**63 - 1)
+_INT32 = (-(2**31), 2**31 - 1)
+_DTYPES = "float32, float16 or bfloat16"
+# DLPack device types (dlpack.h): read as host memory (kDLCPU, kDLCUDAHost), and kDLCUDA.
+_DL_HOST = (1, 3)
+_DL_CUDA = 2
 
 
 def _torch_tensor(x: Any) -> bool:
@@ -29,8 +44,18 @@ def _torch_cuda(x: Any) -> bool:
     return _torch_tensor(x) and x.device.type == "cuda"
 
 
+def _numpy_array(x: Any) -> bool:
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(x, numpy.ndarray)
+
+
+def _cupy_array(x: Any) -> bool:
+    cupy = sys.modules.get("cupy")
+    return cupy is not None and isinstance(x, cupy.ndarray)
+
+
 def _check_tensor(x: Any, name: str) -> None:
-    if _torch_tensor(x):
+    if _torch_tensor(x) or _numpy_array(x) or _cupy_array(x):
         return
     if not (hasattr(x, "__dlpack__") or hasattr(x, "__array_interface__")):
         raise TypeError(
@@ -39,11 +64,153 @@ def _check_tensor(x: Any, name: str) -> None:
         )
 
 
-def _as_input(x: Any) -> Any:
-    # DLPack export refuses tensors that require grad; the kernels never build a graph anyway.
-    if _torch_tensor(x) and x.requires_grad:
-        return x.detach()
+def _integer(name: str, value: Any, bounds: tuple = _INT64) -> int:
+    """value as a Python int that fits the C++ parameter (int64 unless told), or an error naming it. The
+    ranges that the settings must be in are the library's to check (its messages say them)."""
+    try:
+        result = operator.index(value)
+    except TypeError:
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
+            raise TypeError(f"{name} must be an integer, not {type(value).__name__}") from None
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise TypeError(f"{name} must be an integer, not {type(value).__name__}") from None
+        if not math.isfinite(as_float) or as_float != math.floor(as_float):
+            raise ValueError(f"{name} ({value!r}) must be an integer") from None
+        result = int(as_float)
+    lo, hi = bounds
+    if not lo <= result <= hi:
+        bits = 64 if bounds == _INT64 else 32
+        raise ValueError(f"{name} ({result}) is out of range: it must fit in a signed {bits}-bit integer")
+    return result
+
+
+def _real(name: str, value: Any) -> float:
+    """value as a Python float, or an error naming it (NaN passes: the library's range checks reject it)."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a real number, not {type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} ({value!r}) is out of range for a float") from None
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, not {type(value).__name__}") from None
+
+
+def _scale(scale: Any) -> Optional[float]:
+    return None if scale is None else _real("scale", scale)
+
+
+def _settings(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density) -> tuple:
+    return (_real("alpha", alpha), _real("sample_ratio", sample_ratio), _real("window_ratio", window_ratio),
+            _integer("min_window", min_window), _integer("sink_tokens", sink_tokens),
+            _integer("dense_tail", dense_tail), _real("dense_head_density", dense_head_density))
+
+
+def _threads(num_threads: Any) -> int:
+    return _integer("num_threads", num_threads, _INT32)
+
+
+def _torch_input(x: Any, name: str, grad: str) -> Any:
+    import torch
+
+    if x.is_nested:
+        raise TypeError(f"{name} is a nested tensor: only dense (strided) tensors are supported")
+    if x.layout != torch.strided:
+        raise TypeError(f"{name} has layout {x.layout}: only dense (strided) tensors are supported "
+                        f"(convert with {name}.to_dense())")
+    if x.is_quantized:
+        raise TypeError(f"{name}.dtype ({str(x.dtype).replace('torch.', '')}) is not supported: use {_DTYPES}")
+    if x.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name} is on device '{x.device}', which sampleattn does not support (only CPU and CUDA "
+                         f"tensors)")
+    if x.requires_grad:
+        if grad == "raise" and torch.is_grad_enabled():
+            raise RuntimeError(
+                f"{name} requires grad, but sampleattn is inference-only (no autograd formula: the result would be "
+                f"detached and its gradients silently lost); call it under torch.no_grad() or "
+                f"torch.inference_mode(), or pass {name}.detach()"
+            )
+        x = x.detach()  # DLPack export refuses tensors that require grad
+    # DLPack exports the raw memory: a lazy negated / conjugated view would be read with the wrong sign.
+    if x.is_conj():
+        x = x.resolve_conj()
+    if x.is_neg():
+        x = x.resolve_neg()
     return x
+
+
+def _numpy_checks(x: Any, name: str) -> None:
+    dtype = x.dtype
+    if dtype.names is not None or (dtype.kind in "OSUVMm" and dtype.name != "bfloat16"):
+        raise TypeError(f"{name}.dtype ({dtype}) is not supported: use {_DTYPES}")
+    if not dtype.isnative:
+        raise TypeError(f"{name}.dtype ({dtype.str}) has non-native byte order, which DLPack cannot carry: "
+                        f"convert with {name}.astype({name}.dtype.newbyteorder('='))")
+
+
+def _from_dlpack(x: Any, name: str) -> Any:
+    """A bare DLPack producer as a NumPy array (host memory) or a torch / CuPy tensor (CUDA), without a copy."""
+    if not hasattr(x, "__dlpack_device__"):
+        raise TypeError(f"{name} ({type(x).__name__}) implements __dlpack__ but not __dlpack_device__")
+    device_type = int(x.__dlpack_device__()[0])
+    if device_type in _DL_HOST:
+        import numpy as np
+
+        try:
+            return np.from_dlpack(x)
+        except (TypeError, ValueError, BufferError, RuntimeError) as err:
+            raise TypeError(f"{name} ({type(x).__name__}) could not be imported through DLPack: {err}") from None
+    if device_type == _DL_CUDA:
+        torch, cupy = sys.modules.get("torch"), sys.modules.get("cupy")
+        if torch is not None:
+            return torch.from_dlpack(x)
+        if cupy is not None:
+            return cupy.from_dlpack(x)
+        raise TypeError(f"{name} ({type(x).__name__}) is a CUDA DLPack tensor, and neither torch nor CuPy is "
+                        f"imported to allocate the outputs in: pass a torch or CuPy tensor")
+    raise ValueError(f"{name} lives on DLPack device type {device_type}, which sampleattn does not support "
+                     f"(only CPU and CUDA)")
+
+
+def _as_input(x: Any, name: str, grad: str = "raise") -> Any:
+    """Checks one tensor argument and returns what goes to the extension: torch tensors checked (layout, device,
+    grad) and with their negative / conjugate bits resolved, NumPy dtypes checked, bare DLPack producers
+    imported into NumPy / torch. grad: "raise" (a torch input that requires grad in grad mode is refused: the
+    function returns a tensor without autograd) or "detach" (the result is no tensor, or the caller is the torch
+    custom op, whose outputs raise on backward)."""
+    _check_tensor(x, name)
+    if _torch_tensor(x):
+        return _torch_input(x, name, grad)
+    if _numpy_array(x):
+        _numpy_checks(x, name)
+        return x
+    if _cupy_array(x) or hasattr(x, "__array_namespace__"):
+        return x  # it has a shape, a dtype and an allocator (_empty) of its own
+    if hasattr(x, "__dlpack__"):
+        x = _from_dlpack(x, name)
+        if _numpy_array(x):
+            _numpy_checks(x, name)
+        return x
+    import numpy as np
+
+    x = np.asarray(x)  # __array_interface__ only
+    _numpy_checks(x, name)
+    return x
+
+
+def _as_output(out: Any, grad: str = "raise") -> Any:
+    """The `out` argument as handed to the extension (the caller gets its own object back)."""
+    _check_tensor(out, "out")
+    if _torch_tensor(out) and (out.is_neg() or out.is_conj()):
+        raise ValueError("out has the negative or conjugate bit set (a lazy view such as x.conj().imag): values "
+                         "written through it would read back negated; pass a plain tensor")
+    out = _as_input(out, "out", grad)
+    flags = getattr(out, "flags", None)
+    if flags is not None and hasattr(flags, "writeable") and not flags.writeable:
+        raise ValueError("out must be a writable tensor, but it is read-only")
+    return out
 
 
 def _empty(like: Any, shape: tuple, float32: bool = False) -> Any:
@@ -75,9 +242,8 @@ def _stream(x: Any) -> int:
         import torch
 
         return int(torch.cuda.current_stream(x.device).cuda_stream)
-    cupy = sys.modules.get("cupy")
-    if cupy is not None and isinstance(x, cupy.ndarray):
-        return int(cupy.cuda.get_current_stream().ptr)
+    if _cupy_array(x):
+        return int(sys.modules["cupy"].cuda.get_current_stream().ptr)
     return 0
 
 
@@ -102,7 +268,7 @@ class _DeviceGuard:
 
 
 def _check_backend(backend: str) -> str:
-    if backend not in _BACKENDS:
+    if not isinstance(backend, str) or backend not in _BACKENDS:
         raise ValueError(f"backend ({backend!r}) must be one of {', '.join(repr(b) for b in _BACKENDS)}")
     return backend
 
@@ -115,21 +281,24 @@ def _shape(x: Any) -> tuple:
 
 
 def _outputs(q: Any, out: Optional[Any], return_lse: bool):
+    """(out as the caller gave it or a new tensor, out as handed to the extension, lse or None)."""
     b, s, h, d = _shape(q)
     if out is None:
         out = _empty(q, (b, s, h, d))
+        out_view = out
     else:
-        _check_tensor(out, "out")
-        flags = getattr(out, "flags", None)
-        if flags is not None and hasattr(flags, "writeable") and not flags.writeable:
-            raise ValueError("out must be a writable tensor, but it is read-only")
+        out_view = _as_output(out)
     lse = _empty(q, (b, h, s), float32=True) if return_lse else None
-    return out, lse
+    return out, out_view, lse
 
 
 def _result(out: Any, lse: Optional[Any], selection: Optional[Selection]):
     extra = tuple(x for x in (lse, selection) if x is not None)
     return (out, *extra) if extra else out
+
+
+def _inputs(grad: str, **tensors: Any) -> tuple:
+    return tuple(_as_input(x, name, grad) for name, x in tensors.items())
 
 
 def sample_attention(
@@ -163,14 +332,14 @@ def sample_attention(
     dense_head_density (ours, in (0, 1]): a head whose mask keeps at least that fraction of its visible entries
     keeps every column and runs as plain attention (faster than sparse attention over nearly every entry; it
     only adds attention mass); 1 (default) = off, the paper's method.
+    Inference only: torch inputs that require grad raise RuntimeError in grad mode (use torch.no_grad()).
     """
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        _check_tensor(x, name)
+    q, k, v = _inputs("raise", q=q, k=k, v=v)
     _check_backend(backend)
-    q, k, v = _as_input(q), _as_input(k), _as_input(v)
-    out, lse = _outputs(q, out, return_lse)
-    settings = (bool(causal), None if scale is None else float(scale), float(alpha), float(sample_ratio),
-                float(window_ratio), int(min_window), int(sink_tokens), int(dense_tail), float(dense_head_density))
+    settings = (bool(causal), _scale(scale),
+                *_settings(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density))
+    threads = _threads(num_threads)
+    out, out_view, lse = _outputs(q, out, return_lse)
     with _DeviceGuard(q):
         if not return_selection and backend in ("auto", "cuda") and _torch_cuda(q) and _C.built_with_cuda:
             # Nothing has to come back to the host: the no-synchronisation path, workspace from torch's
@@ -178,9 +347,9 @@ def sample_attention(
             import torch
 
             workspace = torch.empty(_C.cuda_workspace_size(q, k, *settings), dtype=torch.uint8, device=q.device)
-            _C.cuda_sample_attention(q, k, v, out, lse, *settings, workspace, _stream(q))
+            _C.cuda_sample_attention(q, k, v, out_view, lse, *settings, workspace, _stream(q))
             return _result(out, lse, None)
-        selection = _C.sample_attention(q, k, v, out, lse, *settings, backend, int(num_threads), _stream(q))
+        selection = _C.sample_attention(q, k, v, out_view, lse, *settings, backend, threads, _stream(q))
     return _result(out, lse, selection if return_selection else None)
 
 
@@ -201,17 +370,17 @@ def select(
     num_threads: int = 0,
 ) -> Selection:
     """Stages 1 and 2 only: the Selection that sample_attention would use (a host object)."""
-    _check_tensor(q, "q")
-    _check_tensor(k, "k")
+    q, k = _inputs("detach", q=q, k=k)
     _check_backend(backend)
-    q, k = _as_input(q), _as_input(k)
+    settings = _settings(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density)
+    threads = _threads(num_threads)
     with _DeviceGuard(q):
-        return _C.select(
-            q, k, bool(causal), None if scale is None else float(scale), float(alpha), float(sample_ratio),
-            float(window_ratio), int(min_window), int(sink_tokens), int(dense_tail), float(dense_head_density), backend,
-            int(num_threads),
-            _stream(q),
-        )
+        return _C.select(q, k, bool(causal), _scale(scale), *settings, backend, threads, _stream(q))
+
+
+def _check_selection(selection: Any) -> None:
+    if not isinstance(selection, Selection):
+        raise TypeError(f"selection must be a sampleattn.Selection, not {type(selection).__name__}")
 
 
 def attend(
@@ -227,16 +396,13 @@ def attend(
     num_threads: int = 0,
 ):
     """Sparse attention over the mask `selection` describes (causality is the selection's)."""
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        _check_tensor(x, name)
-    if not isinstance(selection, Selection):
-        raise TypeError(f"selection must be a sampleattn.Selection, not {type(selection).__name__}")
+    q, k, v = _inputs("raise", q=q, k=k, v=v)
+    _check_selection(selection)
     _check_backend(backend)
-    q, k, v = _as_input(q), _as_input(k), _as_input(v)
-    out, lse = _outputs(q, out, return_lse)
+    scale, threads = _scale(scale), _threads(num_threads)
+    out, out_view, lse = _outputs(q, out, return_lse)
     with _DeviceGuard(q):
-        _C.attend(q, k, v, selection, out, lse, bool(selection.causal), None if scale is None else float(scale),
-                  backend, int(num_threads), _stream(q))
+        _C.attend(q, k, v, selection, out_view, lse, bool(selection.causal), scale, backend, threads, _stream(q))
     return _result(out, lse, None)
 
 
@@ -253,26 +419,29 @@ def dense_attention(
     num_threads: int = 0,
 ):
     """Exact attention (causal: bottom-right aligned, query row r at key position seq_k - seq_q + r)."""
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        _check_tensor(x, name)
+    q, k, v = _inputs("raise", q=q, k=k, v=v)
     _check_backend(backend)
-    q, k, v = _as_input(q), _as_input(k), _as_input(v)
-    out, lse = _outputs(q, out, return_lse)
+    scale, threads = _scale(scale), _threads(num_threads)
+    out, out_view, lse = _outputs(q, out, return_lse)
     with _DeviceGuard(q):
-        _C.dense_attention(q, k, v, out, lse, bool(causal), None if scale is None else float(scale), backend,
-                           int(num_threads), _stream(q))
+        _C.dense_attention(q, k, v, out_view, lse, bool(causal), scale, backend, threads, _stream(q))
     return _result(out, lse, None)
+
+
+def _rows(rows: Any) -> list:
+    if isinstance(rows, (str, bytes)) or not hasattr(rows, "__iter__"):
+        raise TypeError(f"rows must be a sequence of query row indices, not {type(rows).__name__}")
+    return [_integer(f"rows[{i}]", r) for i, r in enumerate(rows)]
 
 
 def exact_metrics(q: Any, k: Any, v: Any, selection: Selection, rows=None, *, scale: Optional[float] = None,
                   num_rows: int = 64) -> dict:
     """Exact fp64 metrics of `selection` against dense attention on host tensors, per (batch, head):
     min_kept_mass (the paper's CRA), mean_kept_mass and rel_error of the sparse output, over `rows`
-    (default: num_rows rows spread evenly, the last included)."""
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        _check_tensor(x, name)
-    q, k, v = _as_input(q), _as_input(k), _as_input(v)
+    (default: num_rows rows spread evenly, the last included). An empty `rows` raises sampleattn.Error."""
+    q, k, v = _inputs("detach", q=q, k=k, v=v)
+    _check_selection(selection)
+    scale = _scale(scale)
     if rows is None:
-        rows = _C.metric_rows(_shape(q)[1], int(num_rows))
-    return _C.exact_metrics(q, k, v, selection, [int(r) for r in rows], bool(selection.causal),
-                            None if scale is None else float(scale))
+        rows = _C.metric_rows(_shape(q)[1], _integer("num_rows", num_rows))
+    return _C.exact_metrics(q, k, v, selection, _rows(rows), bool(selection.causal), scale)

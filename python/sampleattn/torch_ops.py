@@ -32,6 +32,9 @@ def _stats_tensor(selection) -> torch.Tensor:
 
 def _run(q, k, v, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale, dense_head_density, with_selection):
     # Without the selection, CUDA tensors take the no-synchronisation path (nothing comes back to the host).
+    # The op's outputs raise on backward (no autograd formula is registered), so inputs that require grad are
+    # detached here rather than refused as the plain function refuses them; _api resolves neg/conj views.
+    q, k, v = q.detach(), k.detach(), v.detach()
     return _api.sample_attention(
         q, k, v, alpha=alpha, sample_ratio=sample_ratio, window_ratio=window_ratio, sink_tokens=sink_tokens,
         causal=causal, scale=scale, dense_head_density=dense_head_density, return_selection=with_selection,

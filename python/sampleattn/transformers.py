@@ -10,16 +10,25 @@ Works for every model whose attention layers call transformers' AttentionInterfa
 Qwen2, ...). Routing, per attention call:
 - SampleAttention for causal prefills of at least `min_seq_len` query tokens that carry no mask;
 - PyTorch SDPA (transformers' own sdpa path, the mask honoured) otherwise: short prompts, decoding, any
-  padding or custom mask, non-causal layers, sliding windows that bite, attention sinks, position biases,
-  training dropout, or a dtype/head size that the backend does not cover. A mask is never dropped: whenever
-  one reaches the attention function, dense attention applies it. Softcapping raises ValueError (SDPA cannot
-  apply it; some transformers releases would silently drop it).
+  padding or custom mask, non-causal layers, sliding windows that bite, position biases, training dropout,
+  or a dtype (float64, ...) / head size that the backend does not cover. A mask is never dropped: whenever
+  one reaches the attention function, dense attention applies it.
+- The model's own eager attention function for layers with attention sinks (GPT-OSS: the module's `sinks`,
+  passed as `s_aux`), on every call (prefill and decoding): neither SDPA nor the sparse kernels apply sinks,
+  and the model's eager function does (stats: path "eager", reason "attention_sinks"). Where the model has no
+  such function, the first forward raises ValueError.
+- Softcapping raises ValueError (SDPA cannot apply it; some transformers releases would silently drop it).
 The mask builder registered with the implementation is transformers' sdpa one: it hands no mask at all
 for a plain causal prefill without padding, and a materialised mask in every other case.
+
+Inference only: a forward pass in grad mode works, but backward through a layer that ran SampleAttention
+raises (the op has no autograd formula); layers that fell back to SDPA or eager attention stay differentiable.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -48,7 +57,8 @@ _settings: Dict[str, Any] = dict(_DEFAULTS)
 class LayerStats:
     """What one attention layer did in the last forward pass.
 
-    path: "sample_attention" or "sdpa"; reason: why SDPA was used ("" on the sample_attention path).
+    path: "sample_attention", "sdpa" or "eager" (attention sinks: the model's own eager function); reason: why
+    the fallback was used ("" on the sample_attention path).
     density, sampled_coverage, kept_columns, window: [batch, q_heads] arrays (sample_attention path only):
     kept / visible causal entries, the fraction of the sampled rows' mass the mask keeps, the number of
     selected key columns and the local window per head.
@@ -120,21 +130,68 @@ _CUDA_HEAD_DIMS = (64, 128)
 _warned: set = set()
 
 
-def configure(**settings: Any) -> Dict[str, Any]:
-    """Changes the routing threshold and SampleAttention's hyperparameters for every registered model:
-    min_seq_len (default 8192), alpha (0.95), sample_ratio (0.05), window_ratio (0.08), sink_tokens (0),
-    dense_head_density (1.0: see sampleattn.sample_attention).
-    Returns the settings now in force."""
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, (str, bytes, bool)):
+        raise TypeError(f"{name} must be a real number, not {type(value).__name__}")
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"{name} must be a real number, not {type(value).__name__}") from None
+
+
+def _count(name: str, value: Any) -> int:
+    """A non-negative integer that fits int64 (min_seq_len, sink_tokens)."""
+    if isinstance(value, (str, bytes, bool)):
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+    if isinstance(value, int):
+        result = value
+    else:
+        number = _number(name, value)
+        if not (math.isfinite(number) and number == math.floor(number)):
+            raise ValueError(f"{name} ({value}) must be an integer")
+        result = int(number)
+    if result < 0:
+        raise ValueError(f"{name} ({value}) must be >= 0")
+    if result >= 2**63:
+        raise ValueError(f"{name} ({value}) must be < 2**63")
+    return result
+
+
+def _unit(name: str, value: Any, closed_low: bool) -> float:
+    """A number in (0, 1] (closed_low False) or [0, 1]; NaN is rejected."""
+    number = _number(name, value)
+    ok = (0.0 <= number <= 1.0) if closed_low else (0.0 < number <= 1.0)
+    if not ok:
+        raise ValueError(f"{name} ({value}) must be in {'[0, 1]' if closed_low else '(0, 1]'}")
+    return number
+
+
+# The ranges of include/sampleattn/config.h (src/core/problem.cpp, check_config), checked when they are set:
+# an invalid setting must fail here, not make every later call fall back to SDPA.
+_CHECKS = {
+    "min_seq_len": lambda v: _count("min_seq_len", v),
+    "alpha": lambda v: _unit("alpha", v, closed_low=False),
+    "sample_ratio": lambda v: _unit("sample_ratio", v, closed_low=False),
+    "window_ratio": lambda v: _unit("window_ratio", v, closed_low=True),
+    "sink_tokens": lambda v: _count("sink_tokens", v),
+    "dense_head_density": lambda v: _unit("dense_head_density", v, closed_low=False),
+}
+
+
+def _validated(settings: Dict[str, Any]) -> Dict[str, Any]:
     unknown = set(settings) - set(_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(_DEFAULTS)}")
-    if "min_seq_len" in settings and int(settings["min_seq_len"]) < 0:
-        raise ValueError(f"min_seq_len ({settings['min_seq_len']}) must be >= 0")
-    if "alpha" in settings and not 0.0 < float(settings["alpha"]) <= 1.0:
-        raise ValueError(f"alpha ({settings['alpha']}) must be in (0, 1]")
-    if "dense_head_density" in settings and not 0.0 < float(settings["dense_head_density"]) <= 1.0:
-        raise ValueError(f"dense_head_density ({settings['dense_head_density']}) must be in (0, 1]")
-    _settings.update(settings)
+    return {name: _CHECKS[name](value) for name, value in settings.items()}
+
+
+def configure(**settings: Any) -> Dict[str, Any]:
+    """Changes the routing threshold and SampleAttention's hyperparameters for every registered model:
+    min_seq_len (default 8192; integer >= 0), alpha (0.95; in (0, 1]), sample_ratio (0.05; in (0, 1]),
+    window_ratio (0.08; in [0, 1]), sink_tokens (0; integer >= 0), dense_head_density (1.0; in (0, 1]: see
+    sampleattn.sample_attention). Every setting is checked before any is applied: ValueError (TypeError for a
+    non-number) names the setting and the value. Returns the settings now in force."""
+    _settings.update(_validated(settings))
     return dict(_settings)
 
 
@@ -149,9 +206,10 @@ def register(name: str = NAME, **settings: Any) -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+    checked = _validated(settings)  # nothing is registered with a bad setting
     AttentionInterface.register(name, sample_attention_forward)
     AttentionMaskInterface.register(name, sdpa_mask)
-    configure(**settings)
+    configure(**checked)
 
 
 def last_stats(prefill: bool = False) -> Dict[Any, LayerStats]:
@@ -161,14 +219,15 @@ def last_stats(prefill: bool = False) -> Dict[Any, LayerStats]:
 
 
 def summary(prefill: bool = False) -> Dict[str, Any]:
-    """The last forward pass in one dict: layers on each path, mean density and least sampled coverage
-    of the sampled layers, and why SDPA ran where it did."""
+    """The last forward pass in one dict: layers on each path (sample_attention, sdpa, eager), mean density
+    and least sampled coverage of the sampled layers, and why the fallbacks ran where they did."""
     stats = last_stats(prefill)
     sampled = [s for s in stats.values() if s.path == NAME]
     return {
         "layers": len(stats),
         "sample_attention_layers": len(sampled),
-        "sdpa_layers": len(stats) - len(sampled),
+        "sdpa_layers": sum(s.path == "sdpa" for s in stats.values()),
+        "eager_layers": sum(s.path == "eager" for s in stats.values()),
         "mean_density": float(np.mean([s.mean_density for s in sampled])) if sampled else 1.0,
         "min_sampled_coverage": float(min(s.sampled_coverage.min() for s in sampled)) if sampled else 1.0,
         "reasons": sorted({s.reason for s in stats.values() if s.reason}),
@@ -179,8 +238,21 @@ def reset_stats() -> None:
     _recorder.clear()
 
 
+# What the kernels cover on any device (src/core: f32 on the CPU only; CUDA: _CUDA_DTYPES).
+_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def _has_sinks(kwargs) -> bool:
+    return kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None
+
+
 def _fallback_reason(module, query, key, value, attention_mask, dropout, is_causal, kwargs) -> str:
     q_len, k_len = query.shape[2], key.shape[2]
+    # First what no path but a model's own can apply, whatever the shape of the call.
+    if kwargs.get("softcap") is not None:
+        return "softcap"
+    if _has_sinks(kwargs):
+        return "attention_sinks"
     if attention_mask is not None:
         return "attention_mask"
     if not is_causal:
@@ -194,16 +266,16 @@ def _fallback_reason(module, query, key, value, attention_mask, dropout, is_caus
     window = kwargs.get("sliding_window")
     if window is not None and k_len > int(window):
         return "sliding_window"
-    if kwargs.get("softcap") is not None:
-        return "softcap"
-    if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
-        return "attention_sinks"
     if kwargs.get("position_bias") is not None:
         return "position_bias"
     if kwargs.get("output_attentions", False):
         return "output_attentions"
     if query.shape[-1] != key.shape[-1] or key.shape[-1] != value.shape[-1]:
         return "head_dim"
+    if query.dtype not in _DTYPES:
+        return f"unsupported dtype: {str(query.dtype).replace('torch.', '')}"
+    if key.dtype != query.dtype or value.dtype != query.dtype:
+        return f"mixed dtypes: {query.dtype}, {key.dtype}, {value.dtype}"
     if query.is_cuda and (query.dtype not in _CUDA_DTYPES or query.shape[-1] not in _CUDA_HEAD_DIMS):
         return f"unsupported on CUDA: {query.dtype}, head_dim {query.shape[-1]}"
     return ""
@@ -214,12 +286,16 @@ def _layer_key(module) -> Any:
     return layer if layer is not None else id(module)
 
 
+def _record_fallback(module, query, key, path, reason) -> None:
+    if not torch.compiler.is_compiling():
+        _recorder.record(LayerStats(layer=_layer_key(module), path=path, reason=reason, batch=query.shape[0],
+                                    q_heads=query.shape[1], seq_q=query.shape[2], seq_k=key.shape[2]))
+
+
 def _sdpa(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs, reason):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if not torch.compiler.is_compiling():
-        _recorder.record(LayerStats(layer=_layer_key(module), path="sdpa", reason=reason, batch=query.shape[0],
-                                    q_heads=query.shape[1], seq_q=query.shape[2], seq_k=key.shape[2]))
+    _record_fallback(module, query, key, "sdpa", reason)
     if reason == "softcap":
         # SDPA cannot softcap. transformers 5.24 raises for it, older releases (5.17, seen on the device)
         # silently drop it: raise here, whatever the version, rather than return uncapped attention.
@@ -227,6 +303,58 @@ def _sdpa(module, query, key, value, attention_mask, dropout, scaling, is_causal
                          "fallback cannot apply it either; use attn_implementation='eager' or 'flex_attention'")
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                   is_causal=is_causal, **kwargs)
+
+
+def _uses_sinks(function) -> bool:
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return False
+    names = set(code.co_names) | set(code.co_varnames) | {c for c in code.co_consts if isinstance(c, str)}
+    return bool(names & {"sinks", "s_aux"})
+
+
+def _model_eager_attention(module):
+    """The eager attention function of the module's modeling file (transformers' convention: each modeling_*.py
+    defines `eager_attention_forward`, the default of ALL_ATTENTION_FUNCTIONS.get_interface), provided that it
+    reads the sinks; None otherwise."""
+    for cls in type(module).__mro__:
+        function = getattr(sys.modules.get(cls.__module__), "eager_attention_forward", None)
+        if callable(function) and _uses_sinks(function):
+            return function
+    return None
+
+
+def _eager_mask(query, key, attention_mask, is_causal):
+    """The mask the sdpa mask builder handed (None, boolean or additive) as the additive float mask that
+    eager attention functions add to their logits, with SDPA's semantics (no mask and more than one query row
+    under is_causal: causal, aligned top-left, as SDPA and transformers' sdpa path apply it)."""
+    q_len, k_len = query.shape[2], key.shape[2]
+    if attention_mask is None:
+        if not (is_causal and q_len > 1):
+            return None
+        keep = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril()[None, None]
+    elif attention_mask.dtype == torch.bool:
+        keep = attention_mask
+    else:
+        return attention_mask
+    zero = torch.zeros((), dtype=query.dtype, device=query.device)
+    return torch.where(keep, zero, torch.finfo(query.dtype).min)
+
+
+def _eager(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs, reason):
+    function = _model_eager_attention(module)
+    if function is None:
+        raise ValueError(
+            f"sample_attention: {type(module).__name__} has attention sinks (s_aux), which neither the sparse "
+            f"kernels nor the SDPA fallback apply, and its modeling file has no eager attention function that "
+            f"reads them; use attn_implementation='eager'"
+        )
+    _record_fallback(module, query, key, "eager", reason)
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    mask = _eager_mask(query, key, attention_mask, causal)
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    return function(module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs)
 
 
 def sample_attention_forward(
@@ -244,6 +372,8 @@ def sample_attention_forward(
     seq_k, d] (the cache included). Returns (out [batch, seq_q, q_heads, d], None)."""
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     reason = _fallback_reason(module, query, key, value, attention_mask, dropout, causal, kwargs)
+    if reason == "attention_sinks":
+        return _eager(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs, reason)
     if reason:
         return _sdpa(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs, reason)
 
@@ -273,5 +403,5 @@ def sample_attention_forward(
         return _sdpa(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs,
                      f"unsupported: {message}")
     _recorder.record(LayerStats(layer=_layer_key(module), path=NAME, reason="", batch=q.shape[0],
-                                q_heads=q.shape[2], seq_q=q.shape[1], seq_k=k.shape[1], _raw=stats))
+                                q_heads=q.shape[2], seq_q=q.shape[1], seq_k=k.shape[1], _raw=stats.detach()))
     return out, None

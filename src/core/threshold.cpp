@@ -17,10 +17,14 @@ std::vector<std::int32_t> choose_columns(const Score* scores, std::int64_t n, do
   double total = 0.0;
   for (std::int32_t j : order) total += static_cast<double>(scores[j]);
   const double target = alpha * total;
+  // alpha = 1 keeps every column with mass: the running sum stops growing once the remaining scores fall below
+  // its rounding step, so it would reach the total before them (and drop columns that may carry most of the
+  // mass of rows that were not sampled).
+  const bool keep_all = alpha >= 1.0;
   std::vector<std::int32_t> kept;
   double running = 0.0;
   for (std::int32_t j : order) {
-    if (running >= target || scores[j] <= Score(0)) break;
+    if ((running >= target && !keep_all) || scores[j] <= Score(0)) break;
     running += static_cast<double>(scores[j]);
     kept.push_back(j);
   }

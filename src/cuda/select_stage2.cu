@@ -305,8 +305,8 @@ __global__ void __launch_bounds__(kThreads) histogram_kernel(const Stage2Args a)
       total_d += __ldcg(&a.blocks[c.bh * a.blocks_per_head + b].total_d);
     total_d = block_sum<double>(total_d, scratch_d);
     // min(): alpha * total rounds up past total when alpha is within 1e-16 of 1 and total > 2^53; then no
-    // bin would cross the target. alpha = 1 keeps every column with a non-zero score (core::choose_columns
-    // sums in sorted order): tau = 0, as for a zero target.
+    // bin would cross the target. alpha = 1 keeps every column with a non-zero score (as core::choose_columns
+    // does): tau = 0, as for a zero target.
     target = min(total, static_cast<u64>(ceil(a.alpha * static_cast<double>(total))));
     run = !head_bad && a.alpha < 1.0 && target > 0;
     above = 0;

@@ -4,6 +4,7 @@ Skipped where torch has no GPU or the extension was built without the CUDA backe
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -164,15 +165,22 @@ def test_transformers_bf16_alpha_one_matches_sdpa(family):
     sat.register(min_seq_len=0, alpha=1.0)
     try:
         torch.manual_seed(0)
+        # One config object per model: from_config writes config._attn_implementation into it, so a shared
+        # config would make the reference run sample_attention too.
         with torch.device("cuda"):
-            dense = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa",
+            dense = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="sdpa",
                                                                   dtype=torch.bfloat16).eval()
-            sparse = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sample_attention",
+            sparse = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config),
+                                                                   attn_implementation="sample_attention",
                                                                    dtype=torch.bfloat16).eval()
+        assert dense.config._attn_implementation == "sdpa"
         sparse.load_state_dict(dense.state_dict())
         ids = torch.randint(0, 1000, (1, 3000), device="cuda")
         with torch.no_grad():
-            a, b = dense(ids).logits.float(), sparse(ids).logits.float()
+            sat.reset_stats()
+            a = dense(ids).logits.float()
+            assert sat.last_stats() == {}, "the reference model ran sample_attention"
+            b = sparse(ids).logits.float()
         assert sat.summary()["sample_attention_layers"] == 2
         rel = ((a - b).norm() / a.norm()).item()
         assert rel < 1e-2, f"relative logit error {rel:.3g}"

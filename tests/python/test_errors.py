@@ -132,3 +132,75 @@ def test_bad_selection(rng):
                              indices=np.array([], dtype=np.int32))
     with pytest.raises(IndexError, match=r"columns\(0, 9\)"):
         sel.columns(0, 9)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(min_window=2**64), ValueError, r"min_window \(18446744073709551616\) is out of range"),
+        (dict(sink_tokens=2**63), ValueError, r"sink_tokens \(9223372036854775808\) is out of range"),
+        (dict(dense_tail=-(2**70)), ValueError, r"dense_tail \(-1180591620717411303424\) is out of range"),
+        (dict(num_threads=2**40), ValueError, r"num_threads \(1099511627776\) is out of range"),
+        (dict(min_window=1.5), ValueError, r"min_window \(1\.5\) must be an integer"),
+        (dict(min_window="64"), TypeError, r"min_window must be an integer, not str"),
+        (dict(alpha="0.9"), TypeError, r"alpha must be a real number, not str"),
+        (dict(sample_ratio=None), TypeError, r"sample_ratio must be a real number, not NoneType"),
+        (dict(scale=10**400), ValueError, r"scale \(1000.*\) is out of range for a float"),
+    ],
+    ids=lambda x: str(x)[:40] if isinstance(x, dict) else "",
+)
+def test_arguments_nanobind_would_reject_are_named(rng, kwargs, error, message):
+    # Values that no C++ parameter can hold: named here, not nanobind's "incompatible function arguments".
+    q, k, v = _qkv(rng)
+    out = np.full(q.shape, np.nan, dtype=np.float32)
+    with pytest.raises(error, match=message):
+        sampleattn.sample_attention(q, k, v, out=out, **kwargs)
+    assert np.isnan(out).all()
+    if "num_threads" in kwargs or "scale" in kwargs:
+        with pytest.raises(error, match=message):
+            sampleattn.dense_attention(q, k, v, **kwargs)
+    else:
+        with pytest.raises(error, match=message):
+            sampleattn.select(q, k, **kwargs)
+    # Integral floats and NumPy scalars are ordinary values.
+    got = sampleattn.sample_attention(q, k, v, min_window=np.int64(4), num_threads=2.0, alpha=np.float32(1.0))
+    np.testing.assert_allclose(got, sampleattn.dense_attention(q, k, v), atol=2e-6, rtol=0)
+
+
+def test_numpy_dtypes_nanobind_cannot_read_are_named(rng):
+    q, k, v = _qkv(rng)
+    with pytest.raises(TypeError, match=r"q\.dtype \(>f4\) has non-native byte order.*astype"):
+        sampleattn.sample_attention(q.astype(">f4"), k, v)
+    with pytest.raises(TypeError, match=r"k\.dtype \(>f2\) has non-native byte order"):
+        sampleattn.select(q.astype(np.float16), k.astype(">f2"))
+    with pytest.raises(TypeError, match=r"q\.dtype \(object\) is not supported: use float32, float16 or bfloat16"):
+        sampleattn.dense_attention(q.astype(object), k, v)
+    structured = np.zeros(q.shape, dtype=[("x", np.float32)])
+    with pytest.raises(TypeError, match=r"v\.dtype \(\[\('x', '<f4'\)\]\) is not supported"):
+        sampleattn.dense_attention(q, k, structured[:, :, :2])
+    with pytest.raises(TypeError, match=r"out\.dtype \(>f4\) has non-native byte order"):
+        sampleattn.dense_attention(q, k, v, out=np.zeros(q.shape, dtype=">f4"))
+
+
+def test_exact_metrics_rows(rng):
+    q, k, v = _qkv(rng, sq=64, sk=64)
+    sel = sampleattn.select(q, k, alpha=0.1)
+    # An empty row set has no minimum: it must not report a perfect CRA of 1 and error 0.
+    with pytest.raises(sampleattn.Error, match=r"rows is empty"):
+        sampleattn.exact_metrics(q, k, v, sel, rows=[])
+    with pytest.raises(sampleattn.Error, match=r"rows is empty"):
+        sampleattn.exact_metrics(q, k, v, sel, rows=np.array([], dtype=np.int64))
+    with pytest.raises(ValueError, match=r"rows\[1\] \(18446744073709551616\) is out of range"):
+        sampleattn.exact_metrics(q, k, v, sel, rows=[0, 2**64])
+    with pytest.raises(TypeError, match=r"rows must be a sequence of query row indices, not int"):
+        sampleattn.exact_metrics(q, k, v, sel, rows=5)
+    with pytest.raises(TypeError, match=r"selection must be a sampleattn\.Selection, not dict"):
+        sampleattn.exact_metrics(q, k, v, {}, rows=[3])
+    # A valid row set: the kept mass of row 63 against an fp64 computation of its own.
+    m = sampleattn.exact_metrics(q, k, v, sel, rows=[63])
+    assert np.all(m["rows"] == 1)
+    s = (q[0, 63, 0].astype(np.float64) @ k[0, :, 0].astype(np.float64).T) / 4.0
+    p = np.exp(s - s.max())
+    p /= p.sum()
+    cols = set(sel.columns(0, 0).tolist()) | set(range(64 - int(sel.window[0, 0]), 64))
+    assert m["min_kept_mass"][0, 0] == pytest.approx(p[sorted(cols)].sum(), abs=1e-9)

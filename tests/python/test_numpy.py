@@ -214,3 +214,38 @@ def test_exact_metrics(rng):
     assert np.all(m["rows"] == 3)
     assert np.all(m["min_kept_mass"] <= m["mean_kept_mass"] + 1e-12)
     assert np.all(m["mean_kept_mass"] <= 1.0 + 1e-9)
+
+
+class _DLPackOnly:
+    """A tensor that implements nothing but the DLPack protocol (no shape, no dtype, no array namespace)."""
+
+    def __init__(self, array, device=None):
+        self._array, self._device = array, device
+
+    def __dlpack__(self, **kwargs):
+        return self._array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._device if self._device is not None else self._array.__dlpack_device__()
+
+
+def test_bare_dlpack_producers(rng):
+    # "Any DLPack tensor": imported with numpy.from_dlpack (no copy), outputs come back as NumPy arrays.
+    q, k, v = _inputs(rng, (1, 97, 97, 4, 2, 64, "bhsd"))
+    dq, dk, dv = _DLPackOnly(q), _DLPackOnly(k), _DLPackOnly(v)
+    out, lse, sel = sampleattn.sample_attention(dq, dk, dv, **CONFIG, return_lse=True, return_selection=True)
+    assert isinstance(out, np.ndarray) and out.shape == q.shape and isinstance(lse, np.ndarray)
+    assert sel.density < 1.0
+    _check_attention(out, lse, q, k, v, _lib_masks(sel, 97, 97), "f32")
+    got = sampleattn.attend(dq, dk, dv, sampleattn.select(dq, dk, **CONFIG))
+    np.testing.assert_array_equal(got, out)
+    dense = sampleattn.dense_attention(dq, dk, dv)
+    want, _ = ref.dense(q, k, v)
+    assert np.abs(dense - want).max() <= ref.tolerance("f32")[0] * np.abs(v).max()
+    # out= a bare producer: written in place, and the caller's object comes back.
+    buffer = np.full(q.shape, np.nan, dtype=np.float32)
+    target = _DLPackOnly(buffer)
+    assert sampleattn.dense_attention(dq, dk, dv, out=target) is target
+    np.testing.assert_array_equal(buffer, dense)
+    with pytest.raises(ValueError, match=r"q lives on DLPack device type 14, which sampleattn does not support"):
+        sampleattn.sample_attention(_DLPackOnly(q, device=(14, 0)), dk, dv)

@@ -67,12 +67,96 @@ def test_dense_and_alpha_one_match_sdpa(rng):
     torch.testing.assert_close(full, sdpa, atol=2e-5, rtol=0)
 
 
-def test_requires_grad_inputs_and_out_param(rng):
+def test_requires_grad_inputs_raise_in_grad_mode(rng):
+    # The library has no autograd: a silently detached result would lose the gradients, so the plain functions
+    # refuse inputs that require grad while grad mode is on, and run as usual under no_grad / inference_mode.
     q, k, v = _qkv(rng)
     q.requires_grad_(True)
-    out = torch.full(q.shape, float("nan"))
-    got = sampleattn.sample_attention(q, k, v, out=out)
-    assert got is out and torch.isfinite(out).all() and not out.requires_grad
+    sel = sampleattn.select(q, k, **CONFIG)  # a host Selection: nothing to differentiate, no error
+    for call in (lambda: sampleattn.sample_attention(q, k, v), lambda: sampleattn.dense_attention(q, k, v),
+                 lambda: sampleattn.attend(q, k, v, sel)):
+        with pytest.raises(RuntimeError, match=r"q requires grad, but sampleattn is inference-only.*torch\.no_grad"):
+            call()
+    with pytest.raises(RuntimeError, match=r"v requires grad"):
+        sampleattn.dense_attention(q.detach(), k, v.clone().requires_grad_(True))
+    with pytest.raises(RuntimeError, match=r"out requires grad"):
+        sampleattn.dense_attention(q.detach(), k, v, out=torch.zeros(q.shape, requires_grad=True))
+
+    want, _ = ref.dense(_np64(q), _np64(k), _np64(v))
+    tol_out, _ = ref.tolerance("f32")
+    with torch.no_grad():
+        out = torch.full(q.shape, float("nan"))
+        got = sampleattn.dense_attention(q, k, v, out=out)
+    assert got is out and not out.requires_grad
+    assert np.abs(_np64(out) - want).max() <= tol_out * np.abs(_np64(v)).max()
+    with torch.inference_mode():
+        got = sampleattn.sample_attention(q, k, v, alpha=1.0)
+    assert np.abs(_np64(got) - want).max() <= tol_out * np.abs(_np64(v)).max()
+
+
+def test_custom_op_with_grad_inputs_runs_and_raises_on_backward(rng):
+    # The op keeps its contract: forward works on inputs that require grad, backward raises (no formula).
+    q, k, v = _qkv(rng)
+    q.requires_grad_(True)
+    out = torch.ops.sampleattn.sample_attention(q, k, v, 1.0)
+    assert out.requires_grad
+    want, _ = ref.dense(_np64(q), _np64(k), _np64(v))
+    assert np.abs(_np64(out) - want).max() <= ref.tolerance("f32")[0] * np.abs(_np64(v)).max()
+    with pytest.raises(RuntimeError, match=r"no autograd formula"):
+        out.sum().backward()
+    assert q.grad is None
+
+
+def _neg_view(rng, batch, seq, heads, d):
+    """(x, plain): x a float32 view with the negative bit set (the imaginary part of a conjugate), plain the
+    same values in an ordinary tensor."""
+    real = torch.from_numpy(rng.standard_normal((batch, seq, heads, d))).float()
+    imag = torch.from_numpy(rng.standard_normal((batch, seq, heads, d))).float()
+    x = torch.complex(real, imag).conj().imag
+    assert x.is_neg() and x.dtype == torch.float32
+    return x, (-imag).contiguous()
+
+
+def test_negative_bit_views_are_read_with_their_sign(rng):
+    (q, q0), (k, k0), (v, v0) = (_neg_view(rng, 1, 80, h, 64) for h in (4, 2, 2))
+    tol_out, tol_lse = ref.tolerance("f32")
+    vmax = np.abs(_np64(v0)).max()
+
+    want, _ = ref.dense(_np64(q0), _np64(k0), _np64(v0))
+    got = sampleattn.dense_attention(q, k, v)
+    assert np.abs(_np64(got) - want).max() <= tol_out * vmax
+
+    out, lse, sel = sampleattn.sample_attention(q, k, v, **CONFIG, return_lse=True, return_selection=True)
+    assert sel.density < 1.0
+    want, want_lse = ref.attention(_np64(q0), _np64(k0), _np64(v0), _masks(sel), 1.0 / math.sqrt(64))
+    assert np.abs(_np64(out) - want).max() <= tol_out * vmax
+    assert np.abs(lse.numpy() - want_lse).max() <= tol_lse
+    plain = sampleattn.select(q0, k0, **CONFIG)
+    for h in range(4):
+        np.testing.assert_array_equal(sampleattn.select(q, k, **CONFIG).columns(0, h), plain.columns(0, h))
+    got = sampleattn.attend(q, k, v, sel)
+    assert np.abs(_np64(got) - want).max() <= tol_out * vmax
+
+    # The custom op (and so the transformers hook) goes through the same resolution.
+    got = torch.ops.sampleattn.sample_attention(q, k, v, 0.8, 0.1, 0.05)
+    assert np.abs(_np64(got) - want).max() <= tol_out * vmax
+
+    # An output tensor with the negative bit cannot be written correctly: refused.
+    with pytest.raises(ValueError, match=r"out has the negative or conjugate bit set"):
+        sampleattn.dense_attention(q0, k0, v0, out=_neg_view(rng, 1, 80, 4, 64)[0])
+
+
+def test_meta_and_sparse_tensors_are_refused_by_name(rng):
+    q, k, v = _qkv(rng)
+    meta = [x.to("meta") for x in (q, k, v)]
+    with pytest.raises(ValueError, match=r"q is on device 'meta', which sampleattn does not support"):
+        sampleattn.sample_attention(*meta)
+    with pytest.raises(ValueError, match=r"k is on device 'meta'"):
+        sampleattn.select(q, meta[1])
+    with pytest.raises(TypeError, match=r"v has layout torch\.sparse_coo: only dense \(strided\) tensors"):
+        sampleattn.dense_attention(q, k, v.contiguous().to_sparse())
+    with pytest.raises(TypeError, match=r"q\.dtype \(float64\) is not supported"):
+        sampleattn.sample_attention(q.double(), k, v)
 
 
 def test_custom_op_matches_eager(rng):

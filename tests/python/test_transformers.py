@@ -1,8 +1,13 @@
-"""attn_implementation="sample_attention" in Hugging Face transformers, on tiny random-weight Llama, Qwen2
-and Mistral models with GQA built from configs: with alpha = 1 the logits equal SDPA's; masks, short
-prompts and decoding go to SDPA; the per-layer stats say what ran. Skipped without torch or transformers."""
+"""attn_implementation="sample_attention" in Hugging Face transformers, on tiny random-weight Llama, Qwen2,
+Mistral (and GPT-OSS, attention sinks) models with GQA built from configs: with alpha = 1 the logits equal
+SDPA's; on a model with peaked attention the sparse layers stay within the SPEC's bound of what they drop;
+masks, short prompts, decoding and float64 go to SDPA, sinks to the model's eager attention; the per-layer
+stats say what ran. Every reference model is built from its own copy of the config and checked to run SDPA
+(from_config writes config._attn_implementation). Skipped without torch or transformers."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -12,6 +17,7 @@ transformers = pytest.importorskip("transformers")
 
 import sampleattn  # noqa: E402
 import sampleattn.transformers as sat  # noqa: E402
+import spec_reference as ref  # noqa: E402
 
 TINY = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=256)
@@ -34,13 +40,30 @@ def registered():
     sat.configure(**saved)
 
 
-def _pair(config):
-    """The same random weights under sdpa and under sample_attention."""
+def _pair(config, reference="sdpa"):
+    """The same random weights under `reference` (sdpa) and under sample_attention. Each model gets its own
+    copy of the config: from_config writes config._attn_implementation into the object it is given, so one
+    shared config would make the reference run sample_attention too (and the comparisons test the hook
+    against itself)."""
     torch.manual_seed(0)
-    dense = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
-    sparse = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sample_attention").eval()
+    dense = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation=reference)
+    sparse = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config),
+                                                           attn_implementation="sample_attention")
+    dense.eval(), sparse.eval()
     sparse.load_state_dict(dense.state_dict())
+    assert dense.config is not sparse.config
+    assert dense.config._attn_implementation == reference
+    assert sparse.config._attn_implementation == "sample_attention"
     return dense, sparse
+
+
+def _reference_run(model, *args, **kwargs):
+    """The reference model's forward; it must not call the hook (no layer stats may appear)."""
+    sat.reset_stats()
+    with torch.no_grad():
+        result = model(*args, **kwargs)
+    assert sat.last_stats() == {}, "the reference model ran sample_attention"
+    return result
 
 
 def _ids(rng, batch, seq):
@@ -52,8 +75,8 @@ def test_from_config_alpha_one_matches_sdpa(rng, family):
     dense, sparse = _pair(_config(family))
     assert sparse.config._attn_implementation == "sample_attention"
     ids = _ids(rng, 2, 150)
+    want = _reference_run(dense, ids, output_hidden_states=True)
     with torch.no_grad():
-        want = dense(ids, output_hidden_states=True)
         got = sparse(ids, output_hidden_states=True)
     for a, b in zip(want.hidden_states, got.hidden_states):
         torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-5)
@@ -73,8 +96,9 @@ def test_from_pretrained(rng, tmp_path):
     sparse = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="sample_attention").eval()
     assert sparse.config._attn_implementation == "sample_attention"
     ids = _ids(rng, 1, 120)
+    want = _reference_run(dense, ids).logits
     with torch.no_grad():
-        torch.testing.assert_close(sparse(ids).logits, dense(ids).logits, atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(sparse(ids).logits, want, atol=2e-5, rtol=1e-5)
     assert sat.summary()["sample_attention_layers"] == 2
 
 
@@ -99,8 +123,9 @@ def test_dense_head_density_runs_every_head_dense(rng):
     sat.configure(alpha=0.5, sample_ratio=0.1, window_ratio=0.05, dense_head_density=0.01)
     dense, sparse = _pair(_config("llama"))
     ids = _ids(rng, 1, 150)
+    want = _reference_run(dense, ids).logits
     with torch.no_grad():
-        torch.testing.assert_close(sparse(ids).logits, dense(ids).logits, atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(sparse(ids).logits, want, atol=2e-5, rtol=1e-5)
     summary = sat.summary()
     assert summary["sample_attention_layers"] == 2 and summary["mean_density"] == 1.0
     for layer in sat.last_stats().values():
@@ -113,9 +138,9 @@ def test_padding_mask_falls_back_to_sdpa(rng):
     mask = torch.ones(2, 80, dtype=torch.long)
     mask[0, :11] = 0  # left padding
     sat.configure(alpha=0.3)  # a mask that the sparse path would ignore would change the logits
+    want = _reference_run(dense, ids, attention_mask=mask).logits
     with torch.no_grad():
-        torch.testing.assert_close(sparse(ids, attention_mask=mask).logits, dense(ids, attention_mask=mask).logits,
-                                   atol=0, rtol=0)
+        torch.testing.assert_close(sparse(ids, attention_mask=mask).logits, want, atol=0, rtol=0)
     stats = sat.last_stats()
     assert {s.path for s in stats.values()} == {"sdpa"}
     assert {s.reason for s in stats.values()} == {"attention_mask"}
@@ -125,14 +150,17 @@ def test_short_prompts_and_decoding_use_sdpa(rng):
     sat.configure(min_seq_len=100, alpha=0.3)
     dense, sparse = _pair(_config("mistral"))
     short = _ids(rng, 1, 60)
+    want = _reference_run(dense, short).logits
     with torch.no_grad():
-        torch.testing.assert_close(sparse(short).logits, dense(short).logits, atol=0, rtol=0)
+        torch.testing.assert_close(sparse(short).logits, want, atol=0, rtol=0)
     assert {s.reason for s in sat.last_stats().values()} == {"short"}
 
     sat.configure(alpha=1.0)
     prompt = _ids(rng, 1, 120)
+    sat.reset_stats()
     with torch.no_grad():
         want = dense.generate(prompt, max_new_tokens=6, do_sample=False)
+        assert sat.last_stats() == {}
         got = sparse.generate(prompt, max_new_tokens=6, do_sample=False)
     torch.testing.assert_close(got, want, atol=0, rtol=0)
     assert {s.reason for s in sat.last_stats().values()} == {"decode"}
@@ -145,8 +173,9 @@ def test_sliding_window_mask_is_honoured(rng):
     dense, sparse = _pair(_config("mistral", sliding_window=16))
     sat.configure(alpha=0.3)
     ids = _ids(rng, 1, 64)
+    want = _reference_run(dense, ids).logits
     with torch.no_grad():
-        torch.testing.assert_close(sparse(ids).logits, dense(ids).logits, atol=0, rtol=0)
+        torch.testing.assert_close(sparse(ids).logits, want, atol=0, rtol=0)
     assert {s.path for s in sat.last_stats().values()} == {"sdpa"}
 
 
@@ -227,5 +256,255 @@ def test_compiled_model_fullgraph(rng):
     dense, sparse = _pair(_config("llama"))
     ids = _ids(rng, 1, 90)
     compiled = torch.compile(sparse, fullgraph=True, backend="aot_eager")
+    want = _reference_run(dense, ids).logits
     with torch.no_grad():
-        torch.testing.assert_close(compiled(ids).logits, dense(ids).logits, atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(compiled(ids).logits, want, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("sample_ratio", -1.0, r"sample_ratio \(-1\.0\) must be in \(0, 1\]"),
+        ("sample_ratio", 0, r"sample_ratio \(0\) must be in \(0, 1\]"),
+        ("sample_ratio", 1.5, r"sample_ratio \(1\.5\) must be in \(0, 1\]"),
+        ("sample_ratio", float("nan"), r"sample_ratio \(nan\) must be in \(0, 1\]"),
+        ("window_ratio", -0.1, r"window_ratio \(-0\.1\) must be in \[0, 1\]"),
+        ("window_ratio", 2, r"window_ratio \(2\) must be in \[0, 1\]"),
+        ("window_ratio", float("nan"), r"window_ratio \(nan\) must be in \[0, 1\]"),
+        ("sink_tokens", -1, r"sink_tokens \(-1\) must be >= 0"),
+        ("sink_tokens", 2.5, r"sink_tokens \(2\.5\) must be an integer"),
+        ("sink_tokens", 2**64, r"sink_tokens \(18446744073709551616\) must be < 2\*\*63"),
+        ("alpha", float("nan"), r"alpha \(nan\) must be in \(0, 1\]"),
+        ("alpha", -0.5, r"alpha \(-0\.5\) must be in \(0, 1\]"),
+        ("dense_head_density", float("nan"), r"dense_head_density \(nan\) must be in \(0, 1\]"),
+        ("min_seq_len", float("inf"), r"min_seq_len \(inf\) must be an integer"),
+    ],
+)
+def test_configure_and_register_reject_invalid_settings(setting, value, message):
+    # Each setting is checked when it is set (the library's ranges, include/sampleattn/config.h), instead of
+    # every later call silently falling back to SDPA; nothing is applied when any setting is bad.
+    before = sat.settings()
+    with pytest.raises(ValueError, match=message):
+        sat.configure(**{setting: value})
+    with pytest.raises(ValueError, match=message):
+        sat.register(**{setting: value})
+    other = "min_seq_len" if setting != "min_seq_len" else "alpha"
+    with pytest.raises(ValueError, match=message):
+        sat.configure(**{other: 5 if other == "min_seq_len" else 0.5, setting: value})
+    assert sat.settings() == before
+    with pytest.raises(TypeError, match=r"alpha must be a real number, not str"):
+        sat.configure(alpha="0.9")
+
+
+def test_configure_boundaries_are_the_librarys(rng):
+    # The closed ends of each range are accepted here and by the library alike, and the hook then runs.
+    settings = sat.configure(alpha=1.0, sample_ratio=1.0, window_ratio=0.0, sink_tokens=0, dense_head_density=1.0)
+    assert settings["window_ratio"] == 0.0 and settings["sample_ratio"] == 1.0
+    module = _Module()
+    q, k, v = _heads(rng, 1, 8, 40, 32), _heads(rng, 1, 4, 40, 32), _heads(rng, 1, 4, 40, 32)
+    got, _ = sat.sample_attention_forward(module, q, k, v, None)
+    assert sat.last_stats()[0].path == "sample_attention"
+    want, _ = ref.dense(*(x.transpose(1, 2).double().numpy() for x in (q, k, v)))
+    np.testing.assert_allclose(got.double().numpy(), want, atol=2e-5 * np.abs(v.numpy()).max(), rtol=0)
+
+
+def test_float64_model_falls_back_to_sdpa(rng):
+    # The kernels cover float32 / float16 / bfloat16: any other dtype takes the SDPA path on every device.
+    dense, sparse = _pair(_config("llama"))
+    dense.double(), sparse.double()
+    ids = _ids(rng, 1, 100)
+    want = _reference_run(dense, ids).logits
+    with torch.no_grad():
+        got = sparse(ids).logits
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    stats = sat.last_stats()
+    assert {(s.path, s.reason) for s in stats.values()} == {("sdpa", "unsupported dtype: float64")}
+    assert sat.summary()["reasons"] == ["unsupported dtype: float64"]
+
+
+def test_forward_in_grad_mode(rng):
+    # An ordinary forward without no_grad (parameters require grad) works and records its stats; backward through
+    # a sampled layer raises (the op has no autograd formula) instead of returning wrong gradients.
+    dense, sparse = _pair(_config("llama"))
+    ids = _ids(rng, 1, 100)
+    want = _reference_run(dense, ids).logits
+    got = sparse(ids).logits
+    assert got.requires_grad
+    torch.testing.assert_close(got.detach(), want, atol=2e-5, rtol=1e-5)
+    summary = sat.summary()
+    assert summary["sample_attention_layers"] == 2 and summary["mean_density"] == 1.0
+    with pytest.raises(RuntimeError, match=r"no autograd formula"):
+        got.sum().backward()
+
+
+# Peaked attention: initializer_range 0.5 gives logits that span ~100 within a row.
+PEAKY = dict(initializer_range=0.5)
+
+
+def test_peaky_model_full_window_matches_sdpa(rng):
+    # window_ratio 1: the band covers every visible key, so the mask is the causal one whatever stage 2 keeps,
+    # and the model must equal SDPA to fp32 rounding.
+    sat.configure(alpha=1.0, window_ratio=1.0)
+    dense, sparse = _pair(_config("llama", **PEAKY))
+    ids = _ids(rng, 2, 150)
+    want = _reference_run(dense, ids, output_hidden_states=True)
+    with torch.no_grad():
+        got = sparse(ids, output_hidden_states=True)
+    for a, b in zip(want.hidden_states, got.hidden_states):
+        torch.testing.assert_close(b, a, atol=1e-5 * float(a.abs().max()), rtol=1e-5)
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-5 * float(want.logits.abs().max()), rtol=1e-5)
+    for layer in sat.last_stats().values():
+        assert layer.path == "sample_attention" and np.all(layer.density == 1.0)
+
+
+def test_peaky_model_alpha_one_matches_sdpa(rng):
+    sat.configure(alpha=1.0)
+    dense, sparse = _pair(_config("llama", **PEAKY))
+    ids = _ids(rng, 2, 150)
+    want = _reference_run(dense, ids).logits
+    with torch.no_grad():
+        got = sparse(ids).logits
+    for layer in sat.last_stats().values():
+        assert np.all(layer.density == 1.0), layer.kept_columns
+    torch.testing.assert_close(got, want, atol=1e-5 * float(want.abs().max()), rtol=1e-5)
+
+
+def test_peaky_model_sparse_layers_within_the_dropped_mass(rng):
+    # alpha 0.5 on peaked attention: every layer runs sparse (density < 1) and its output differs from dense
+    # attention, row by row, by no more than SPEC's bound 2 (1 - s_r) max |v|, s_r the exact (fp64) mass that the
+    # layer's mask keeps in row r. The layers' inputs are captured from the model's own forward pass.
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    config = dict(alpha=0.5, sample_ratio=0.1, window_ratio=0.05)
+    sat.configure(**config)
+    captured = {}
+
+    def capture(module, query, key, value, attention_mask, **kwargs):
+        out, weights = sat.sample_attention_forward(module, query, key, value, attention_mask, **kwargs)
+        captured[module.layer_idx] = (query, key, value, kwargs["scaling"], out)
+        return out, weights
+
+    AttentionInterface.register("sample_attention_capture", capture)
+    AttentionMaskInterface.register("sample_attention_capture", sdpa_mask)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(
+        _config("llama", **PEAKY), attn_implementation="sample_attention_capture").eval()
+    with torch.no_grad():
+        model(_ids(rng, 1, 200))
+    stats = sat.last_stats()
+    assert sorted(captured) == sorted(stats) == [0, 1]
+    tol_out, _ = ref.tolerance("f32")
+    for layer, (query, key, value, scaling, out) in captured.items():
+        st = stats[layer]
+        assert st.path == "sample_attention" and st.density.max() < 1.0
+        q, k, v = (x.transpose(1, 2).double().numpy() for x in (query, key, value))
+        # The layer's selection, recomputed (stage 1 and 2 are deterministic), matches what the stats report.
+        sel = sampleattn.select(*(x.transpose(1, 2) for x in (query, key)), **config, scale=scaling)
+        np.testing.assert_array_equal(sel.kept_columns, st.kept_columns)
+        np.testing.assert_array_equal(sel.window, st.window)
+        np.testing.assert_allclose(sel.head_density, st.density, rtol=1e-12)
+        masks = [[ref.mask_of(sel.seq_q, sel.seq_k, int(sel.window[0, h]), sel.columns(0, h), True)
+                  for h in range(sel.heads)]]
+        got = out.double().numpy()
+        sparse_want, _ = ref.attention(q, k, v, masks, scaling)
+        dense_want, _ = ref.dense(q, k, v, scale=scaling)
+        vmax = np.abs(v).max()
+        assert np.abs(got - sparse_want).max() <= tol_out * vmax  # the hook computes the masked attention
+        sdpa = torch.nn.functional.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling,
+                                                                enable_gqa=True).transpose(1, 2).double().numpy()
+        assert np.abs(sdpa - dense_want).max() <= tol_out * vmax  # the fp64 reference is SDPA's result
+        error = np.abs(got - sdpa).max(axis=-1)  # [1, seq, heads]
+        for h in range(sel.heads):
+            p, _ = ref.softmax_rows(ref.scores(q, k, 0, h, sel.heads // k.shape[2], scaling),
+                                    ref.visible(sel.seq_q, sel.seq_k, True))
+            kept = (p * masks[0][h]).sum(axis=1)
+            vmax_h = np.abs(v[0, :, h // (sel.heads // k.shape[2])]).max()
+            assert np.all(error[0, :, h] <= 2 * (1 - kept) * vmax_h + 2 * tol_out * vmax_h), (layer, h)
+        assert error.max() > 1e-3  # the comparison is not vacuous: the layer did drop mass
+
+
+_needs_gpt_oss = pytest.mark.skipif(not hasattr(transformers, "GptOssConfig"), reason="no GPT-OSS here")
+
+
+def _gpt_oss_config(**overrides):
+    values = dict(vocab_size=97, hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+                  layer_types=["sliding_attention", "full_attention"], sliding_window=16, initializer_range=0.5)
+    values.update(overrides)
+    return transformers.GptOssConfig(**values)
+
+
+def _sink_attention(q, k, v, sinks, scale, keep):
+    """fp64 attention with one learnt sink logit per head in the softmax's denominator (GPT-OSS):
+    q [B, Hq, Sq, d], k, v [B, Hkv, Sk, d] as NumPy, keep [B or 1, 1, Sq, Sk] bool. Returns [B, Sq, Hq, d]."""
+    batch, heads, seq_q, d = q.shape
+    group = heads // k.shape[1]
+    out = np.zeros((batch, seq_q, heads, d))
+    for b in range(batch):
+        for h in range(heads):
+            s = q[b, h] @ k[b, h // group].T * scale
+            s = np.where(keep[min(b, keep.shape[0] - 1), 0], s, -np.inf)
+            m = np.maximum(s.max(axis=1, keepdims=True), sinks[h])
+            e = np.exp(s - m)
+            out[b, :, h] = (e / (e.sum(axis=1, keepdims=True) + np.exp(sinks[h] - m))) @ v[b, h // group]
+    return out
+
+
+@_needs_gpt_oss
+def test_attention_sinks_function_against_fp64(rng):
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssAttention
+
+    sat.configure(alpha=0.3)  # the sparse path, if it ran, would change the output
+    module = GptOssAttention(_gpt_oss_config(), layer_idx=1)
+    with torch.no_grad():
+        module.sinks.copy_(torch.from_numpy(rng.standard_normal(4) * 3.0))
+    sinks = module.sinks.detach().double().numpy()
+    q, k, v = _heads(rng, 2, 4, 40, 16, 3.0), _heads(rng, 2, 2, 40, 16), _heads(rng, 2, 2, 40, 16)
+    q64, k64, v64 = (x.double().numpy() for x in (q, k, v))
+    causal = np.tril(np.ones((40, 40), dtype=bool))[None, None]
+    padded = (causal & (np.arange(40) >= 7)) | np.eye(40, dtype=bool)  # left padding, as sdpa_mask builds it
+    for mask, keep in ((None, causal), (torch.from_numpy(padded), padded)):
+        with torch.no_grad():
+            got, _ = sat.sample_attention_forward(module, q, k, v, mask, scaling=0.25, s_aux=module.sinks)
+        want = _sink_attention(q64, k64, v64, sinks, 0.25, keep)
+        np.testing.assert_allclose(got.double().numpy(), want, atol=1e-5, rtol=0)
+        no_sinks = _sink_attention(q64, k64, v64, np.full(4, -np.inf), 0.25, keep)
+        assert np.abs(want - no_sinks).max() > 0.05  # the sinks matter here
+        assert sat.last_stats()[1].path == "eager" and sat.last_stats()[1].reason == "attention_sinks"
+    # Decoding (one query row, no mask): the row sees every cached key, and the sinks.
+    with torch.no_grad():
+        got, _ = sat.sample_attention_forward(module, q[:, :, -1:], k, v, None, scaling=0.25, s_aux=module.sinks)
+    want = _sink_attention(q64[:, :, -1:], k64, v64, sinks, 0.25, np.ones((1, 1, 1, 40), dtype=bool))
+    np.testing.assert_allclose(got.double().numpy(), want, atol=1e-5, rtol=0)
+    # A module without an eager function that reads the sinks: a clear error, never an answer without them.
+    with pytest.raises(ValueError, match=r"_Module has attention sinks \(s_aux\).*attn_implementation='eager'"):
+        sat.sample_attention_forward(_Module(), q, k, v, None, s_aux=module.sinks)
+
+
+@_needs_gpt_oss
+def test_attention_sinks_model_matches_eager(rng):
+    sat.configure(min_seq_len=16, alpha=0.3)
+    dense, sparse = _pair(_gpt_oss_config(), reference="eager")
+    with torch.no_grad():
+        for layer in dense.model.layers:
+            layer.self_attn.sinks.normal_(0, 3.0)
+    sparse.load_state_dict(dense.state_dict())
+    ids = _ids(rng, 2, 40)
+    mask = torch.ones(2, 40, dtype=torch.long)
+    mask[1, :5] = 0
+    for kwargs in ({}, {"attention_mask": mask}):
+        want = _reference_run(dense, ids, **kwargs).logits
+        with torch.no_grad():
+            got = sparse(ids, **kwargs).logits
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        summary = sat.summary()
+        assert summary["eager_layers"] == 2 and summary["sdpa_layers"] == 0
+        assert summary["reasons"] == ["attention_sinks"]
+    sat.reset_stats()
+    with torch.no_grad():
+        want = dense.generate(ids[:1], max_new_tokens=4, do_sample=False)
+        got = sparse.generate(ids[:1], max_new_tokens=4, do_sample=False)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    assert {(s.path, s.reason) for s in sat.last_stats().values()} == {("eager", "attention_sinks")}
