@@ -172,10 +172,11 @@ def check_rows(q, k, v, out, lse, sel, causal, rows, heads):
         ref_lse = torch.logsumexp(s, dim=1)
         ref = torch.softmax(s, dim=1) @ vf
         got = out[0, rows_t, h].float()
-        worst = max(worst, (got - ref).abs().max().item())
-        worst_lse = max(worst_lse, (lse[0, h, rows_t] - ref_lse).abs().max().item())
-        if not torch.isfinite(got).all():
-            worst = float("inf")
+        got_lse = lse[0, h, rows_t]
+        # A NaN difference would lose every max() comparison and read as 0: unwritten rows count as inf.
+        worst = max(worst, (got - ref).abs().max().item() if torch.isfinite(got).all() else float("inf"))
+        worst_lse = max(worst_lse,
+                        (got_lse - ref_lse).abs().max().item() if torch.isfinite(got_lse).all() else float("inf"))
     return worst / vmax, worst_lse
 
 
@@ -224,6 +225,7 @@ def run(args):
             except Exception as e:  # a backend missing on this build: recorded, not fatal
                 case[f"sdpa_{backend_name}_error"] = str(e)[:200]
         for name, kern in kernels:
+            out.fill_(float("nan"))
             kern(q, k, v, out, lse)
             torch.cuda.synchronize()
             if "sdpa_cudnn_ms" in case:
@@ -231,6 +233,9 @@ def run(args):
                 case[f"{name}_err_vs_cudnn"] = err
                 results["checks"].append({"what": f"dense {seq} {name} vs cudnn", "err": err, "tol": BF16_TOL,
                                           "ok": bool(err <= BF16_TOL)})
+            else:  # the check could not run: recorded as failed, never left out
+                results["checks"].append({"what": f"dense {seq} {name} vs cudnn", "ok": False,
+                                          "error": "no SDPA cuDNN reference"})
         fns = [lambda kern=kern: kern(q, k, v, out, lse) for _, kern in kernels]
         for (name, _), ms in zip(kernels, time_interleaved(fns, flush, reps)):
             case[f"{name}_ms"] = ms
@@ -258,6 +263,7 @@ def run(args):
             runners = kernels
             for name, kern in runners:
                 out.fill_(float("nan"))
+                lse.fill_(float("nan"))
                 kern(q, k, v, out, lse, sel=sel)
                 torch.cuda.synchronize()
                 rows = sorted({0, 1, seq // 3, seq // 2 + 5, seq - 129, seq - 2, seq - 1})
@@ -300,20 +306,25 @@ def run(args):
         flops = 4.0 * seq * seq * dd * hq / 2
         case = {"kind": "dense", "seq": seq, "hq": hq, "hkv": hkv, "d": dd, "dtype": tag, "causal": True,
                 "flops": flops}
+        ref = None
         for backend_name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
             try:
                 fn, _ = sdpa_fn(q, k, v, backend)
                 case[f"sdpa_{backend_name}_ms"] = time_ms(fn, flush, 5)
                 if backend_name == "cudnn":
                     ref = fn().transpose(1, 2)
-                    primary(q, k, v, out)
-                    err = ((out.float() - ref.float()).abs().max() / v.float().abs().max()).item()
-                    tol = BF16_TOL if tag == "bf16" else 2e-3
-                    results["checks"].append({"what": f"dense 32K d{dd} {tag} vs cudnn", "err": err, "tol": tol,
-                                              "ok": bool(err <= tol)})
-                    del ref
             except Exception as e:
                 case[f"sdpa_{backend_name}_error"] = str(e)[:200]
+        what = f"dense 32K d{dd} {tag} vs cudnn"
+        if ref is None:  # the check could not run: recorded as failed, never left out
+            results["checks"].append({"what": what, "ok": False, "error": "no SDPA cuDNN reference"})
+        else:
+            out.fill_(float("nan"))
+            primary(q, k, v, out)
+            err = ((out.float() - ref.float()).abs().max() / v.float().abs().max()).item()
+            tol = BF16_TOL if tag == "bf16" else 2e-3
+            results["checks"].append({"what": what, "err": err, "tol": tol, "ok": bool(err <= tol)})
+            del ref
         case[f"{primary_name}_ms"] = time_ms(lambda: primary(q, k, v, out), flush, 5)
         case[f"{primary_name}_tflops"] = flops / case[f"{primary_name}_ms"] / 1e9
         results["cases"].append(case)

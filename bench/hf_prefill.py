@@ -56,6 +56,19 @@ def set_impl(model, name: str) -> None:
         model.config._attn_implementation = name
 
 
+def prefill_as(model, impl, ids):
+    """One prefill with `impl`, checked to have run it: sdpa must leave no sample_attention stats, and
+    sample_attention must have sampled every layer (the prompts here are all above min_seq_len)."""
+    set_impl(model, impl)
+    sat.reset_stats()
+    out = prefill(model, ids)
+    sampled = sat.summary()["sample_attention_layers"]
+    expected = model.config.num_hidden_layers if impl == "sample_attention" else 0
+    if sampled != expected:
+        raise RuntimeError(f"{impl} prefill ran sample_attention in {sampled} layers, expected {expected}")
+    return out
+
+
 def prefill(model, ids):
     hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state
     return model.lm_head(hidden[:, -1:])
@@ -126,7 +139,7 @@ def main() -> int:
         row = {"seq": seq}
         with torch.no_grad():
             for impl in ("sdpa", "sample_attention"):
-                set_impl(model, impl)
+                prefill_as(model, impl, ids)  # also the warm-up
                 ms, all_ms = timed(lambda: prefill(model, ids), args.repeat)
                 row[f"{impl}_ms"], row[f"{impl}_runs_ms"] = ms, all_ms
                 if impl == "sample_attention":
@@ -141,12 +154,10 @@ def main() -> int:
             row.update(sample_attention_dhd075_ms=ms, sample_attention_dhd075_runs_ms=all_ms,
                        mean_density_dhd075=sat.summary()["mean_density"])
             sat.configure(dense_head_density=1.0)
-            set_impl(model, "sdpa")
-            want = prefill(model, ids).float()
-            set_impl(model, "sample_attention")
-            got = prefill(model, ids).float()
+            want = prefill_as(model, "sdpa", ids).float()
+            got = prefill_as(model, "sample_attention", ids).float()
             sat.configure(alpha=1.0)  # keeps every column with mass: must agree with sdpa to bf16 rounding
-            got_alpha1 = prefill(model, ids).float()
+            got_alpha1 = prefill_as(model, "sample_attention", ids).float()
             sat.configure(alpha=0.95)
         row["speedup"] = row["sdpa_ms"] / row["sample_attention_ms"]
         row["last_logits_rel_diff"] = rel(got, want)

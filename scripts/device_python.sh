@@ -77,7 +77,9 @@ start=$(date +%s)
 build_ext "$PWD/build-python/device/prefix" /tmp/pyb /tmp/site || exit 1
 echo "extension built in $(( $(date +%s) - start )) s"
 SITE=/tmp/site
-if [ -n "${CHECK_SETS:-}" ] && ! run_sets /tmp/site carried "$CHECK_SETS" && [ "${REBUILD:-0}" = 1 ]; then
+check_failed=0
+if [ -n "${CHECK_SETS:-}" ] && ! run_sets /tmp/site carried "$CHECK_SETS"; then check_failed=1; fi
+if [ "$check_failed" = 1 ] && [ "${REBUILD:-0}" = 1 ]; then
   start=$(date +%s)
   if cmake -S . -B /tmp/libb -G Ninja -DCMAKE_BUILD_TYPE=Release -DSAMPLEATTN_BUILD_TESTS=OFF \
        -DSAMPLEATTN_BUILD_TOOLS=OFF -DSAMPLEATTN_CUDA=ON "-DSAMPLEATTN_CUDA_GENCODE=-gencode=arch=compute_90a,code=sm_90a" \
@@ -91,10 +93,20 @@ if [ -n "${CHECK_SETS:-}" ] && ! run_sets /tmp/site carried "$CHECK_SETS" && [ "
 fi
 echo "using $SITE"
 export PYTHONPATH=$SITE
+status=0
+[ "$check_failed" = 1 ] && [ "$SITE" = /tmp/site ] && status=1  # CHECK_SETS failed and no rebuild passed them
+# test_cuda.py skips without a GPU or a CUDA build of the extension: here that would hide every GPU test.
+if ! "$PY" -c "import sampleattn, torch, sys; sys.exit(0 if torch.cuda.is_available() and sampleattn.built_with_cuda else 1)"; then
+  echo "the extension has no CUDA backend or torch sees no GPU: the GPU tests would only skip"
+  status=1
+fi
 if [ "${TESTS:-1}" = 1 ]; then
-  run_sets "$SITE" main "${PYTEST_SETS:-.}"
+  run_sets "$SITE" main "${PYTEST_SETS:-.}" || status=1
 fi
 if [ "${BENCH:-1}" = 1 ]; then
   timeout "${BENCH_TIMEOUT:-240}" "$PY" bench/hf_prefill.py --layers "${LAYERS:-4}" --repeat "${REPEAT:-3}" \
     --seq ${SEQS:-32768 131072} --out "$OUT/h200-hf-$(date -u +%F).json" 2>&1 | tee "$OUT/bench.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
+echo "device_python status=$status"
+exit $status
