@@ -231,24 +231,27 @@ TEST(ReferenceSelect, CoverageReachesAlphaAndSparseObeysTheErrorBound) {
   }
 }
 
-TEST(ReferenceSelect, AlphaOneWithFullWindowEqualsDense) {
+TEST(ReferenceSelect, AlphaOneEqualsDense) {
   std::mt19937_64 rng(test::test_seed());
   for (bool causal : {true, false}) {
     HostTensor q(DType::f32, 2, 20, 4, 8), k(DType::f32, 2, 33, 1, 8), v(DType::f32, 2, 33, 1, 8);
     q.fill_random(rng);
     k.fill_random(rng);
     v.fill_random(rng);
-    SampleConfig cfg;
-    cfg.alpha = 1.0;
-    cfg.window_ratio = 1.0;
-    HostTensor sparse(DType::f32, 2, 20, 4, 8), dense(DType::f32, 2, 20, 4, 8);
-    std::vector<float> lse_s(2 * 4 * 20), lse_d(2 * 4 * 20);
-    const Selection sel =
-        sample_attention(q.view(), k.view(), v.view(), sparse.view(), lse_s.data(), {causal}, cfg, kRef);
-    dense_attention(q.view(), k.view(), v.view(), dense.view(), lse_d.data(), {causal}, kRef);
-    EXPECT_DOUBLE_EQ(sel.density(), 1.0);
-    EXPECT_LE(test::max_abs_diff(sparse, dense), 1e-6);
-    EXPECT_LE(test::max_abs_diff(lse_s, lse_d), 1e-6);
+    for (const double window_ratio : {1.0, 0.0}) {  // 0: a one-key window, every other key kept by alpha = 1
+      SampleConfig cfg;
+      cfg.alpha = 1.0;
+      cfg.window_ratio = window_ratio;
+      cfg.min_window = 1;
+      HostTensor sparse(DType::f32, 2, 20, 4, 8), dense(DType::f32, 2, 20, 4, 8);
+      std::vector<float> lse_s(2 * 4 * 20), lse_d(2 * 4 * 20);
+      const Selection sel =
+          sample_attention(q.view(), k.view(), v.view(), sparse.view(), lse_s.data(), {causal}, cfg, kRef);
+      dense_attention(q.view(), k.view(), v.view(), dense.view(), lse_d.data(), {causal}, kRef);
+      EXPECT_DOUBLE_EQ(sel.density(), 1.0) << "window_ratio " << window_ratio;
+      EXPECT_LE(test::max_abs_diff(sparse, dense), 1e-6);
+      EXPECT_LE(test::max_abs_diff(lse_s, lse_d), 1e-6);
+    }
   }
 }
 

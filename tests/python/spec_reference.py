@@ -83,6 +83,11 @@ class HeadSelection:
     boundary: float  # colscore of the last column that stage 2 kept (before sinks)
     coverage: float  # fraction of the sampled rows' mass inside the mask
     density: float  # kept / visible entries
+    after: float = -math.inf  # colscore of the first column that stage 2 dropped (-inf: it dropped none)
+
+    def cut_gap(self) -> float:
+        """How far stage 2's cut is from a tie: (boundary - after) / total score."""
+        return (self.boundary - self.after) / self.colscore.sum()
 
 
 def scores(q, k, b, h, group, scale):
@@ -111,7 +116,16 @@ def select_head(q, k, b, h, *, alpha, sample_ratio, window_ratio, min_window, si
         mask = mask_of(seq_q, seq_k, w, columns, causal, dense_tail)
     coverage = float((p * mask[rows]).sum() / len(rows))
     density = float(mask.sum() / vis.sum())
-    return HeadSelection(w, columns, colscore, float(colscore[order[m - 1]]), coverage, density)
+    after = float(colscore[order[m]]) if m < seq_k else -math.inf
+    return HeadSelection(w, columns, colscore, float(colscore[order[m - 1]]), coverage, density, after)
+
+
+def non_ties(got_columns, want: HeadSelection, rel: float = 1e-5) -> np.ndarray:
+    """The columns that are in only one of got_columns and want.columns and whose SPEC score is no tie with
+    stage 2's boundary (|colscore - boundary| > rel * total score). A backend sums scores in fp32, so a column
+    tied with the boundary within rounding may go either way; any column returned here is a real difference."""
+    diff = np.setxor1d(np.asarray(got_columns, dtype=np.int64), want.columns)
+    return diff[np.abs(want.colscore[diff] - want.boundary) > rel * want.colscore.sum()]
 
 
 def attention(q, k, v, masks, scale):
@@ -132,3 +146,20 @@ def dense(q, k, v, causal=True, scale=None):
     vis = visible(q.shape[1], k.shape[1], causal)
     masks = [[vis for _ in range(q.shape[2])] for _ in range(q.shape[0])]
     return attention(q, k, v, masks, scale)
+
+
+def spec_selections(q, k, *, causal, scale, alpha, sample_ratio, window_ratio, min_window=64, sink_tokens=0,
+                    dense_tail=0, min_gap=1e-3):
+    """select_head for every (batch, query head), asserting that each head's stage-2 cut is at least min_gap of
+    the total score away from a tie, so that a backend must reproduce the columns exactly. [batch][head] lists."""
+    result = []
+    for b in range(q.shape[0]):
+        row = []
+        for h in range(q.shape[2]):
+            sel = select_head(q, k, b, h, alpha=alpha, sample_ratio=sample_ratio, window_ratio=window_ratio,
+                              min_window=min_window, sink_tokens=sink_tokens, dense_tail=dense_tail, causal=causal,
+                              scale=scale)
+            assert sel.cut_gap() > min_gap, (b, h, sel.cut_gap())
+            row.append(sel)
+        result.append(row)
+    return result

@@ -12,6 +12,7 @@ import pytest
 import sampleattn
 import spec_reference as ref
 from inputs import strided
+from selection_check import check_selection as _check_selection
 
 BACKENDS = ["cpu", "cpu_reference"]
 
@@ -40,42 +41,6 @@ def _inputs(rng, shape, dtype=np.float32):
 def _lib_masks(sel, seq_q, seq_k):
     return [[ref.mask_of(seq_q, seq_k, int(sel.window[b, h]), sel.columns(b, h), sel.causal, sel.dense_tail)
              for h in range(sel.heads)] for b in range(sel.batch)]
-
-
-def _check_selection(sel, q, k, config, causal=True, scale=None):
-    """The library's selection against the fp64 SPEC, head by head. Stage 2 sums fp32 scores in the
-    library, so a column whose score ties the boundary within rounding may differ; nothing else may."""
-    seq_q, seq_k, d = q.shape[1], k.shape[1], q.shape[3]
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    cfg = dict(alpha=0.95, sample_ratio=0.05, window_ratio=0.08, min_window=64, sink_tokens=0, dense_tail=0,
-               dense_head_density=1.0)
-    cfg.update(config)
-    assert (sel.batch, sel.heads, sel.seq_q, sel.seq_k) == (q.shape[0], q.shape[2], seq_q, seq_k)
-    exact = 0
-    for b in range(sel.batch):
-        for h in range(sel.heads):
-            want = ref.select_head(q, k, b, h, causal=causal, scale=scale, **cfg)
-            got = np.asarray(sel.columns(b, h))
-            assert int(sel.window[b, h]) == want.window
-            assert np.all(np.diff(got) > 0), "columns must be sorted and unique"
-            diff = np.setxor1d(got, want.columns)
-            if diff.size == 0:
-                exact += 1
-            else:
-                tie = 1e-5 * want.colscore.sum()
-                assert np.all(np.abs(want.colscore[diff] - want.boundary) <= tie), (b, h, diff)
-            rows = ref.sampled_rows(cfg["sample_ratio"], seq_q)
-            mask = ref.mask_of(seq_q, seq_k, want.window, got, causal, cfg["dense_tail"])
-            p, _ = ref.softmax_rows(ref.scores(q, k, b, h, q.shape[2] // k.shape[2], scale)[rows],
-                                    ref.visible(seq_q, seq_k, causal)[rows])
-            coverage = (p * mask[rows]).sum() / len(rows)
-            assert sel.sampled_coverage[b, h] == pytest.approx(coverage, abs=1e-4)
-            assert coverage >= cfg["alpha"] - 1e-5
-            vis = ref.visible(seq_q, seq_k, causal)
-            assert sel.kept_entries[b, h] == mask.sum()
-            assert sel.visible_entries[b, h] == vis.sum()
-            assert sel.head_density[b, h] == pytest.approx(mask.sum() / vis.sum(), rel=1e-12)
-    return exact / (sel.batch * sel.heads)
 
 
 def _check_attention(out, lse, q, k, v, masks, dtype_name, scale=None):
@@ -249,3 +214,64 @@ def test_bare_dlpack_producers(rng):
     np.testing.assert_array_equal(buffer, dense)
     with pytest.raises(ValueError, match=r"q lives on DLPack device type 14, which sampleattn does not support"):
         sampleattn.sample_attention(_DLPackOnly(q, device=(14, 0)), dk, dv)
+
+
+def _spec_metrics(q, k, v, sel, rows, scale=None, group_of=None):
+    """exact_metrics recomputed in fp64 from the SPEC: per (batch, query head), over `rows`, the dense causal
+    probabilities P (row r at key position Sk - Sq + r), the mass s_r = sum of P over the selection's mask (band,
+    columns, dense tail), the renormalised sparse output O~ = (P * mask) V / s_r and the dense O = P V; returns
+    min_r s_r, mean_r s_r and ||O~ - O||_F / ||O||_F over the rows, each [batch, q_heads]. group_of(h) is the KV
+    head that query head h reads (SPEC: h // (Hq / Hkv))."""
+    batch, seq_q, q_heads, d = q.shape
+    seq_k, group = k.shape[1], q_heads // k.shape[2]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    group_of = group_of or (lambda h: h // group)
+    rows = np.asarray(rows, dtype=np.int64)
+    vis = ref.visible(seq_q, seq_k, sel.causal)[rows]
+    result = {name: np.zeros((batch, q_heads)) for name in ("min_kept_mass", "mean_kept_mass", "rel_error")}
+    for b in range(batch):
+        for h in range(q_heads):
+            g = group_of(h)
+            s = (q[b, rows, h].astype(np.float64) @ k[b, :, g].astype(np.float64).T) * scale
+            p, _ = ref.softmax_rows(s, vis)
+            mask = ref.mask_of(seq_q, seq_k, int(sel.window[b, h]), sel.columns(b, h), sel.causal,
+                               sel.dense_tail)[rows]
+            kept = (p * mask).sum(axis=1)
+            vv = v[b, :, g].astype(np.float64)
+            dense_o = p @ vv
+            sparse_o = ((p * mask) @ vv) / kept[:, None]
+            result["min_kept_mass"][b, h] = kept.min()
+            result["mean_kept_mass"][b, h] = kept.mean()
+            result["rel_error"][b, h] = np.linalg.norm(sparse_o - dense_o) / np.linalg.norm(dense_o)
+    return result
+
+
+@pytest.mark.parametrize("shape, config", [
+    ((2, 96, 96, 4, 2, 32, "bhsd"), dict(CONFIG, alpha=0.6)),
+    ((1, 70, 130, 8, 2, 64, "slice"), dict(CONFIG, alpha=0.7, sink_tokens=3, dense_tail=5)),
+], ids=["gqa4-2", "gqa8-2-chunked-sinks-tail"])
+def test_exact_metrics_against_spec(rng, shape, config):
+    # exact_metrics (CRA = min kept mass, mean kept mass, relative error) against an fp64 recomputation from the
+    # SPEC, per head, on a sparse selection (density well under 1) over many rows, with GQA (query heads h and
+    # h + 1 share KV head h // group, so a wrong head mapping changes the numbers) and, in the second case,
+    # chunked prefill (Sq < Sk), sinks and a dense tail.
+    q, k, v = _inputs(rng, shape)
+    batch, seq_q, _, q_heads, kv_heads = shape[:5]
+    _, sel = sampleattn.sample_attention(q, k, v, **config, return_selection=True)
+    assert sel.density < 0.8 and sel.dense_tail == config.get("dense_tail", 0)
+    explicit = [0, 1, 7, seq_q // 3, seq_q // 2, seq_q - 6, seq_q - 2, seq_q - 1]
+    default_rows = [(i + 1) * seq_q // min(64, seq_q) - 1 for i in range(min(64, seq_q))]  # num_rows 64
+    ten_rows = [(i + 1) * seq_q // 10 - 1 for i in range(10)]
+    for rows, kwargs in ((explicit, dict(rows=explicit)), (default_rows, {}), (ten_rows, dict(num_rows=10))):
+        got = sampleattn.exact_metrics(q, k, v, sel, **kwargs)
+        want = _spec_metrics(q, k, v, sel, rows)
+        assert got["rows"].shape == (batch, q_heads) and np.all(got["rows"] == len(rows))
+        for name in ("min_kept_mass", "mean_kept_mass", "rel_error"):
+            assert got[name].shape == (batch, q_heads) and got[name].dtype == np.float64
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-9, err_msg=f"{name}, rows {rows}")
+        # Not vacuous: the rows keep different masses, so the minimum is below the mean, and mass is dropped.
+        assert np.all(want["min_kept_mass"] < want["mean_kept_mass"] - 1e-3)
+        assert np.all(want["mean_kept_mass"] < 1 - 1e-3) and np.all(want["rel_error"] > 1e-3)
+    # ... and the query-to-KV-head mapping matters on these inputs (h % kv_heads would read other KV heads).
+    wrong = _spec_metrics(q, k, v, sel, explicit, group_of=lambda h: h % kv_heads)
+    assert np.abs(wrong["rel_error"] - _spec_metrics(q, k, v, sel, explicit)["rel_error"]).max() > 1e-3

@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 import sampleattn  # noqa: E402
 import spec_reference as ref  # noqa: E402
+from inputs import peaked  # noqa: E402
 
 CONFIG = dict(alpha=0.8, sample_ratio=0.1, window_ratio=0.05)
 
@@ -211,3 +212,34 @@ def test_torch_compile_inductor(rng):
     q, k, v = _qkv(rng, sq=16, sk=16, d=16)
     compiled = torch.compile(layer, fullgraph=True)
     torch.testing.assert_close(compiled(q, k, v), layer(q, k, v), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_custom_ops_window_ratio_sink_tokens_causal_against_spec(rng, causal):
+    # A sequence long enough that window_ratio, not min_window (64), decides the window (ceil(0.1 * 1536) = 154;
+    # the default 0.08 would give 123), sinks that stage 2 would not pick, and the causal flag: the ops' output
+    # and stats against the fp64 SPEC.
+    seq, scale = 1536, 0.25
+    config = dict(alpha=0.6, sample_ratio=0.05, window_ratio=0.1, sink_tokens=4)
+    q, k, v = peaked(rng, 1, seq, 4, 2, 16)
+    want = ref.spec_selections(q, k, causal=causal, scale=scale, **config)
+    no_sinks = ref.spec_selections(q, k, causal=causal, scale=scale, **dict(config, sink_tokens=0))
+    assert ref.window_size(0.1, 64, seq) == 154 != ref.window_size(0.08, 64, seq)
+    args = (config["alpha"], config["sample_ratio"], config["window_ratio"], config["sink_tokens"], causal, scale)
+    tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+    out = torch.ops.sampleattn.sample_attention(tq, tk, tv, *args)
+    out2, stats = torch.ops.sampleattn.sample_attention_with_stats(tq, tk, tv, *args)
+    torch.testing.assert_close(out2, out, atol=0, rtol=0)
+    for h in range(4):
+        w = want[0][h]
+        assert set(range(4)) <= set(w.columns.tolist()) and not set(range(4)) & set(no_sinks[0][h].columns.tolist())
+        assert stats[0, h, 3].item() == w.window == 154
+        assert stats[0, h, 2].item() == len(w.columns)
+        assert stats[0, h, 0].item() == pytest.approx(w.density, rel=1e-12)
+        assert stats[0, h, 1].item() == pytest.approx(w.coverage, abs=1e-4)
+    masks = [[ref.mask_of(seq, seq, w.window, w.columns, causal) for w in row] for row in want]
+    expect, _ = ref.attention(q, k, v, masks, scale)
+    assert np.abs(_np64(out) - expect).max() <= ref.tolerance("f32")[0] * np.abs(v).max()
+    if not causal:  # not vacuous: the causal answer is far from this one
+        causal_masks = [[ref.mask_of(seq, seq, w.window, w.columns, True) for w in row] for row in want]
+        assert np.abs(ref.attention(q, k, v, causal_masks, scale)[0] - expect).max() > 0.1

@@ -18,6 +18,7 @@ transformers = pytest.importorskip("transformers")
 import sampleattn  # noqa: E402
 import sampleattn.transformers as sat  # noqa: E402
 import spec_reference as ref  # noqa: E402
+from inputs import peaked  # noqa: E402
 
 TINY = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=256)
@@ -508,3 +509,74 @@ def test_attention_sinks_model_matches_eager(rng):
         got = sparse.generate(ids[:1], max_new_tokens=4, do_sample=False)
     torch.testing.assert_close(got, want, atol=0, rtol=0)
     assert {(s.path, s.reason) for s in sat.last_stats().values()} == {("eager", "attention_sinks")}
+
+
+# Long enough that window_ratio, not min_window (64), decides the window: ceil(0.1 * 1536) = 154 keys, where the
+# default ratio 0.08 would give 123. Tiny heads keep the fp64 reference fast.
+LONG = dict(alpha=0.6, sample_ratio=0.05, window_ratio=0.1, sink_tokens=4)
+
+
+def test_hook_window_ratio_and_sink_tokens_against_spec(rng):
+    sat.configure(**LONG)
+    seq, scale = 1536, 0.25
+    q, k, v = peaked(rng, 2, seq, 4, 2, 16)  # [batch, seq, heads, dim]
+    want = ref.spec_selections(q, k, causal=True, scale=scale, **LONG)
+    window = ref.window_size(LONG["window_ratio"], 64, seq)
+    assert window == 154 and window != ref.window_size(0.08, 64, seq)
+    module = _Module(layer_idx=5)
+    query, key, value = (torch.from_numpy(x).transpose(1, 2) for x in (q, k, v))  # [batch, heads, seq, dim]
+    got, _ = sat.sample_attention_forward(module, query, key, value, None, scaling=scale)
+    st = sat.last_stats()[5]
+    assert st.path == "sample_attention" and st.density.shape == (2, 4)
+    no_sinks = ref.spec_selections(q, k, causal=True, scale=scale, **dict(LONG, sink_tokens=0))
+    for b in range(2):
+        for h in range(4):
+            w = want[b][h]
+            # The sinks are in every head's columns because they are forced, not because stage 2 chose them.
+            assert set(range(4)) <= set(w.columns.tolist())
+            assert not set(range(4)) & set(no_sinks[b][h].columns.tolist())
+            assert st.window[b, h] == w.window == window
+            assert st.kept_columns[b, h] == len(w.columns)
+            assert st.density[b, h] == pytest.approx(w.density, rel=1e-12)
+            assert st.sampled_coverage[b, h] == pytest.approx(w.coverage, abs=1e-4)
+    masks = [[ref.mask_of(seq, seq, w.window, w.columns, True) for w in row] for row in want]
+    expect, _ = ref.attention(q, k, v, masks, scale)
+    assert np.abs(got.double().numpy() - expect).max() <= ref.tolerance("f32")[0] * np.abs(v).max()
+
+
+def test_summary_recomputed_from_the_per_layer_stats(rng):
+    # summary() from last_stats() with the documented definitions, on a pass where the numbers differ across heads
+    # and layers (peaked attention, alpha 0.5, batch 2) and one layer (Qwen2's sliding-window layer) falls back:
+    # LayerStats.mean_density is the mean of its [batch, q_heads] density (1.0 on a fallback path); summary's
+    # mean_density is the mean of the sampled layers' mean_density, min_sampled_coverage the least sampled coverage
+    # of any head of any sampled layer, the counts are per path, reasons the sorted distinct fallback reasons.
+    sat.configure(alpha=0.5, sample_ratio=0.1, window_ratio=0.05)
+    config = transformers.Qwen2Config(**dict(TINY, num_hidden_layers=3), use_sliding_window=True, sliding_window=32,
+                                      max_window_layers=2, **PEAKY)
+    assert config.layer_types == ["full_attention", "full_attention", "sliding_attention"]
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sample_attention").eval()
+    with torch.no_grad():
+        model(_ids(rng, 2, 200))
+    stats, summary = sat.last_stats(), sat.summary()
+    sampled = [s for s in stats.values() if s.path == "sample_attention"]
+    fallback = [s for s in stats.values() if s.path != "sample_attention"]
+    assert sorted(stats) == [0, 1, 2] and len(sampled) == 2 and [s.layer for s in fallback] == [2]
+    for s in sampled:
+        assert s.density.shape == s.sampled_coverage.shape == (2, 4)
+        assert s.mean_density == pytest.approx(float(np.mean(s.density)), rel=1e-12)
+        # Not vacuous: the heads of a layer differ.
+        assert s.density.max() - s.density.min() > 1e-3 and np.ptp(s.sampled_coverage) > 1e-3
+    assert fallback[0].density is None and fallback[0].mean_density == 1.0 and fallback[0].reason
+    layer_min = [float(s.sampled_coverage.min()) for s in sampled]
+    assert abs(layer_min[0] - layer_min[1]) > 1e-4  # ... and so do the layers' least coverages
+    assert summary == {
+        "layers": 3,
+        "sample_attention_layers": 2,
+        "sdpa_layers": sum(s.path == "sdpa" for s in stats.values()),
+        "eager_layers": sum(s.path == "eager" for s in stats.values()),
+        "mean_density": pytest.approx(float(np.mean([np.mean(s.density) for s in sampled])), rel=1e-12),
+        "min_sampled_coverage": pytest.approx(min(layer_min), rel=1e-12),
+        "reasons": sorted({s.reason for s in fallback}),
+    }
+    assert summary["sdpa_layers"] + summary["eager_layers"] == 1
