@@ -9,10 +9,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -143,12 +145,18 @@ void run_poisoned(cuda::AttentionParams ap, std::int64_t window_hint, HostTensor
   dlse.download(lse.data());
 }
 
-void run_case(const Case& c, std::uint64_t seed) {
-  SCOPED_TRACE(describe(c) + " seed " + std::to_string(seed));
+// Layouts of q, k, v and out; by default all the case's.
+using Layouts = std::array<Layout, 4>;
+
+void run_case(const Case& c, std::uint64_t seed, std::optional<Layouts> layouts = std::nullopt) {
+  const Layouts lay = layouts.value_or(Layouts{c.layout, c.layout, c.layout, c.layout});
+  SCOPED_TRACE(describe(c) + " seed " + std::to_string(seed) + " layouts q/k/v/out " +
+               std::to_string(static_cast<int>(lay[0])) + std::to_string(static_cast<int>(lay[1])) +
+               std::to_string(static_cast<int>(lay[2])) + std::to_string(static_cast<int>(lay[3])));
   std::mt19937_64 rng(seed);
-  HostTensor q(c.dtype, c.batch, c.seq_q, c.q_heads, c.head_dim, c.layout);
-  HostTensor k(c.dtype, c.batch, c.seq_k, c.kv_heads, c.head_dim, c.layout);
-  HostTensor v(c.dtype, c.batch, c.seq_k, c.kv_heads, c.head_dim, c.layout);
+  HostTensor q(c.dtype, c.batch, c.seq_q, c.q_heads, c.head_dim, lay[0]);
+  HostTensor k(c.dtype, c.batch, c.seq_k, c.kv_heads, c.head_dim, lay[1]);
+  HostTensor v(c.dtype, c.batch, c.seq_k, c.kv_heads, c.head_dim, lay[2]);
   q.fill_random(rng, c.q_scale);
   k.fill_random(rng);
   v.fill_random(rng);
@@ -200,7 +208,7 @@ void run_case(const Case& c, std::uint64_t seed) {
   if (c.sparse) hints.push_back(*std::max_element(windows.begin(), windows.end()));
   for (std::int64_t hint : hints) {
     SCOPED_TRACE("window_hint " + std::to_string(hint));
-    HostTensor out(c.dtype, c.batch, c.seq_q, c.q_heads, c.head_dim, c.layout);  // poisoned by construction
+    HostTensor out(c.dtype, c.batch, c.seq_q, c.q_heads, c.head_dim, lay[3]);  // poisoned by construction
     std::vector<float> lse(ref_lse.size());
     run_poisoned(ap, hint, out, lse);
     EXPECT_LE(test::max_abs_diff(out, ref_out), tol.out * vmax);
@@ -336,8 +344,25 @@ TEST_F(AttentionCuda, SparseMatchesReference) {
       // Nearly every column kept: the left region is read as contiguous tiles with bitmap masks.
       {1, 300, 2049, 4, 1, 128, DType::bf16, true, Layout::bshd, true, 200, 1950},
       {1, 130, 1025, 2, 2, 64, DType::f16, false, Layout::bhsd, true, 50, 1000, 4},
+      // GQA with several KV heads of several query heads each: h / group and h % kv_heads differ.
+      {1, 300, 1025, 8, 2, 128, DType::bf16, true, Layout::bshd, true, 100, 60, 5},
+      {2, 97, 200, 8, 2, 64, DType::f16, false, Layout::bhsd, true, 9, 30},
   };
   for (const Case& c : cases) run_case(c, seed);
+}
+
+// q, k, v and out each in its own layout (aligned ones keep the fast copy path, the padded one takes the
+// other): a kernel reading v with k's strides, or writing out with q's, fails here.
+TEST_F(AttentionCuda, MixedLayoutsMatchReference) {
+  const std::uint64_t seed = test::test_seed();
+  const Case dense{1, 200, 700, 8, 2, 128, DType::bf16, true, Layout::bshd, false};
+  const Case sparse{2, 150, 600, 8, 2, 64, DType::f16, true, Layout::bshd, true, 40, 80, 3};
+  for (const Layouts& l : {Layouts{Layout::bshd, Layout::bhsd, Layout::bshd, Layout::bhsd},
+                           Layouts{Layout::bhsd, Layout::bshd, Layout::bhsd, Layout::bshd},
+                           Layouts{Layout::bshd, Layout::bshd, Layout::padded, Layout::padded}}) {
+    run_case(dense, seed, l);
+    run_case(sparse, seed, l);
+  }
 }
 
 TEST_F(AttentionCuda, SparseWithEveryColumnEqualsDense) {

@@ -184,19 +184,30 @@ TEST_F(BackendCuda, AlphaOneEqualsDense) {
   k.fill_random(rng);
   v.fill_random(rng);
   DeviceTensor dq(q), dk(k), dv(v), dout(out), ddense(dense_out);
+  DeviceBuffer dlse(std::vector<float>(4 * 500, std::nanf("")));
   SampleConfig cfg;
   cfg.alpha = 1.0;
-  const Selection sel =
-      sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), nullptr, {}, cfg, on(Backend::cuda));
+  cfg.window_ratio = 0.0;  // a one-key window: every other key must be kept by alpha = 1
+  cfg.min_window = 1;
+  const Selection sel = sample_attention(dq.view(), dk.view(), dv.view(), dout.view(),
+                                         static_cast<float*>(dlse.get()), {}, cfg, on(Backend::cuda));
   dense_attention(dq.view(), dk.view(), dv.view(), ddense.view(), nullptr, {}, on(Backend::cuda));
   dout.download(out);
   ddense.download(dense_out);
+  std::vector<float> lse(4 * 500), ref_lse(4 * 500);
+  dlse.download(lse.data());
   HostTensor ref(DType::f32, 1, 500, 4, 128);
-  dense_attention(q.view(), k.view(), v.view(), ref.view(), nullptr, {}, on(Backend::cpu_reference));
+  dense_attention(q.view(), k.view(), v.view(), ref.view(), ref_lse.data(), {}, on(Backend::cpu_reference));
   const double tol = core::tolerance(DType::bf16).out * test::max_abs(v);
   EXPECT_LE(test::max_abs_diff(out, ref), tol);
   EXPECT_LE(test::max_abs_diff(dense_out, ref), tol);
-  EXPECT_DOUBLE_EQ(sel.min_sampled_coverage() > 1.0 - 1e-5 ? 1.0 : sel.min_sampled_coverage(), 1.0);
+  EXPECT_LE(test::max_abs_diff(lse, ref_lse), core::tolerance(DType::bf16).lse);
+  // Every key has mass in the last (sampled) row, which sees all 1025: each head keeps every column.
+  for (std::int64_t h = 0; h < 4; ++h) {
+    EXPECT_EQ(sel.stats[h].kept_columns, 1025) << "head " << h;
+    EXPECT_GE(sel.stats[h].sampled_coverage, 1.0 - 1e-6) << "head " << h;
+  }
+  EXPECT_DOUBLE_EQ(sel.density(), 1.0);
 }
 
 TEST_F(BackendCuda, AttendWithHostSelection) {
