@@ -403,4 +403,8 @@ TEST_F(Cli, VerifyDemoAndBenchSucceed) {
 }  // namespace
 }  // namespace sampleattn
 
+#else  // a build without the CLI (SAMPLEATTN_BUILD_TOOLS=OFF): say so instead of showing no test at all
+
+TEST(Cli, NotBuilt) { GTEST_SKIP() << "the sampleattn CLI is not built (SAMPLEATTN_BUILD_TOOLS=OFF)"; }
+
 #endif  // SAMPLEATTN_CLI_PATH
