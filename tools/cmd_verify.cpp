@@ -25,7 +25,7 @@ namespace {
 
 constexpr const char* kHelp = R"(usage: sampleattn verify [options]
 
-Checks the fast backends against the fp64 CPU reference on random cases (shapes with Sk = 1, 17, 97, 1025,
+Checks the fast backends against the fp64 CPU reference on random cases (shapes with Sk = 1, 17, 97, 300, 1025,
 Sq < Sk, GQA 1/4/8, head_dim 64 and 128, float32 / float16 / bfloat16, causal and not): dense attention,
 sparse attention on the reference's selection, the selection itself (equal up to rounding at the alpha
 cut) and select + attend end to end. Exit code 1 on any mismatch.
