@@ -52,17 +52,6 @@ void check_view(const TensorView& t, const char* name) {
   checked_extent(t, name);
 }
 
-// The bytes [lo, hi) a checked view can touch.
-struct ByteSpan {
-  std::uintptr_t lo = 0, hi = 0;
-};
-
-ByteSpan span_of(const TensorView& t) {
-  const auto lo = reinterpret_cast<std::uintptr_t>(t.data);
-  const std::int64_t bytes = (checked_extent(t, "view") + 1) * static_cast<std::int64_t>(dtype_size(t.dtype));
-  return {lo, lo + static_cast<std::uintptr_t>(bytes)};
-}
-
 std::int64_t gcd64(std::int64_t a, std::int64_t b) {
   while (b != 0) {
     const std::int64_t r = a % b;
@@ -76,7 +65,7 @@ std::int64_t gcd64(std::int64_t a, std::int64_t b) {
 // buffer (q, k, v and out as slices of a fused [B, S, heads, d] buffer), every element of each lies in its
 // own part of a period that divides all their outer strides (the tokens', or the heads' too).
 bool disjoint(const TensorView& a, const TensorView& b) {
-  const ByteSpan sa = span_of(a), sb = span_of(b);
+  const ByteSpan sa = byte_span(a), sb = byte_span(b);
   if (sa.hi <= sb.lo || sb.hi <= sa.lo) return true;
   const std::int64_t ea = static_cast<std::int64_t>(dtype_size(a.dtype));
   const std::int64_t eb = static_cast<std::int64_t>(dtype_size(b.dtype));
@@ -116,6 +105,19 @@ void check_no_self_overlap(const TensorView& t, const char* name) {
 }
 
 }  // namespace
+
+ByteSpan byte_span(const TensorView& t) {
+  const auto lo = reinterpret_cast<std::uintptr_t>(t.data);
+  const std::int64_t bytes = (checked_extent(t, "view") + 1) * static_cast<std::int64_t>(dtype_size(t.dtype));
+  return {lo, lo + static_cast<std::uintptr_t>(bytes)};
+}
+
+TensorView lse_view(const Problem& p, const float* lse, Device device) {
+  std::int64_t n = 0;
+  SA_CHECK(!__builtin_mul_overflow(p.batch * p.q_heads, p.seq_q, &n) && n <= INT64_MAX / 4,
+           "lse: batch x q_heads x seq_q overflows");
+  return TensorView::contiguous(const_cast<float*>(lse), DType::f32, 1, n, 1, 1, device);
+}
 
 Problem make_problem(const TensorView& q, const TensorView& k, const TensorView* v, const AttnParams& params) {
   check_view(q, "q");
@@ -177,13 +179,10 @@ void check_output(const Problem& p, const TensorView& q, const TensorView& k, co
   if (lse != nullptr) {
     SA_CHECK(reinterpret_cast<std::uintptr_t>(lse) % alignof(float) == 0, "lse (", static_cast<const void*>(lse),
              ") must be aligned to 4 bytes (float32)");
-    std::int64_t n = 0;
-    SA_CHECK(!__builtin_mul_overflow(p.batch * p.q_heads, p.seq_q, &n) && n <= INT64_MAX / 4,
-             "lse: batch x q_heads x seq_q overflows");
-    TensorView l = TensorView::contiguous(const_cast<float*>(lse), DType::f32, 1, n, 1, 1, q.device);
+    const TensorView l = lse_view(p, lse, q.device);
     const std::pair<const char*, const TensorView*> all[4] = {{"out", &out}, {"q", &q}, {"k", &k}, {"v", v}};
     for (const auto& [name, t] : all) {
-      SA_CHECK(t == nullptr || disjoint(l, *t), "lse (", static_cast<const void*>(lse), ", ", n,
+      SA_CHECK(t == nullptr || disjoint(l, *t), "lse (", static_cast<const void*>(lse), ", ", l.seq(),
                " floats) shares memory with ", name, " (", t->data, "): the outputs must not overlap each other or "
                "the inputs");
     }

@@ -37,6 +37,14 @@ Problem make_problem(const TensorView& q, const TensorView& k, const TensorView*
 void check_output(const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v,
                   const TensorView& out, const float* lse);
 
+// The bytes [lo, hi) a view checked by make_problem / check_output can touch.
+struct ByteSpan {
+  std::uintptr_t lo = 0, hi = 0;
+};
+ByteSpan byte_span(const TensorView& t);
+// lse's [batch, q_heads, seq_q] floats as a view (for byte_span and the overlap checks).
+TensorView lse_view(const Problem& p, const float* lse, Device device);
+
 void check_config(const SampleConfig& config);
 
 // Max |x| over the view, throwing unless every element is finite (host views only). Documented input

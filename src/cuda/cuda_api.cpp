@@ -28,21 +28,15 @@ SelectPlan plan_for(const TensorView& q, const TensorView& k, const TensorView* 
 void check_workspace_apart(const void* workspace, std::size_t bytes, const core::Problem& p,
                            std::initializer_list<std::pair<const char*, const TensorView*>> views, const float* lse) {
   const auto lo = reinterpret_cast<std::uintptr_t>(workspace), hi = lo + bytes;
-  auto apart = [&](const char* name, std::uintptr_t a, std::uintptr_t b) {
-    SA_CHECK(b <= lo || hi <= a, "workspace (", workspace, ", ", bytes, " bytes) overlaps ", name, " (",
-             reinterpret_cast<const void*>(a), ")");
+  auto apart = [&](const char* name, const TensorView& t) {
+    const core::ByteSpan s = core::byte_span(t);
+    SA_CHECK(s.hi <= lo || hi <= s.lo, "workspace (", workspace, ", ", bytes, " bytes) overlaps ", name, " (",
+             t.data, ")");
   };
   for (const auto& [name, t] : views) {
-    if (t == nullptr) continue;
-    const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(t->data);
-    std::int64_t last = 0;
-    for (int x = 0; x < 4; ++x) last += (t->shape[x] - 1) * t->stride[x];
-    apart(name, a, a + static_cast<std::uintptr_t>(last + 1) * dtype_size(t->dtype));
+    if (t != nullptr) apart(name, *t);
   }
-  if (lse != nullptr) {
-    const auto a = reinterpret_cast<std::uintptr_t>(lse);
-    apart("lse", a, a + static_cast<std::uintptr_t>(p.batch * p.q_heads * p.seq_q) * sizeof(float));
-  }
+  if (lse != nullptr) apart("lse", core::lse_view(p, lse, Device::cuda));
 }
 
 }  // namespace
