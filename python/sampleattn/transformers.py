@@ -27,7 +27,6 @@ raises (the op has no autograd formula); layers that fell back to SDPA or eager 
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import warnings
@@ -130,36 +129,17 @@ _CUDA_HEAD_DIMS = (64, 128)
 _warned: set = set()
 
 
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, (str, bytes, bool)):
-        raise TypeError(f"{name} must be a real number, not {type(value).__name__}")
-    try:
-        return float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise TypeError(f"{name} must be a real number, not {type(value).__name__}") from None
-
-
 def _count(name: str, value: Any) -> int:
     """A non-negative integer that fits int64 (min_seq_len, sink_tokens)."""
-    if isinstance(value, (str, bytes, bool)):
-        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
-    if isinstance(value, int):
-        result = value
-    else:
-        number = _number(name, value)
-        if not (math.isfinite(number) and number == math.floor(number)):
-            raise ValueError(f"{name} ({value}) must be an integer")
-        result = int(number)
+    result = _api._integer(name, value)
     if result < 0:
         raise ValueError(f"{name} ({value}) must be >= 0")
-    if result >= 2**63:
-        raise ValueError(f"{name} ({value}) must be < 2**63")
     return result
 
 
 def _unit(name: str, value: Any, closed_low: bool) -> float:
     """A number in (0, 1] (closed_low False) or [0, 1]; NaN is rejected."""
-    number = _number(name, value)
+    number = _api._real(name, value)
     ok = (0.0 <= number <= 1.0) if closed_low else (0.0 < number <= 1.0)
     if not ok:
         raise ValueError(f"{name} ({value}) must be in {'[0, 1]' if closed_low else '(0, 1]'}")
