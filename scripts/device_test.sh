@@ -64,7 +64,8 @@ run_gtest() {
 
 if [ "${TESTS:-1}" = 1 ]; then
   echo "== gtest (CUDA)"
-  run_gtest tests 300 "${GTEST_FILTER:-*}" SAMPLEATTN_LARGE_TESTS="${LARGE:-1}"
+  # The 1M-token case (LARGE=1) also runs a CPU selection of one head: ~1-3 minutes more.
+  run_gtest tests "$([ "${LARGE:-1}" = 1 ] && echo 480 || echo 300)" "${GTEST_FILTER:-*}" SAMPLEATTN_LARGE_TESTS="${LARGE:-1}"
   echo "== gtest (CUDA), sm_80 kernels forced"
   run_gtest tests-sm80 200 "${GTEST_FILTER_SM80:-Attention*:Select*}" SAMPLEATTN_CUDA_KERNELS=sm80
   echo "== gtest (CUDA), sm_90a pass 2 with one head per tile"

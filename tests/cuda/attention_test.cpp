@@ -3,7 +3,8 @@
 // dense tail), Sq < Sk, GQA 1/4/8, head_dim 64/128, bf16/fp16, Sk = 1, 17, 97, 1025, 4097, and
 // [b, h, s, d] and padded (unaligned) layouts. Inputs are uploaded byte for byte, so the kernel sees the
 // same strides as the reference; outputs and lse are poisoned (NaN) first, so an unwritten element fails,
-// and the padding of padded layouts must still hold the poison afterwards.
+// and the padding of padded layouts must still hold the poison afterwards. Outputs are also checked per row
+// against the rounding the 16-bit formats allow (support/row_check.h), which follows each row's size.
 // Every test skips when no GPU is present (CI compiles this file without one).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -17,6 +18,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/problem.h"
@@ -24,6 +26,7 @@
 #include "cuda/attention.h"
 #include "sampleattn/error.h"
 #include "support/host_tensor.h"
+#include "support/row_check.h"
 #include "core/tolerance.h"
 
 namespace sampleattn {
@@ -170,15 +173,20 @@ void run_case(const Case& c, std::uint64_t seed, std::optional<Layouts> layouts 
   p.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   p.causal = c.causal;
 
-  HostTensor ref_out(DType::f32, c.batch, c.seq_q, c.q_heads, c.head_dim);
-  std::vector<float> ref_lse(static_cast<std::size_t>(c.batch * c.q_heads * c.seq_q));
+  // The reference at the scale, and its lse at twice the scale (the rows' spread, support/row_check.h).
+  HostTensor ref_out(DType::f32, c.batch, c.seq_q, c.q_heads, c.head_dim), ref_out2 = ref_out;
+  std::vector<float> ref_lse(static_cast<std::size_t>(c.batch * c.q_heads * c.seq_q)), ref_lse2 = ref_lse;
   Selection sel;
-  if (c.sparse) {
+  if (c.sparse)
     sel = test::random_selection(rng, c.batch, c.q_heads, c.seq_q, c.seq_k, c.causal, c.window, c.columns,
                                  c.dense_tail);
-    ref::attend(p, q.view(), k.view(), v.view(), sel, ref_out.view(), ref_lse.data());
-  } else {
-    ref::dense(p, q.view(), k.view(), v.view(), ref_out.view(), ref_lse.data());
+  core::Problem p2 = p;
+  p2.scale = 2.0f * p.scale;
+  for (auto [pp, o, l] : {std::tuple{&p, &ref_out, &ref_lse}, std::tuple{&p2, &ref_out2, &ref_lse2}}) {
+    if (c.sparse)
+      ref::attend(*pp, q.view(), k.view(), v.view(), sel, o->view(), l->data());
+    else
+      ref::dense(*pp, q.view(), k.view(), v.view(), o->view(), l->data());
   }
 
   DeviceBuffer dq(q.data(), q.bytes()), dk(k.data(), k.bytes()), dv(v.data(), v.bytes());
@@ -212,6 +220,7 @@ void run_case(const Case& c, std::uint64_t seed, std::optional<Layouts> layouts 
     std::vector<float> lse(ref_lse.size());
     run_poisoned(ap, hint, out, lse);
     EXPECT_LE(test::max_abs_diff(out, ref_out), tol.out * vmax);
+    EXPECT_LE(test::rounding_error_ratio(out, ref_out, ref_lse, ref_lse2, tol.rounding, vmax), 1.0);
     EXPECT_LE(test::max_abs_diff(lse, ref_lse), tol.lse);
     EXPECT_TRUE(test::padding_untouched(out)) << "the kernel wrote outside the output view";
   }
@@ -252,7 +261,7 @@ void run_zero_window(std::int64_t sq, std::int64_t sk, bool causal, std::uint64_
   }
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   HostTensor ref(DType::f32, 1, sq, hq, d);
-  std::vector<float> ref_lse(static_cast<std::size_t>(hq * sq));
+  std::vector<float> ref_lse(static_cast<std::size_t>(hq * sq)), ref_lse2(ref_lse.size());
   for (int h = 0; h < hq; ++h) {
     for (std::int64_t r = 0; r < sq; ++r) {
       const std::int64_t p = sk - sq + r;
@@ -267,18 +276,22 @@ void run_zero_window(std::int64_t sq, std::int64_t sk, bool causal, std::uint64_
       }
       if (kept.empty()) {
         for (std::int64_t e = 0; e < d; ++e) ref.set(0, r, h, e, 0.0f);
-        ref_lse[h * sq + r] = -std::numeric_limits<float>::infinity();
+        ref_lse[h * sq + r] = ref_lse2[h * sq + r] = -std::numeric_limits<float>::infinity();
         continue;
       }
       const double m = *std::max_element(logit.begin(), logit.end());
-      double sum = 0.0;
-      for (double& x : logit) sum += (x = std::exp(x - m));
+      double sum = 0.0, sum2 = 0.0;
+      for (double& x : logit) {
+        sum += (x = std::exp(x - m));
+        sum2 += x * x;
+      }
       for (std::int64_t e = 0; e < d; ++e) {
         double acc = 0.0;
         for (std::size_t i = 0; i < kept.size(); ++i) acc += logit[i] * v.at(0, kept[i], h / (hq / hkv), e);
         ref.set(0, r, h, e, static_cast<float>(acc / sum));
       }
       ref_lse[h * sq + r] = static_cast<float>(m + std::log(sum));
+      ref_lse2[h * sq + r] = static_cast<float>(2 * m + std::log(sum2));
     }
   }
 
@@ -293,6 +306,7 @@ void run_zero_window(std::int64_t sq, std::int64_t sk, bool causal, std::uint64_
     std::vector<float> lse(ref_lse.size());
     run_poisoned(ap, hint, out, lse);
     EXPECT_LE(test::max_abs_diff(out, ref), tol.out * test::max_abs(v));
+    EXPECT_LE(test::rounding_error_ratio(out, ref, ref_lse, ref_lse2, tol.rounding, test::max_abs(v)), 1.0);
     double lse_err = 0.0;
     for (std::size_t i = 0; i < lse.size(); ++i) {
       if (std::isinf(ref_lse[i])) {
@@ -324,6 +338,7 @@ TEST_F(AttentionCuda, DenseMatchesReference) {
       {1, 300, 1025, 8, 2, 128, DType::bf16, true, Layout::bshd, false, 0, 0, 0, 2.0f},
       {1, 200, 1025, 4, 4, 64, DType::f16, false, Layout::bshd, false},
       {1, 130, 4097, 2, 1, 128, DType::f16, true, Layout::bhsd, false},
+      {1, 129, 4097, 4, 1, 128, DType::bf16, true, Layout::bshd, false, 0, 0, 0, 2.5f},
       {1, 257, 257, 1, 1, 128, DType::bf16, true, Layout::bshd, false, 0, 0, 0, 3.0f},
   };
   for (const Case& c : cases) run_case(c, seed);
@@ -340,6 +355,7 @@ TEST_F(AttentionCuda, SparseMatchesReference) {
       {1, 300, 1025, 4, 4, 64, DType::f16, false, Layout::bshd, true, 64, 100},
       {2, 130, 4097, 2, 1, 128, DType::bf16, true, Layout::bshd, true, 500, 300},
       {1, 257, 4097, 4, 1, 128, DType::f16, true, Layout::bshd, true, 1, 1000, 40, 2.0f},
+      {1, 200, 4097, 4, 2, 128, DType::bf16, true, Layout::bshd, true, 300, 900, 0, 2.5f},
       {1, 129, 1025, 2, 2, 64, DType::bf16, true, Layout::bhsd, true, 2000, 0},
       // Nearly every column kept: the left region is read as contiguous tiles with bitmap masks.
       {1, 300, 2049, 4, 1, 128, DType::bf16, true, Layout::bshd, true, 200, 1950},
