@@ -25,6 +25,13 @@ def tolerance(dtype_name: str) -> tuple:
     return float(m.group(1)), float(m.group(2))
 
 
+def rounding(dtype_name: str) -> float:
+    """The unit roundoff of 'f32' / 'f16' / 'bf16' (the table's third field), for the per-row rounding check."""
+    m = re.search(r"case DType::%s:\s*return \{[^,]+,[^,]+,\s*([^}]+)\};" % dtype_name, _TOLERANCE_H.read_text())
+    assert m, f"no {dtype_name} entry in {_TOLERANCE_H}"
+    return float.fromhex(m.group(1).strip())
+
+
 def ceil_ratio(ratio: float, n: int) -> int:
     # ceil(ratio * n) with exact products kept exact (0.05 * 20 is 1, not 2): SPEC's integers.
     from fractions import Fraction

@@ -59,6 +59,27 @@ def _close(out, want, v, name):
     assert err <= tol, f"max error {err:.3g} x max|v| > {tol}"
 
 
+def _rounding_check(out, q, k, v, name, mask=None):
+    """The per-row rounding check of tests/support/row_check.h against attention in fp64: per element
+    |out - ref| <= u |ref| + 6 u max|v| spread + 1e-6 max|v|, spread = ||p||_2 / ||p||_1 of the row, u the unit
+    roundoff of the format. Sharper than the max-abs tolerance where rows spread over many keys."""
+    b, sq, hq, d = q.shape
+    sk, hkv = k.shape[1], k.shape[2]
+    if mask is None:
+        mask = torch.ones(sq, sk, dtype=torch.bool, device=q.device).tril(sk - sq)
+    qd, kd, vd = (x.double().transpose(1, 2) for x in (q, k, v))
+    kd, vd = kd.repeat_interleave(hq // hkv, 1), vd.repeat_interleave(hq // hkv, 1)
+    s = (qd @ kd.transpose(-1, -2) / math.sqrt(d)).masked_fill(~mask, float("-inf"))
+    lse = s.logsumexp(-1, keepdim=True)
+    assert torch.isfinite(lse).all(), "every row keeps at least one key here"
+    want = (s - lse).exp() @ vd
+    spread = (0.5 * (2 * s).logsumexp(-1, keepdim=True) - lse).exp()
+    u, vmax = ref.rounding(name), vd.abs().max()
+    allowance = u * want.abs() + 6 * u * vmax * spread + 1e-6 * vmax
+    ratio = ((out.double().transpose(1, 2) - want).abs() / allowance).max().item()
+    assert ratio <= 1.0, f"error {ratio:.3g} x the rounding allowance"
+
+
 @pytest.fixture
 def gen():
     return torch.Generator(device="cuda").manual_seed(20261129)
@@ -71,8 +92,11 @@ def test_alpha_one_and_dense_match_sdpa(gen, shape, name):
     want = _sdpa(q, k, v)
     out = sampleattn.sample_attention(q, k, v, alpha=1.0)
     assert out.is_cuda and out.dtype == q.dtype and out.shape == q.shape
+    dense = sampleattn.dense_attention(q, k, v)
     _close(out, want, v, name)
-    _close(sampleattn.dense_attention(q, k, v), want, v, name)
+    _close(dense, want, v, name)
+    _rounding_check(out, q, k, v, name)
+    _rounding_check(dense, q, k, v, name)
 
 
 @pytest.mark.parametrize("name", DTYPES)
@@ -83,6 +107,7 @@ def test_sparse_output_matches_sdpa_with_the_selection_mask(gen, shape, name):
     assert sel.density < 1.0 and sel.min_sampled_coverage >= 0.9 - 1e-3
     mask = _selection_mask(sel, q.device)
     _close(out, _sdpa(q, k, v, mask=mask), v, name)
+    _rounding_check(out, q, k, v, name, mask=mask)
     # The log-sum-exp over the kept entries, from the same scores in fp32.
     scores = (q.float().transpose(1, 2) @ k.float().transpose(1, 2).repeat_interleave(q.shape[2] // k.shape[2], 1)
               .transpose(-1, -2)) / math.sqrt(q.shape[3])
