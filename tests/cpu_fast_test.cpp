@@ -17,6 +17,7 @@
 #include "cpu/fast_kernels.h"
 #include "sampleattn/api.h"
 #include "support/host_tensor.h"
+#include "support/row_check.h"
 #include "core/tolerance.h"
 #include "cpu/reference.h"
 
@@ -96,21 +97,42 @@ std::vector<float> poisoned_lse(const Case& c) {
   return std::vector<float>(static_cast<std::size_t>(c.batch * c.hq * c.sq), std::nanf(""));
 }
 
-// The output of a fast run against the reference's: max |diff| within the dtype's tolerance times max |v|
-// (the outputs are convex combinations of v rows), lse within its tolerance, nothing left unwritten.
-void expect_close(const Case& c, const HostTensor& v, const HostTensor& out, const HostTensor& ref_out,
-                  const std::vector<float>& lse, const std::vector<float>& ref_lse) {
-  const core::Tolerance tol = core::tolerance(c.dtype);
-  const double scale = std::max(1.0, test::max_abs(v));
-  EXPECT_LE(test::max_abs_diff(out, ref_out), tol.out * scale) << describe(c);
-  EXPECT_LE(test::max_abs_diff(lse, ref_lse), tol.lse) << describe(c);
-  EXPECT_TRUE(test::padding_untouched(out)) << describe(c) << ": written outside the output view";
-}
-
 AttnParams params_of(const Case& c) {
   AttnParams p;
   p.causal = c.causal;
   return p;
+}
+
+// The reference's lse at twice the softmax scale over the same mask (dense when sel is null): with the lse at
+// the scale it gives each row's spread for the per-row rounding check (support/row_check.h). Empty for f32
+// outputs, which that check does not cover (fp32 accumulation is not a rounding of the output).
+std::vector<float> reference_lse_twice(const Case& c, const Inputs& in, const Selection* sel) {
+  if (c.dtype == DType::f32) return {};
+  AttnParams p = params_of(c);
+  p.scale = 2.0f / std::sqrt(static_cast<float>(c.d));
+  HostTensor scratch(DType::f32, c.batch, c.sq, c.hq, c.d);
+  std::vector<float> lse = poisoned_lse(c);
+  if (sel != nullptr)
+    attend(in.q.view(), in.k.view(), in.v.view(), *sel, scratch.view(), lse.data(), p, kRef);
+  else
+    dense_attention(in.q.view(), in.k.view(), in.v.view(), scratch.view(), lse.data(), p, kRef);
+  return lse;
+}
+
+// The output of a fast run against the reference's: max |diff| within the dtype's tolerance times max |v|
+// (the outputs are convex combinations of v rows), lse within its tolerance, nothing left unwritten; for
+// 16-bit outputs also each row within the rounding of its own size (ref_lse2 from reference_lse_twice).
+void expect_close(const Case& c, const HostTensor& v, const HostTensor& out, const HostTensor& ref_out,
+                  const std::vector<float>& lse, const std::vector<float>& ref_lse,
+                  const std::vector<float>& ref_lse2) {
+  const core::Tolerance tol = core::tolerance(c.dtype);
+  const double scale = std::max(1.0, test::max_abs(v));
+  EXPECT_LE(test::max_abs_diff(out, ref_out), tol.out * scale) << describe(c);
+  if (!ref_lse2.empty())
+    EXPECT_LE(test::rounding_error_ratio(out, ref_out, ref_lse, ref_lse2, tol.rounding, test::max_abs(v)), 1.0)
+        << describe(c);
+  EXPECT_LE(test::max_abs_diff(lse, ref_lse), tol.lse) << describe(c);
+  EXPECT_TRUE(test::padding_untouched(out)) << describe(c) << ": written outside the output view";
 }
 
 TEST(CpuFast, DenseMatchesReference) {
@@ -125,7 +147,7 @@ TEST(CpuFast, DenseMatchesReference) {
     std::vector<float> lse = poisoned_lse(c), ref_lse = poisoned_lse(c);
     dense_attention(in.q.view(), in.k.view(), in.v.view(), out.view(), lse.data(), params_of(c), fast_options());
     dense_attention(in.q.view(), in.k.view(), in.v.view(), ref.view(), ref_lse.data(), params_of(c), kRef);
-    expect_close(c, in.v, out, ref, lse, ref_lse);
+    expect_close(c, in.v, out, ref, lse, ref_lse, reference_lse_twice(c, in, nullptr));
   }
 }
 
@@ -151,7 +173,7 @@ TEST(CpuFast, AttendMatchesReferenceOnRandomSelections) {
     attend(in.q.view(), in.k.view(), in.v.view(), sel, ref.view(), ref_lse.data(), params_of(c), kRef);
     SCOPED_TRACE("window " + std::to_string(window) + " columns " + std::to_string(columns) + " tail " +
                  std::to_string(tail));
-    expect_close(c, in.v, out, ref, lse, ref_lse);
+    expect_close(c, in.v, out, ref, lse, ref_lse, reference_lse_twice(c, in, &sel));
   }
 }
 
@@ -234,7 +256,7 @@ TEST(CpuFast, SampleAttentionMatchesReferenceOnItsSelection) {
         sample_attention(in.q.view(), in.k.view(), in.v.view(), out.view(), lse.data(), params_of(c), config, fast_options());
     EXPECT_LT(sel.density(), 1.0);
     attend(in.q.view(), in.k.view(), in.v.view(), sel, ref.view(), ref_lse.data(), params_of(c), kRef);
-    expect_close(c, in.v, out, ref, lse, ref_lse);
+    expect_close(c, in.v, out, ref, lse, ref_lse, reference_lse_twice(c, in, &sel));
   }
 }
 
@@ -369,7 +391,7 @@ TEST_F(CpuFastPortable, DenseAttendAndSelectMatchReference) {
     std::vector<float> lse = poisoned_lse(c), ref_lse = poisoned_lse(c);
     dense_attention(in.q.view(), in.k.view(), in.v.view(), out.view(), lse.data(), params_of(c), fast_options());
     dense_attention(in.q.view(), in.k.view(), in.v.view(), ref.view(), ref_lse.data(), params_of(c), kRef);
-    expect_close(c, in.v, out, ref, lse, ref_lse);
+    expect_close(c, in.v, out, ref, lse, ref_lse, reference_lse_twice(c, in, nullptr));
     const Selection sel = test::random_selection(rng, c.batch, c.hq, c.sq, c.sk, c.causal, 5, c.sk / 4 + 1, c.sq / 5);
     out.poison();
     ref.poison();
@@ -377,7 +399,7 @@ TEST_F(CpuFastPortable, DenseAttendAndSelectMatchReference) {
     ref_lse = poisoned_lse(c);
     attend(in.q.view(), in.k.view(), in.v.view(), sel, out.view(), lse.data(), params_of(c), fast_options());
     attend(in.q.view(), in.k.view(), in.v.view(), sel, ref.view(), ref_lse.data(), params_of(c), kRef);
-    expect_close(c, in.v, out, ref, lse, ref_lse);
+    expect_close(c, in.v, out, ref, lse, ref_lse, reference_lse_twice(c, in, &sel));
   }
   for (const Case& c : {small_cases()[4], small_cases()[22]}) {
     SampleConfig config;
