@@ -15,9 +15,11 @@
 #include <functional>
 #include <iterator>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "core/half.h"
@@ -30,6 +32,7 @@
 #include "sampleattn/workload.h"
 #include "support/host_tensor.h"
 #include "support/row_check.h"
+#include "support/spaced_view.h"
 #include "core/tolerance.h"
 
 namespace sampleattn {
@@ -227,6 +230,91 @@ TEST_F(BackendCuda, AlphaOneEqualsDense) {
     EXPECT_GE(sel.stats[h].sampled_coverage, 1.0 - 1e-6) << "head " << h;
   }
   EXPECT_DOUBLE_EQ(sel.density(), 1.0);
+}
+
+// Element offsets beyond 2^31 (issue 3: int64 offsets; a 1M-token prompt with 32 query heads of 128 needs
+// them): q, k, v and out with a batch stride of 2^31 + 4096 elements, so batch 1 starts past 2^32 bytes, in
+// 4.3 GB device buffers of which only each batch's block is written. sample_attention and dense attention on
+// them against the CPU reference on compact copies. Skips where the GPU has less than 24 GB free.
+TEST_F(BackendCuda, OffsetsBeyondInt32) {
+  std::size_t free_bytes = 0, total_bytes = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total_bytes), cudaSuccess);
+  if (free_bytes < (std::size_t{24} << 30)) GTEST_SKIP() << "needs 24 GB of free GPU memory";
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  HostTensor q(DType::bf16, 2, 300, 8, 128), k(DType::bf16, 2, 1025, 2, 128), v(DType::bf16, 2, 1025, 2, 128);
+  q.fill_random(rng, 2.0f);
+  k.fill_random(rng);
+  v.fill_random(rng);
+  constexpr std::int64_t kStride = (std::int64_t{1} << 31) + 4096;
+  // Batch b's [seq, heads, d] block of a compact bshd tensor lives at element b * kStride of the spaced buffer.
+  auto spaced = [](const HostTensor& t) {
+    const auto& sh = t.shape();
+    return std::make_unique<DeviceBuffer>(
+        static_cast<std::size_t>(test::spaced_elements(sh[0], sh[1], sh[2], sh[3], kStride)) * 2);
+  };
+  auto block_bytes = [](const HostTensor& t) {
+    return static_cast<std::size_t>(t.shape()[1] * t.shape()[2] * t.shape()[3]) * 2;
+  };
+  auto upload = [&](const HostTensor& t, DeviceBuffer& d) {
+    for (std::int64_t b = 0; b < t.shape()[0]; ++b)
+      ASSERT_EQ(cudaMemcpy(static_cast<char*>(d.get()) + b * kStride * 2,
+                           static_cast<const char*>(t.data()) + b * block_bytes(t), block_bytes(t),
+                           cudaMemcpyHostToDevice),
+                cudaSuccess);
+  };
+  auto view_of = [](const HostTensor& t, const DeviceBuffer& d) {
+    const auto& sh = t.shape();
+    return test::spaced_view(d.get(), t.dtype(), sh[0], sh[1], sh[2], sh[3], kStride, Device::cuda);
+  };
+  const auto dq = spaced(q), dk = spaced(k), dv = spaced(v);
+  upload(q, *dq);
+  upload(k, *dk);
+  upload(v, *dv);
+  HostTensor out(DType::bf16, 2, 300, 8, 128);  // poisoned: its upload poisons the device blocks
+  const auto dout = spaced(out);
+  std::vector<float> lse(2 * 8 * 300, kNaN);
+  DeviceBuffer dlse(lse);
+  auto run_and_download = [&](bool sparse, Selection& sel) {
+    upload(out, *dout);
+    dlse.upload(lse.data());
+    if (sparse)
+      sel = sample_attention(view_of(q, *dq), view_of(k, *dk), view_of(v, *dv), view_of(out, *dout),
+                             static_cast<float*>(dlse.get()), {}, {}, on(Backend::cuda));
+    else
+      dense_attention(view_of(q, *dq), view_of(k, *dk), view_of(v, *dv), view_of(out, *dout),
+                      static_cast<float*>(dlse.get()), {}, on(Backend::cuda));
+    HostTensor got(DType::bf16, 2, 300, 8, 128);
+    for (std::int64_t b = 0; b < 2; ++b)
+      EXPECT_EQ(cudaMemcpy(static_cast<char*>(got.data()) + b * block_bytes(got),
+                           static_cast<const char*>(dout->get()) + b * kStride * 2, block_bytes(got),
+                           cudaMemcpyDeviceToHost),
+                cudaSuccess);
+    std::vector<float> got_lse(lse.size());
+    dlse.download(got_lse.data());
+    return std::pair{got, got_lse};
+  };
+
+  Selection sel;
+  const auto [sparse_out, sparse_lse] = run_and_download(true, sel);
+  const Selection ref = select(q.view(), k.view(), {}, {}, on(Backend::cpu_reference));
+  test::expect_selection_matches(sel, ref, core::make_problem(q.view(), k.view(), nullptr, {}), q.view(), k.view(),
+                                 {});
+  EXPECT_LT(sel.density(), 1.0);
+  expect_attention_matches(q, k, v, sel, sparse_out, sparse_lse, {});
+
+  Selection every = sel;  // dense attention is attention over every column
+  every.indices.clear();
+  every.offsets.assign(1, 0);
+  for (std::int64_t bh = 0; bh < every.num_heads_total(); ++bh) {
+    for (std::int32_t j = 0; j < 1025; ++j) every.indices.push_back(j);
+    every.offsets.push_back(static_cast<std::int64_t>(every.indices.size()));
+  }
+  every.recompute_counts();
+  Selection unused;
+  const auto [dense_out, dense_lse] = run_and_download(false, unused);
+  expect_attention_matches(q, k, v, every, dense_out, dense_lse, {});
 }
 
 TEST_F(BackendCuda, AttendWithHostSelection) {
