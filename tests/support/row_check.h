@@ -17,8 +17,7 @@
 namespace sampleattn::test {
 
 // max over elements of |out - ref| / allowance (<= 1 passes); rows whose lse is -inf (nothing kept) are
-// skipped here (their zero output is checked by max_abs_diff); +inf if out holds a NaN or Inf where the
-// reference is finite. lse and lse2: contiguous [batch, heads, seq], the reference's at scale and 2 x scale.
+// skipped here (their zero output is checked by max_abs_diff); +inf if out or ref holds a NaN or Inf. lse and lse2: contiguous [batch, heads, seq], the reference's at scale and 2 x scale.
 double rounding_error_ratio(const HostTensor& out, const HostTensor& ref, const std::vector<float>& lse,
                             const std::vector<float>& lse2, double unit_roundoff, double vmax);
 

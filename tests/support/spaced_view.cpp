@@ -2,6 +2,8 @@
 
 #include <sys/mman.h>
 
+#include <string>
+
 #include "core/half.h"
 #include "sampleattn/error.h"
 
@@ -15,16 +17,18 @@ ReservedBuffer::ReservedBuffer(std::size_t bytes) : bytes_(bytes) {
 
 ReservedBuffer::~ReservedBuffer() { munmap(ptr_, bytes_); }
 
-std::int64_t spaced_elements(std::int64_t batch, std::int64_t seq, std::int64_t heads, std::int64_t head_dim,
-                             std::int64_t batch_stride) {
-  return (batch - 1) * batch_stride + seq * heads * head_dim;
+TensorView spaced_view(void* data, DType dtype, const std::array<std::int64_t, 4>& shape, std::int64_t batch_stride,
+                       std::int64_t seq_stride, Device device) {
+  TensorView t = TensorView::contiguous(data, dtype, shape[0], shape[1], shape[2], shape[3], device);
+  t.stride[0] = batch_stride;
+  t.stride[1] = seq_stride;
+  return t;
 }
 
-TensorView spaced_view(void* data, DType dtype, std::int64_t batch, std::int64_t seq, std::int64_t heads,
-                       std::int64_t head_dim, std::int64_t batch_stride, Device device) {
-  TensorView t = TensorView::contiguous(data, dtype, batch, seq, heads, head_dim, device);
-  t.stride[0] = batch_stride;
-  return t;
+std::int64_t spanned_elements(const TensorView& t) {
+  std::int64_t last = 0;
+  for (int a = 0; a < 4; ++a) last += (t.shape[a] - 1) * t.stride[a];
+  return last + 1;
 }
 
 void copy_view(const TensorView& from, const TensorView& to) {

@@ -1,10 +1,14 @@
-// Views whose element offsets pass 2^31 without the memory behind them: a host buffer reserved with
-// mmap(MAP_NORESERVE), whose pages are allocated only when touched, and [batch, seq, heads, d] views over a
-// buffer with a chosen batch stride (each batch a contiguous [seq, heads, d] block). With a batch stride of
-// 2^31 + 4096 elements, batch 1's offsets exceed int32 (and its byte offsets 2^32 for 16-bit types) while the
-// test touches only a few kilobytes per batch.
+// Views whose element offsets pass 2^32 without the memory behind them: a host buffer reserved with
+// mmap(MAP_NORESERVE), whose pages are allocated only when touched, and [batch, seq, heads, d] views with
+// chosen batch and seq strides over a buffer (heads and d stay packed, so each (batch, seq) row of
+// heads * d elements is contiguous). The offset tests use two shapes of it:
+//   - q and out with a batch stride of 2^32 + 4096 elements: batch 1 starts past 2^32 elements;
+//   - k and v with batches interleaved in rows 2^22 + 64 elements apart: row 1024 starts past 2^32.
+// So a batch offset and a row offset each overflow both int32 and uint32, while a test touches only a few
+// kilobytes per row.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 
@@ -12,9 +16,12 @@
 
 namespace sampleattn::test {
 
+constexpr std::int64_t kSpacedBatchStride = (std::int64_t{1} << 32) + 4096;
+constexpr std::int64_t kSpacedRowStride = (std::int64_t{1} << 22) + 64;
+
 class ReservedBuffer {
  public:
-  explicit ReservedBuffer(std::size_t bytes);
+  explicit ReservedBuffer(std::size_t bytes);  // throws sampleattn::Error when the reservation fails
   ~ReservedBuffer();
   ReservedBuffer(const ReservedBuffer&) = delete;
   ReservedBuffer& operator=(const ReservedBuffer&) = delete;
@@ -26,12 +33,11 @@ class ReservedBuffer {
   std::size_t bytes_ = 0;
 };
 
-// Elements a spaced view of `batch` batches needs: (batch - 1) * batch_stride + seq * heads * head_dim.
-std::int64_t spaced_elements(std::int64_t batch, std::int64_t seq, std::int64_t heads, std::int64_t head_dim,
-                             std::int64_t batch_stride);
-
-TensorView spaced_view(void* data, DType dtype, std::int64_t batch, std::int64_t seq, std::int64_t heads,
-                       std::int64_t head_dim, std::int64_t batch_stride, Device device = Device::cpu);
+// A [batch, seq, heads, head_dim] view with the given batch and seq strides (head stride head_dim, unit
+// element stride), and the number of elements it spans.
+TensorView spaced_view(void* data, DType dtype, const std::array<std::int64_t, 4>& shape, std::int64_t batch_stride,
+                       std::int64_t seq_stride, Device device = Device::cpu);
+std::int64_t spanned_elements(const TensorView& t);
 
 // Element-wise copy between two host views of the same shape and dtype.
 void copy_view(const TensorView& from, const TensorView& to);
