@@ -5,8 +5,8 @@
 #   device: bash scripts/device_test.sh run [BUILD_DIR]     # carry BUILD_DIR/device; results land in $OUT
 #
 # run does: the CUDA GoogleTest binary (tests/cuda/*: attention kernels, selection, backend, 1M tokens with
-# SAMPLEATTN_LARGE_TESTS=1), then its attention and selection tests again with the sm_80 kernels forced
-# (SAMPLEATTN_CUDA_KERNELS=sm80: on a Hopper GPU the sm_90a kernels are the default), the selection and
+# SAMPLEATTN_LARGE_TESTS=1), then its attention, selection and offsets-beyond-2^32 tests again with the sm_80
+# kernels forced (SAMPLEATTN_CUDA_KERNELS=sm80: on a Hopper GPU the sm_90a kernels are the default), the selection and
 # backend tests with the sm_90a pass 2 at one query head per tile (SAMPLEATTN_SM90_COLSUM_HEADS=1: the path of
 # odd GQA groups, forced on the even ones), compute-sanitizer memcheck and racecheck on the
 # *SmallCasesForSanitizers* tests (the backend's also with one head per tile), dense and alpha = 1 against
@@ -67,7 +67,8 @@ if [ "${TESTS:-1}" = 1 ]; then
   # The 1M-token case (LARGE=1) also runs a CPU selection of one head: ~1-3 minutes more.
   run_gtest tests "$([ "${LARGE:-1}" = 1 ] && echo 480 || echo 300)" "${GTEST_FILTER:-*}" SAMPLEATTN_LARGE_TESTS="${LARGE:-1}"
   echo "== gtest (CUDA), sm_80 kernels forced"
-  run_gtest tests-sm80 200 "${GTEST_FILTER_SM80:-Attention*:Select*}" SAMPLEATTN_CUDA_KERNELS=sm80
+  run_gtest tests-sm80 300 "${GTEST_FILTER_SM80:-Attention*:Select*:BackendCuda.OffsetsBeyondUint32}" \
+    SAMPLEATTN_CUDA_KERNELS=sm80
   echo "== gtest (CUDA), sm_90a pass 2 with one head per tile"
   run_gtest tests-colsum1 200 "${GTEST_FILTER_COLSUM1:-Select*:Backend*}" SAMPLEATTN_SM90_COLSUM_HEADS=1
   SAN=${SAN:-1}

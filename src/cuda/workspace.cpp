@@ -76,6 +76,16 @@ SelectPlan make_plan(const core::Problem& p, const SampleConfig& config) {
   SA_CHECK(plan.heads_total * sampled_stride(plan.num_sampled) / 32 < std::numeric_limits<std::int32_t>::max(),
            "batch * q.heads (", plan.heads_total, ") times ", sampled_stride(plan.num_sampled),
            " padded sampled rows per head exceeds the CUDA grid of the stage 1 combine kernel");
+  // Stage 1's grids in x, per KV head: 128 sampled rows of the group's heads per block and key chunk (pass 1),
+  // 128 keys per block (pass 2); in double, whose rounding cannot move a product across 2^31 here.
+  const double group = static_cast<double>(p.q_heads / p.kv_heads), kv = static_cast<double>(p.kv_heads);
+  const double pass1_blocks = std::ceil(static_cast<double>(plan.num_sampled) * group / 128.0) *
+                              static_cast<double>(plan.num_chunks) * kv;
+  SA_CHECK(pass1_blocks <= std::numeric_limits<std::int32_t>::max(), "q.heads (", p.q_heads, ") times ",
+           plan.num_sampled, " sampled rows and ", plan.num_chunks,
+           " key chunks exceeds the CUDA grid of stage 1's first pass");
+  SA_CHECK(std::ceil(static_cast<double>(p.seq_k) / 128.0) * kv <= std::numeric_limits<std::int32_t>::max(),
+           "k.seq (", p.seq_k, ") times k.heads (", p.kv_heads, ") exceeds the CUDA grid of stage 1's second pass");
   SA_CHECK(plan.heads_total * plan.stage2_blocks <= std::numeric_limits<std::int32_t>::max(), "batch * q.heads (",
            plan.heads_total, ") times ", plan.stage2_blocks, " stage 2 blocks per head exceeds the CUDA grid");
   return plan;

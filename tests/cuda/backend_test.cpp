@@ -233,31 +233,29 @@ TEST_F(BackendCuda, AlphaOneEqualsDense) {
 }
 
 // Element offsets beyond 2^32 (issue 3: int64 offsets; a 1M-token prompt with 32 query heads of 128 spans
-// 2^32 elements): q and out with a batch stride of 2^32 + 4096 elements, k and v with the two batches
-// interleaved in rows 2^22 + 64 elements apart, so that row 1024 starts past 2^32 (support/spaced_view.h).
-// Device buffers of 8.6-9.2 GB, of which only the rows are written. sample_attention and dense attention on
-// these views against the CPU reference on compact copies. Skips where the GPU has less than 48 GB free.
-TEST_F(BackendCuda, OffsetsBeyondUint32) {
-  std::size_t free_bytes = 0, total_bytes = 0;
-  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total_bytes), cudaSuccess);
-  if (free_bytes < (std::size_t{48} << 30)) GTEST_SKIP() << "needs 48 GB of free GPU memory";
-  const std::uint64_t seed = test::test_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+// 2^32 elements): q and out [2, sq, hq, 128] with a batch stride of 2^32 + 4096 elements, k and v
+// [2, sk, hkv, 128] with the two batches interleaved in rows `kv_row_stride` elements apart
+// (support/spaced_view.h), in device buffers of which only the rows are written. sample_attention and dense
+// attention on these views against the CPU reference on compact copies.
+void run_offsets_case(std::int64_t sq, std::int64_t sk, std::int64_t hq, std::int64_t hkv, std::int64_t kv_row_stride,
+                      std::uint64_t seed) {
+  SCOPED_TRACE("seed " + std::to_string(seed) + " Sq " + std::to_string(sq) + " Sk " + std::to_string(sk) +
+               " kv row stride " + std::to_string(kv_row_stride));
   std::mt19937_64 rng(seed);
-  HostTensor q(DType::bf16, 2, 300, 8, 128), k(DType::bf16, 2, 1100, 2, 128), v(DType::bf16, 2, 1100, 2, 128);
-  HostTensor out(DType::bf16, 2, 300, 8, 128);  // poisoned: its upload poisons the device rows
+  HostTensor q(DType::bf16, 2, sq, hq, 128), k(DType::bf16, 2, sk, hkv, 128), v(DType::bf16, 2, sk, hkv, 128);
+  HostTensor out(DType::bf16, 2, sq, hq, 128);  // poisoned: its upload poisons the device rows
   q.fill_random(rng, 2.0f);
   k.fill_random(rng);
   v.fill_random(rng);
   // The device view of a compact bshd tensor, and a buffer spanning it.
-  auto spaced = [](const HostTensor& t, bool batch_apart) {
+  auto spaced = [kv_row_stride](const HostTensor& t, bool batch_apart) {
     const std::int64_t row = t.shape()[2] * t.shape()[3];
     return batch_apart ? test::spaced_view(nullptr, t.dtype(), t.shape(), test::kSpacedBatchStride, row, Device::cuda)
-                       : test::spaced_view(nullptr, t.dtype(), t.shape(), row, test::kSpacedRowStride, Device::cuda);
+                       : test::spaced_view(nullptr, t.dtype(), t.shape(), row, kv_row_stride, Device::cuda);
   };
   TensorView vq = spaced(q, true), vout = spaced(out, true), vk = spaced(k, false), vv = spaced(v, false);
   ASSERT_GT(static_cast<double>(vq.offset(1, 0, 0, 0)), std::ldexp(1.0, 32));
-  ASSERT_GT(static_cast<double>(vk.offset(0, 1024, 0, 0)), std::ldexp(1.0, 32));
+  ASSERT_GT(static_cast<double>(vk.offset(1, sk - 1, 0, 0)), std::ldexp(1.0, 32));
   std::vector<std::unique_ptr<DeviceBuffer>> buffers;
   for (TensorView* t : {&vq, &vout, &vk, &vv}) {
     buffers.push_back(std::make_unique<DeviceBuffer>(static_cast<std::size_t>(test::spanned_elements(*t)) * 2));
@@ -278,7 +276,7 @@ TEST_F(BackendCuda, OffsetsBeyondUint32) {
   copy_rows(q, vq, true);
   copy_rows(k, vk, true);
   copy_rows(v, vv, true);
-  std::vector<float> lse(2 * 8 * 300, kNaN);
+  std::vector<float> lse(static_cast<std::size_t>(2 * hq * sq), kNaN);
   DeviceBuffer dlse(lse);
   auto run = [&](bool sparse, Selection& sel) {
     copy_rows(out, vout, true);
@@ -287,7 +285,7 @@ TEST_F(BackendCuda, OffsetsBeyondUint32) {
       sel = sample_attention(vq, vk, vv, vout, static_cast<float*>(dlse.get()), {}, {}, on(Backend::cuda));
     else
       dense_attention(vq, vk, vv, vout, static_cast<float*>(dlse.get()), {}, on(Backend::cuda));
-    HostTensor got(DType::bf16, 2, 300, 8, 128);
+    HostTensor got(DType::bf16, 2, sq, hq, 128);
     copy_rows(got, vout, false);
     std::vector<float> got_lse(lse.size());
     dlse.download(got_lse.data());
@@ -299,20 +297,31 @@ TEST_F(BackendCuda, OffsetsBeyondUint32) {
   const Selection ref = select(q.view(), k.view(), {}, {}, on(Backend::cpu_reference));
   test::expect_selection_matches(sel, ref, core::make_problem(q.view(), k.view(), nullptr, {}), q.view(), k.view(),
                                  {});
-  EXPECT_LT(sel.density(), 1.0);
   expect_attention_matches(q, k, v, sel, sparse_out, sparse_lse, {});
 
   Selection every = sel;  // dense attention is attention over every column
   every.indices.clear();
   every.offsets.assign(1, 0);
   for (std::int64_t bh = 0; bh < every.num_heads_total(); ++bh) {
-    for (std::int32_t j = 0; j < 1100; ++j) every.indices.push_back(j);
+    for (std::int32_t j = 0; j < sk; ++j) every.indices.push_back(j);
     every.offsets.push_back(static_cast<std::int64_t>(every.indices.size()));
   }
   every.recompute_counts();
   Selection unused;
   const auto [dense_out, dense_lse] = run(false, unused);
   expect_attention_matches(q, k, v, every, dense_out, dense_lse, {});
+}
+
+// Key rows 2^22 + 64 elements apart (row 1024 past 2^32; the attention producer's 32 x 32 -> 64-bit row
+// products), then 2^31 + 8 apart (k seq strides from 2^31 elements take the kernels' general int64 path).
+// Each case holds ~34 GB of device buffers; skips where the GPU has less than 48 GB free.
+TEST_F(BackendCuda, OffsetsBeyondUint32) {
+  std::size_t free_bytes = 0, total_bytes = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total_bytes), cudaSuccess);
+  if (free_bytes < (std::size_t{48} << 30)) GTEST_SKIP() << "needs 48 GB of free GPU memory";
+  const std::uint64_t seed = test::test_seed();
+  run_offsets_case(300, 1100, 8, 2, test::kSpacedRowStride, seed);
+  run_offsets_case(3, 3, 4, 1, (std::int64_t{1} << 31) + 8, seed);
 }
 
 TEST_F(BackendCuda, AttendWithHostSelection) {

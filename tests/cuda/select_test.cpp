@@ -18,6 +18,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/problem.h"
@@ -563,6 +564,26 @@ TEST(SelectPlanHost, KeyChunkAndPlanFollowTheCoreSchedule) {
     ADD_FAILURE() << "make_plan accepted a combine grid beyond 2^31 - 1 blocks";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("combine kernel"), std::string::npos) << e.what();
+  }
+  // Stage 1's grids: 2^19 query heads of one KV head at 2^20 tokens pass the combine check (52,429 sampled rows
+  // each) but need 16 x 2^19 x 52429 / 128 blocks in pass 1; 2^27 keys of 4096 KV heads need 2^32 in pass 2.
+  core::Problem many = p;
+  many.batch = 1;
+  many.q_heads = std::int64_t{1} << 19;
+  many.kv_heads = 1;
+  many.seq_q = many.seq_k = std::int64_t{1} << 20;
+  core::Problem wide = p;
+  wide.batch = 1;
+  wide.q_heads = wide.kv_heads = 4096;
+  wide.seq_q = 1;
+  wide.seq_k = std::int64_t{1} << 27;
+  for (const auto& [problem, pass] : {std::pair{many, "first pass"}, std::pair{wide, "second pass"}}) {
+    try {
+      cuda::make_plan(problem, SampleConfig{});
+      ADD_FAILURE() << "make_plan accepted a stage 1 grid beyond 2^31 - 1 blocks in its " << pass;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(pass), std::string::npos) << e.what();
+    }
   }
 }
 
