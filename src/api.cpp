@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "core/problem.h"
+#include "core/varlen.h"
 #include "cpu/fast.h"
 #include "cpu/reference.h"
 #include "sampleattn/error.h"
@@ -134,6 +135,54 @@ void dense_attention(const TensorView& q, const TensorView& k, const TensorView&
     case Backend::cuda: cuda::dense(p, q, k, v, out, lse, options.cuda_stream); break;
 #endif
     default: cpu::dense(p, q, k, v, out, lse, options.num_threads); break;
+  }
+}
+
+namespace {
+
+// The sequences of a packed batch, after every check of the packed views as one problem (shapes, dtypes, out
+// and lse apart from the inputs, the backend's input checks): no sequence runs unless all of them can.
+std::vector<core::PackedSequence> checked_sequences(const TensorView& q, const TensorView& k, const TensorView& v,
+                                                    const std::vector<std::int64_t>& cu_seqlens_q,
+                                                    const std::vector<std::int64_t>& cu_seqlens_k,
+                                                    const TensorView& out, const float* lse, const AttnParams& params,
+                                                    const ExecOptions& options) {
+  std::vector<core::PackedSequence> seqs = core::packed_sequences(q, k, cu_seqlens_q, cu_seqlens_k);
+  const Problem p = core::make_problem(q, k, &v, params);
+  core::check_output(p, q, k, &v, out, lse);
+  check_inputs(resolve(options, q), p, q, k, &v, &out, lse);
+  return seqs;
+}
+
+}  // namespace
+
+std::vector<Selection> sample_attention_varlen(const TensorView& q, const TensorView& k, const TensorView& v,
+                                               const std::vector<std::int64_t>& cu_seqlens_q,
+                                               const std::vector<std::int64_t>& cu_seqlens_k, const TensorView& out,
+                                               float* lse, const AttnParams& params, const SampleConfig& config,
+                                               const ExecOptions& options) {
+  core::check_config(config);
+  const auto seqs = checked_sequences(q, k, v, cu_seqlens_q, cu_seqlens_k, out, lse, params, options);
+  std::vector<Selection> result(seqs.size());
+  for (std::size_t i = 0; i < seqs.size(); ++i) {
+    const core::PackedSequence& s = seqs[i];
+    if (s.q_len == 0) continue;
+    result[i] = sample_attention(core::row_range(q, s.q_begin, s.q_len), core::row_range(k, s.k_begin, s.k_len),
+                                 core::row_range(v, s.k_begin, s.k_len), core::row_range(out, s.q_begin, s.q_len),
+                                 lse != nullptr ? lse + q.heads() * s.q_begin : nullptr, params, config, options);
+  }
+  return result;
+}
+
+void dense_attention_varlen(const TensorView& q, const TensorView& k, const TensorView& v,
+                            const std::vector<std::int64_t>& cu_seqlens_q, const std::vector<std::int64_t>& cu_seqlens_k,
+                            const TensorView& out, float* lse, const AttnParams& params, const ExecOptions& options) {
+  for (const core::PackedSequence& s : checked_sequences(q, k, v, cu_seqlens_q, cu_seqlens_k, out, lse, params,
+                                                         options)) {
+    if (s.q_len == 0) continue;
+    dense_attention(core::row_range(q, s.q_begin, s.q_len), core::row_range(k, s.k_begin, s.k_len),
+                    core::row_range(v, s.k_begin, s.k_len), core::row_range(out, s.q_begin, s.q_len),
+                    lse != nullptr ? lse + q.heads() * s.q_begin : nullptr, params, options);
   }
 }
 

@@ -34,6 +34,24 @@ Selection sample_attention(const TensorView& q, const TensorView& k, const Tenso
 void dense_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                      float* lse = nullptr, const AttnParams& params = {}, const ExecOptions& options = {});
 
+// Packed variable-length batches, as FlashAttention's varlen functions take them: q and out [1, total_q, Hq, d],
+// k and v [1, total_k, Hkv, d]; sequence i owns query rows [cu_seqlens_q[i], cu_seqlens_q[i + 1]) and key rows
+// [cu_seqlens_k[i], cu_seqlens_k[i + 1]) (host vectors of n + 1 non-decreasing offsets from 0 to total_q and
+// total_k), and is a prefill of its own: its q_len <= k_len queries are its last positions. lse (optional):
+// float32, sequence i's [Hq, q_len] block at lse + Hq * cu_seqlens_q[i] (what the functions above write for
+// that sequence alone). Everything is checked before the first sequence runs; then each sequence with queries
+// runs as its own call (on CUDA, on options.cuda_stream; cuda.h has the no-allocation form). Returns one
+// Selection per sequence (a default-constructed one where it has no queries).
+std::vector<Selection> sample_attention_varlen(const TensorView& q, const TensorView& k, const TensorView& v,
+                                               const std::vector<std::int64_t>& cu_seqlens_q,
+                                               const std::vector<std::int64_t>& cu_seqlens_k, const TensorView& out,
+                                               float* lse = nullptr, const AttnParams& params = {},
+                                               const SampleConfig& config = {}, const ExecOptions& options = {});
+void dense_attention_varlen(const TensorView& q, const TensorView& k, const TensorView& v,
+                            const std::vector<std::int64_t>& cu_seqlens_q, const std::vector<std::int64_t>& cu_seqlens_k,
+                            const TensorView& out, float* lse = nullptr, const AttnParams& params = {},
+                            const ExecOptions& options = {});
+
 // Exact metrics of a selection against dense attention, on chosen query rows, computed in fp64 on the CPU
 // (host tensors). Per (batch, query head):
 //   min_kept_mass: min over the rows of the dense probability mass the mask keeps (the paper's CRA);

@@ -20,6 +20,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <vector>
 
 #include "sampleattn/config.h"
 #include "sampleattn/selection.h"
@@ -47,5 +49,19 @@ void select_to_workspace(const TensorView& q, const TensorView& k, const AttnPar
 Selection selection_from_workspace(const TensorView& q, const TensorView& k, const AttnParams& params,
                                    const SampleConfig& config, const void* workspace, std::size_t workspace_bytes,
                                    void* stream);
+
+// Packed variable-length batches (api.h's sample_attention_varlen, same arguments): every check first, then
+// each sequence with queries enqueued on `stream` in turn, all on the one workspace (stream order keeps them
+// apart). Its size is the largest any sequence needs; selection_from_workspace afterwards describes the last
+// sequence with queries (pass its row ranges of q and k).
+std::size_t sample_attention_varlen_workspace_size(const TensorView& q, const TensorView& k,
+                                                   const std::vector<std::int64_t>& cu_seqlens_q,
+                                                   const std::vector<std::int64_t>& cu_seqlens_k,
+                                                   const AttnParams& params = {}, const SampleConfig& config = {});
+void sample_attention_varlen(const TensorView& q, const TensorView& k, const TensorView& v,
+                             const std::vector<std::int64_t>& cu_seqlens_q,
+                             const std::vector<std::int64_t>& cu_seqlens_k, const TensorView& out, float* lse,
+                             const AttnParams& params, const SampleConfig& config, void* workspace,
+                             std::size_t workspace_bytes, void* stream);
 
 }  // namespace sampleattn::cuda

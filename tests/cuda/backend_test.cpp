@@ -25,12 +25,14 @@
 #include "core/half.h"
 #include "core/problem.h"
 #include "core/schedule.h"
+#include "core/varlen.h"
 #include "cuda/device_util.h"
 #include "cuda/selection_check.h"
 #include "sampleattn/api.h"
 #include "sampleattn/cuda.h"
 #include "sampleattn/workload.h"
 #include "support/host_tensor.h"
+#include "support/packed_batch.h"
 #include "support/row_check.h"
 #include "support/spaced_view.h"
 #include "core/tolerance.h"
@@ -322,6 +324,99 @@ TEST_F(BackendCuda, OffsetsBeyondUint32) {
   const std::uint64_t seed = test::test_seed();
   run_offsets_case(300, 1100, 8, 2, test::kSpacedRowStride, seed);
   run_offsets_case(3, 3, 4, 1, (std::int64_t{1} << 31) + 8, seed);
+}
+
+// Packed variable-length batches: sample_attention_varlen on CUDA (api.h) against the CPU reference per
+// sequence (its selection and its rows of out and lse), then the no-allocation form (cuda.h) on a stream with
+// the workspace its size function asks for, which must reproduce the first run bit for bit (the CUDA path is
+// deterministic), and dense_attention_varlen against the reference.
+TEST_F(BackendCuda, VarlenMatchesPerSequenceReference) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const test::PackedBatch p =
+      test::make_packed_batch(DType::bf16, 8, 2, 128, {{300, 300}, {0, 7}, {64, 1025}, {1, 1}, {129, 129}}, rng);
+  const std::int64_t total_q = p.cu_q.back();
+  DeviceTensor dq(p.pq), dk(p.pk), dv(p.pv);
+  HostTensor out(DType::bf16, 1, total_q, 8, 128);  // poisoned
+  DeviceTensor dout(out);
+  const std::vector<float> poisoned(static_cast<std::size_t>(8 * total_q), kNaN);
+  DeviceBuffer dlse(poisoned);
+  const std::vector<Selection> sels = sample_attention_varlen(dq.view(), dk.view(), dv.view(), p.cu_q, p.cu_k,
+                                                              dout.view(), static_cast<float*>(dlse.get()), {}, {},
+                                                              on(Backend::cuda));
+  HostTensor got = out;
+  dout.download(got);
+  std::vector<float> got_lse(poisoned.size());
+  dlse.download(got_lse.data());
+  ASSERT_EQ(sels.size(), p.q.size());
+  // Sequence i's rows of out and its [Hq, q_len] block of lse, against the reference over sequence i alone.
+  auto check_sequence = [&](std::size_t i, const Selection& sel, const HostTensor& all, const std::vector<float>& lse) {
+    const std::int64_t sq = p.q[i].shape()[1];
+    const HostTensor rows = test::row_slice(all, p.cu_q[i], sq);
+    const std::vector<float> block(lse.begin() + 8 * p.cu_q[i], lse.begin() + 8 * (p.cu_q[i] + sq));
+    expect_attention_matches(p.q[i], p.k[i], p.v[i], sel, rows, block, {});
+  };
+  for (std::size_t i = 0; i < p.q.size(); ++i) {
+    SCOPED_TRACE("sequence " + std::to_string(i));
+    if (p.q[i].shape()[1] == 0) {
+      EXPECT_EQ(sels[i].batch, 0);
+      continue;
+    }
+    const Selection ref = select(p.q[i].view(), p.k[i].view(), {}, {}, on(Backend::cpu_reference));
+    test::expect_selection_matches(sels[i], ref, core::make_problem(p.q[i].view(), p.k[i].view(), nullptr, {}),
+                                   p.q[i].view(), p.k[i].view(), {});
+    check_sequence(i, sels[i], got, got_lse);
+  }
+
+  // The no-allocation form on a stream.
+  const std::size_t bytes =
+      cuda::sample_attention_varlen_workspace_size(dq.view(), dk.view(), p.cu_q, p.cu_k, {}, {});
+  DeviceBuffer ws(bytes);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  dout.upload(out);
+  dlse.upload(poisoned.data());
+  cuda::sample_attention_varlen(dq.view(), dk.view(), dv.view(), p.cu_q, p.cu_k, dout.view(),
+                                static_cast<float*>(dlse.get()), {}, {}, ws.get(), bytes, stream);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  HostTensor again = out;
+  dout.download(again);
+  std::vector<float> again_lse(poisoned.size());
+  dlse.download(again_lse.data());
+  EXPECT_EQ(test::max_abs_diff(again, got), 0.0);
+  EXPECT_EQ(test::max_abs_diff(again_lse, got_lse), 0.0);
+  const std::size_t last = p.q.size() - 1;  // the last sequence with queries
+  const Selection from_ws = cuda::selection_from_workspace(
+      core::row_range(dq.view(), p.cu_q[last], p.q[last].shape()[1]),
+      core::row_range(dk.view(), p.cu_k[last], p.k[last].shape()[1]), {}, {}, ws.get(), bytes, stream);
+  EXPECT_EQ(from_ws.indices, sels[last].indices);
+  EXPECT_EQ(from_ws.offsets, sels[last].offsets);
+  EXPECT_THROW(cuda::sample_attention_varlen(dq.view(), dk.view(), dv.view(), p.cu_q, p.cu_k, dout.view(), nullptr, {},
+                                             {}, ws.get(), bytes - 256, stream),
+               Error);
+  cudaStreamDestroy(stream);
+
+  // Dense: attention over every column of each sequence.
+  dout.upload(out);
+  dlse.upload(poisoned.data());
+  dense_attention_varlen(dq.view(), dk.view(), dv.view(), p.cu_q, p.cu_k, dout.view(), static_cast<float*>(dlse.get()),
+                         {}, on(Backend::cuda));
+  dout.download(got);
+  dlse.download(got_lse.data());
+  for (std::size_t i = 0; i < p.q.size(); ++i) {
+    SCOPED_TRACE("dense, sequence " + std::to_string(i));
+    if (p.q[i].shape()[1] == 0) continue;
+    Selection every = sels[i];
+    every.indices.clear();
+    every.offsets.assign(1, 0);
+    for (std::int64_t bh = 0; bh < every.num_heads_total(); ++bh) {
+      for (std::int32_t j = 0; j < p.k[i].shape()[1]; ++j) every.indices.push_back(j);
+      every.offsets.push_back(static_cast<std::int64_t>(every.indices.size()));
+    }
+    every.recompute_counts();
+    check_sequence(i, every, got, got_lse);
+  }
 }
 
 TEST_F(BackendCuda, AttendWithHostSelection) {
