@@ -29,8 +29,10 @@ from ._api import (  # noqa: E402
     attend,
     built_with_cuda,
     dense_attention,
+    dense_attention_varlen,
     exact_metrics,
     sample_attention,
+    sample_attention_varlen,
     select,
 )
 
@@ -41,8 +43,10 @@ __all__ = [
     "attend",
     "built_with_cuda",
     "dense_attention",
+    "dense_attention_varlen",
     "exact_metrics",
     "sample_attention",
+    "sample_attention_varlen",
     "select",
 ]
 

@@ -428,6 +428,100 @@ def dense_attention(
     return _result(out, lse, None)
 
 
+def _offsets(name: str, cu: Any) -> list:
+    """cu_seqlens as a list of Python ints (a sequence, numpy array or tensor on any device)."""
+    if hasattr(cu, "tolist") and not isinstance(cu, (str, bytes)):
+        cu = cu.tolist()
+    if isinstance(cu, (str, bytes)) or not hasattr(cu, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of n + 1 integer offsets, not {type(cu).__name__}")
+    return [_integer(f"{name}[{i}]", x) for i, x in enumerate(cu)]
+
+
+def _lse_by_head(lse: Any, cu_q: list):
+    """The extension's per-sequence [q_heads, q_len] blocks as one [q_heads, total_q] array (FlashAttention's
+    varlen layout), in lse's framework."""
+    heads = int(lse.shape[1])
+    flat = lse.reshape(-1)
+    parts = [flat[heads * a:heads * b].reshape(heads, b - a) for a, b in zip(cu_q[:-1], cu_q[1:])]
+    if _torch_tensor(lse):
+        import torch
+
+        return torch.cat(parts, dim=1) if parts else lse.reshape(heads, 0)
+    return sys.modules[type(lse).__module__.split(".")[0]].concatenate(parts, axis=1) if parts else flat.reshape(
+        heads, 0)
+
+
+def sample_attention_varlen(
+    q: Any,
+    k: Any,
+    v: Any,
+    cu_seqlens_q: Any,
+    cu_seqlens_k: Any,
+    *,
+    alpha: float = 0.95,
+    sample_ratio: float = 0.05,
+    window_ratio: float = 0.08,
+    sink_tokens: int = 0,
+    causal: bool = True,
+    scale: Optional[float] = None,
+    return_lse: bool = False,
+    return_selections: bool = False,
+    min_window: int = 64,
+    dense_tail: int = 0,
+    dense_head_density: float = 1.0,
+    out: Optional[Any] = None,
+    backend: str = "auto",
+    num_threads: int = 0,
+):
+    """sample_attention over a packed variable-length batch (FlashAttention's varlen form).
+
+    q: [1, total_q, q_heads, head_dim]; k, v: [1, total_k, kv_heads, head_dim]; sequence i owns query rows
+    cu_seqlens_q[i]:cu_seqlens_q[i + 1] and key rows cu_seqlens_k[i]:cu_seqlens_k[i + 1] (n + 1 offsets from 0,
+    as a list, array or tensor) and is a prefill of its own: its queries are its last positions. Returns out
+    like q; with return_lse also the float32 log-sum-exp [q_heads, total_q]; with return_selections also the
+    list of per-sequence Selections (None where a sequence has no queries). Settings as in sample_attention.
+    """
+    q, k, v = _inputs("raise", q=q, k=k, v=v)
+    _check_backend(backend)
+    cu_q, cu_k = _offsets("cu_seqlens_q", cu_seqlens_q), _offsets("cu_seqlens_k", cu_seqlens_k)
+    settings = (bool(causal), _scale(scale),
+                *_settings(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density))
+    threads = _threads(num_threads)
+    out, out_view, lse = _outputs(q, out, return_lse)
+    with _DeviceGuard(q):
+        selections = _C.sample_attention_varlen(q, k, v, cu_q, cu_k, out_view, lse, *settings, backend, threads,
+                                                _stream(q))
+    selections = [s if s.batch > 0 else None for s in selections]
+    return _result(out, None if lse is None else _lse_by_head(lse, cu_q),
+                   selections if return_selections else None)
+
+
+def dense_attention_varlen(
+    q: Any,
+    k: Any,
+    v: Any,
+    cu_seqlens_q: Any,
+    cu_seqlens_k: Any,
+    *,
+    causal: bool = True,
+    scale: Optional[float] = None,
+    return_lse: bool = False,
+    out: Optional[Any] = None,
+    backend: str = "auto",
+    num_threads: int = 0,
+):
+    """Exact attention over a packed variable-length batch (arguments and results as sample_attention_varlen)."""
+    q, k, v = _inputs("raise", q=q, k=k, v=v)
+    _check_backend(backend)
+    cu_q, cu_k = _offsets("cu_seqlens_q", cu_seqlens_q), _offsets("cu_seqlens_k", cu_seqlens_k)
+    scale, threads = _scale(scale), _threads(num_threads)
+    out, out_view, lse = _outputs(q, out, return_lse)
+    with _DeviceGuard(q):
+        _C.dense_attention_varlen(q, k, v, cu_q, cu_k, out_view, lse, bool(causal), scale, backend, threads,
+                                  _stream(q))
+    return _result(out, None if lse is None else _lse_by_head(lse, cu_q), None)
+
+
 def _rows(rows: Any) -> list:
     if isinstance(rows, (str, bytes)) or not hasattr(rows, "__iter__"):
         raise TypeError(f"rows must be a sequence of query row indices, not {type(rows).__name__}")

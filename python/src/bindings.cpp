@@ -393,6 +393,46 @@ NB_MODULE(_sampleattn, m) {
       nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("lse").none(), nb::arg("causal"),
       nb::arg("scale").none(), nb::arg("backend"), nb::arg("num_threads"), nb::arg("stream"));
 
+  // Packed variable-length batches (api.h): lse, when given, is a contiguous float32 [1, q_heads, total_q]
+  // buffer that receives the per-sequence [q_heads, q_len] blocks (the Python layer rearranges them).
+  m.def(
+      "sample_attention_varlen",
+      [](const InArray& q, const InArray& k, const InArray& v, const std::vector<std::int64_t>& cu_seqlens_q,
+         const std::vector<std::int64_t>& cu_seqlens_k, const OutArray& out, const std::optional<OutArray>& lse,
+         bool causal, std::optional<float> scale, double alpha, double sample_ratio, double window_ratio,
+         std::int64_t min_window, std::int64_t sink_tokens, std::int64_t dense_tail, double dense_head_density,
+         const std::string& backend, int num_threads, std::uintptr_t stream) {
+        const TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v"), ov = to_view(out, "out");
+        float* lp = lse_pointer(lse, qv);
+        const auto params = attn_params(causal, scale);
+        const auto config =
+            sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density);
+        const auto options = exec_options(backend, num_threads, stream);
+        nb::gil_scoped_release unlocked;
+        return sampleattn::sample_attention_varlen(qv, kv, vv, cu_seqlens_q, cu_seqlens_k, ov, lp, params, config,
+                                                   options);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("cu_seqlens_q"), nb::arg("cu_seqlens_k"), nb::arg("out"),
+      nb::arg("lse").none(), nb::arg("causal"), nb::arg("scale").none(), nb::arg("alpha"), nb::arg("sample_ratio"),
+      nb::arg("window_ratio"), nb::arg("min_window"), nb::arg("sink_tokens"), nb::arg("dense_tail"),
+      nb::arg("dense_head_density"), nb::arg("backend"), nb::arg("num_threads"), nb::arg("stream"));
+
+  m.def(
+      "dense_attention_varlen",
+      [](const InArray& q, const InArray& k, const InArray& v, const std::vector<std::int64_t>& cu_seqlens_q,
+         const std::vector<std::int64_t>& cu_seqlens_k, const OutArray& out, const std::optional<OutArray>& lse,
+         bool causal, std::optional<float> scale, const std::string& backend, int num_threads, std::uintptr_t stream) {
+        const TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v"), ov = to_view(out, "out");
+        float* lp = lse_pointer(lse, qv);
+        const auto params = attn_params(causal, scale);
+        const auto options = exec_options(backend, num_threads, stream);
+        nb::gil_scoped_release unlocked;
+        sampleattn::dense_attention_varlen(qv, kv, vv, cu_seqlens_q, cu_seqlens_k, ov, lp, params, options);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("cu_seqlens_q"), nb::arg("cu_seqlens_k"), nb::arg("out"),
+      nb::arg("lse").none(), nb::arg("causal"), nb::arg("scale").none(), nb::arg("backend"), nb::arg("num_threads"),
+      nb::arg("stream"));
+
   m.def(
       "exact_metrics",
       [](const InArray& q, const InArray& k, const InArray& v, const Selection& selection,

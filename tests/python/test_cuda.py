@@ -251,3 +251,22 @@ def test_generate_16k_prompt_default_settings():
         assert {s.reason for s in sat.last_stats().values()} == {"decode"}
     finally:
         sat.configure(**saved)
+
+
+def test_varlen_matches_per_sequence_calls(gen):
+    lens = [(300, 300), (0, 9), (64, 1025), (1, 1)]
+    qs = [(torch.randn(1, sq, 8, 128, generator=gen, device="cuda") * 2).to(torch.bfloat16) for sq, _ in lens]
+    ks = [torch.randn(1, sk, 2, 128, generator=gen, device="cuda").to(torch.bfloat16) for _, sk in lens]
+    vs = [torch.randn(1, sk, 2, 128, generator=gen, device="cuda").to(torch.bfloat16) for _, sk in lens]
+    cu_q = torch.tensor([0] + [sum(sq for sq, _ in lens[:i + 1]) for i in range(len(lens))], device="cuda")
+    cu_k = torch.tensor([0] + [sum(sk for _, sk in lens[:i + 1]) for i in range(len(lens))], device="cuda")
+    out, lse, sels = sampleattn.sample_attention_varlen(torch.cat(qs, 1), torch.cat(ks, 1), torch.cat(vs, 1), cu_q,
+                                                        cu_k, return_lse=True, return_selections=True)
+    assert out.is_cuda and lse.shape == (8, int(cu_q[-1])) and sels[1] is None
+    for i, (sq, _) in enumerate(lens):
+        if sq == 0:
+            continue
+        rows = slice(int(cu_q[i]), int(cu_q[i + 1]))
+        want, want_lse = sampleattn.sample_attention(qs[i], ks[i], vs[i], return_lse=True)
+        assert torch.equal(out[:, rows], want) and torch.equal(lse[:, rows], want_lse[0])
+        _rounding_check(out[:, rows], qs[i], ks[i], vs[i], "bf16", mask=_selection_mask(sels[i], out.device))
