@@ -114,6 +114,19 @@ float* lse_pointer(const std::optional<OutArray>& lse, const TensorView& q) {
   return static_cast<float*>(a.data());
 }
 
+// The views of one attention call's tensors and its optional lse output.
+struct CallViews {
+  TensorView q, k, v, out;
+  float* lse;
+};
+
+CallViews call_views(const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
+                     const std::optional<OutArray>& lse) {
+  CallViews c{to_view(q, "q"), to_view(k, "k"), to_view(v, "v"), to_view(out, "out"), nullptr};
+  c.lse = lse_pointer(lse, c.q);
+  return c;
+}
+
 Backend to_backend(const std::string& name) {
   if (name == "auto" || name == "automatic") return Backend::automatic;
   if (name == "cpu") return Backend::cpu;
@@ -304,8 +317,7 @@ NB_MODULE(_sampleattn, m) {
          const std::optional<OutArray>& lse, bool causal, std::optional<float> scale, double alpha,
          double sample_ratio, double window_ratio, std::int64_t min_window, std::int64_t sink_tokens,
          std::int64_t dense_tail, double dense_head_density, const OutArray& workspace, std::uintptr_t stream) {
-        const TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v"), ov = to_view(out, "out");
-        float* lp = lse_pointer(lse, qv);
+        const auto [qv, kv, vv, ov, lp] = call_views(q, k, v, out, lse);
         SA_CHECK(workspace.device_type() == nb::device::cuda::value && workspace.device_id() == qv.device_index,
                  "workspace must be a CUDA buffer on q's device");
         const auto params = attn_params(causal, scale);
@@ -330,8 +342,7 @@ NB_MODULE(_sampleattn, m) {
          double sample_ratio, double window_ratio, std::int64_t min_window, std::int64_t sink_tokens,
          std::int64_t dense_tail, double dense_head_density, const std::string& backend, int num_threads,
          std::uintptr_t stream) {
-        const TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v"), ov = to_view(out, "out");
-        float* lp = lse_pointer(lse, qv);
+        const auto [qv, kv, vv, ov, lp] = call_views(q, k, v, out, lse);
         const auto params = attn_params(causal, scale);
         const auto config =
             sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density);
@@ -368,8 +379,7 @@ NB_MODULE(_sampleattn, m) {
       [](const InArray& q, const InArray& k, const InArray& v, const Selection& selection, const OutArray& out,
          const std::optional<OutArray>& lse, bool causal, std::optional<float> scale, const std::string& backend,
          int num_threads, std::uintptr_t stream) {
-        const TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v"), ov = to_view(out, "out");
-        float* lp = lse_pointer(lse, qv);
+        const auto [qv, kv, vv, ov, lp] = call_views(q, k, v, out, lse);
         const auto params = attn_params(causal, scale);
         const auto options = exec_options(backend, num_threads, stream);
         nb::gil_scoped_release unlocked;
@@ -383,8 +393,7 @@ NB_MODULE(_sampleattn, m) {
       [](const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
          const std::optional<OutArray>& lse, bool causal, std::optional<float> scale, const std::string& backend,
          int num_threads, std::uintptr_t stream) {
-        const TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v"), ov = to_view(out, "out");
-        float* lp = lse_pointer(lse, qv);
+        const auto [qv, kv, vv, ov, lp] = call_views(q, k, v, out, lse);
         const auto params = attn_params(causal, scale);
         const auto options = exec_options(backend, num_threads, stream);
         nb::gil_scoped_release unlocked;
@@ -402,8 +411,7 @@ NB_MODULE(_sampleattn, m) {
          bool causal, std::optional<float> scale, double alpha, double sample_ratio, double window_ratio,
          std::int64_t min_window, std::int64_t sink_tokens, std::int64_t dense_tail, double dense_head_density,
          const std::string& backend, int num_threads, std::uintptr_t stream) {
-        const TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v"), ov = to_view(out, "out");
-        float* lp = lse_pointer(lse, qv);
+        const auto [qv, kv, vv, ov, lp] = call_views(q, k, v, out, lse);
         const auto params = attn_params(causal, scale);
         const auto config =
             sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density);
@@ -422,8 +430,7 @@ NB_MODULE(_sampleattn, m) {
       [](const InArray& q, const InArray& k, const InArray& v, const std::vector<std::int64_t>& cu_seqlens_q,
          const std::vector<std::int64_t>& cu_seqlens_k, const OutArray& out, const std::optional<OutArray>& lse,
          bool causal, std::optional<float> scale, const std::string& backend, int num_threads, std::uintptr_t stream) {
-        const TensorView qv = to_view(q, "q"), kv = to_view(k, "k"), vv = to_view(v, "v"), ov = to_view(out, "out");
-        float* lp = lse_pointer(lse, qv);
+        const auto [qv, kv, vv, ov, lp] = call_views(q, k, v, out, lse);
         const auto params = attn_params(causal, scale);
         const auto options = exec_options(backend, num_threads, stream);
         nb::gil_scoped_release unlocked;
