@@ -148,6 +148,7 @@ std::vector<core::PackedSequence> checked_sequences(const TensorView& q, const T
                                                     const TensorView& out, const float* lse, const AttnParams& params,
                                                     const ExecOptions& options) {
   std::vector<core::PackedSequence> seqs = core::packed_sequences(q, k, cu_seqlens_q, cu_seqlens_k);
+  if (q.seq() == 0) return seqs;  // no sequence has queries: nothing runs, nothing is written
   const Problem p = core::make_problem(q, k, &v, params);
   core::check_output(p, q, k, &v, out, lse);
   check_inputs(resolve(options, q), p, q, k, &v, &out, lse);

@@ -122,6 +122,33 @@ TEST(Varlen, RejectsBadOffsetsBeforeWriting) {
     EXPECT_TRUE(poisoned) << "the output must keep its poison";
     EXPECT_EQ(lse, std::vector<float>(lse.size(), 7.0f));
   }
+  // Checks of the packed views as one problem, which a per-sequence call would only make when it got there:
+  // a NaN in the last sequence's v (the CPU backends reject non-finite inputs), and lse overlapping the last
+  // sequence's rows of out. Nothing may be written.
+  {
+    HostTensor v = p.pv;
+    v.set(0, 24, 1, 3, std::nanf(""));
+    HostTensor out = fresh;
+    std::vector<float> lse(static_cast<std::size_t>(kHq * 15), 7.0f);
+    EXPECT_THROW(sample_attention_varlen(p.pq.view(), p.pk.view(), v.view(), p.cu_q, p.cu_k, out.view(), lse.data()),
+                 Error);
+    EXPECT_TRUE(test::max_abs_diff(out, fresh) == INFINITY && std::isnan(out.at(0, 0, 0, 0)));
+    EXPECT_EQ(lse, std::vector<float>(lse.size(), 7.0f));
+    float* inside_out = static_cast<float*>(out.view().data) + 10 * kHq * kD / 2;  // bf16: row 10 of out
+    EXPECT_THROW(sample_attention_varlen(p.pq.view(), p.pk.view(), p.pv.view(), p.cu_q, p.cu_k, out.view(),
+                                         inside_out),
+                 Error);
+    bool poisoned = true;
+    for (std::int64_t r = 0; r < 15; ++r)
+      for (std::int64_t h = 0; h < kHq; ++h)
+        for (std::int64_t d = 0; d < kD; ++d) poisoned &= std::isnan(out.at(0, r, h, d));
+    EXPECT_TRUE(poisoned) << "nothing may be written when a later sequence's check fails";
+  }
+  // A batch without queries does nothing.
+  {
+    HostTensor q0(DType::bf16, 1, 0, kHq, kD), out0(DType::bf16, 1, 0, kHq, kD);
+    EXPECT_EQ(sample_attention_varlen(q0.view(), p.pk.view(), p.pv.view(), {0, 0, 0}, p.cu_k, out0.view()).size(), 2u);
+  }
   // A batched q is not packed.
   HostTensor q2(DType::bf16, 2, 5, kHq, kD), out2(DType::bf16, 2, 5, kHq, kD);
   EXPECT_THROW(sample_attention_varlen(q2.view(), p.pk.view(), p.pv.view(), {0, 5}, {0, 25}, out2.view()), Error);

@@ -39,9 +39,12 @@ void dense_attention(const TensorView& q, const TensorView& k, const TensorView&
 // [cu_seqlens_k[i], cu_seqlens_k[i + 1]) (host vectors of n + 1 non-decreasing offsets from 0 to total_q and
 // total_k), and is a prefill of its own: its q_len <= k_len queries are its last positions. lse (optional):
 // float32, sequence i's [Hq, q_len] block at lse + Hq * cu_seqlens_q[i] (what the functions above write for
-// that sequence alone). Everything is checked before the first sequence runs; then each sequence with queries
-// runs as its own call (on CUDA, on options.cuda_stream; cuda.h has the no-allocation form). Returns one
-// Selection per sequence (a default-constructed one where it has no queries).
+// that sequence alone). Everything is checked before the first sequence runs, the packed views as one problem
+// (so the single-call limits, e.g. k.seq < 2^31, apply to the totals); then each sequence with queries runs as
+// its own call (on CUDA, on options.cuda_stream, allocating and synchronising per sequence: a failed
+// allocation or launch there can leave earlier sequences written; cuda.h has the no-allocation form). Returns
+// one Selection per sequence (a default-constructed one where it has no queries); a batch without queries
+// does nothing.
 std::vector<Selection> sample_attention_varlen(const TensorView& q, const TensorView& k, const TensorView& v,
                                                const std::vector<std::int64_t>& cu_seqlens_q,
                                                const std::vector<std::int64_t>& cu_seqlens_k, const TensorView& out,

@@ -53,7 +53,8 @@ Selection selection_from_workspace(const TensorView& q, const TensorView& k, con
 // Packed variable-length batches (api.h's sample_attention_varlen, same arguments): every check first, then
 // each sequence with queries enqueued on `stream` in turn, all on the one workspace (stream order keeps them
 // apart). Its size is the largest any sequence needs; selection_from_workspace afterwards describes the last
-// sequence with queries (pass its row ranges of q and k).
+// sequence with queries (pass its row ranges of q and k; the stamp it checks holds shapes and settings, so an
+// earlier sequence of the same lengths is not told apart from it).
 std::size_t sample_attention_varlen_workspace_size(const TensorView& q, const TensorView& k,
                                                    const std::vector<std::int64_t>& cu_seqlens_q,
                                                    const std::vector<std::int64_t>& cu_seqlens_k,

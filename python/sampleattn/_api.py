@@ -429,26 +429,45 @@ def dense_attention(
 
 
 def _offsets(name: str, cu: Any) -> list:
-    """cu_seqlens as a list of Python ints (a sequence, numpy array or tensor on any device)."""
-    if hasattr(cu, "tolist") and not isinstance(cu, (str, bytes)):
+    """cu_seqlens as a list of Python ints: a sequence of ints, or an integer numpy array / tensor on any device.
+    Floats and bools are refused (a float32 offset above 2^24 would already be rounded)."""
+    dtype = getattr(cu, "dtype", None)
+    if dtype is not None:
+        kind = getattr(dtype, "kind", None)
+        if kind is None:  # torch
+            kind = "b" if str(dtype) == "torch.bool" else ("f" if dtype.is_floating_point or dtype.is_complex else "i")
+        if kind not in ("i", "u"):
+            raise TypeError(f"{name} must hold integers, but its dtype is {dtype}")
         cu = cu.tolist()
-    if isinstance(cu, (str, bytes)) or not hasattr(cu, "__iter__"):
+    if isinstance(cu, (str, bytes, set, frozenset, dict)) or not hasattr(cu, "__iter__"):
         raise TypeError(f"{name} must be a sequence of n + 1 integer offsets, not {type(cu).__name__}")
-    return [_integer(f"{name}[{i}]", x) for i, x in enumerate(cu)]
+    result = []
+    for i, x in enumerate(cu):
+        if isinstance(x, bool) or not hasattr(x, "__index__"):
+            raise TypeError(f"{name}[{i}] must be an integer, not {type(x).__name__}")
+        result.append(_integer(f"{name}[{i}]", x))
+    return result
 
 
 def _lse_by_head(lse: Any, cu_q: list):
     """The extension's per-sequence [q_heads, q_len] blocks as one [q_heads, total_q] array (FlashAttention's
     varlen layout), in lse's framework."""
     heads = int(lse.shape[1])
-    flat = lse.reshape(-1)
-    parts = [flat[heads * a:heads * b].reshape(heads, b - a) for a, b in zip(cu_q[:-1], cu_q[1:])]
+    spans = list(zip(cu_q[:-1], cu_q[1:]))
+    if not spans:
+        return lse[0]
     if _torch_tensor(lse):
         import torch
 
-        return torch.cat(parts, dim=1) if parts else lse.reshape(heads, 0)
-    return sys.modules[type(lse).__module__.split(".")[0]].concatenate(parts, axis=1) if parts else flat.reshape(
-        heads, 0)
+        flat = lse.reshape(-1)
+        return torch.cat([flat[heads * a:heads * b].reshape(heads, b - a) for a, b in spans], dim=1)
+    if hasattr(lse, "__array_namespace__"):
+        xp = lse.__array_namespace__()
+    else:
+        xp = sys.modules[type(lse).__module__.split(".")[0]]  # numpy or cupy
+    flat = xp.reshape(lse, (-1,))
+    parts = [xp.reshape(flat[heads * a:heads * b], (heads, b - a)) for a, b in spans]
+    return (getattr(xp, "concat", None) or xp.concatenate)(parts, axis=1)
 
 
 def sample_attention_varlen(

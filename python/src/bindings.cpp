@@ -102,7 +102,7 @@ float* lse_pointer(const std::optional<OutArray>& lse, const TensorView& q) {
   const std::int64_t want[3] = {q.batch(), q.heads(), q.seq()};
   bool ok = a.ndim() == 3 && a.dtype() == nb::dtype<float>();
   for (std::size_t i = 0; ok && i < 3; ++i) ok = static_cast<std::int64_t>(a.shape(i)) == want[i];
-  if (ok) ok = a.stride(2) == 1 && a.stride(1) == want[2] && a.stride(0) == want[1] * want[2];
+  if (ok && a.size() > 0) ok = a.stride(2) == 1 && a.stride(1) == want[2] && a.stride(0) == want[1] * want[2];
   if (!ok) {
     throw nb::value_error(cat("lse must be a contiguous float32 [batch, q_heads, seq_q] = [", want[0], ", ",
                               want[1], ", ", want[2], "] tensor").c_str());

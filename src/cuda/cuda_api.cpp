@@ -80,8 +80,12 @@ std::size_t sample_attention_varlen_workspace_size(const TensorView& q, const Te
                                                    const std::vector<std::int64_t>& cu_seqlens_q,
                                                    const std::vector<std::int64_t>& cu_seqlens_k,
                                                    const AttnParams& params, const SampleConfig& config) {
+  const std::vector<core::PackedSequence> seqs = core::packed_sequences(q, k, cu_seqlens_q, cu_seqlens_k);
+  if (q.seq() == 0) return 0;
+  core::make_problem(q, k, nullptr, params);  // the packed views are valid before any row range is formed
+  core::check_config(config);
   std::size_t bytes = 0;
-  for (const core::PackedSequence& s : core::packed_sequences(q, k, cu_seqlens_q, cu_seqlens_k)) {
+  for (const core::PackedSequence& s : seqs) {
     if (s.q_len == 0) continue;
     bytes = std::max(bytes, sample_attention_workspace_size(core::row_range(q, s.q_begin, s.q_len),
                                                             core::row_range(k, s.k_begin, s.k_len), params, config));
@@ -95,6 +99,7 @@ void sample_attention_varlen(const TensorView& q, const TensorView& k, const Ten
                              const AttnParams& params, const SampleConfig& config, void* workspace,
                              std::size_t workspace_bytes, void* stream) {
   const std::vector<core::PackedSequence> seqs = core::packed_sequences(q, k, cu_seqlens_q, cu_seqlens_k);
+  if (q.seq() == 0) return;  // no sequence has queries
   // The packed views as one problem (shapes, dtypes, out and lse apart from the inputs, device pointers), the
   // workspace apart from all of them, then every sequence's plan and workspace fit: nothing is enqueued unless
   // every sequence can run.

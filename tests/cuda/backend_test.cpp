@@ -377,6 +377,7 @@ TEST_F(BackendCuda, VarlenMatchesPerSequenceReference) {
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   dout.upload(out);
   dlse.upload(poisoned.data());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // pageable uploads may still be in flight on return
   cuda::sample_attention_varlen(dq.view(), dk.view(), dv.view(), p.cu_q, p.cu_k, dout.view(),
                                 static_cast<float*>(dlse.get()), {}, {}, ws.get(), bytes, stream);
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);

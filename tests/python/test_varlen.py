@@ -75,3 +75,32 @@ def test_bad_offsets_are_named(rng, cu_q, cu_k, message):
         sampleattn.sample_attention_varlen(q, k, v, cu_q, cu_k)
     with pytest.raises(TypeError, match="cu_seqlens_q must be a sequence"):
         sampleattn.sample_attention_varlen(q, k, v, 5, cu_k)
+
+
+def test_later_sequence_failure_writes_nothing(rng):
+    _, _, _, q, k, v, cu_q, cu_k = _packed(rng)
+    v[0, int(cu_k[-1]) - 1, 1, 3] = np.nan  # the last sequence's last key
+    out = np.full(q.shape, 7.0, dtype=np.float32)
+    with pytest.raises(sampleattn.Error, match="inputs must be finite"):
+        sampleattn.sample_attention_varlen(q, k, v, cu_q, cu_k, out=out)
+    assert (out == 7.0).all(), "no sequence may run when a later one cannot"
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.array([0.0, 40, 40, 57, 58, 122]), "must hold integers"),
+    ([0, 40, 40.0, 57, 58, 122], r"cu_seqlens_q\[2\] must be an integer"),
+    ([0, True, 40, 57, 58, 122], r"cu_seqlens_q\[1\] must be an integer"),
+    ({0, 40, 57, 58, 122}, "must be a sequence"),
+])
+def test_offsets_must_be_integers(rng, bad, message):
+    _, _, _, q, k, v, _, cu_k = _packed(rng)
+    with pytest.raises(TypeError, match=message):
+        sampleattn.sample_attention_varlen(q, k, v, bad, cu_k)
+
+
+def test_batch_without_queries(rng):
+    _, _, _, _, k, v, _, cu_k = _packed(rng)
+    q = np.zeros((1, 0, HQ, D), dtype=np.float32)
+    out, lse, sels = sampleattn.sample_attention_varlen(q, k, v, [0] * len(cu_k), cu_k, return_lse=True,
+                                                        return_selections=True)
+    assert out.shape == q.shape and lse.shape == (HQ, 0) and sels == [None] * (len(cu_k) - 1)
