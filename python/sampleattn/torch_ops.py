@@ -7,6 +7,11 @@
         stats: float64 [batch, q_heads, 4] on the CPU: density, sampled coverage, kept columns, window
         (what the transformers integration reports per layer).
 
+    torch.ops.sampleattn.sample_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, alpha, sample_ratio,
+                                                 window_ratio, sink_tokens, causal, scale, dense_head_density)
+        -> out [1, total_q, q_heads, head_dim]: the packed variable-length form (sample_attention_varlen);
+        the offsets are int64 tensors, read on the host (keep them on the CPU: a CUDA tensor costs a sync).
+
 Each op has a fake (meta) implementation giving the output shapes, which is all torch.compile needs. The
 ops have no autograd formula: they serve inference (prefill); backward through them raises.
 Importing this module registers the ops; `import sampleattn` does so whenever torch is importable.
@@ -86,3 +91,31 @@ def _sample_attention_with_stats_fake(q, k, v, alpha=0.95, sample_ratio=0.05, wi
                                       causal=True, scale=None, dense_head_density=1.0):
     batch, heads = q.shape[0], q.shape[2]
     return q.new_empty(q.shape), q.new_empty((batch, heads, len(_STATS_FIELDS)), dtype=torch.float64, device="cpu")
+
+
+@torch.library.custom_op("sampleattn::sample_attention_varlen", mutates_args=())
+def sample_attention_varlen(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    alpha: float = 0.95,
+    sample_ratio: float = 0.05,
+    window_ratio: float = 0.08,
+    sink_tokens: int = 0,
+    causal: bool = True,
+    scale: Optional[float] = None,
+    dense_head_density: float = 1.0,
+) -> torch.Tensor:
+    return _api.sample_attention_varlen(
+        q.detach(), k.detach(), v.detach(), cu_seqlens_q, cu_seqlens_k, alpha=alpha, sample_ratio=sample_ratio,
+        window_ratio=window_ratio, sink_tokens=sink_tokens, causal=causal, scale=scale,
+        dense_head_density=dense_head_density,
+    )
+
+
+@sample_attention_varlen.register_fake
+def _sample_attention_varlen_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, alpha=0.95, sample_ratio=0.05,
+                                  window_ratio=0.08, sink_tokens=0, causal=True, scale=None, dense_head_density=1.0):
+    return q.new_empty(q.shape)

@@ -104,3 +104,21 @@ def test_batch_without_queries(rng):
     out, lse, sels = sampleattn.sample_attention_varlen(q, k, v, [0] * len(cu_k), cu_k, return_lse=True,
                                                         return_selections=True)
     assert out.shape == q.shape and lse.shape == (HQ, 0) and sels == [None] * (len(cu_k) - 1)
+
+
+def test_torch_op_eager_and_compiled(rng):
+    torch = pytest.importorskip("torch")
+    _, _, _, q, k, v, cu_q, cu_k = _packed(rng)
+    q, k, v, cu_q, cu_k = (torch.from_numpy(x) for x in (q, k, v, cu_q, cu_k))
+    want = sampleattn.sample_attention_varlen(q, k, v, cu_q, cu_k, alpha=0.9)
+    torch.testing.assert_close(torch.ops.sampleattn.sample_attention_varlen(q, k, v, cu_q, cu_k, 0.9), want, atol=0,
+                               rtol=0)
+    torch.library.opcheck(torch.ops.sampleattn.sample_attention_varlen.default, (q, k, v, cu_q, cu_k, 0.9),
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+    torch._dynamo.reset()
+
+    def layer(q, k, v, cu_q, cu_k):
+        return torch.ops.sampleattn.sample_attention_varlen(q * 1.0, k, v, cu_q, cu_k, 0.9).sum(dim=-1)
+
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(q, k, v, cu_q, cu_k), layer(q, k, v, cu_q, cu_k), atol=0, rtol=0)
