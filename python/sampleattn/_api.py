@@ -508,6 +508,15 @@ def sample_attention_varlen(
     threads = _threads(num_threads)
     out, out_view, lse = _outputs(q, out, return_lse)
     with _DeviceGuard(q):
+        if not return_selections and backend in ("auto", "cuda") and _torch_cuda(q) and _C.built_with_cuda:
+            # As in sample_attention: nothing comes back to the host, so the no-synchronisation path, all
+            # sequences on one workspace from torch's caching allocator.
+            import torch
+
+            size = _C.cuda_varlen_workspace_size(q, k, cu_q, cu_k, *settings)
+            workspace = torch.empty(size, dtype=torch.uint8, device=q.device)
+            _C.cuda_sample_attention_varlen(q, k, v, cu_q, cu_k, out_view, lse, *settings, workspace, _stream(q))
+            return _result(out, None if lse is None else _lse_by_head(lse, cu_q), None)
         selections = _C.sample_attention_varlen(q, k, v, cu_q, cu_k, out_view, lse, *settings, backend, threads,
                                                 _stream(q))
     selections = [s if s.batch > 0 else None for s in selections]

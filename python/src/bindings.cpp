@@ -331,6 +331,41 @@ NB_MODULE(_sampleattn, m) {
       nb::arg("scale").none(), nb::arg("alpha"), nb::arg("sample_ratio"), nb::arg("window_ratio"),
       nb::arg("min_window"), nb::arg("sink_tokens"), nb::arg("dense_tail"), nb::arg("dense_head_density"),
       nb::arg("workspace"), nb::arg("stream"));
+  m.def(
+      "cuda_varlen_workspace_size",
+      [](const InArray& q, const InArray& k, const std::vector<std::int64_t>& cu_seqlens_q,
+         const std::vector<std::int64_t>& cu_seqlens_k, bool causal, std::optional<float> scale, double alpha,
+         double sample_ratio, double window_ratio, std::int64_t min_window, std::int64_t sink_tokens,
+         std::int64_t dense_tail, double dense_head_density) {
+        return sampleattn::cuda::sample_attention_varlen_workspace_size(
+            to_view(q, "q"), to_view(k, "k"), cu_seqlens_q, cu_seqlens_k, attn_params(causal, scale),
+            sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density));
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("cu_seqlens_q"), nb::arg("cu_seqlens_k"), nb::arg("causal"),
+      nb::arg("scale").none(), nb::arg("alpha"), nb::arg("sample_ratio"), nb::arg("window_ratio"),
+      nb::arg("min_window"), nb::arg("sink_tokens"), nb::arg("dense_tail"), nb::arg("dense_head_density"));
+  m.def(
+      "cuda_sample_attention_varlen",
+      [](const InArray& q, const InArray& k, const InArray& v, const std::vector<std::int64_t>& cu_seqlens_q,
+         const std::vector<std::int64_t>& cu_seqlens_k, const OutArray& out, const std::optional<OutArray>& lse,
+         bool causal, std::optional<float> scale, double alpha, double sample_ratio, double window_ratio,
+         std::int64_t min_window, std::int64_t sink_tokens, std::int64_t dense_tail, double dense_head_density,
+         const OutArray& workspace, std::uintptr_t stream) {
+        const auto [qv, kv, vv, ov, lp] = call_views(q, k, v, out, lse);
+        SA_CHECK(workspace.device_type() == nb::device::cuda::value && workspace.device_id() == qv.device_index,
+                 "workspace must be a CUDA buffer on q's device");
+        const auto params = attn_params(causal, scale);
+        const auto config =
+            sample_config(alpha, sample_ratio, window_ratio, min_window, sink_tokens, dense_tail, dense_head_density);
+        nb::gil_scoped_release unlocked;
+        sampleattn::cuda::sample_attention_varlen(qv, kv, vv, cu_seqlens_q, cu_seqlens_k, ov, lp, params, config,
+                                                  workspace.data(), workspace.nbytes(),
+                                                  reinterpret_cast<void*>(stream));
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("cu_seqlens_q"), nb::arg("cu_seqlens_k"), nb::arg("out"),
+      nb::arg("lse").none(), nb::arg("causal"), nb::arg("scale").none(), nb::arg("alpha"), nb::arg("sample_ratio"),
+      nb::arg("window_ratio"), nb::arg("min_window"), nb::arg("sink_tokens"), nb::arg("dense_tail"),
+      nb::arg("dense_head_density"), nb::arg("workspace"), nb::arg("stream"));
 #else
   m.attr("built_with_cuda") = false;
 #endif

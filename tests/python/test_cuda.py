@@ -263,6 +263,10 @@ def test_varlen_matches_per_sequence_calls(gen):
     out, lse, sels = sampleattn.sample_attention_varlen(torch.cat(qs, 1), torch.cat(ks, 1), torch.cat(vs, 1), cu_q,
                                                         cu_k, return_lse=True, return_selections=True)
     assert out.is_cuda and lse.shape == (8, int(cu_q[-1])) and sels[1] is None
+    # Without selections the no-synchronisation path runs (one workspace, stream order): the same bits.
+    out2, lse2 = sampleattn.sample_attention_varlen(torch.cat(qs, 1), torch.cat(ks, 1), torch.cat(vs, 1), cu_q.cpu(),
+                                                    cu_k.cpu(), return_lse=True)
+    assert torch.equal(out2, out) and torch.equal(lse2, lse)
     for i, (sq, _) in enumerate(lens):
         if sq == 0:
             continue
