@@ -11,6 +11,9 @@
                                                  window_ratio, sink_tokens, causal, scale, dense_head_density)
         -> out [1, total_q, q_heads, head_dim]: the packed variable-length form (sample_attention_varlen);
         the offsets are int64 tensors, read on the host (keep them on the CPU: a CUDA tensor costs a sync).
+    torch.ops.sampleattn.sample_attention_varlen_with_stats(...same...) -> (out, stats)
+        stats: float64 [n_sequences, q_heads, 4] on the CPU, as above per sequence (a sequence without queries:
+        density 0, sampled coverage 1, no columns, window 0).
 
 Each op has a fake (meta) implementation giving the output shapes, which is all torch.compile needs. The
 ops have no autograd formula: they serve inference (prefill); backward through them raises.
@@ -119,3 +122,41 @@ def sample_attention_varlen(
 def _sample_attention_varlen_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, alpha=0.95, sample_ratio=0.05,
                                   window_ratio=0.08, sink_tokens=0, causal=True, scale=None, dense_head_density=1.0):
     return q.new_empty(q.shape)
+
+
+def _varlen_stats(selections, heads: int) -> torch.Tensor:
+    empty = torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64).expand(1, heads, 4)
+    parts = [empty if sel is None else _stats_tensor(sel) for sel in selections]
+    return torch.cat(parts) if parts else torch.empty((0, heads, 4), dtype=torch.float64)
+
+
+@torch.library.custom_op("sampleattn::sample_attention_varlen_with_stats", mutates_args=())
+def sample_attention_varlen_with_stats(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    alpha: float = 0.95,
+    sample_ratio: float = 0.05,
+    window_ratio: float = 0.08,
+    sink_tokens: int = 0,
+    causal: bool = True,
+    scale: Optional[float] = None,
+    dense_head_density: float = 1.0,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    out, selections = _api.sample_attention_varlen(
+        q.detach(), k.detach(), v.detach(), cu_seqlens_q, cu_seqlens_k, alpha=alpha, sample_ratio=sample_ratio,
+        window_ratio=window_ratio, sink_tokens=sink_tokens, causal=causal, scale=scale,
+        dense_head_density=dense_head_density, return_selections=True,
+    )
+    return out, _varlen_stats(selections, q.shape[2])
+
+
+@sample_attention_varlen_with_stats.register_fake
+def _sample_attention_varlen_with_stats_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, alpha=0.95, sample_ratio=0.05,
+                                             window_ratio=0.08, sink_tokens=0, causal=True, scale=None,
+                                             dense_head_density=1.0):
+    sequences = cu_seqlens_q.shape[0] - 1
+    return q.new_empty(q.shape), q.new_empty((sequences, q.shape[2], len(_STATS_FIELDS)), dtype=torch.float64,
+                                             device="cpu")

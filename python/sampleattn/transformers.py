@@ -20,6 +20,9 @@ Qwen2, ...). Routing, per attention call:
 - Softcapping raises ValueError (SDPA cannot apply it; some transformers releases would silently drop it).
 The mask builder registered with the implementation is transformers' sdpa one: it hands no mask at all
 for a plain causal prefill without padding, and a materialised mask in every other case.
+- Packed sequences (padding-free batches: the cu_seq_lens_q / cu_seq_lens_k kwargs of a batch-1 call, which
+  transformers' own SDPA and eager paths ignore) run per sequence (sample_attention_varlen; stats: one row per
+  sequence), and their fallbacks get the block-diagonal mask that keeps the sequences apart.
 
 Inference only: a forward pass in grad mode works, but backward through a layer that ran SampleAttention
 raises (the op has no autograd formula); layers that fell back to SDPA or eager attention stay differentiable.
@@ -337,6 +340,69 @@ def _eager(module, query, key, value, attention_mask, dropout, scaling, is_causa
     return function(module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs)
 
 
+def _packed_offsets(query, key, kwargs):
+    """(cu_q, cu_k) as int64 CPU tensors when the call carries more than one packed sequence (transformers'
+    padding-free kwargs cu_seq_lens_q / cu_seq_lens_k, which its SDPA and eager paths ignore); None otherwise."""
+    cu_q, cu_k = kwargs.get("cu_seq_lens_q"), kwargs.get("cu_seq_lens_k")
+    if cu_q is None or cu_k is None:
+        return None
+    cu_q, cu_k = torch.as_tensor(cu_q).to("cpu", torch.int64), torch.as_tensor(cu_k).to("cpu", torch.int64)
+    if cu_q.numel() <= 2 and cu_k.numel() <= 2:
+        return None
+    if not torch.compiler.is_compiling() and (query.shape[0] != 1 or int(cu_q[-1]) != query.shape[2]
+                                              or int(cu_k[-1]) != key.shape[2]):
+        raise ValueError(
+            f"sample_attention: packed sequences must cover a batch-1 call exactly: cu_seq_lens_q ends at "
+            f"{int(cu_q[-1])} and cu_seq_lens_k at {int(cu_k[-1])}, but the call has batch {query.shape[0]}, "
+            f"{query.shape[2]} queries and {key.shape[2]} keys")
+    return cu_q, cu_k
+
+
+def _packed_mask(cu_q, cu_k, causal: bool, device) -> torch.Tensor:
+    """Boolean [1, 1, total_q, total_k]: each sequence's queries see their own sequence's keys (causally: up to
+    their position, a sequence's queries being its last positions)."""
+    lq, lk = cu_q.diff(), cu_k.diff()
+    seq_q = torch.repeat_interleave(torch.arange(len(lq)), lq)
+    seq_k = torch.repeat_interleave(torch.arange(len(lk)), lk)
+    keep = seq_q[:, None] == seq_k[None, :]
+    if causal:
+        pos_q = torch.arange(len(seq_q)) - cu_q[seq_q] + (lk - lq)[seq_q]
+        pos_k = torch.arange(len(seq_k)) - cu_k[seq_k]
+        keep &= pos_k[None, :] <= pos_q[:, None]
+    return keep[None, None].to(device)
+
+
+def _packed_forward(module, query, key, value, dropout, scaling, is_causal, kwargs, reason, packed):
+    """Packed sequences: SampleAttention per sequence (sample_attention_varlen), or the fallback with the
+    block-diagonal mask that keeps the sequences apart."""
+    cu_q, cu_k = packed
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    if reason == "attention_sinks":
+        mask = _packed_mask(cu_q, cu_k, causal, query.device)
+        return _eager(module, query, key, value, mask, dropout, scaling, False, kwargs, reason)
+    if reason:
+        return _sdpa(module, query, key, value, _packed_mask(cu_q, cu_k, causal, query.device), dropout, scaling,
+                     False, kwargs, reason)
+    q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+    args = (float(_settings["alpha"]), float(_settings["sample_ratio"]), float(_settings["window_ratio"]),
+            int(_settings["sink_tokens"]), True, None if scaling is None else float(scaling),
+            float(_settings["dense_head_density"]))
+    if torch.compiler.is_compiling():
+        return torch.ops.sampleattn.sample_attention_varlen(q, k, v, cu_q, cu_k, *args), None
+    try:
+        out, stats = torch.ops.sampleattn.sample_attention_varlen_with_stats(q, k, v, cu_q, cu_k, *args)
+    except _api.Error as err:
+        message = str(err)
+        if message not in _warned:
+            _warned.add(message)
+            warnings.warn(f"sampleattn: falling back to SDPA: {message}", RuntimeWarning, stacklevel=3)
+        return _sdpa(module, query, key, value, _packed_mask(cu_q, cu_k, True, query.device), dropout, scaling,
+                     False, kwargs, f"unsupported: {message}")
+    _recorder.record(LayerStats(layer=_layer_key(module), path=NAME, reason="", batch=stats.shape[0],
+                                q_heads=q.shape[2], seq_q=q.shape[1], seq_k=k.shape[1], _raw=stats.detach()))
+    return out, None
+
+
 def sample_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -352,6 +418,12 @@ def sample_attention_forward(
     seq_k, d] (the cache included). Returns (out [batch, seq_q, q_heads, d], None)."""
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     reason = _fallback_reason(module, query, key, value, attention_mask, dropout, causal, kwargs)
+    packed = _packed_offsets(query, key, kwargs)
+    if packed is not None:
+        if attention_mask is not None:
+            raise ValueError("sample_attention: packed sequences (cu_seq_lens_q / cu_seq_lens_k) together with an "
+                             "attention mask are not supported; pass one or the other")
+        return _packed_forward(module, query, key, value, dropout, scaling, is_causal, kwargs, reason, packed)
     if reason == "attention_sinks":
         return _eager(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs, reason)
     if reason:

@@ -580,3 +580,56 @@ def test_summary_recomputed_from_the_per_layer_stats(rng):
         "reasons": sorted({s.reason for s in fallback}),
     }
     assert summary["sdpa_layers"] + summary["eager_layers"] == 1
+
+
+def _packed_kwargs(lens):
+    cu = torch.tensor([0] + list(np.cumsum(lens)), dtype=torch.int32)
+    positions = torch.cat([torch.arange(n) for n in lens])[None]
+    return dict(position_ids=positions, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max(lens),
+                max_length_k=max(lens))
+
+
+@pytest.mark.parametrize("min_seq_len", [0, 10_000])
+def test_packed_sequences_match_separate_runs(rng, min_seq_len):
+    # Padding-free batches (transformers' cu_seq_lens kwargs): each sequence must attend only to itself, on the
+    # sample_attention path (alpha = 1: the logits equal SDPA's on each sequence alone) and, with min_seq_len
+    # above the total, on the SDPA fallback with its block-diagonal mask. transformers' own SDPA ignores the
+    # kwargs (it would mix the sequences), so the reference runs each sequence separately.
+    sat.configure(min_seq_len=min_seq_len)
+    dense, sparse = _pair(_config("llama"))
+    lens = [70, 1, 129]
+    ids = _ids(rng, 1, sum(lens))
+    want = torch.cat([_reference_run(dense, part).logits for part in torch.split(ids, lens, dim=1)], dim=1)
+    sat.reset_stats()
+    with torch.no_grad():
+        got = sparse(ids, **_packed_kwargs(lens)).logits
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+    for layer in sat.last_stats().values():
+        if min_seq_len == 0:
+            assert layer.path == "sample_attention" and layer.batch == 3 and layer.density.shape == (3, 4)
+            assert np.all(layer.kept_columns[[0, 2]] == np.array(lens)[[0, 2], None])
+        else:
+            assert layer.path == "sdpa" and layer.reason == "short"
+
+
+def test_packed_sequences_with_a_mask_or_wrong_offsets_raise(rng):
+    _, sparse = _pair(_config("llama"))
+    ids = _ids(rng, 1, 30)
+    padding = torch.ones_like(ids)
+    padding[0, -1] = 0  # a mask that reaches the attention function (an all-ones one is dropped as no mask)
+    with torch.no_grad(), pytest.raises(ValueError, match="together with an attention mask"):
+        sparse(ids, attention_mask=padding, **_packed_kwargs([10, 20]))
+    kwargs = _packed_kwargs([10, 20])
+    kwargs["cu_seq_lens_k"] = torch.tensor([0, 10, 25], dtype=torch.int32)
+    with torch.no_grad(), pytest.raises(ValueError, match="cu_seq_lens_k at 25"):
+        sparse(ids, **kwargs)
+
+
+def test_packed_sequences_compiled_fullgraph(rng):
+    torch._dynamo.reset()
+    _, sparse = _pair(_config("llama"))
+    ids, kwargs = _ids(rng, 1, 60), _packed_kwargs([20, 40])
+    with torch.no_grad():
+        eager = sparse(ids, **kwargs).logits
+        compiled = torch.compile(sparse, fullgraph=True, backend="aot_eager")
+        torch.testing.assert_close(compiled(ids, **kwargs).logits, eager, atol=0, rtol=0)
