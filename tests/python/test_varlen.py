@@ -113,8 +113,19 @@ def test_torch_op_eager_and_compiled(rng):
     want = sampleattn.sample_attention_varlen(q, k, v, cu_q, cu_k, alpha=0.9)
     torch.testing.assert_close(torch.ops.sampleattn.sample_attention_varlen(q, k, v, cu_q, cu_k, 0.9), want, atol=0,
                                rtol=0)
-    torch.library.opcheck(torch.ops.sampleattn.sample_attention_varlen.default, (q, k, v, cu_q, cu_k, 0.9),
-                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+    for op in (torch.ops.sampleattn.sample_attention_varlen, torch.ops.sampleattn.sample_attention_varlen_with_stats):
+        torch.library.opcheck(op.default, (q, k, v, cu_q, cu_k, 0.9),
+                              test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+    out, stats = torch.ops.sampleattn.sample_attention_varlen_with_stats(q, k, v, cu_q, cu_k, 0.9)
+    torch.testing.assert_close(out, want, atol=0, rtol=0)
+    assert stats.shape == (len(LENS), HQ, 4) and stats.dtype == torch.float64
+    _, sels = sampleattn.sample_attention_varlen(q, k, v, cu_q, cu_k, alpha=0.9, return_selections=True)
+    for i, sel in enumerate(sels):
+        if sel is None:  # a sequence without queries: density 0, coverage 1, no columns, window 0
+            assert stats[i].tolist() == [[0.0, 1.0, 0.0, 0.0]] * HQ
+        else:
+            np.testing.assert_allclose(stats[i, :, 0].numpy(), sel.head_density[0])
+            np.testing.assert_array_equal(stats[i, :, 2].numpy(), sel.kept_columns[0])
     torch._dynamo.reset()
 
     def layer(q, k, v, cu_q, cu_k):
