@@ -22,7 +22,10 @@ The mask builder registered with the implementation is transformers' sdpa one: i
 for a plain causal prefill without padding, and a materialised mask in every other case.
 - Packed sequences (padding-free batches: the cu_seq_lens_q / cu_seq_lens_k kwargs of a batch-1 call, which
   transformers' own SDPA and eager paths ignore) run per sequence (sample_attention_varlen; stats: one row per
-  sequence), and their fallbacks get the block-diagonal mask that keeps the sequences apart.
+  sequence with queries) when no mask comes with them and the longest sequence reaches min_seq_len; otherwise
+  the fallback applies the block-diagonal mask that keeps the sequences apart, combined with the mask
+  transformers built (without a cache it builds the packing itself; sliding windows). Decoding after a packed
+  prefill is not supported (ValueError when the offsets still come with the call).
 
 Inference only: a forward pass in grad mode works, but backward through a layer that ran SampleAttention
 raises (the op has no autograd formula); layers that fell back to SDPA or eager attention stay differentiable.
@@ -342,47 +345,85 @@ def _eager(module, query, key, value, attention_mask, dropout, scaling, is_causa
 
 def _packed_offsets(query, key, kwargs):
     """(cu_q, cu_k) as int64 CPU tensors when the call carries more than one packed sequence (transformers'
-    padding-free kwargs cu_seq_lens_q / cu_seq_lens_k, which its SDPA and eager paths ignore); None otherwise."""
+    padding-free kwargs cu_seq_lens_q / cu_seq_lens_k, which its SDPA and eager paths ignore); None otherwise.
+    Checks them (outside torch.compile, where their values are not known) and that the call is the prefill of
+    the whole packed batch."""
     cu_q, cu_k = kwargs.get("cu_seq_lens_q"), kwargs.get("cu_seq_lens_k")
     if cu_q is None or cu_k is None:
         return None
-    cu_q, cu_k = torch.as_tensor(cu_q).to("cpu", torch.int64), torch.as_tensor(cu_k).to("cpu", torch.int64)
-    if cu_q.numel() <= 2 and cu_k.numel() <= 2:
-        return None
-    if not torch.compiler.is_compiling() and (query.shape[0] != 1 or int(cu_q[-1]) != query.shape[2]
-                                              or int(cu_k[-1]) != key.shape[2]):
+    same = cu_k is cu_q
+    cu_q = torch.as_tensor(cu_q)
+    if cu_q.dtype.is_floating_point or cu_q.dtype.is_complex or cu_q.dtype == torch.bool:
+        raise ValueError(f"sample_attention: cu_seq_lens_q must hold integers, not {cu_q.dtype}")
+    cu_q = cu_q.to("cpu", torch.int64)  # one copy per layer (a synchronisation when the offsets are on a GPU)
+    cu_k = cu_q if same else torch.as_tensor(cu_k)
+    if cu_k.dtype.is_floating_point or cu_k.dtype.is_complex or cu_k.dtype == torch.bool:
+        raise ValueError(f"sample_attention: cu_seq_lens_k must hold integers, not {cu_k.dtype}")
+    cu_k = cu_k.to("cpu", torch.int64)
+    if cu_q.dim() != 1 or cu_q.shape != cu_k.shape:
+        raise ValueError(f"sample_attention: cu_seq_lens_q and cu_seq_lens_k must be 1-D and of one length, not "
+                         f"{tuple(cu_q.shape)} and {tuple(cu_k.shape)}")
+    if cu_q.numel() <= 2:
+        return None  # one sequence: the plain path
+    if query.shape[0] != 1:
+        raise ValueError(f"sample_attention: packed sequences (cu_seq_lens_q / cu_seq_lens_k) need a batch-1 call, "
+                         f"not batch {query.shape[0]}")
+    if torch.compiler.is_compiling():
+        return cu_q, cu_k
+    lq, lk = cu_q.diff(), cu_k.diff()
+    if int(cu_q[0]) != 0 or int(cu_k[0]) != 0 or bool((lq < 0).any()) or bool((lk < 0).any()):
+        raise ValueError(f"sample_attention: cu_seq_lens_q {cu_q.tolist()} and cu_seq_lens_k {cu_k.tolist()} must "
+                         f"start at 0 and not decrease")
+    if bool((lq > lk).any()):
+        raise ValueError(f"sample_attention: a packed sequence has more queries than keys (cu_seq_lens_q "
+                         f"{cu_q.tolist()}, cu_seq_lens_k {cu_k.tolist()})")
+    if int(cu_q[-1]) != query.shape[2] or int(cu_k[-1]) > key.shape[2]:
         raise ValueError(
-            f"sample_attention: packed sequences must cover a batch-1 call exactly: cu_seq_lens_q ends at "
-            f"{int(cu_q[-1])} and cu_seq_lens_k at {int(cu_k[-1])}, but the call has batch {query.shape[0]}, "
-            f"{query.shape[2]} queries and {key.shape[2]} keys")
+            f"sample_attention: packed sequences (cu_seq_lens_q ending at {int(cu_q[-1])}, cu_seq_lens_k at "
+            f"{int(cu_k[-1])}) are supported for the prefill of the whole packed batch, but this call has "
+            f"{query.shape[2]} queries and {key.shape[2]} keys (decoding after a packed prefill is not)")
     return cu_q, cu_k
 
 
 def _packed_mask(cu_q, cu_k, causal: bool, device) -> torch.Tensor:
     """Boolean [1, 1, total_q, total_k]: each sequence's queries see their own sequence's keys (causally: up to
-    their position, a sequence's queries being its last positions)."""
+    their position, a sequence's queries being its last positions). Built on `device`."""
+    cu_q, cu_k = cu_q.to(device), cu_k.to(device)
     lq, lk = cu_q.diff(), cu_k.diff()
-    seq_q = torch.repeat_interleave(torch.arange(len(lq)), lq)
-    seq_k = torch.repeat_interleave(torch.arange(len(lk)), lk)
+    seq_q = torch.repeat_interleave(torch.arange(len(lq), device=device), lq)
+    seq_k = torch.repeat_interleave(torch.arange(len(lk), device=device), lk)
     keep = seq_q[:, None] == seq_k[None, :]
     if causal:
-        pos_q = torch.arange(len(seq_q)) - cu_q[seq_q] + (lk - lq)[seq_q]
-        pos_k = torch.arange(len(seq_k)) - cu_k[seq_k]
+        pos_q = torch.arange(len(seq_q), device=device) - cu_q[seq_q] + (lk - lq)[seq_q]
+        pos_k = torch.arange(len(seq_k), device=device) - cu_k[seq_k]
         keep &= pos_k[None, :] <= pos_q[:, None]
-    return keep[None, None].to(device)
+    return keep[None, None]
 
 
-def _packed_forward(module, query, key, value, dropout, scaling, is_causal, kwargs, reason, packed):
+def _with_packing(attention_mask, packing):
+    """The packing mask combined with the mask transformers handed (None, boolean or additive)."""
+    if attention_mask is None:
+        return packing
+    if attention_mask.dtype == torch.bool:
+        return attention_mask & packing
+    return attention_mask.masked_fill(~packing, torch.finfo(attention_mask.dtype).min)
+
+
+def _packed_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs, reason, packed):
     """Packed sequences: SampleAttention per sequence (sample_attention_varlen), or the fallback with the
-    block-diagonal mask that keeps the sequences apart."""
+    block-diagonal mask that keeps the sequences apart (combined with transformers' mask when it built one:
+    without a cache it builds the packing itself, and sliding windows)."""
     cu_q, cu_k = packed
+    if not torch.compiler.is_compiling() and key.shape[2] > int(cu_k[-1]):
+        key, value = key[:, :, :int(cu_k[-1])], value[:, :, :int(cu_k[-1])]  # a static cache's empty tail
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    if reason == "attention_sinks":
-        mask = _packed_mask(cu_q, cu_k, causal, query.device)
-        return _eager(module, query, key, value, mask, dropout, scaling, False, kwargs, reason)
-    if reason:
-        return _sdpa(module, query, key, value, _packed_mask(cu_q, cu_k, causal, query.device), dropout, scaling,
-                     False, kwargs, reason)
+    if not reason and not torch.compiler.is_compiling() and int(cu_q.diff().max()) < int(_settings["min_seq_len"]):
+        reason = "short"  # min_seq_len applies to the longest sequence, not to the packed total
+    if reason or attention_mask is not None:
+        mask = _with_packing(attention_mask, _packed_mask(cu_q, cu_k, causal, query.device))
+        if reason == "attention_sinks":
+            return _eager(module, query, key, value, mask, dropout, scaling, False, kwargs, reason)
+        return _sdpa(module, query, key, value, mask, dropout, scaling, False, kwargs, reason or "attention_mask")
     q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
     args = (float(_settings["alpha"]), float(_settings["sample_ratio"]), float(_settings["window_ratio"]),
             int(_settings["sink_tokens"]), True, None if scaling is None else float(scaling),
@@ -398,6 +439,7 @@ def _packed_forward(module, query, key, value, dropout, scaling, is_causal, kwar
             warnings.warn(f"sampleattn: falling back to SDPA: {message}", RuntimeWarning, stacklevel=3)
         return _sdpa(module, query, key, value, _packed_mask(cu_q, cu_k, True, query.device), dropout, scaling,
                      False, kwargs, f"unsupported: {message}")
+    stats = stats[cu_q.diff() > 0]  # sequences without queries add no row
     _recorder.record(LayerStats(layer=_layer_key(module), path=NAME, reason="", batch=stats.shape[0],
                                 q_heads=q.shape[2], seq_q=q.shape[1], seq_k=k.shape[1], _raw=stats.detach()))
     return out, None
@@ -420,10 +462,8 @@ def sample_attention_forward(
     reason = _fallback_reason(module, query, key, value, attention_mask, dropout, causal, kwargs)
     packed = _packed_offsets(query, key, kwargs)
     if packed is not None:
-        if attention_mask is not None:
-            raise ValueError("sample_attention: packed sequences (cu_seq_lens_q / cu_seq_lens_k) together with an "
-                             "attention mask are not supported; pass one or the other")
-        return _packed_forward(module, query, key, value, dropout, scaling, is_causal, kwargs, reason, packed)
+        return _packed_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs,
+                               "" if reason == "attention_mask" else reason, packed)
     if reason == "attention_sinks":
         return _eager(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs, reason)
     if reason:

@@ -612,17 +612,48 @@ def test_packed_sequences_match_separate_runs(rng, min_seq_len):
             assert layer.path == "sdpa" and layer.reason == "short"
 
 
-def test_packed_sequences_with_a_mask_or_wrong_offsets_raise(rng):
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_packed_sequences_with_transformers_mask(rng, use_cache):
+    # Without a cache transformers builds a mask for packed position_ids itself, and a sliding window (Mistral,
+    # window 50 < 129) adds its own: the fallback applies both with the packing; the sequences stay apart.
+    config = _config("mistral", sliding_window=50)
+    dense, sparse = _pair(config)
+    lens = [70, 1, 129]
+    ids = _ids(rng, 1, sum(lens))
+    want = torch.cat([_reference_run(dense, part, use_cache=use_cache).logits
+                      for part in torch.split(ids, lens, dim=1)], dim=1)
+    sat.reset_stats()
+    with torch.no_grad():
+        got = sparse(ids, use_cache=use_cache, **_packed_kwargs(lens)).logits
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+
+def test_packed_min_seq_len_applies_to_the_longest_sequence(rng):
+    sat.configure(min_seq_len=100)
+    _, sparse = _pair(_config("llama"))
+    for lens, path in (([60, 60], "sdpa"), ([20, 110], "sample_attention")):
+        sat.reset_stats()
+        with torch.no_grad():
+            sparse(_ids(rng, 1, sum(lens)), **_packed_kwargs(lens))
+        assert {s.path for s in sat.last_stats().values()} == {path}, lens
+
+
+def test_packed_offsets_are_checked(rng):
     _, sparse = _pair(_config("llama"))
     ids = _ids(rng, 1, 30)
-    padding = torch.ones_like(ids)
-    padding[0, -1] = 0  # a mask that reaches the attention function (an all-ones one is dropped as no mask)
-    with torch.no_grad(), pytest.raises(ValueError, match="together with an attention mask"):
-        sparse(ids, attention_mask=padding, **_packed_kwargs([10, 20]))
-    kwargs = _packed_kwargs([10, 20])
-    kwargs["cu_seq_lens_k"] = torch.tensor([0, 10, 25], dtype=torch.int32)
-    with torch.no_grad(), pytest.raises(ValueError, match="cu_seq_lens_k at 25"):
-        sparse(ids, **kwargs)
+    cases = [
+        (dict(cu_seq_lens_k=torch.tensor([0, 10, 35], dtype=torch.int32)), "this call has 30 queries and 30 keys"),
+        (dict(cu_seq_lens_q=torch.tensor([0.0, 10.0, 30.0])), "must hold integers"),
+        (dict(cu_seq_lens_q=torch.tensor([0, 20, 30]), cu_seq_lens_k=torch.tensor([0, 10, 30])), "more queries"),
+        (dict(cu_seq_lens_q=torch.tensor([0, 30, 20, 30]), cu_seq_lens_k=torch.tensor([0, 30, 20, 30])),
+         "not decrease"),
+        (dict(cu_seq_lens_k=torch.tensor([0, 30])), "of one length"),
+    ]
+    for change, message in cases:
+        kwargs = _packed_kwargs([10, 20])
+        kwargs.update(change)
+        with torch.no_grad(), pytest.raises(ValueError, match=message):
+            sparse(ids, **kwargs)
 
 
 def test_packed_sequences_compiled_fullgraph(rng):
