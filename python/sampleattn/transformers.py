@@ -353,6 +353,8 @@ def _packed_offsets(query, key, kwargs):
         return None
     same = cu_k is cu_q
     cu_q = torch.as_tensor(cu_q)
+    if cu_q.numel() <= 2 and torch.as_tensor(cu_k).numel() <= 2:
+        return None  # one sequence: the plain path, as if the offsets were not there
     if cu_q.dtype.is_floating_point or cu_q.dtype.is_complex or cu_q.dtype == torch.bool:
         raise ValueError(f"sample_attention: cu_seq_lens_q must hold integers, not {cu_q.dtype}")
     cu_q = cu_q.to("cpu", torch.int64)  # one copy per layer (a synchronisation when the offsets are on a GPU)
@@ -363,8 +365,6 @@ def _packed_offsets(query, key, kwargs):
     if cu_q.dim() != 1 or cu_q.shape != cu_k.shape:
         raise ValueError(f"sample_attention: cu_seq_lens_q and cu_seq_lens_k must be 1-D and of one length, not "
                          f"{tuple(cu_q.shape)} and {tuple(cu_k.shape)}")
-    if cu_q.numel() <= 2:
-        return None  # one sequence: the plain path
     if query.shape[0] != 1:
         raise ValueError(f"sample_attention: packed sequences (cu_seq_lens_q / cu_seq_lens_k) need a batch-1 call, "
                          f"not batch {query.shape[0]}")
@@ -414,11 +414,23 @@ def _packed_forward(module, query, key, value, attention_mask, dropout, scaling,
     block-diagonal mask that keeps the sequences apart (combined with transformers' mask when it built one:
     without a cache it builds the packing itself, and sliding windows)."""
     cu_q, cu_k = packed
-    if not torch.compiler.is_compiling() and key.shape[2] > int(cu_k[-1]):
-        key, value = key[:, :, :int(cu_k[-1])], value[:, :, :int(cu_k[-1])]  # a static cache's empty tail
+    compiling = torch.compiler.is_compiling()
+    # A static cache's empty tail: the keys (and the mask's columns) past the packed keys. Compiled, their count
+    # is known only where the offsets are one tensor for queries and keys (a prefill: as many keys as queries).
+    if compiling:
+        keys = query.shape[2] if cu_k is cu_q else key.shape[2]
+    else:
+        keys = int(cu_k[-1])
+    if key.shape[2] > keys:
+        key, value = key[:, :, :keys], value[:, :, :keys]
+        if attention_mask is not None:
+            attention_mask = attention_mask[..., :keys]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    if not reason and not torch.compiler.is_compiling() and int(cu_q.diff().max()) < int(_settings["min_seq_len"]):
-        reason = "short"  # min_seq_len applies to the longest sequence, not to the packed total
+    # min_seq_len applies to the longest sequence, not to the packed total (compiled: transformers'
+    # max_length_q, a plain int, where it comes with the offsets).
+    longest = kwargs.get("max_length_q") if compiling else int(cu_q.diff().max())
+    if not reason and isinstance(longest, int) and longest < int(_settings["min_seq_len"]):
+        reason = "short"
     if reason or attention_mask is not None:
         mask = _with_packing(attention_mask, _packed_mask(cu_q, cu_k, causal, query.device))
         if reason == "attention_sinks":

@@ -664,3 +664,21 @@ def test_packed_sequences_compiled_fullgraph(rng):
         eager = sparse(ids, **kwargs).logits
         compiled = torch.compile(sparse, fullgraph=True, backend="aot_eager")
         torch.testing.assert_close(compiled(ids, **kwargs).logits, eager, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_packed_prefill_into_a_static_cache(rng, compiled):
+    # A static cache hands keys (and the mask, where there is one: a sliding window of 100 > the packed 60)
+    # with an empty tail past the packed keys; eager and compiled, both the sparse path (Llama) and the masked
+    # fallback (Mistral) drop it and match the sequences run apart.
+    torch._dynamo.reset()
+    lens = [20, 40]
+    for config in (_config("llama"), _config("mistral", sliding_window=100)):
+        dense, sparse = _pair(config)
+        ids = _ids(rng, 1, sum(lens))
+        want = torch.cat([_reference_run(dense, part).logits for part in torch.split(ids, lens, dim=1)], dim=1)
+        cache = transformers.StaticCache(config=sparse.config, max_cache_len=128)
+        model = torch.compile(sparse, fullgraph=True, backend="aot_eager") if compiled else sparse
+        with torch.no_grad():
+            got = model(ids, past_key_values=cache, use_cache=True, **_packed_kwargs(lens)).logits
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
