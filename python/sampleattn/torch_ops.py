@@ -96,6 +96,15 @@ def _sample_attention_with_stats_fake(q, k, v, alpha=0.95, sample_ratio=0.05, wi
     return q.new_empty(q.shape), q.new_empty((batch, heads, len(_STATS_FIELDS)), dtype=torch.float64, device="cpu")
 
 
+def _run_varlen(q, k, v, cu_q, cu_k, alpha, sample_ratio, window_ratio, sink_tokens, causal, scale,
+                dense_head_density, with_selections):
+    return _api.sample_attention_varlen(
+        q.detach(), k.detach(), v.detach(), cu_q, cu_k, alpha=alpha, sample_ratio=sample_ratio,
+        window_ratio=window_ratio, sink_tokens=sink_tokens, causal=causal, scale=scale,
+        dense_head_density=dense_head_density, return_selections=with_selections,
+    )
+
+
 @torch.library.custom_op("sampleattn::sample_attention_varlen", mutates_args=())
 def sample_attention_varlen(
     q: torch.Tensor,
@@ -111,11 +120,8 @@ def sample_attention_varlen(
     scale: Optional[float] = None,
     dense_head_density: float = 1.0,
 ) -> torch.Tensor:
-    return _api.sample_attention_varlen(
-        q.detach(), k.detach(), v.detach(), cu_seqlens_q, cu_seqlens_k, alpha=alpha, sample_ratio=sample_ratio,
-        window_ratio=window_ratio, sink_tokens=sink_tokens, causal=causal, scale=scale,
-        dense_head_density=dense_head_density,
-    )
+    return _run_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, alpha, sample_ratio, window_ratio, sink_tokens, causal,
+                       scale, dense_head_density, False)
 
 
 @sample_attention_varlen.register_fake
@@ -145,11 +151,8 @@ def sample_attention_varlen_with_stats(
     scale: Optional[float] = None,
     dense_head_density: float = 1.0,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    out, selections = _api.sample_attention_varlen(
-        q.detach(), k.detach(), v.detach(), cu_seqlens_q, cu_seqlens_k, alpha=alpha, sample_ratio=sample_ratio,
-        window_ratio=window_ratio, sink_tokens=sink_tokens, causal=causal, scale=scale,
-        dense_head_density=dense_head_density, return_selections=True,
-    )
+    out, selections = _run_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, alpha, sample_ratio, window_ratio,
+                                  sink_tokens, causal, scale, dense_head_density, True)
     return out, _varlen_stats(selections, q.shape[2])
 
 
