@@ -66,7 +66,8 @@ class LayerStats:
     the fallback was used ("" on the sample_attention path).
     density, sampled_coverage, kept_columns, window: [batch, q_heads] arrays (sample_attention path only):
     kept / visible causal entries, the fraction of the sampled rows' mass the mask keeps, the number of
-    selected key columns and the local window per head.
+    selected key columns and the local window per head. For a packed batch (cu_seq_lens kwargs) on the
+    sample_attention path, batch counts its sequences with queries and the arrays have a row for each.
     """
 
     layer: Any
