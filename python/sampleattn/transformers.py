@@ -352,17 +352,18 @@ def _packed_offsets(query, key, kwargs):
     cu_q, cu_k = kwargs.get("cu_seq_lens_q"), kwargs.get("cu_seq_lens_k")
     if cu_q is None or cu_k is None:
         return None
-    same = cu_k is cu_q
-    cu_q = torch.as_tensor(cu_q)
-    if cu_q.numel() <= 2 and torch.as_tensor(cu_k).numel() <= 2:
+    if torch.as_tensor(cu_q).numel() <= 2 and torch.as_tensor(cu_k).numel() <= 2:
         return None  # one sequence: the plain path, as if the offsets were not there
-    if cu_q.dtype.is_floating_point or cu_q.dtype.is_complex or cu_q.dtype == torch.bool:
-        raise ValueError(f"sample_attention: cu_seq_lens_q must hold integers, not {cu_q.dtype}")
-    cu_q = cu_q.to("cpu", torch.int64)  # one copy per layer (a synchronisation when the offsets are on a GPU)
-    cu_k = cu_q if same else torch.as_tensor(cu_k)
-    if cu_k.dtype.is_floating_point or cu_k.dtype.is_complex or cu_k.dtype == torch.bool:
-        raise ValueError(f"sample_attention: cu_seq_lens_k must hold integers, not {cu_k.dtype}")
-    cu_k = cu_k.to("cpu", torch.int64)
+
+    def host_offsets(name, cu):  # one copy per layer (a synchronisation when the offsets are on a GPU)
+        cu = torch.as_tensor(cu)
+        if cu.dtype.is_floating_point or cu.dtype.is_complex or cu.dtype == torch.bool:
+            raise ValueError(f"sample_attention: {name} must hold integers, not {cu.dtype}")
+        return cu.to("cpu", torch.int64)
+
+    same = cu_k is cu_q
+    cu_q = host_offsets("cu_seq_lens_q", cu_q)
+    cu_k = cu_q if same else host_offsets("cu_seq_lens_k", cu_k)
     if cu_q.dim() != 1 or cu_q.shape != cu_k.shape:
         raise ValueError(f"sample_attention: cu_seq_lens_q and cu_seq_lens_k must be 1-D and of one length, not "
                          f"{tuple(cu_q.shape)} and {tuple(cu_k.shape)}")
