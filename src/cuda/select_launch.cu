@@ -68,7 +68,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const Stage1Ar
     }
     a.lse2[x] = lse;
     if (a.qs_image != nullptr) {
-      if (bh == 0) a.qs_pos[i] = i < n ? static_cast<std::int32_t>(a.seq_k - a.seq_q + t) : -(1 << 30);
+      if (bh == 0) a.qs_pos[i] = i < n ? static_cast<std::int32_t>(a.seq_k - a.seq_q + t) : -1;
       const std::int64_t b = bh / a.q_heads, h = bh % a.q_heads;
       src_of[threadIdx.x] = i < n ? b * a.q_stride[0] + t * a.q_stride[1] + h * a.q_stride[2] : -1;
     }

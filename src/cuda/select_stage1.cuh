@@ -318,8 +318,9 @@ __global__ void __launch_bounds__(kThreads, 3) colsum_kernel(const Stage1Args a)
       copy_chunk(dst + ch * 8, src + ch * 8, valid, a.aligned);
     }
     if ((tid & 1) == 0) {
-      // Padding rows: invisible (causal) and weightless (lse = +inf gives 2^-inf = 0).
-      qpos[buf * kColQueries + row] = valid ? static_cast<int>(pos_off + trow) : -(1 << 30);
+      // Padding rows: position -1 is invisible under causal masking and keeps p - w within int32 for every
+      // window; lse = +inf makes them weightless (2^-inf = 0).
+      qpos[buf * kColQueries + row] = valid ? static_cast<int>(pos_off + trow) : -1;
       qlse[buf * kColQueries + row] = valid ? a.lse2[(b * a.q_heads + h) * a.sampled_stride + i] : kInf;
     }
   };
