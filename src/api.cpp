@@ -39,10 +39,12 @@ Backend resolve(const ExecOptions& options, const TensorView& q) {
 }
 
 void check_inputs(Backend b, const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v,
-                  [[maybe_unused]] const TensorView* out, [[maybe_unused]] const float* lse) {
+                  [[maybe_unused]] const TensorView* out, [[maybe_unused]] const float* lse,
+                  [[maybe_unused]] const ExecOptions& options) {
   if (b == Backend::cuda) {
 #ifdef SAMPLEATTN_WITH_CUDA
     cuda::check_device_inputs(p, q, k, v, out, lse);
+    cuda::check_stream(options.cuda_stream);
 #endif
     return;
   }
@@ -68,7 +70,7 @@ Selection select(const TensorView& q, const TensorView& k, const AttnParams& par
   const Problem p = core::make_problem(q, k, nullptr, params);
   core::check_config(config);
   const Backend b = resolve(options, q);
-  check_inputs(b, p, q, k, nullptr, nullptr, nullptr);
+  check_inputs(b, p, q, k, nullptr, nullptr, nullptr, options);
   switch (b) {
     case Backend::cpu_reference: return ref::select(p, q, k, config);
 #ifdef SAMPLEATTN_WITH_CUDA
@@ -84,7 +86,7 @@ void attend(const TensorView& q, const TensorView& k, const TensorView& v, const
   core::check_output(p, q, k, &v, out, lse);
   check_selection(p, selection);
   const Backend b = resolve(options, q);
-  check_inputs(b, p, q, k, &v, &out, lse);
+  check_inputs(b, p, q, k, &v, &out, lse, options);
   switch (b) {
     case Backend::cpu_reference: ref::attend(p, q, k, v, selection, out, lse); break;
 #ifdef SAMPLEATTN_WITH_CUDA
@@ -101,7 +103,7 @@ Selection sample_attention(const TensorView& q, const TensorView& k, const Tenso
   core::check_output(p, q, k, &v, out, lse);
   core::check_config(config);
   const Backend b = resolve(options, q);
-  check_inputs(b, p, q, k, &v, &out, lse);
+  check_inputs(b, p, q, k, &v, &out, lse, options);
   switch (b) {
     case Backend::cpu_reference: {
       Selection s = ref::select(p, q, k, config);
@@ -128,7 +130,7 @@ void dense_attention(const TensorView& q, const TensorView& k, const TensorView&
   const Problem p = core::make_problem(q, k, &v, params);
   core::check_output(p, q, k, &v, out, lse);
   const Backend b = resolve(options, q);
-  check_inputs(b, p, q, k, &v, &out, lse);
+  check_inputs(b, p, q, k, &v, &out, lse, options);
   switch (b) {
     case Backend::cpu_reference: ref::dense(p, q, k, v, out, lse); break;
 #ifdef SAMPLEATTN_WITH_CUDA
@@ -151,7 +153,7 @@ std::vector<core::PackedSequence> checked_sequences(const TensorView& q, const T
   if (q.seq() == 0) return seqs;  // no sequence has queries: nothing runs, nothing is written
   const Problem p = core::make_problem(q, k, &v, params);
   core::check_output(p, q, k, &v, out, lse);
-  check_inputs(resolve(options, q), p, q, k, &v, &out, lse);
+  check_inputs(resolve(options, q), p, q, k, &v, &out, lse, options);
   return seqs;
 }
 

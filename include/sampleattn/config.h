@@ -36,7 +36,7 @@ const char* to_string(Backend backend);
 struct ExecOptions {
   Backend backend = Backend::automatic;  // automatic: the tensors' device decides (CUDA for cuda views)
   int num_threads = 0;                   // CPU: 0 = all hardware threads
-  void* cuda_stream = nullptr;           // CUDA: a cudaStream_t; nullptr = the default stream
+  void* cuda_stream = nullptr;           // CUDA: a cudaStream_t of the current device; nullptr = its default stream
 };
 
 }  // namespace sampleattn

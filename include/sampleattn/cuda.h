@@ -8,9 +8,10 @@
 //   Selection s = sampleattn::cuda::selection_from_workspace(q, k, params, config, ws, bytes, stream);
 //
 // Tensors are CUDA views (tensor.h) of bfloat16 or float16 with head_dim 64 or 128, head_dim contiguous;
-// shapes and the optional lse output as in api.h. `stream` is a cudaStream_t (nullptr: the legacy default
-// stream). The workspace must be 256-byte aligned (cudaMalloc memory is) and apart from every tensor; out and
-// lse may not overlap each other or the inputs. Every function validates its arguments on the host and
+// shapes and the optional lse output as in api.h. The call runs on the current device: the tensors, the
+// workspace and `stream` (a cudaStream_t; nullptr: the legacy default stream) must belong to it. Any number of
+// host threads may call at once, each with its own workspace. The workspace must be 256-byte aligned
+// (cudaMalloc memory is) and apart from every tensor; out and lse may not overlap each other or the inputs. Every function validates its arguments on the host and
 // throws sampleattn::Error before enqueuing anything (a CUDA error, e.g. a failed launch, also throws, possibly
 // after earlier stages were enqueued).
 //

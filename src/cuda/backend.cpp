@@ -73,6 +73,29 @@ void check_addressable(const void* data, const char* name, int device) {
 
 }  // namespace
 
+void check_device_memory(const void* data, const char* name) {
+  int device = -1;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_addressable(data, name, device);
+}
+
+void check_stream(void* stream) {
+#if CUDART_VERSION >= 12080
+  if (stream == nullptr) return;  // the current device's default stream
+  int device = -1, owner = -1;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  const cudaError_t err = cudaStreamGetDevice(static_cast<cudaStream_t>(stream), &owner);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    detail::fail("stream (", stream, "): cudaStreamGetDevice failed: ", cudaGetErrorString(err));
+  }
+  SA_CHECK(owner == device, "stream (", stream, ") belongs to cuda:", owner, " but the call runs on cuda:", device,
+           " (pass a stream of cuda:", device, ")");
+#else
+  (void)stream;  // runtimes before 12.8 cannot tell a stream's device
+#endif
+}
+
 void check_device_inputs(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView* v,
                          const TensorView* out, const float* lse) {
   const DType dtype = q.dtype;

@@ -14,6 +14,11 @@ bool available();
 // pointer given (lse too) memory the current device can address. Enqueues nothing.
 void check_device_inputs(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView* v,
                          const TensorView* out, const float* lse = nullptr);
+// Throws unless `data` (named `name` in the message) is memory the current device can address.
+void check_device_memory(const void* data, const char* name);
+// Throws unless `stream` (a cudaStream_t; nullptr = the default stream) belongs to the current device: a
+// launch on another device's stream fails after the checks, or its kernels would read this device's memory.
+void check_stream(void* stream);
 
 // Runs stages 1 and 2 on the device, then copies the selection to the host (synchronises the stream).
 Selection select(const core::Problem& p, const TensorView& q, const TensorView& k, const SampleConfig& config,

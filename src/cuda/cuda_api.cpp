@@ -27,6 +27,13 @@ SelectPlan plan_for(const TensorView& q, const TensorView& k, const TensorView* 
   return make_plan(p, config);
 }
 
+// The workspace and the stream must belong to the call's device.
+void check_workspace_and_stream(const void* workspace, void* stream) {
+  SA_CHECK(workspace != nullptr, "workspace is null");
+  check_device_memory(workspace, "workspace");
+  check_stream(stream);
+}
+
 // The workspace is written by every stage: it must not overlap a tensor the call reads or writes.
 void check_workspace_apart(const void* workspace, std::size_t bytes, const core::Problem& p,
                            std::initializer_list<std::pair<const char*, const TensorView*>> views, const float* lse) {
@@ -53,6 +60,7 @@ void sample_attention(const TensorView& q, const TensorView& k, const TensorView
                       const AttnParams& params, const SampleConfig& config, void* workspace,
                       std::size_t workspace_bytes, void* stream) {
   const SelectPlan plan = plan_for(q, k, &v, &out, lse, params, config);
+  check_workspace_and_stream(workspace, stream);
   const Workspace ws = carve_workspace(workspace, workspace_bytes, workspace_layout(plan));
   check_workspace_apart(workspace, workspace_bytes, plan.problem, {{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}},
                         lse);
@@ -63,6 +71,7 @@ void sample_attention(const TensorView& q, const TensorView& k, const TensorView
 void select_to_workspace(const TensorView& q, const TensorView& k, const AttnParams& params, const SampleConfig& config,
                          void* workspace, std::size_t workspace_bytes, void* stream) {
   const SelectPlan plan = plan_for(q, k, nullptr, nullptr, nullptr, params, config);
+  check_workspace_and_stream(workspace, stream);
   const Workspace ws = carve_workspace(workspace, workspace_bytes, workspace_layout(plan));
   check_workspace_apart(workspace, workspace_bytes, plan.problem, {{"q", &q}, {"k", &k}}, nullptr);
   run_selection(plan, q, k, ws, stream);
@@ -72,6 +81,7 @@ Selection selection_from_workspace(const TensorView& q, const TensorView& k, con
                                    const SampleConfig& config, const void* workspace, std::size_t workspace_bytes,
                                    void* stream) {
   const SelectPlan plan = plan_for(q, k, nullptr, nullptr, nullptr, params, config);
+  check_workspace_and_stream(workspace, stream);
   const Workspace ws = carve_workspace(const_cast<void*>(workspace), workspace_bytes, workspace_layout(plan));
   return download_selection(plan, ws, stream);
 }
@@ -108,6 +118,7 @@ void sample_attention_varlen(const TensorView& q, const TensorView& k, const Ten
   SA_CHECK(q.device == Device::cuda, "q.device is ", to_string(q.device), ", sampleattn::cuda needs cuda tensors");
   core::check_output(p, q, k, &v, out, lse);
   check_device_inputs(p, q, k, &v, &out, lse);
+  check_workspace_and_stream(workspace, stream);
   check_workspace_apart(workspace, workspace_bytes, p, {{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}}, lse);
   struct Run {
     TensorView q, k, v, out;

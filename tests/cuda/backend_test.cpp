@@ -776,6 +776,10 @@ TEST_F(BackendCuda, RejectsUnusablePointersAndForeignWorkspaces) {
   host_out.data = out.data();  // host memory labelled cuda
   EXPECT_NE(error_of([&] { run(host_out, nullptr, ws.get()); }).find("is host memory the GPU cannot address"),
             std::string::npos) << error_of([&] { run(host_out, nullptr, ws.get()); });
+  std::unique_ptr<void, decltype(&std::free)> host_ws(std::aligned_alloc(256, (bytes + 255) / 256 * 256), &std::free);
+  ASSERT_NE(host_ws.get(), nullptr);
+  EXPECT_NE(error_of([&] { run(dout.view(), nullptr, host_ws.get()); }).find("is host memory the GPU cannot address"),
+            std::string::npos) << error_of([&] { run(dout.view(), nullptr, host_ws.get()); });
   float* odd_lse = reinterpret_cast<float*>(static_cast<char*>(dlse.get()) + 2);
   EXPECT_NE(error_of([&] { run(dout.view(), odd_lse, ws.get()); }).find("must be aligned to 4 bytes"),
             std::string::npos) << error_of([&] { run(dout.view(), odd_lse, ws.get()); });
