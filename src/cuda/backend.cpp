@@ -82,9 +82,15 @@ void check_device_memory(const void* data, const char* name) {
 void check_stream(void* stream) {
 #if CUDART_VERSION >= 12080
   if (stream == nullptr) return;  // the current device's default stream
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  check_cuda(cudaStreamIsCapturing(s, &capture), "cudaStreamIsCapturing");
+  // cudaStreamGetDevice is not permitted on a capturing stream (it would invalidate the capture); the stream
+  // was checked by the eager calls that come before a capture, and a foreign one fails the capture's launch.
+  if (capture != cudaStreamCaptureStatusNone) return;
   int device = -1, owner = -1;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  const cudaError_t err = cudaStreamGetDevice(static_cast<cudaStream_t>(stream), &owner);
+  const cudaError_t err = cudaStreamGetDevice(s, &owner);
   if (err != cudaSuccess) {
     cudaGetLastError();
     detail::fail("stream (", stream, "): cudaStreamGetDevice failed: ", cudaGetErrorString(err));

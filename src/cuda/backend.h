@@ -18,6 +18,7 @@ void check_device_inputs(const core::Problem& p, const TensorView& q, const Tens
 void check_device_memory(const void* data, const char* name);
 // Throws unless `stream` (a cudaStream_t; nullptr = the default stream) belongs to the current device: a
 // launch on another device's stream fails after the checks, or its kernels would read this device's memory.
+// Not checked while the stream is capturing a graph (the runtime does not permit the query then).
 void check_stream(void* stream);
 
 // Runs stages 1 and 2 on the device, then copies the selection to the host (synchronises the stream).

@@ -253,33 +253,33 @@ TEST_F(Devices, SecondDevice) {
 
     // Current device 1; something of device 0 in the call. Nothing may be written.
     on1.poison(p);
-    auto run1 = [&](const TensorView& q, const TensorView& out, void* ws, cudaStream_t stream) {
-      return [&p, &on1, q, out, ws, stream] {
-        cuda::sample_attention(q, on1.view(on1.k), on1.view(on1.v), out, on1.lse_ptr(), p.params, {}, ws, on1.bytes,
-                               stream);
+    // sample_attention on `t`'s tensors, with `out` (default: t's), a workspace and a stream.
+    auto call = [&p](const OnDevice& t, const TensorView& out, void* ws, std::size_t bytes, cudaStream_t stream) {
+      return [&p, &t, out, ws, bytes, stream] {
+        cuda::sample_attention(t.view(t.q), t.view(t.k), t.view(t.v), out, nullptr, p.params, {}, ws, bytes, stream);
       };
     };
-    const TensorView q1 = on1.view(on1.q), out1 = on1.view(on1.out);
-    expect_error(run1(on0->view(on0->q), out1, on1.workspace.get(), on1.stream),
-                 "q is on cuda:0 but the current device is cuda:1", "q of device 0");
+    const TensorView out1 = on1.view(on1.out);
+    expect_error(call(*on0, on0->view(on0->out), on1.workspace.get(), on1.bytes, on1.stream),
+                 "q is on cuda:0 but the current device is cuda:1", "tensors of device 0");
     TensorView out_of_0 = on0->view(on0->out);
     out_of_0.device_index = 1;  // labelled cuda:1, memory of cuda:0
-    expect_error(run1(q1, out_of_0, on1.workspace.get(), on1.stream),
+    expect_error(call(on1, out_of_0, on1.workspace.get(), on1.bytes, on1.stream),
                  "is memory of cuda:0 but the call runs on cuda:1", "out of device 0");
-    expect_error(run1(q1, out1, on0->workspace.get(), on1.stream),
+    expect_error(call(on1, out1, on0->workspace.get(), on1.bytes, on1.stream),
                  "is memory of cuda:0 but the call runs on cuda:1", "workspace of device 0");
-    expect_error(run1(q1, out1, on1.workspace.get(), on0->stream), "belongs to cuda:0 but the call runs on cuda:1",
-                 "stream of device 0");
+    expect_error(call(on1, out1, on1.workspace.get(), on1.bytes, on0->stream),
+                 "belongs to cuda:0 but the call runs on cuda:1", "stream of device 0");
     expect_error(
         [&] {
-          sample_attention(q1, on1.view(on1.k), on1.view(on1.v), out1, nullptr, p.params, {},
+          sample_attention(on1.view(on1.q), on1.view(on1.k), on1.view(on1.v), out1, nullptr, p.params, {},
                            on_backend(Backend::cuda, on0->stream));
         },
         "belongs to cuda:0 but the call runs on cuda:1", "stream of device 0, allocating API");
     // Current device 0, tensors of device 1.
     ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
-    expect_error(run1(q1, out1, on0->workspace.get(), on0->stream), "q is on cuda:1 but the current device is cuda:0",
-                 "tensors of device 1 from device 0");
+    expect_error(call(on1, out1, on0->workspace.get(), on0->bytes, on0->stream),
+                 "q is on cuda:1 but the current device is cuda:0", "tensors of device 1 from device 0");
     ASSERT_EQ(cudaSetDevice(1), cudaSuccess);
     HostTensor after = p.out;
     on1.out.download(after);
