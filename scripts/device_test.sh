@@ -14,6 +14,8 @@
 # 32K and 128K with FlexAttention at 128K) writing $OUT/h200-e2e.json, and with ATTN_BENCH=1 the attention
 # kernel benchmark (bench/cuda_attention_bench.py over BUILD_DIR/device/libsa_attn.so) writing $OUT/h200-attn.json,
 # and with CYCLES=1 the same comparisons in kernel cycles (scripts/device_cycles.sh) writing $OUT/h200-cycles.json.
+# Devices.SecondDevice (tests/cuda/devices_test.cpp) and test_cuda.py's second-device test skip on one GPU: run them
+# on a two-GPU machine (device kind nvidia-h200-x2).
 # Switches: TESTS=0 skips the gtest + sanitizer part, SAN=0 the sanitizers, GTEST_FILTER, GTEST_FILTER_SM80 and
 # GTEST_FILTER_COLSUM1 narrow the three test runs.
 set -uo pipefail
