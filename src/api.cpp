@@ -50,6 +50,7 @@ void check_inputs(Backend b, const Problem& p, const TensorView& q, const Tensor
   }
   SA_CHECK(p.head_dim <= 256, "q.head_dim (", p.head_dim, ") must be <= 256 on the CPU backends");
   core::check_host_inputs(p, q, k, v);
+  if (b == Backend::cpu) cpu::check_kernel_choice();
 }
 
 void check_selection(const Problem& p, const Selection& selection) {

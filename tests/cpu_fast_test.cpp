@@ -1,11 +1,14 @@
 // The fast CPU backend (src/cpu/fast.h) against the CPU reference, through the public API, on fresh random
 // inputs over awkward shapes (Sk = 1, 17, 97, 1025, 4097; Sq < Sk; GQA 1/4/8; d 8..256; batch 2), all three
 // dtypes, strided views and causal / non-causal masks. Outputs start poisoned (NaN), so an element the
-// backend forgot fails the comparison. Both kernel sets (AVX2 where present, portable) are checked.
+// backend forgot fails the comparison. Every kernel set the CPU has is checked (AVX-512, AVX2, portable):
+// CpuFast.* run the default (widest) set, CpuFastKernelSet.* each of the others, and the AVX-512 set's
+// attention must equal the AVX2 set's bit for bit.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -372,14 +375,16 @@ TEST(CpuFast, NonUnitElementStride) {
   EXPECT_LE(test::max_abs_diff(lse, ref_lse), core::tolerance(c.dtype).lse);
 }
 
-// The portable kernel set on the same checks (the AVX2 set is what runs by default on this machine).
-class CpuFastPortable : public ::testing::Test {
+// Each kernel set besides the default one on the same checks (skipped where the CPU lacks it).
+class CpuFastKernelSet : public ::testing::TestWithParam<const char*> {
  protected:
-  void SetUp() override { cpu::fast::force_portable_kernels(true); }
-  void TearDown() override { cpu::fast::force_portable_kernels(false); }
+  void SetUp() override {
+    if (!cpu::fast::force_kernels(GetParam())) GTEST_SKIP() << "no " << GetParam() << " kernels on this CPU";
+  }
+  void TearDown() override { cpu::fast::force_kernels(nullptr); }
 };
 
-TEST_F(CpuFastPortable, DenseAttendAndSelectMatchReference) {
+TEST_P(CpuFastKernelSet, DenseAttendAndSelectMatchReference) {
   const std::uint64_t seed = test::test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
@@ -401,6 +406,56 @@ TEST_F(CpuFastPortable, DenseAttendAndSelectMatchReference) {
     attend(in.q.view(), in.k.view(), in.v.view(), sel, ref.view(), ref_lse.data(), params_of(c), kRef);
     expect_close(c, in.v, out, ref, lse, ref_lse, reference_lse_twice(c, in, &sel));
   }
+  for (const Case& c : {small_cases()[4], small_cases()[22]}) {
+    SampleConfig config;
+    config.sample_ratio = 0.5;
+    config.dense_tail = 3;
+    check_select(c, config, rng);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Sets, CpuFastKernelSet, ::testing::Values("avx2", "portable"),
+                         [](const ::testing::TestParamInfo<const char*>& info) { return std::string(info.param); });
+
+// The AVX-512 set computes every attention output element with the AVX2 set's operations in the same order
+// (fast_kernels_avx512.cpp): dense and sparse outputs and lse must be identical bit for bit, over shapes that
+// reach every row and column tail of both sets' blocks (rows 1..64 per tile, d 8..256). Its selection must
+// pass the reference check (stage 1 adds rows in another order).
+TEST(CpuFastAvx512, AttentionBitIdenticalToAvx2) {
+  if (cpu::fast::avx512_kernels() == nullptr || cpu::fast::avx2_kernels() == nullptr)
+    GTEST_SKIP() << "needs both the AVX-512 and the AVX2 kernels";
+  struct Restore {
+    ~Restore() { cpu::fast::force_kernels(nullptr); }
+  } restore;
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  int checked = 0;
+  for (const Case& c : small_cases()) {
+    SCOPED_TRACE(describe(c));
+    Inputs in = make_inputs(c, rng);
+    const Selection sel = test::random_selection(rng, c.batch, c.hq, c.sq, c.sk, c.causal, 5, c.sk / 4 + 1, c.sq / 5);
+    HostTensor out[2] = {HostTensor(c.dtype, c.batch, c.sq, c.hq, c.d, c.layout),
+                         HostTensor(c.dtype, c.batch, c.sq, c.hq, c.d, c.layout)};
+    HostTensor sparse[2] = {out[0], out[1]};
+    std::vector<float> lse[2] = {poisoned_lse(c), poisoned_lse(c)}, sparse_lse[2] = {lse[0], lse[1]};
+    const char* sets[2] = {"avx512", "avx2"};
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_TRUE(cpu::fast::force_kernels(sets[i]));
+      dense_attention(in.q.view(), in.k.view(), in.v.view(), out[i].view(), lse[i].data(), params_of(c),
+                      fast_options());
+      attend(in.q.view(), in.k.view(), in.v.view(), sel, sparse[i].view(), sparse_lse[i].data(), params_of(c),
+             fast_options());
+    }
+    EXPECT_EQ(std::memcmp(out[0].data(), out[1].data(), out[0].bytes()), 0) << "dense out";
+    EXPECT_EQ(std::memcmp(lse[0].data(), lse[1].data(), lse[0].size() * sizeof(float)), 0) << "dense lse";
+    EXPECT_EQ(std::memcmp(sparse[0].data(), sparse[1].data(), sparse[0].bytes()), 0) << "sparse out";
+    EXPECT_EQ(std::memcmp(sparse_lse[0].data(), sparse_lse[1].data(), sparse_lse[0].size() * sizeof(float)), 0)
+        << "sparse lse";
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+  ASSERT_TRUE(cpu::fast::force_kernels("avx512"));
   for (const Case& c : {small_cases()[4], small_cases()[22]}) {
     SampleConfig config;
     config.sample_ratio = 0.5;

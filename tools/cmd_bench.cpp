@@ -20,6 +20,7 @@
 
 #include "common.h"
 #include "core/half.h"
+#include "cpu/fast_kernels.h"
 #include "device.h"
 #include "sampleattn/api.h"
 #include "sampleattn/error.h"
@@ -267,6 +268,7 @@ int bench_main(const std::vector<std::string>& argv) {
       << ", \"git_dirty\": " << (dirty ? "true" : "false") << ",\n  \"machine\": {\"host\": "
       << json_string(host_name()) << ", \"cpu\": " << json_string(cpu_model()) << ", \"hardware_threads\": " << hw
       << ", \"threads_used\": " << (threads > 0 ? static_cast<unsigned>(threads) : hw)
+      << ", \"cpu_kernels\": " << json_string(cpu::fast::kernels().name)
       << ", \"os\": " << json_string(os_description()) << ", \"gpu\": " << json_string(gpu_description())
       << "},\n  \"settings\": {\"selection\": " << json_string(mode) << ", \"reps\": " << reps << ", \"warmup\": "
       << warmup << ", \"seed\": " << seed << ", \"alpha\": " << number(config.alpha) << ", \"sample_ratio\": "

@@ -13,5 +13,8 @@ void attend(const core::Problem& p, const TensorView& q, const TensorView& k, co
             const Selection& selection, const TensorView& out, float* lse, int num_threads);
 void dense(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
            const TensorView& out, float* lse, int num_threads);
+// Throws sampleattn::Error when SAMPLEATTN_CPU_KERNELS names no kernel set (see fast_kernels.h); called with
+// the other input checks, before anything is written.
+void check_kernel_choice();
 
 }  // namespace sampleattn::cpu

@@ -1,19 +1,58 @@
 // Run-time choice of the fast CPU backend's kernel set (fast_kernels.h).
 #include <atomic>
+#include <cstdlib>
+#include <string_view>
 
+#include "cpu/fast.h"
 #include "cpu/fast_kernels.h"
+#include "sampleattn/error.h"
 
 namespace sampleattn::cpu::fast {
 namespace {
-std::atomic<bool> g_force_portable{false};
+std::atomic<const Kernels*> g_forced{nullptr};
+
+// SAMPLEATTN_CPU_KERNELS as a cap: 2 = AVX-512, 1 = AVX2, 0 = portable; -1 for an unknown value.
+int kernel_cap() {
+  static const int cap = [] {
+    const char* v = std::getenv("SAMPLEATTN_CPU_KERNELS");
+    if (v == nullptr || *v == '\0') return 2;
+    const std::string_view n(v);
+    return n == "avx512" ? 2 : n == "avx2" ? 1 : n == "portable" ? 0 : -1;
+  }();
+  return cap;
+}
+
 }  // namespace
 
 const Kernels& kernels() {
-  const Kernels* avx2 = avx2_kernels();
-  if (avx2 != nullptr && !g_force_portable.load(std::memory_order_relaxed)) return *avx2;
+  if (const Kernels* forced = g_forced.load(std::memory_order_relaxed)) return *forced;
+  const int cap = kernel_cap();
+  SA_CHECK(cap >= 0, "SAMPLEATTN_CPU_KERNELS (", std::getenv("SAMPLEATTN_CPU_KERNELS"),
+           ") must be avx512, avx2 or portable (the widest kernel set the CPU backend may use), or unset");
+  if (const Kernels* k = avx512_kernels(); k != nullptr && cap >= 2) return *k;
+  if (const Kernels* k = avx2_kernels(); k != nullptr && cap >= 1) return *k;
   return portable_kernels();
 }
 
-void force_portable_kernels(bool on) { g_force_portable.store(on, std::memory_order_relaxed); }
+bool force_kernels(const char* name) {
+  if (name == nullptr) {
+    g_forced.store(nullptr, std::memory_order_relaxed);
+    return true;
+  }
+  const std::string_view n(name);
+  const Kernels* k = n == "avx512"     ? avx512_kernels()
+                     : n == "avx2"     ? avx2_kernels()
+                     : n == "portable" ? &portable_kernels()
+                                       : nullptr;
+  if (k == nullptr) return false;
+  g_forced.store(k, std::memory_order_relaxed);
+  return true;
+}
 
 }  // namespace sampleattn::cpu::fast
+
+namespace sampleattn::cpu {
+
+void check_kernel_choice() { fast::kernels(); }
+
+}  // namespace sampleattn::cpu

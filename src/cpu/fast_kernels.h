@@ -1,7 +1,7 @@
 // Inner kernels of the fast CPU backend (fast.h): row conversion, one key chunk of flash attention, and one
-// tile of stage-1 sampled rows. Two implementations with the same contract: AVX2+FMA+F16C
-// (fast_kernels_avx2.cpp, compiled with per-function target attributes) and portable C++
-// (fast_kernels_portable.cpp); kernels() picks one at run time from the CPU's features.
+// tile of stage-1 sampled rows. Three implementations with the same contract: AVX-512 (F, DQ, BW, VL;
+// fast_kernels_avx512.cpp), AVX2+FMA+F16C (fast_kernels_avx2.cpp), both compiled with per-function target
+// attributes, and portable C++ (fast_kernels_portable.cpp); kernels() picks the widest the CPU has.
 //
 // Layouts. Scores are kept transposed, S^T (keys, query rows), so that a vector holds 8 query rows of one
 // key: the row max and sum of the online softmax are then vertical (element-wise) operations, and Q K^T needs
@@ -94,8 +94,15 @@ struct Kernels {
 const Kernels& portable_kernels();
 // The AVX2 set, or null where the CPU lacks AVX2, FMA or F16C (or the compiler cannot target them).
 const Kernels* avx2_kernels();
-// The set the backend uses: AVX2 where available, unless force_portable_kernels(true) was called (tests).
+// The AVX-512 set (its row conversion and stores are the AVX2 set's), or null where the CPU lacks AVX-512 F,
+// DQ, BW or VL, or the AVX2 set.
+const Kernels* avx512_kernels();
+// The set the backend uses: the one force_kernels() named, else the widest the CPU has (AVX-512, AVX2,
+// portable) at or below the environment's cap SAMPLEATTN_CPU_KERNELS (avx512, avx2 or portable; unset: no cap).
+// Throws sampleattn::Error on any other value of the variable.
 const Kernels& kernels();
-void force_portable_kernels(bool on);
+// Tests: makes the set called `name` ("avx512", "avx2", "portable") the one kernels() returns, or (nullptr)
+// goes back to the automatic choice. False, changing nothing, where that set is not available here.
+bool force_kernels(const char* name);
 
 }  // namespace sampleattn::cpu::fast
