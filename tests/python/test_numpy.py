@@ -5,6 +5,9 @@ hand-made selections, on awkward shapes, GQA, Sq < Sk, non-contiguous strides, b
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -275,3 +278,44 @@ def test_exact_metrics_against_spec(rng, shape, config):
     # ... and the query-to-KV-head mapping matters on these inputs (h % kv_heads would read other KV heads).
     wrong = _spec_metrics(q, k, v, sel, explicit, group_of=lambda h: h % kv_heads)
     assert np.abs(wrong["rel_error"] - _spec_metrics(q, k, v, sel, explicit)["rel_error"]).max() > 1e-3
+
+
+# One CPU call per kernel set, in a fresh process (the cap is read once per process): out, lse and dense out.
+_CAPPED_RUN = """
+import sys
+import numpy as np
+import sampleattn
+rng = np.random.default_rng(7)
+q = (rng.standard_normal((1, 300, 8, 72)) * 2).astype(np.float16)
+k = rng.standard_normal((1, 400, 2, 72)).astype(np.float16)
+v = rng.standard_normal((1, 400, 2, 72)).astype(np.float16)
+out, lse = sampleattn.sample_attention(q, k, v, alpha=1.0, return_lse=True, backend="cpu")
+dense = sampleattn.dense_attention(q, k, v, backend="cpu")
+np.save(sys.stdout.buffer, np.concatenate([out.astype(np.float32).ravel(), lse.ravel(), dense.astype(np.float32).ravel()]))
+"""
+
+
+def _capped_run(cap):
+    env = dict(os.environ, SAMPLEATTN_CPU_KERNELS=cap)
+    return subprocess.run([sys.executable, "-c", _CAPPED_RUN], env=env, capture_output=True, timeout=300)
+
+
+def test_cpu_kernel_cap_keeps_attention_bit_identical():
+    """SAMPLEATTN_CPU_KERNELS caps the CPU kernel set. The AVX-512 set computes each attention output element
+    with the AVX2 set's operations in the same order, so the two give the same bits (alpha = 1 keeps every
+    column, so stage 1's summation order cannot change the selection); the portable set is only close. Where
+    the CPU lacks AVX-512, both capped runs use the same set."""
+    runs = {cap: _capped_run(cap) for cap in ("avx512", "avx2", "portable")}
+    for cap, r in runs.items():
+        assert r.returncode == 0, (cap, r.stderr.decode()[-2000:])
+    assert runs["avx512"].stdout == runs["avx2"].stdout
+    import io
+
+    wide, portable = (np.load(io.BytesIO(runs[c].stdout)) for c in ("avx2", "portable"))
+    assert np.isfinite(wide).all() and np.abs(wide - portable).max() <= 2e-3
+
+
+def test_unknown_cpu_kernel_cap_is_named():
+    r = _capped_run("avx1024")
+    assert r.returncode != 0
+    assert "SAMPLEATTN_CPU_KERNELS (avx1024) must be avx512, avx2 or portable" in r.stderr.decode()
