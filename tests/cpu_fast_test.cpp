@@ -1,9 +1,10 @@
 // The fast CPU backend (src/cpu/fast.h) against the CPU reference, through the public API, on fresh random
 // inputs over awkward shapes (Sk = 1, 17, 97, 1025, 4097; Sq < Sk; GQA 1/4/8; d 8..256; batch 2), all three
 // dtypes, strided views and causal / non-causal masks. Outputs start poisoned (NaN), so an element the
-// backend forgot fails the comparison. Every kernel set the CPU has is checked (AVX-512, AVX2, portable):
-// CpuFast.* run the default (widest) set, CpuFastKernelSet.* each of the others, and the AVX-512 set's
-// attention must equal the AVX2 set's bit for bit.
+// backend forgot fails the comparison. Every kernel set the CPU has is checked (AVX-512 with BF16 dot
+// products, AVX-512, AVX2, portable): CpuFast.* run the default (widest) set, CpuFastKernelSet.* each of the
+// others; the AVX-512 set's attention must equal the AVX2 set's bit for bit, and the bf16 path is checked on
+// shapes that reach its pair padding.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -414,7 +415,7 @@ TEST_P(CpuFastKernelSet, DenseAttendAndSelectMatchReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Sets, CpuFastKernelSet, ::testing::Values("avx2", "portable"),
+INSTANTIATE_TEST_SUITE_P(Sets, CpuFastKernelSet, ::testing::Values("avx512", "avx2", "portable"),
                          [](const ::testing::TestParamInfo<const char*>& info) { return std::string(info.param); });
 
 // The AVX-512 set computes every attention output element with the AVX2 set's operations in the same order
@@ -462,6 +463,51 @@ TEST(CpuFastAvx512, AttentionBitIdenticalToAvx2) {
     config.dense_tail = 3;
     check_select(c, config, rng);
   }
+}
+
+// The bf16 dot-product path (bf16 q, k, v and out): against the reference with the per-row rounding check,
+// dense and sparse, over odd head dims (a zero-padded last pair), odd chunk lengths (a zero key pads the last
+// pair of P and V) and every tail of the row and dim blocks; and not bit-identical to the AVX-512 set on the
+// same inputs, so the path did run (P is rounded to bf16 there).
+TEST(CpuFastAvx512, Bf16DotProductsMatchReference) {
+  if (!cpu::fast::force_kernels("avx512bf16")) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  struct Restore {
+    ~Restore() { cpu::fast::force_kernels(nullptr); }
+  } restore;
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::vector<Case> cases = {{1, 33, 71, 2, 1, 7, true, DType::bf16, Layout::bshd},
+                             {2, 97, 97, 4, 2, 130, true, DType::bf16, Layout::bhsd},
+                             {1, 64, 1025, 2, 2, 24, false, DType::bf16, Layout::padded},
+                             {1, 300, 300, 8, 1, 256, true, DType::bf16, Layout::bshd}};
+  for (const Case& c : small_cases())
+    if (c.dtype == DType::bf16) cases.push_back(c);
+  bool differs = false;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(describe(c));
+    Inputs in = make_inputs(c, rng);
+    HostTensor out(c.dtype, c.batch, c.sq, c.hq, c.d, c.layout), ref(DType::f32, c.batch, c.sq, c.hq, c.d);
+    HostTensor wide = out;
+    std::vector<float> lse = poisoned_lse(c), ref_lse = poisoned_lse(c), wide_lse = poisoned_lse(c);
+    dense_attention(in.q.view(), in.k.view(), in.v.view(), out.view(), lse.data(), params_of(c), fast_options());
+    dense_attention(in.q.view(), in.k.view(), in.v.view(), ref.view(), ref_lse.data(), params_of(c), kRef);
+    expect_close(c, in.v, out, ref, lse, ref_lse, reference_lse_twice(c, in, nullptr));
+    ASSERT_TRUE(cpu::fast::force_kernels("avx512"));
+    dense_attention(in.q.view(), in.k.view(), in.v.view(), wide.view(), wide_lse.data(), params_of(c),
+                    fast_options());
+    ASSERT_TRUE(cpu::fast::force_kernels("avx512bf16"));
+    differs = differs || std::memcmp(out.data(), wide.data(), out.bytes()) != 0;
+    const Selection sel = test::random_selection(rng, c.batch, c.hq, c.sq, c.sk, c.causal, 5, c.sk / 4 + 1, c.sq / 5);
+    out.poison();
+    ref.poison();
+    lse = poisoned_lse(c);
+    ref_lse = poisoned_lse(c);
+    attend(in.q.view(), in.k.view(), in.v.view(), sel, out.view(), lse.data(), params_of(c), fast_options());
+    attend(in.q.view(), in.k.view(), in.v.view(), sel, ref.view(), ref_lse.data(), params_of(c), kRef);
+    expect_close(c, in.v, out, ref, lse, ref_lse, reference_lse_twice(c, in, &sel));
+  }
+  EXPECT_TRUE(differs) << "the bf16 path gave the AVX-512 set's bits everywhere: did it run?";
 }
 
 }  // namespace

@@ -8,7 +8,8 @@
 //      the two edges (at most 63 keys each) with element masks: band, or a kept column the row sees;
 //   3. non-causal only: the kept columns right of the span, gathered, no mask.
 // So the cost follows the kept entries, plus at most two edge chunks per tile. Dense attention and the
-// dense-tail rows are the same walk with band = all visible keys and no columns.
+// dense-tail rows are the same walk with band = all visible keys and no columns. With bf16 q, k, v and out
+// and a kernel set that has attend_chunk_bf16, the panels stay bf16 and the chunks run on bf16 dot products.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -30,8 +31,10 @@ using namespace fast;
 // Per-thread scratch, sized for the largest tile.
 struct Workspace {
   FloatBuffer qt, o, s, m, l, corr, row;
+  AlignedBuffer<std::uint32_t> qp, pairs;
   std::vector<std::int32_t> lo, hi, vis;
   std::vector<const float*> kp, vp;
+  std::vector<const std::uint16_t*> kp16, vp16;
   std::vector<std::int64_t> rows;
 };
 
@@ -58,6 +61,8 @@ struct Engine {
   std::int64_t b = 0;
   const Panel* k = nullptr;
   const Panel* v = nullptr;
+  const Panel16* k16 = nullptr;  // the bf16 path: these instead of k and v
+  const Panel16* v16 = nullptr;
   int dim_padded = 0;
 
   void run_tile(Workspace& ws, const Job& job, const HeadMask& hm) const;
@@ -70,17 +75,28 @@ void Engine::run_tile(Workspace& ws, const Job& job, const HeadMask& hm) const {
   const int d = static_cast<int>(p.head_dim);
   const int dp = dim_padded;
 
+  const bool bf16 = k16 != nullptr;
   ws.rows.resize(static_cast<std::size_t>(nq));
   for (int i = 0; i < nq; ++i) ws.rows[i] = job.r0 + i;
-  float* qt = ws.qt.resize(static_cast<std::size_t>(d) * rp);
-  load_query_tile(q, b, job.h, ws.rows.data(), nq, rp, p.scale * kLog2e, ws.row.resize(static_cast<std::size_t>(d)), qt);
 
   QueryTile t;
   t.rows = nq;
   t.rows_padded = rp;
   t.dim = d;
   t.dim_padded = dp;
-  t.qt = qt;
+  if (bf16) {
+    t.dim_pairs = (d + 1) / 2;
+    std::uint32_t* qp = ws.qp.resize(static_cast<std::size_t>(t.dim_pairs) * rp);
+    load_query_pairs(q, b, job.h, ws.rows.data(), nq, rp, qp);
+    t.qp = qp;
+    t.q_scale = p.scale * kLog2e;
+    t.pairs = ws.pairs.resize(static_cast<std::size_t>(pair_scratch_words(rp, dp)));
+  } else {
+    float* qt = ws.qt.resize(static_cast<std::size_t>(d) * rp);
+    load_query_tile(q, b, job.h, ws.rows.data(), nq, rp, p.scale * kLog2e, ws.row.resize(static_cast<std::size_t>(d)),
+                    qt);
+    t.qt = qt;
+  }
   t.o = ws.o.resize(static_cast<std::size_t>(nq) * dp);
   t.m = ws.m.resize(rp);
   t.l = ws.l.resize(rp);
@@ -109,37 +125,42 @@ void Engine::run_tile(Workspace& ws, const Job& job, const HeadMask& hm) const {
 
   ws.kp.resize(kChunk);
   ws.vp.resize(kChunk);
+  ws.kp16.resize(kChunk);
+  ws.vp16.resize(kChunk);
   const std::uint8_t* is_column = job.dense ? nullptr : hm.is_column;
-  auto run_span = [&](std::int64_t a, std::int64_t e, bool masked) {
-    for (std::int64_t x = a; x < e; x += kChunk) {
-      const int n = static_cast<int>(std::min<std::int64_t>(kChunk, e - x));
+  // One chunk of n keys, key j of the chunk at row key(j) of the panels.
+  auto run_chunk = [&](int n, auto key, bool masked, std::int64_t first_key) {
+    KeyChunk c;
+    c.n = n;
+    c.masked = masked;
+    c.first_key = static_cast<std::int32_t>(first_key);
+    c.is_column = masked ? is_column : nullptr;
+    if (bf16) {
       for (int j = 0; j < n; ++j) {
-        ws.kp[j] = k->data + (x + j) * k->ld;
-        ws.vp[j] = v->data + (x + j) * v->ld;
+        ws.kp16[j] = k16->data + key(j) * k16->ld;
+        ws.vp16[j] = v16->data + key(j) * v16->ld;
       }
-      KeyChunk c;
-      c.n = n;
+      c.k16 = ws.kp16.data();
+      c.v16 = ws.vp16.data();
+      kern.attend_chunk_bf16(t, c);
+    } else {
+      for (int j = 0; j < n; ++j) {
+        ws.kp[j] = k->data + key(j) * k->ld;
+        ws.vp[j] = v->data + key(j) * v->ld;
+      }
       c.k = ws.kp.data();
       c.v = ws.vp.data();
-      c.masked = masked;
-      c.first_key = static_cast<std::int32_t>(x);
-      c.is_column = is_column;
       kern.attend_chunk(t, c);
     }
   };
+  auto run_span = [&](std::int64_t a, std::int64_t e, bool masked) {
+    for (std::int64_t x = a; x < e; x += kChunk)
+      run_chunk(static_cast<int>(std::min<std::int64_t>(kChunk, e - x)), [x](int j) { return x + j; }, masked, x);
+  };
   auto run_list = [&](const std::int32_t* idx, std::int64_t count) {
-    for (std::int64_t x = 0; x < count; x += kChunk) {
-      const int n = static_cast<int>(std::min<std::int64_t>(kChunk, count - x));
-      for (int j = 0; j < n; ++j) {
-        ws.kp[j] = k->data + idx[x + j] * k->ld;
-        ws.vp[j] = v->data + idx[x + j] * v->ld;
-      }
-      KeyChunk c;
-      c.n = n;
-      c.k = ws.kp.data();
-      c.v = ws.vp.data();
-      kern.attend_chunk(t, c);
-    }
+    for (std::int64_t x = 0; x < count; x += kChunk)
+      run_chunk(static_cast<int>(std::min<std::int64_t>(kChunk, count - x)),
+                [idx, x](int j) { return static_cast<std::int64_t>(idx[x + j]); }, false, 0);
   };
 
   // Bands move right with the row: lo and hi are non-decreasing in r.
@@ -205,7 +226,11 @@ void run(const Problem& p, const TensorView& q, const TensorView& k, const Tenso
 
   Engine eng{p, q, out, lse};
   eng.dim_padded = static_cast<int>(round_up(p.head_dim, 8));
+  // bf16 dot products (P rounded to bf16) only where the output is bf16 too: its own rounding is as large.
+  const bool bf16 = kernels().attend_chunk_bf16 != nullptr && q.dtype == DType::bf16 && k.dtype == DType::bf16 &&
+                    v.dtype == DType::bf16 && out.dtype == DType::bf16;
   Panel kpanel, vpanel;
+  Panel16 kpanel16, vpanel16;
   std::vector<Workspace> workspaces(static_cast<std::size_t>(threads));
   std::vector<std::uint8_t> flags;
   std::vector<HeadMask> masks(static_cast<std::size_t>(group));
@@ -213,11 +238,18 @@ void run(const Problem& p, const TensorView& q, const TensorView& k, const Tenso
 
   for (std::int64_t b = 0; b < p.batch; ++b) {
     for (std::int64_t kvh = 0; kvh < p.kv_heads; ++kvh) {
-      load_panel(k, b, kvh, p.seq_k, eng.dim_padded, threads, kpanel);
-      load_panel(v, b, kvh, p.seq_k, eng.dim_padded, threads, vpanel);
+      if (bf16) {
+        load_panel_bf16(k, b, kvh, p.seq_k, eng.dim_padded, threads, kpanel16);
+        load_panel_bf16(v, b, kvh, p.seq_k, eng.dim_padded, threads, vpanel16);
+        eng.k16 = &kpanel16;
+        eng.v16 = &vpanel16;
+      } else {
+        load_panel(k, b, kvh, p.seq_k, eng.dim_padded, threads, kpanel);
+        load_panel(v, b, kvh, p.seq_k, eng.dim_padded, threads, vpanel);
+        eng.k = &kpanel;
+        eng.v = &vpanel;
+      }
       eng.b = b;
-      eng.k = &kpanel;
-      eng.v = &vpanel;
       jobs.clear();
       if (selection != nullptr && body > 0) flags.assign(static_cast<std::size_t>(group * p.seq_k), 0);
       for (std::int64_t g = 0; g < group; ++g) {

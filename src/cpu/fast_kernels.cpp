@@ -11,13 +11,14 @@ namespace sampleattn::cpu::fast {
 namespace {
 std::atomic<const Kernels*> g_forced{nullptr};
 
-// SAMPLEATTN_CPU_KERNELS as a cap: 2 = AVX-512, 1 = AVX2, 0 = portable; -1 for an unknown value.
+// SAMPLEATTN_CPU_KERNELS as a cap: 3 = AVX-512 with BF16 dot products, 2 = AVX-512, 1 = AVX2, 0 = portable;
+// -1 for an unknown value.
 int kernel_cap() {
   static const int cap = [] {
     const char* v = std::getenv("SAMPLEATTN_CPU_KERNELS");
-    if (v == nullptr || *v == '\0') return 2;
+    if (v == nullptr || *v == '\0') return 3;
     const std::string_view n(v);
-    return n == "avx512" ? 2 : n == "avx2" ? 1 : n == "portable" ? 0 : -1;
+    return n == "avx512bf16" ? 3 : n == "avx512" ? 2 : n == "avx2" ? 1 : n == "portable" ? 0 : -1;
   }();
   return cap;
 }
@@ -28,7 +29,8 @@ const Kernels& kernels() {
   if (const Kernels* forced = g_forced.load(std::memory_order_relaxed)) return *forced;
   const int cap = kernel_cap();
   SA_CHECK(cap >= 0, "SAMPLEATTN_CPU_KERNELS (", std::getenv("SAMPLEATTN_CPU_KERNELS"),
-           ") must be avx512, avx2 or portable (the widest kernel set the CPU backend may use), or unset");
+           ") must be avx512bf16, avx512, avx2 or portable (the widest kernel set the CPU backend may use), or unset");
+  if (const Kernels* k = avx512_bf16_kernels(); k != nullptr && cap >= 3) return *k;
   if (const Kernels* k = avx512_kernels(); k != nullptr && cap >= 2) return *k;
   if (const Kernels* k = avx2_kernels(); k != nullptr && cap >= 1) return *k;
   return portable_kernels();
@@ -40,7 +42,8 @@ bool force_kernels(const char* name) {
     return true;
   }
   const std::string_view n(name);
-  const Kernels* k = n == "avx512"     ? avx512_kernels()
+  const Kernels* k = n == "avx512bf16" ? avx512_bf16_kernels()
+                     : n == "avx512"   ? avx512_kernels()
                      : n == "avx2"     ? avx2_kernels()
                      : n == "portable" ? &portable_kernels()
                                        : nullptr;

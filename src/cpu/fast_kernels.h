@@ -41,7 +41,21 @@ struct QueryTile {
   const std::int32_t* lo = nullptr;
   const std::int32_t* hi = nullptr;
   const std::int32_t* vis = nullptr;
+  // The bf16 path (Kernels::attend_chunk_bf16; bf16 q, k and v): Q^T unscaled as bf16 pairs, (dim_pairs,
+  // rows_padded) words, word (c, i) = Q[i][2c] | Q[i][2c + 1] << 16 (zero past d and in padded rows); scores
+  // are the pair dot products times q_scale (scale * log2(e)). pairs: scratch of kPairScratch(rows_padded,
+  // dim_padded) words.
+  const std::uint32_t* qp = nullptr;
+  int dim_pairs = 0;
+  float q_scale = 1.0f;
+  std::uint32_t* pairs = nullptr;
 };
+
+// Words of QueryTile::pairs scratch: P as bf16 pairs of keys (kChunk / 2, rows_padded), then V as bf16 pairs
+// of keys (kChunk / 2, dim_padded).
+inline std::int64_t pair_scratch_words(int rows_padded, int dim_padded) {
+  return static_cast<std::int64_t>(kChunk / 2) * (rows_padded + dim_padded);
+}
 
 // Up to kChunk keys, given by row pointers (a contiguous span or a gathered stripe list alike).
 // Unmasked: every key is kept for every row of the tile. Masked: the keys are first_key, first_key + 1, ...
@@ -53,6 +67,10 @@ struct KeyChunk {
   bool masked = false;
   std::int32_t first_key = 0;
   const std::uint8_t* is_column = nullptr;  // flags by key index; null: no columns
+  // The bf16 path: the same n rows as bf16 bits, 2 * dim_pairs (K) and dim_padded (V) readable per row,
+  // zeros past head_dim.
+  const std::uint16_t* const* k16 = nullptr;
+  const std::uint16_t* const* v16 = nullptr;
 };
 
 // Stage 1 for up to kLanes sampled rows of one (batch, head): the exact softmax of each row over its visible
@@ -89,6 +107,9 @@ struct Kernels {
   StoreRowFn store_row;
   void (*attend_chunk)(const QueryTile& tile, const KeyChunk& chunk);
   void (*sample_rows)(const SampleTile& tile);
+  // Null, or attend_chunk from bf16 pairs (QueryTile::qp, KeyChunk::k16 / v16) with bf16 dot products: P is
+  // rounded to bf16 for P V (as GPU kernels do), every sum stays fp32. Used when q, k, v and out are bf16.
+  void (*attend_chunk_bf16)(const QueryTile& tile, const KeyChunk& chunk);
 };
 
 const Kernels& portable_kernels();
@@ -97,12 +118,17 @@ const Kernels* avx2_kernels();
 // The AVX-512 set (its row conversion and stores are the AVX2 set's), or null where the CPU lacks AVX-512 F,
 // DQ, BW or VL, or the AVX2 set.
 const Kernels* avx512_kernels();
-// The set the backend uses: the one force_kernels() named, else the widest the CPU has (AVX-512, AVX2,
-// portable) at or below the environment's cap SAMPLEATTN_CPU_KERNELS (avx512, avx2 or portable; unset: no cap).
-// Throws sampleattn::Error on any other value of the variable.
+// The AVX-512 sets' masking and online-softmax step over the fp32 scores in tile.s (fast_kernels_avx512.cpp;
+// call only where avx512_kernels() is not null).
+void avx512_softmax_step(const QueryTile& tile, const KeyChunk& chunk);
+// The AVX-512 set plus attend_chunk_bf16 (AVX512_BF16 dot products), or null where the CPU lacks AVX512_BF16.
+const Kernels* avx512_bf16_kernels();
+// The set the backend uses: the one force_kernels() named, else the widest the CPU has (AVX-512 with BF16
+// dot products, AVX-512, AVX2, portable) at or below the environment's cap SAMPLEATTN_CPU_KERNELS
+// (avx512bf16, avx512, avx2 or portable; unset: no cap). Throws sampleattn::Error on any other value.
 const Kernels& kernels();
-// Tests: makes the set called `name` ("avx512", "avx2", "portable") the one kernels() returns, or (nullptr)
-// goes back to the automatic choice. False, changing nothing, where that set is not available here.
+// Tests: makes the set called `name` ("avx512bf16", "avx512", "avx2", "portable") the one kernels() returns,
+// or (nullptr) goes back to the automatic choice. False, changing nothing, where that set is not available.
 bool force_kernels(const char* name);
 
 }  // namespace sampleattn::cpu::fast

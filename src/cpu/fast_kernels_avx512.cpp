@@ -179,9 +179,11 @@ SA_AVX512 void pv_columns(const QueryTile& t, const KeyChunk& c, int x0, __mmask
                           t.o + static_cast<std::int64_t>(i) * dp, dp);
 }
 
+}  // namespace
+
 // Mask, then the online-softmax step for 16 rows at a time (as softmax_step of the AVX2 set):
 //   m' = max(m, max_j s_j);  corr = 2^(m - m');  p_j = 2^(s_j - m');  l' = l * corr + sum_j p_j.
-SA_AVX512 void softmax_step(const QueryTile& t, const KeyChunk& c) {
+SA_AVX512 void avx512_softmax_step(const QueryTile& t, const KeyChunk& c) {
   const int rp = t.rows_padded;
   const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   for (int ib = 0; ib < rp; ib += 16) {
@@ -230,9 +232,11 @@ SA_AVX512 void softmax_step(const QueryTile& t, const KeyChunk& c) {
   }
 }
 
+namespace {
+
 SA_AVX512 void attend_chunk(const QueryTile& t, const KeyChunk& c) {
   scores(t.qt, t.rows_padded, t.dim, c.k, c.n, t.s);
-  softmax_step(t, c);
+  avx512_softmax_step(t, c);
   int x0 = 0;
   for (; x0 + 32 <= t.dim_padded; x0 += 32) pv_columns<2>(t, c, x0, 0xffff);
   if (x0 < t.dim_padded) {  // 8, 16 or 24 dims left (dim_padded is a multiple of 8)
@@ -341,7 +345,7 @@ const Kernels* avx512_kernels() {
   static const Kernels* const set = []() -> const Kernels* {
     const Kernels* avx2 = avx2_kernels();
     if (avx2 == nullptr || !cpu_supports_avx512()) return nullptr;
-    static const Kernels k{"avx512", avx2->convert_row, avx2->store_row, attend_chunk, sample_rows};
+    static const Kernels k{"avx512", avx2->convert_row, avx2->store_row, attend_chunk, sample_rows, nullptr};
     return &k;
   }();
   return set;

@@ -8,16 +8,6 @@
 
 namespace sampleattn::cpu::fast {
 
-void FloatBuffer::Free::operator()(float* p) const { ::operator delete[](p, std::align_val_t(64)); }
-
-float* FloatBuffer::resize(std::size_t n) {
-  if (n > size_ || !data_) {
-    data_.reset(static_cast<float*>(::operator new[](std::max<std::size_t>(n, 1) * sizeof(float), std::align_val_t(64))));
-    size_ = n;
-  }
-  return data_.get();
-}
-
 void load_panel(const TensorView& t, std::int64_t b, std::int64_t h, std::int64_t rows, std::int64_t dim_padded,
                 int threads, Panel& panel) {
   const std::int64_t d = t.head_dim();
@@ -55,6 +45,44 @@ void load_query_tile(const TensorView& q, std::int64_t b, std::int64_t h, const 
   }
   for (std::int64_t c = 0; c < d; ++c)
     std::fill(qt + c * rows_padded + n, qt + (c + 1) * rows_padded, 0.0f);
+}
+
+void load_panel_bf16(const TensorView& t, std::int64_t b, std::int64_t h, std::int64_t rows, std::int64_t width,
+                     int threads, Panel16& panel) {
+  const std::int64_t d = t.head_dim();
+  const auto* base = static_cast<const std::uint16_t*>(t.data);
+  panel.ld = width;
+  std::uint16_t* dst = panel.storage.resize(static_cast<std::size_t>(rows * width));
+  panel.data = dst;
+  constexpr std::int64_t kBlock = 256;
+  parallel_for((rows + kBlock - 1) / kBlock, threads, [&](std::int64_t blk, int) {
+    const std::int64_t end = std::min(rows, (blk + 1) * kBlock);
+    for (std::int64_t j = blk * kBlock; j < end; ++j) {
+      const std::uint16_t* src = base + t.offset(b, j, h, 0);
+      std::uint16_t* row = dst + j * width;
+      if (t.stride[3] == 1) {
+        std::copy(src, src + d, row);
+      } else {
+        for (std::int64_t c = 0; c < d; ++c) row[c] = src[c * t.stride[3]];
+      }
+      std::fill(row + d, row + width, std::uint16_t{0});
+    }
+  });
+}
+
+void load_query_pairs(const TensorView& q, std::int64_t b, std::int64_t h, const std::int64_t* rows, int n,
+                      int rows_padded, std::uint32_t* qp) {
+  const std::int64_t d = q.head_dim(), pairs = (d + 1) / 2;
+  const auto* base = static_cast<const std::uint16_t*>(q.data);
+  for (int i = 0; i < n; ++i) {
+    const std::uint16_t* src = base + q.offset(b, rows[i], h, 0);
+    for (std::int64_t c = 0; c < pairs; ++c) {
+      const std::uint32_t lo = src[2 * c * q.stride[3]];
+      const std::uint32_t hi = 2 * c + 1 < d ? src[(2 * c + 1) * q.stride[3]] : 0u;
+      qp[c * rows_padded + i] = lo | hi << 16;
+    }
+  }
+  for (std::int64_t c = 0; c < pairs; ++c) std::fill(qp + c * rows_padded + n, qp + (c + 1) * rows_padded, 0u);
 }
 
 }  // namespace sampleattn::cpu::fast
