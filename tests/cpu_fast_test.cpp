@@ -466,7 +466,7 @@ TEST(CpuFastAvx512, AttentionBitIdenticalToAvx2) {
 }
 
 // The bf16 dot-product path (bf16 q, k, v and out): against the reference with the per-row rounding check,
-// dense and sparse, over odd head dims (a zero-padded last pair), odd chunk lengths (a zero key pads the last
+// dense, sparse and stage 1, over odd head dims (a zero-padded last pair), odd chunk lengths (a zero key pads the last
 // pair of P and V) and every tail of the row and dim blocks; and not bit-identical to the AVX-512 set on the
 // same inputs, so the path did run (P is rounded to bf16 there).
 TEST(CpuFastAvx512, Bf16DotProductsMatchReference) {
@@ -508,6 +508,13 @@ TEST(CpuFastAvx512, Bf16DotProductsMatchReference) {
     expect_close(c, in.v, out, ref, lse, ref_lse, reference_lse_twice(c, in, &sel));
   }
   EXPECT_TRUE(differs) << "the bf16 path gave the AVX-512 set's bits everywhere: did it run?";
+  // Stage 1 on bf16 dot products (sample_rows_bf16) against the reference selection.
+  for (const Case& c : {cases[0], cases[1], cases[3]}) {
+    SampleConfig config;
+    config.sample_ratio = 0.5;
+    config.dense_tail = 3;
+    check_select(c, config, rng);
+  }
 }
 
 }  // namespace

@@ -91,6 +91,13 @@ struct SampleTile {
   float* s = nullptr;          // scratch (end, kLanes)
   double* colscore = nullptr;  // (end) += sum over rows of P[row, j]
   double* outside = nullptr;   // (end) += the same sum over rows whose band does not hold j
+  // The bf16 path (Kernels::sample_rows_bf16; bf16 q and k): Q^T as bf16 pairs (dim_pairs, kLanes) as in
+  // QueryTile, K rows as bf16 bits at k16 + j * k16_ld (2 * dim_pairs readable, zeros past d).
+  const std::uint32_t* qp = nullptr;
+  int dim_pairs = 0;
+  float q_scale = 1.0f;
+  const std::uint16_t* k16 = nullptr;
+  std::int64_t k16_ld = 0;
 };
 
 // n elements of a row in `dtype` with element stride `stride` -> dst[0..n) as float times `scale`;
@@ -110,6 +117,9 @@ struct Kernels {
   // Null, or attend_chunk from bf16 pairs (QueryTile::qp, KeyChunk::k16 / v16) with bf16 dot products: P is
   // rounded to bf16 for P V (as GPU kernels do), every sum stays fp32. Used when q, k, v and out are bf16.
   void (*attend_chunk_bf16)(const QueryTile& tile, const KeyChunk& chunk);
+  // Null, or sample_rows from bf16 pairs (SampleTile::qp, k16): the same fp32 softmax and sums, scores from
+  // exact bf16 products. Used when q and k are bf16.
+  void (*sample_rows_bf16)(const SampleTile& tile);
 };
 
 const Kernels& portable_kernels();
@@ -121,6 +131,8 @@ const Kernels* avx512_kernels();
 // The AVX-512 sets' masking and online-softmax step over the fp32 scores in tile.s (fast_kernels_avx512.cpp;
 // call only where avx512_kernels() is not null).
 void avx512_softmax_step(const QueryTile& tile, const KeyChunk& chunk);
+// The AVX-512 sets' stage 1 after the scores: tile.s holds the (end, kLanes) scores in log2 units.
+void avx512_sample_rows_from_scores(const SampleTile& tile);
 // The AVX-512 set plus attend_chunk_bf16 (AVX512_BF16 dot products), or null where the CPU lacks AVX512_BF16.
 const Kernels* avx512_bf16_kernels();
 // The set the backend uses: the one force_kernels() named, else the widest the CPU has (AVX-512 with BF16

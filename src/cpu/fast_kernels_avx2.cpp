@@ -395,7 +395,7 @@ bool cpu_supports_avx2_fma_f16c() {
 
 const Kernels* avx2_kernels() {
   static const bool supported = cpu_supports_avx2_fma_f16c();
-  static const Kernels k{"avx2", convert_row, store_row, attend_chunk, sample_rows, nullptr};
+  static const Kernels k{"avx2", convert_row, store_row, attend_chunk, sample_rows, nullptr, nullptr};
   return supported ? &k : nullptr;
 }
 

@@ -259,6 +259,12 @@ SA_AVX512 void sample_rows(const SampleTile& t) {
     for (int r = 0; r < n; ++r) ptrs[r] = t.k + (j0 + r) * t.k_ld;
     scores(t.qt, kLanes, t.dim, ptrs, n, t.s + j0 * kLanes);
   }
+  avx512_sample_rows_from_scores(t);
+}
+
+}  // namespace
+
+SA_AVX512 void avx512_sample_rows_from_scores(const SampleTile& t) {
   const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   const __m512i vis = _mm512_loadu_si512(t.vis);
   const std::int32_t end = static_cast<std::int32_t>(t.end);
@@ -324,6 +330,8 @@ SA_AVX512 void sample_rows(const SampleTile& t) {
   }
 }
 
+namespace {
+
 #undef SA_AVX512
 
 // CPUID leaf 7 EBX: AVX512F (bit 16), AVX512DQ (17), AVX512BW (30), AVX512VL (31); the OS saving opmask and
@@ -345,7 +353,7 @@ const Kernels* avx512_kernels() {
   static const Kernels* const set = []() -> const Kernels* {
     const Kernels* avx2 = avx2_kernels();
     if (avx2 == nullptr || !cpu_supports_avx512()) return nullptr;
-    static const Kernels k{"avx512", avx2->convert_row, avx2->store_row, attend_chunk, sample_rows, nullptr};
+    static const Kernels k{"avx512", avx2->convert_row, avx2->store_row, attend_chunk, sample_rows, nullptr, nullptr};
     return &k;
   }();
   return set;

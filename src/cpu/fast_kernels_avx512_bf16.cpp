@@ -9,7 +9,8 @@
 //           the same way (a zero key pads an odd count); O (12 rows, 32 dims) = 24 accumulators, per key pair
 //           2 loads of V pairs + 12 broadcasts of a P pair, 24 dot products. l keeps the fp32 probabilities.
 // Every sum is fp32. The only rounding beyond the AVX2 set's is P to bf16, as GPU flash-attention kernels do;
-// tests/cpu_fast_test.cpp holds the outputs to the per-row rounding check.
+// tests/cpu_fast_test.cpp holds the outputs to the per-row rounding check. Stage 1 (sample_rows_bf16) takes
+// its scores the same way and then runs the AVX-512 set's fp32 softmax and sums: no rounding of P there.
 #include <cstdint>
 
 #include "cpu/fast_kernels.h"
@@ -208,6 +209,18 @@ SA_BF16 void attend_chunk_bf16(const QueryTile& t, const KeyChunk& c) {
   }
 }
 
+// Stage 1 (SampleTile) from bf16 pairs: scores of the 16 rows against keys [0, end) by bf16 dot products,
+// then the AVX-512 set's softmax and column sums.
+SA_BF16 void sample_rows_bf16(const SampleTile& t) {
+  const std::uint16_t* ptrs[kChunk];
+  for (std::int64_t j0 = 0; j0 < t.end; j0 += kChunk) {
+    const int n = static_cast<int>(t.end - j0 < kChunk ? t.end - j0 : kChunk);
+    for (int r = 0; r < n; ++r) ptrs[r] = t.k16 + (j0 + r) * t.k16_ld;
+    qk_rows<1>(t.qp, kLanes, t.dim_pairs, ptrs, n, t.q_scale, t.s + j0 * kLanes);
+  }
+  avx512_sample_rows_from_scores(t);
+}
+
 #undef SA_BF16
 
 // CPUID leaf 7 subleaf 1 EAX bit 5: AVX512_BF16 (the OS state checks are avx512_kernels()').
@@ -223,8 +236,8 @@ const Kernels* avx512_bf16_kernels() {
   static const Kernels* const set = []() -> const Kernels* {
     const Kernels* base = avx512_kernels();
     if (base == nullptr || !cpu_supports_avx512_bf16()) return nullptr;
-    static const Kernels k{"avx512bf16", base->convert_row, base->store_row, base->attend_chunk, base->sample_rows,
-                           attend_chunk_bf16};
+    static const Kernels k{"avx512bf16",      base->convert_row, base->store_row, base->attend_chunk,
+                           base->sample_rows, attend_chunk_bf16, sample_rows_bf16};
     return &k;
   }();
   return set;

@@ -98,7 +98,7 @@ void sample_rows(const SampleTile& t) {
 }  // namespace
 
 const Kernels& portable_kernels() {
-  static const Kernels k{"portable", convert_row, store_row, attend_chunk, sample_rows, nullptr};
+  static const Kernels k{"portable", convert_row, store_row, attend_chunk, sample_rows, nullptr, nullptr};
   return k;
 }
 

@@ -1,6 +1,7 @@
 // Fast CPU selection (fast.h): SPEC.md variant A stages 1 and 2, with the reference's stats.
 //
-// Per (batch, KV head) the K rows are converted once (fast_tiles.h). Per query head, the sampled rows
+// Per (batch, KV head) the K rows are converted once (fast_tiles.h; kept bf16 for bf16 dot products where
+// the kernel set has them and q and k are bf16). Per query head, the sampled rows
 // (core::sampled_rows) go in tiles of 16 to the threads, tile i to thread i % T (a static split, so a given
 // thread count always sums in the same order). Each tile scores its rows against all their visible keys,
 // takes the exact softmax of each row, and adds the probabilities per key column into the thread's fp64
@@ -28,23 +29,40 @@ using namespace fast;
 
 struct ThreadState {
   FloatBuffer qt, row, s;
+  AlignedBuffer<std::uint32_t> qp;
   std::vector<double> colscore, outside;
   std::int32_t vis[kLanes], lo[kLanes], hi[kLanes];
 };
 
+// K of one (batch, KV head): fp32 rows, or bf16 rows for the bf16 path (k16 set).
+struct Keys {
+  const Panel* k = nullptr;
+  const Panel16* k16 = nullptr;
+};
+
 // Rows rows[0..n) (n <= kLanes) of head (b, h) into t's column sums.
-void sample_tile(const Problem& p, const TensorView& q, const Panel& kpanel, std::int64_t b, std::int64_t h,
+void sample_tile(const Problem& p, const TensorView& q, const Keys& keys, std::int64_t b, std::int64_t h,
                  std::int64_t window, std::int64_t dense_tail, const std::int64_t* rows, int n, ThreadState& ts) {
   const Kernels& kern = kernels();
   const std::int64_t d = p.head_dim;
-  float* qt = ts.qt.resize(static_cast<std::size_t>(d) * kLanes);
-  load_query_tile(q, b, h, rows, n, kLanes, p.scale * kLog2e, ts.row.resize(static_cast<std::size_t>(d)), qt);
   SampleTile st;
   st.rows = n;
   st.dim = static_cast<int>(d);
-  st.qt = qt;
-  st.k = kpanel.data;
-  st.k_ld = kpanel.ld;
+  if (keys.k16 != nullptr) {
+    st.dim_pairs = static_cast<int>((d + 1) / 2);
+    std::uint32_t* qp = ts.qp.resize(static_cast<std::size_t>(st.dim_pairs) * kLanes);
+    load_query_pairs(q, b, h, rows, n, kLanes, qp);
+    st.qp = qp;
+    st.q_scale = p.scale * kLog2e;
+    st.k16 = keys.k16->data;
+    st.k16_ld = keys.k16->ld;
+  } else {
+    float* qt = ts.qt.resize(static_cast<std::size_t>(d) * kLanes);
+    load_query_tile(q, b, h, rows, n, kLanes, p.scale * kLog2e, ts.row.resize(static_cast<std::size_t>(d)), qt);
+    st.qt = qt;
+    st.k = keys.k->data;
+    st.k_ld = keys.k->ld;
+  }
   st.out_lo = std::numeric_limits<std::int64_t>::max();
   st.in_lo = 0;
   st.out_hi = 0;
@@ -73,7 +91,11 @@ void sample_tile(const Problem& p, const TensorView& q, const Panel& kpanel, std
   st.s = ts.s.resize(static_cast<std::size_t>(st.end) * kLanes);
   st.colscore = ts.colscore.data();
   st.outside = ts.outside.data();
-  kern.sample_rows(st);
+  if (keys.k16 != nullptr) {
+    kern.sample_rows_bf16(st);
+  } else {
+    kern.sample_rows(st);
+  }
 }
 
 }  // namespace
@@ -95,10 +117,20 @@ Selection select(const Problem& p, const TensorView& q, const TensorView& k, con
   std::vector<std::vector<std::int32_t>> chosen(static_cast<std::size_t>(p.batch * p.q_heads));
   std::vector<double> coverage(static_cast<std::size_t>(p.batch * p.q_heads));
   Panel kpanel;
+  Panel16 kpanel16;
+  // bf16 dot products for bf16 q and k: exact products, the same fp32 softmax and sums.
+  const bool bf16 = kernels().sample_rows_bf16 != nullptr && q.dtype == DType::bf16 && k.dtype == DType::bf16;
+  Keys keys;
 
   for (std::int64_t b = 0; b < p.batch; ++b) {
     for (std::int64_t kvh = 0; kvh < p.kv_heads; ++kvh) {
-      load_panel(k, b, kvh, sk, round_up(p.head_dim, 8), threads, kpanel);
+      if (bf16) {
+        load_panel_bf16(k, b, kvh, sk, round_up(p.head_dim, 8), threads, kpanel16);
+        keys.k16 = &kpanel16;
+      } else {
+        load_panel(k, b, kvh, sk, round_up(p.head_dim, 8), threads, kpanel);
+        keys.k = &kpanel;
+      }
       for (std::int64_t g = 0; g < group; ++g) {
         const std::int64_t h = kvh * group + g;
         parallel_run(threads, [&](int t) {
@@ -107,7 +139,7 @@ Selection select(const Problem& p, const TensorView& q, const TensorView& k, con
           ts.outside.assign(static_cast<std::size_t>(sk), 0.0);
           for (std::int64_t tile = t; tile < tiles; tile += threads) {
             const int cnt = static_cast<int>(std::min<std::int64_t>(kLanes, n - tile * kLanes));
-            sample_tile(p, q, kpanel, b, h, window, config.dense_tail, rows.data() + tile * kLanes, cnt, ts);
+            sample_tile(p, q, keys, b, h, window, config.dense_tail, rows.data() + tile * kLanes, cnt, ts);
           }
         });
         // Sum the threads' arrays in thread order, in parallel over key ranges.
