@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "common.h"
+#include "cpu/fast_kernels.h"
 #include "device.h"
 #include "sampleattn/api.h"
 #include "sampleattn/error.h"
@@ -100,7 +101,9 @@ int demo_main(const std::vector<std::string>& argv) {
               static_cast<long long>(wc.batch), static_cast<long long>(wc.seq_k), static_cast<long long>(wc.q_heads),
               static_cast<long long>(wc.kv_heads), static_cast<long long>(wc.head_dim), to_string(wc.dtype),
               static_cast<unsigned long long>(wc.seed));
-  const std::string device = on_device ? " (" + gpu_description() + ")" : "";
+  const std::string device = on_device                         ? " (" + gpu_description() + ")"
+                             : exec.backend == Backend::cpu ? std::string(" (") + cpu::fast::kernels().name + " kernels)"
+                                                            : "";
   std::printf("backend %s%s; %s\n", to_string(exec.backend), device.c_str(), describe(config).c_str());
   std::fflush(stdout);
 
