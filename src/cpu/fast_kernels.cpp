@@ -11,12 +11,12 @@ namespace sampleattn::cpu::fast {
 namespace {
 std::atomic<const Kernels*> g_forced{nullptr};
 
-// SAMPLEATTN_CPU_KERNELS as a cap: 3 = AVX-512 with BF16 dot products, 2 = AVX-512, 1 = AVX2, 0 = portable;
-// -1 for an unknown value.
+// The widest set allowed: SAMPLEATTN_CPU_KERNELS's (3 = AVX-512 with BF16 dot products, 2 = AVX-512, 1 = AVX2,
+// 0 = portable; -1 for an unknown value), or where unset 3 if the bf16 set is preferred here, else 2.
 int kernel_cap() {
   static const int cap = [] {
     const char* v = std::getenv("SAMPLEATTN_CPU_KERNELS");
-    if (v == nullptr || *v == '\0') return 3;
+    if (v == nullptr || *v == '\0') return bf16_dot_preferred() ? 3 : 2;
     const std::string_view n(v);
     return n == "avx512bf16" ? 3 : n == "avx512" ? 2 : n == "avx2" ? 1 : n == "portable" ? 0 : -1;
   }();
@@ -29,7 +29,7 @@ const Kernels& kernels() {
   if (const Kernels* forced = g_forced.load(std::memory_order_relaxed)) return *forced;
   const int cap = kernel_cap();
   SA_CHECK(cap >= 0, "SAMPLEATTN_CPU_KERNELS (", std::getenv("SAMPLEATTN_CPU_KERNELS"),
-           ") must be avx512bf16, avx512, avx2 or portable (the widest kernel set the CPU backend may use), or unset");
+           ") must be avx512bf16, avx512, avx2 or portable (the CPU backend's kernel set), or unset");
   if (const Kernels* k = avx512_bf16_kernels(); k != nullptr && cap >= 3) return *k;
   if (const Kernels* k = avx512_kernels(); k != nullptr && cap >= 2) return *k;
   if (const Kernels* k = avx2_kernels(); k != nullptr && cap >= 1) return *k;

@@ -135,9 +135,13 @@ void avx512_softmax_step(const QueryTile& tile, const KeyChunk& chunk);
 void avx512_sample_rows_from_scores(const SampleTile& tile);
 // The AVX-512 set plus attend_chunk_bf16 (AVX512_BF16 dot products), or null where the CPU lacks AVX512_BF16.
 const Kernels* avx512_bf16_kernels();
-// The set the backend uses: the one force_kernels() named, else the widest the CPU has (AVX-512 with BF16
-// dot products, AVX-512, AVX2, portable) at or below the environment's cap SAMPLEATTN_CPU_KERNELS
-// (avx512bf16, avx512, avx2 or portable; unset: no cap). Throws sampleattn::Error on any other value.
+// Whether the automatic choice takes the bf16 set where it exists: on AMD CPUs only. Zen 5 runs vdpbf16ps
+// zmm at two per cycle, as its FMAs (the set was 1.77x faster than the AVX-512 set here); the Intel Xeon of
+// the device machine runs it at one per cycle against two FMAs, and the set was 1.56x slower there.
+bool bf16_dot_preferred();
+// The set the backend uses: the one force_kernels() named; else the one SAMPLEATTN_CPU_KERNELS names
+// (avx512bf16, avx512, avx2 or portable), or the next narrower one the CPU has; else (unset) the widest the
+// CPU has, with the bf16 set only where bf16_dot_preferred(). Throws sampleattn::Error on any other value.
 const Kernels& kernels();
 // Tests: makes the set called `name` ("avx512bf16", "avx512", "avx2", "portable") the one kernels() returns,
 // or (nullptr) goes back to the automatic choice. False, changing nothing, where that set is not available.

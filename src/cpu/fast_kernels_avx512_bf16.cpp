@@ -230,7 +230,19 @@ bool cpu_supports_avx512_bf16() {
   return (a & (1u << 5)) != 0;
 }
 
+// CPUID leaf 0: the vendor string in EBX, EDX, ECX.
+bool cpu_is_amd() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(0, &a, &b, &c, &d) == 0) return false;
+  return b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;  // "Auth" "enti" "cAMD"
+}
+
 }  // namespace
+
+bool bf16_dot_preferred() {
+  static const bool preferred = avx512_bf16_kernels() != nullptr && cpu_is_amd();
+  return preferred;
+}
 
 const Kernels* avx512_bf16_kernels() {
   static const Kernels* const set = []() -> const Kernels* {
@@ -246,6 +258,7 @@ const Kernels* avx512_bf16_kernels() {
 #else
 
 const Kernels* avx512_bf16_kernels() { return nullptr; }
+bool bf16_dot_preferred() { return false; }
 
 #endif
 

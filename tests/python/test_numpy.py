@@ -280,8 +280,8 @@ def test_exact_metrics_against_spec(rng, shape, config):
     assert np.abs(wrong["rel_error"] - _spec_metrics(q, k, v, sel, explicit)["rel_error"]).max() > 1e-3
 
 
-# One CPU call per kernel set, in a fresh process (the cap is read once per process): out, lse and dense out.
-_CAPPED_RUN = """
+# One CPU call per kernel set, in a fresh process (the variable is read once per process): out, lse and dense out.
+_RUN_WITH_KERNELS = """
 import sys
 import numpy as np
 import sampleattn
@@ -295,19 +295,19 @@ np.save(sys.stdout.buffer, np.concatenate([out.astype(np.float32).ravel(), lse.r
 """
 
 
-def _capped_run(cap):
-    env = dict(os.environ, SAMPLEATTN_CPU_KERNELS=cap)
-    return subprocess.run([sys.executable, "-c", _CAPPED_RUN], env=env, capture_output=True, timeout=300)
+def _run_with_kernels(name):
+    env = dict(os.environ, SAMPLEATTN_CPU_KERNELS=name)
+    return subprocess.run([sys.executable, "-c", _RUN_WITH_KERNELS], env=env, capture_output=True, timeout=300)
 
 
-def test_cpu_kernel_cap_keeps_attention_bit_identical():
-    """SAMPLEATTN_CPU_KERNELS caps the CPU kernel set. The AVX-512 set computes each attention output element
+def test_cpu_kernel_choice_keeps_attention_bit_identical():
+    """SAMPLEATTN_CPU_KERNELS picks the CPU kernel set. The AVX-512 set computes each attention output element
     with the AVX2 set's operations in the same order, so the two give the same bits (alpha = 1 keeps every
     column, so stage 1's summation order cannot change the selection); the portable set is only close. Where
-    the CPU lacks AVX-512, both capped runs use the same set."""
-    runs = {cap: _capped_run(cap) for cap in ("avx512", "avx2", "portable")}
-    for cap, r in runs.items():
-        assert r.returncode == 0, (cap, r.stderr.decode()[-2000:])
+    the CPU lacks AVX-512, both runs use the same set."""
+    runs = {name: _run_with_kernels(name) for name in ("avx512", "avx2", "portable")}
+    for name, r in runs.items():
+        assert r.returncode == 0, (name, r.stderr.decode()[-2000:])
     assert runs["avx512"].stdout == runs["avx2"].stdout
     import io
 
@@ -315,7 +315,7 @@ def test_cpu_kernel_cap_keeps_attention_bit_identical():
     assert np.isfinite(wide).all() and np.abs(wide - portable).max() <= 2e-3
 
 
-def test_unknown_cpu_kernel_cap_is_named():
-    r = _capped_run("avx1024")
+def test_unknown_cpu_kernel_set_is_named():
+    r = _run_with_kernels("avx1024")
     assert r.returncode != 0
     assert "SAMPLEATTN_CPU_KERNELS (avx1024) must be avx512bf16, avx512, avx2 or portable" in r.stderr.decode()
