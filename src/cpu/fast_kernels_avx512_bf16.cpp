@@ -12,6 +12,7 @@
 // tests/cpu_fast_test.cpp holds the outputs to the per-row rounding check. Stage 1 (sample_rows_bf16) takes
 // its scores the same way and then runs the AVX-512 set's fp32 softmax and sums: no rounding of P there.
 #include <cstdint>
+#include <cstring>
 
 #include "cpu/fast_kernels.h"
 
@@ -39,7 +40,11 @@ SA_BF16 inline __m512 dot(__m512 acc, __m512i a, __m512i b) {
   return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(a), reinterpret_cast<__m512bh>(b));
 }
 
-SA_BF16 inline __m512i broadcast_word(const void* p) { return _mm512_broadcastd_epi32(_mm_loadu_si32(p)); }
+SA_BF16 inline __m512i broadcast_word(const void* p) {
+  std::int32_t w;
+  std::memcpy(&w, p, sizeof w);
+  return _mm512_set1_epi32(w);
+}
 
 // S^T (R keys, 16 W rows) at s (ld rp) = scale * K rows k[0..R) . Q^T pairs (dim_pairs, 16 W columns at qp).
 template <int R, int W>
