@@ -2,18 +2,19 @@
 // inputs over awkward shapes (Sk = 1, 17, 97, 1025, 4097; Sq < Sk; GQA 1/4/8; d 8..256; batch 2), all three
 // dtypes, strided views and causal / non-causal masks. Outputs start poisoned (NaN), so an element the
 // backend forgot fails the comparison. Every kernel set the CPU has is checked (AVX-512 with BF16 dot
-// products, AVX-512, AVX2, portable): CpuFast.* run the default (widest) set, CpuFastKernelSet.* each of the
-// others; the AVX-512 set's attention must equal the AVX2 set's bit for bit, and the bf16 path is checked on
+// products, AVX-512, AVX2, portable): CpuFast.* run the default set, CpuFastKernelSet.* each of them; the AVX-512 set's attention must equal the AVX2 set's bit for bit, and the bf16 path is checked on
 // shapes that reach its pair padding.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <numeric>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/half.h"
@@ -349,34 +350,61 @@ TEST(CpuFast, NonUnitElementStride) {
   const std::uint64_t seed = test::test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  const Case c{1, 50, 90, 4, 2, 32, true, DType::f16, Layout::bshd};
-  HostTensor q(c.dtype, c.batch, c.sq, c.hq, 2 * c.d), k(c.dtype, c.batch, c.sk, c.hkv, 2 * c.d),
-      v(c.dtype, c.batch, c.sk, c.hkv, 2 * c.d), out(c.dtype, c.batch, c.sq, c.hq, 2 * c.d);
-  q.fill_random(rng);
-  k.fill_random(rng);
-  v.fill_random(rng);
-  auto every_other = [&](const HostTensor& t) {
-    TensorView view = t.view();
-    view.shape[3] = c.d;
-    view.stride[3] = 2;
-    return view;
-  };
-  HostTensor ref(DType::f32, c.batch, c.sq, c.hq, c.d);
-  std::vector<float> lse = poisoned_lse(c), ref_lse = poisoned_lse(c);
-  dense_attention(every_other(q), every_other(k), every_other(v), every_other(out), lse.data(), {}, fast_options());
-  dense_attention(every_other(q), every_other(k), every_other(v), ref.view(), ref_lse.data(), {}, kRef);
-  double diff = 0.0;
-  for (std::int64_t r = 0; r < c.sq; ++r)
-    for (std::int64_t h = 0; h < c.hq; ++h)
-      for (std::int64_t x = 0; x < c.d; ++x) {
-        EXPECT_TRUE(std::isnan(out.at(0, r, h, 2 * x + 1))) << "wrote between the elements";
-        diff = std::max(diff, std::abs(double(out.at(0, r, h, 2 * x)) - ref.at(0, r, h, x)));
-      }
-  EXPECT_LE(diff, core::tolerance(c.dtype).out * std::max(1.0, test::max_abs(v)));
-  EXPECT_LE(test::max_abs_diff(lse, ref_lse), core::tolerance(c.dtype).lse);
+  // f16, and bf16 with an odd head_dim (where the CPU has them, the bf16 panels and Q pairs read the strides).
+  for (const Case& c : {Case{1, 50, 90, 4, 2, 32, true, DType::f16, Layout::bshd},
+                        Case{1, 50, 90, 4, 2, 33, true, DType::bf16, Layout::bshd}}) {
+    SCOPED_TRACE(describe(c));
+    HostTensor q(c.dtype, c.batch, c.sq, c.hq, 2 * c.d), k(c.dtype, c.batch, c.sk, c.hkv, 2 * c.d),
+        v(c.dtype, c.batch, c.sk, c.hkv, 2 * c.d), out(c.dtype, c.batch, c.sq, c.hq, 2 * c.d);
+    q.fill_random(rng, 2.0f);
+    k.fill_random(rng);
+    v.fill_random(rng);
+    auto every_other = [&](const HostTensor& t) {
+      TensorView view = t.view();
+      view.shape[3] = c.d;
+      view.stride[3] = 2;
+      return view;
+    };
+    HostTensor ref(DType::f32, c.batch, c.sq, c.hq, c.d);
+    std::vector<float> lse = poisoned_lse(c), ref_lse = poisoned_lse(c);
+    dense_attention(every_other(q), every_other(k), every_other(v), every_other(out), lse.data(), {}, fast_options());
+    dense_attention(every_other(q), every_other(k), every_other(v), ref.view(), ref_lse.data(), {}, kRef);
+    double diff = 0.0;
+    for (std::int64_t r = 0; r < c.sq; ++r)
+      for (std::int64_t h = 0; h < c.hq; ++h)
+        for (std::int64_t x = 0; x < c.d; ++x) {
+          EXPECT_TRUE(std::isnan(out.at(0, r, h, 2 * x + 1))) << "wrote between the elements";
+          diff = std::max(diff, std::abs(double(out.at(0, r, h, 2 * x)) - ref.at(0, r, h, x)));
+        }
+    EXPECT_LE(diff, core::tolerance(c.dtype).out * std::max(1.0, test::max_abs(v)));
+    EXPECT_LE(test::max_abs_diff(lse, ref_lse), core::tolerance(c.dtype).lse);
+    // The same values in compact views: the same selection and the same output bits.
+    auto compact = [&](const HostTensor& t, std::int64_t seq, std::int64_t heads) {
+      HostTensor x(c.dtype, c.batch, seq, heads, c.d);
+      for (std::int64_t r = 0; r < seq; ++r)
+        for (std::int64_t h = 0; h < heads; ++h)
+          for (std::int64_t e = 0; e < c.d; ++e) x.set(0, r, h, e, t.at(0, r, h, 2 * e));
+      return x;
+    };
+    const HostTensor qc = compact(q, c.sq, c.hq), kc = compact(k, c.sk, c.hkv), vc = compact(v, c.sk, c.hkv);
+    SampleConfig config;
+    config.sample_ratio = 0.5;
+    const Selection strided_sel = select(every_other(q), every_other(k), {}, config, fast_options());
+    const Selection compact_sel = select(qc.view(), kc.view(), {}, config, fast_options());
+    EXPECT_EQ(strided_sel.indices, compact_sel.indices);
+    EXPECT_EQ(strided_sel.offsets, compact_sel.offsets);
+    HostTensor out_c(c.dtype, c.batch, c.sq, c.hq, c.d);
+    dense_attention(qc.view(), kc.view(), vc.view(), out_c.view(), nullptr, {}, fast_options());
+    double bits = 0.0;
+    for (std::int64_t r = 0; r < c.sq; ++r)
+      for (std::int64_t h = 0; h < c.hq; ++h)
+        for (std::int64_t x = 0; x < c.d; ++x)
+          bits = std::max(bits, std::abs(double(out.at(0, r, h, 2 * x)) - out_c.at(0, r, h, x)));
+    EXPECT_EQ(bits, 0.0) << "strided and compact inputs gave different outputs";
+  }
 }
 
-// Each kernel set besides the default one on the same checks (skipped where the CPU lacks it).
+// Each kernel set on the same checks (skipped where the CPU lacks it; one of them is also the default).
 class CpuFastKernelSet : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
@@ -415,7 +443,7 @@ TEST_P(CpuFastKernelSet, DenseAttendAndSelectMatchReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Sets, CpuFastKernelSet, ::testing::Values("avx512", "avx2", "portable"),
+INSTANTIATE_TEST_SUITE_P(Sets, CpuFastKernelSet, ::testing::Values("avx512bf16", "avx512", "avx2", "portable"),
                          [](const ::testing::TestParamInfo<const char*>& info) { return std::string(info.param); });
 
 // The AVX-512 set computes every attention output element with the AVX2 set's operations in the same order
@@ -432,7 +460,9 @@ TEST(CpuFastAvx512, AttentionBitIdenticalToAvx2) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   int checked = 0;
-  for (const Case& c : small_cases()) {
+  std::vector<Case> cases = small_cases();  // plus head dims whose last P V block has 16 or 24 dims
+  for (const std::int64_t d : {16, 24, 48, 88}) cases.push_back({1, 37, 70, 4, 2, d, true, DType::f16, Layout::bshd});
+  for (const Case& c : cases) {
     SCOPED_TRACE(describe(c));
     Inputs in = make_inputs(c, rng);
     const Selection sel = test::random_selection(rng, c.batch, c.hq, c.sq, c.sk, c.causal, 5, c.sk / 4 + 1, c.sq / 5);
@@ -515,6 +545,38 @@ TEST(CpuFastAvx512, Bf16DotProductsMatchReference) {
     config.dense_tail = 3;
     check_select(c, config, rng);
   }
+}
+
+// Changing the kernel set while calls run (tests do; a host program might): each call keeps the set it
+// started with, so every result is one of the two sets' outputs and nothing faults.
+TEST(CpuFastAvx512, SetChangedDuringCallsIsSafe) {
+  if (cpu::fast::avx512_bf16_kernels() == nullptr) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  struct Restore {
+    ~Restore() { cpu::fast::force_kernels(nullptr); }
+  } restore;
+  std::mt19937_64 rng(test::test_seed());
+  const Case c{1, 512, 512, 2, 1, 64, true, DType::bf16, Layout::bshd};  // 16 tiles per call
+  Inputs in = make_inputs(c, rng);
+  HostTensor want[2] = {HostTensor(c.dtype, c.batch, c.sq, c.hq, c.d), HostTensor(c.dtype, c.batch, c.sq, c.hq, c.d)};
+  const char* sets[2] = {"avx512bf16", "avx512"};
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(cpu::fast::force_kernels(sets[i]));
+    dense_attention(in.q.view(), in.k.view(), in.v.view(), want[i].view(), nullptr, params_of(c), fast_options(1));
+  }
+  std::atomic<bool> stop{false};
+  std::thread toggler([&] {
+    for (int i = 0; !stop.load(); ++i) cpu::fast::force_kernels(sets[i % 2]);
+  });
+  int mismatches = 0;
+  for (int round = 0; round < 100; ++round) {
+    HostTensor out(c.dtype, c.batch, c.sq, c.hq, c.d);
+    dense_attention(in.q.view(), in.k.view(), in.v.view(), out.view(), nullptr, params_of(c), fast_options(1));
+    mismatches += std::memcmp(out.data(), want[0].data(), out.bytes()) != 0 &&
+                  std::memcmp(out.data(), want[1].data(), out.bytes()) != 0;
+  }
+  stop = true;
+  toggler.join();
+  EXPECT_EQ(mismatches, 0) << "a call mixed the two sets";
 }
 
 }  // namespace

@@ -64,12 +64,13 @@ struct Engine {
   const Panel16* k16 = nullptr;  // the bf16 path: these instead of k and v
   const Panel16* v16 = nullptr;
   int dim_padded = 0;
+  const Kernels* kern = nullptr;  // read once per call: the set may not change under a running call
 
   void run_tile(Workspace& ws, const Job& job, const HeadMask& hm) const;
 };
 
 void Engine::run_tile(Workspace& ws, const Job& job, const HeadMask& hm) const {
-  const Kernels& kern = kernels();
+  const Kernels& kern = *this->kern;
   const int nq = static_cast<int>(job.r1 - job.r0);
   const int rp = static_cast<int>(round_up(nq, kLanes));
   const int d = static_cast<int>(p.head_dim);
@@ -93,8 +94,8 @@ void Engine::run_tile(Workspace& ws, const Job& job, const HeadMask& hm) const {
     t.pairs = ws.pairs.resize(static_cast<std::size_t>(pair_scratch_words(rp, dp)));
   } else {
     float* qt = ws.qt.resize(static_cast<std::size_t>(d) * rp);
-    load_query_tile(q, b, job.h, ws.rows.data(), nq, rp, p.scale * kLog2e, ws.row.resize(static_cast<std::size_t>(d)),
-                    qt);
+    load_query_tile(kern, q, b, job.h, ws.rows.data(), nq, rp, p.scale * kLog2e,
+                    ws.row.resize(static_cast<std::size_t>(d)), qt);
     t.qt = qt;
   }
   t.o = ws.o.resize(static_cast<std::size_t>(nq) * dp);
@@ -227,7 +228,9 @@ void run(const Problem& p, const TensorView& q, const TensorView& k, const Tenso
   Engine eng{p, q, out, lse};
   eng.dim_padded = static_cast<int>(round_up(p.head_dim, 8));
   // bf16 dot products (P rounded to bf16) only where the output is bf16 too: its own rounding is as large.
-  const bool bf16 = kernels().attend_chunk_bf16 != nullptr && q.dtype == DType::bf16 && k.dtype == DType::bf16 &&
+  const Kernels& kern = kernels();
+  eng.kern = &kern;
+  const bool bf16 = kern.attend_chunk_bf16 != nullptr && q.dtype == DType::bf16 && k.dtype == DType::bf16 &&
                     v.dtype == DType::bf16 && out.dtype == DType::bf16;
   Panel kpanel, vpanel;
   Panel16 kpanel16, vpanel16;
@@ -244,8 +247,8 @@ void run(const Problem& p, const TensorView& q, const TensorView& k, const Tenso
         eng.k16 = &kpanel16;
         eng.v16 = &vpanel16;
       } else {
-        load_panel(k, b, kvh, p.seq_k, eng.dim_padded, threads, kpanel);
-        load_panel(v, b, kvh, p.seq_k, eng.dim_padded, threads, vpanel);
+        load_panel(kern, k, b, kvh, p.seq_k, eng.dim_padded, threads, kpanel);
+        load_panel(kern, v, b, kvh, p.seq_k, eng.dim_padded, threads, vpanel);
         eng.k = &kpanel;
         eng.v = &vpanel;
       }

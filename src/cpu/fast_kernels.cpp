@@ -26,7 +26,7 @@ int kernel_cap() {
 }  // namespace
 
 const Kernels& kernels() {
-  if (const Kernels* forced = g_forced.load(std::memory_order_relaxed)) return *forced;
+  if (const Kernels* forced = g_forced.load(std::memory_order_acquire)) return *forced;
   const int cap = kernel_cap();
   SA_CHECK(cap >= 0, "SAMPLEATTN_CPU_KERNELS (", std::getenv("SAMPLEATTN_CPU_KERNELS"),
            ") must be avx512bf16, avx512, avx2 or portable (the CPU backend's kernel set), or unset");
@@ -38,7 +38,7 @@ const Kernels& kernels() {
 
 bool force_kernels(const char* name) {
   if (name == nullptr) {
-    g_forced.store(nullptr, std::memory_order_relaxed);
+    g_forced.store(nullptr, std::memory_order_release);
     return true;
   }
   const std::string_view n(name);
@@ -48,7 +48,7 @@ bool force_kernels(const char* name) {
                      : n == "portable" ? &portable_kernels()
                                        : nullptr;
   if (k == nullptr) return false;
-  g_forced.store(k, std::memory_order_relaxed);
+  g_forced.store(k, std::memory_order_release);
   return true;
 }
 

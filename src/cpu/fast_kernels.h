@@ -145,6 +145,7 @@ bool bf16_dot_preferred();
 const Kernels& kernels();
 // Tests: makes the set called `name` ("avx512bf16", "avx512", "avx2", "portable") the one kernels() returns,
 // or (nullptr) goes back to the automatic choice. False, changing nothing, where that set is not available.
+// A call already running keeps the set it read at its start.
 bool force_kernels(const char* name);
 
 }  // namespace sampleattn::cpu::fast

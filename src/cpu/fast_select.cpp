@@ -41,9 +41,9 @@ struct Keys {
 };
 
 // Rows rows[0..n) (n <= kLanes) of head (b, h) into t's column sums.
-void sample_tile(const Problem& p, const TensorView& q, const Keys& keys, std::int64_t b, std::int64_t h,
-                 std::int64_t window, std::int64_t dense_tail, const std::int64_t* rows, int n, ThreadState& ts) {
-  const Kernels& kern = kernels();
+void sample_tile(const Kernels& kern, const Problem& p, const TensorView& q, const Keys& keys, std::int64_t b,
+                 std::int64_t h, std::int64_t window, std::int64_t dense_tail, const std::int64_t* rows, int n,
+                 ThreadState& ts) {
   const std::int64_t d = p.head_dim;
   SampleTile st;
   st.rows = n;
@@ -58,7 +58,7 @@ void sample_tile(const Problem& p, const TensorView& q, const Keys& keys, std::i
     st.k16_ld = keys.k16->ld;
   } else {
     float* qt = ts.qt.resize(static_cast<std::size_t>(d) * kLanes);
-    load_query_tile(q, b, h, rows, n, kLanes, p.scale * kLog2e, ts.row.resize(static_cast<std::size_t>(d)), qt);
+    load_query_tile(kern, q, b, h, rows, n, kLanes, p.scale * kLog2e, ts.row.resize(static_cast<std::size_t>(d)), qt);
     st.qt = qt;
     st.k = keys.k->data;
     st.k_ld = keys.k->ld;
@@ -119,7 +119,8 @@ Selection select(const Problem& p, const TensorView& q, const TensorView& k, con
   Panel kpanel;
   Panel16 kpanel16;
   // bf16 dot products for bf16 q and k: exact products, the same fp32 softmax and sums.
-  const bool bf16 = kernels().sample_rows_bf16 != nullptr && q.dtype == DType::bf16 && k.dtype == DType::bf16;
+  const Kernels& kern = kernels();  // read once per call: the set may not change under a running call
+  const bool bf16 = kern.sample_rows_bf16 != nullptr && q.dtype == DType::bf16 && k.dtype == DType::bf16;
   Keys keys;
 
   for (std::int64_t b = 0; b < p.batch; ++b) {
@@ -128,7 +129,7 @@ Selection select(const Problem& p, const TensorView& q, const TensorView& k, con
         load_panel_bf16(k, b, kvh, sk, round_up(p.head_dim, 8), threads, kpanel16);
         keys.k16 = &kpanel16;
       } else {
-        load_panel(k, b, kvh, sk, round_up(p.head_dim, 8), threads, kpanel);
+        load_panel(kern, k, b, kvh, sk, round_up(p.head_dim, 8), threads, kpanel);
         keys.k = &kpanel;
       }
       for (std::int64_t g = 0; g < group; ++g) {
@@ -139,7 +140,7 @@ Selection select(const Problem& p, const TensorView& q, const TensorView& k, con
           ts.outside.assign(static_cast<std::size_t>(sk), 0.0);
           for (std::int64_t tile = t; tile < tiles; tile += threads) {
             const int cnt = static_cast<int>(std::min<std::int64_t>(kLanes, n - tile * kLanes));
-            sample_tile(p, q, keys, b, h, window, config.dense_tail, rows.data() + tile * kLanes, cnt, ts);
+            sample_tile(kern, p, q, keys, b, h, window, config.dense_tail, rows.data() + tile * kLanes, cnt, ts);
           }
         });
         // Sum the threads' arrays in thread order, in parallel over key ranges.

@@ -8,8 +8,8 @@
 
 namespace sampleattn::cpu::fast {
 
-void load_panel(const TensorView& t, std::int64_t b, std::int64_t h, std::int64_t rows, std::int64_t dim_padded,
-                int threads, Panel& panel) {
+void load_panel(const Kernels& kern, const TensorView& t, std::int64_t b, std::int64_t h, std::int64_t rows,
+                std::int64_t dim_padded, int threads, Panel& panel) {
   const std::int64_t d = t.head_dim();
   const std::size_t esize = dtype_size(t.dtype);
   const char* base = static_cast<const char*>(t.data);
@@ -21,7 +21,6 @@ void load_panel(const TensorView& t, std::int64_t b, std::int64_t h, std::int64_
   panel.ld = dim_padded;
   float* dst = panel.storage.resize(static_cast<std::size_t>(rows * dim_padded));
   panel.data = dst;
-  const Kernels& kern = kernels();
   // Row blocks of 256 keys: large enough to amortise the hand-out, small enough to balance.
   constexpr std::int64_t kBlock = 256;
   parallel_for((rows + kBlock - 1) / kBlock, threads, [&](std::int64_t blk, int) {
@@ -32,12 +31,11 @@ void load_panel(const TensorView& t, std::int64_t b, std::int64_t h, std::int64_
   });
 }
 
-void load_query_tile(const TensorView& q, std::int64_t b, std::int64_t h, const std::int64_t* rows, int n,
-                     int rows_padded, float scale, float* row_scratch, float* qt) {
+void load_query_tile(const Kernels& kern, const TensorView& q, std::int64_t b, std::int64_t h,
+                     const std::int64_t* rows, int n, int rows_padded, float scale, float* row_scratch, float* qt) {
   const std::int64_t d = q.head_dim();
   const std::size_t esize = dtype_size(q.dtype);
   const char* base = static_cast<const char*>(q.data);
-  const Kernels& kern = kernels();
   for (int i = 0; i < n; ++i) {
     kern.convert_row(base + q.offset(b, rows[i], h, 0) * static_cast<std::int64_t>(esize), q.dtype, q.stride[3], d,
                      scale, row_scratch, d);

@@ -44,13 +44,13 @@ struct Panel {
   std::int64_t ld = 0;
   FloatBuffer storage;
 };
-void load_panel(const TensorView& t, std::int64_t b, std::int64_t h, std::int64_t rows, std::int64_t dim_padded,
-                int threads, Panel& panel);
+void load_panel(const Kernels& kern, const TensorView& t, std::int64_t b, std::int64_t h, std::int64_t rows,
+                std::int64_t dim_padded, int threads, Panel& panel);
 
 // Q^T (d, rows_padded) = the rows rows[0..n) of (batch b, head h) of q times `scale`; columns n..rows_padded
 // are zero. row_scratch holds at least d floats.
-void load_query_tile(const TensorView& q, std::int64_t b, std::int64_t h, const std::int64_t* rows, int n,
-                     int rows_padded, float scale, float* row_scratch, float* qt);
+void load_query_tile(const Kernels& kern, const TensorView& q, std::int64_t b, std::int64_t h,
+                     const std::int64_t* rows, int n, int rows_padded, float scale, float* row_scratch, float* qt);
 
 // The bf16 path (Kernels::attend_chunk_bf16). Rows [0, rows) of one (batch, head) of a bf16 K or V view as
 // bf16 bits, row j at data + j * ld, `width` (>= head_dim) elements per row, zeros past head_dim.
