@@ -404,6 +404,11 @@ TEST(CpuFast, NonUnitElementStride) {
   }
 }
 
+// Puts the automatic kernel choice back when a test that forced a set ends.
+struct KernelSetRestore {
+  ~KernelSetRestore() { cpu::fast::force_kernels(nullptr); }
+};
+
 // Each kernel set on the same checks (skipped where the CPU lacks it; one of them is also the default).
 class CpuFastKernelSet : public ::testing::TestWithParam<const char*> {
  protected:
@@ -453,9 +458,7 @@ INSTANTIATE_TEST_SUITE_P(Sets, CpuFastKernelSet, ::testing::Values("avx512bf16",
 TEST(CpuFastAvx512, AttentionBitIdenticalToAvx2) {
   if (cpu::fast::avx512_kernels() == nullptr || cpu::fast::avx2_kernels() == nullptr)
     GTEST_SKIP() << "needs both the AVX-512 and the AVX2 kernels";
-  struct Restore {
-    ~Restore() { cpu::fast::force_kernels(nullptr); }
-  } restore;
+  const KernelSetRestore restore;
   const std::uint64_t seed = test::test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
@@ -501,9 +504,7 @@ TEST(CpuFastAvx512, AttentionBitIdenticalToAvx2) {
 // same inputs, so the path did run (P is rounded to bf16 there).
 TEST(CpuFastAvx512, Bf16DotProductsMatchReference) {
   if (!cpu::fast::force_kernels("avx512bf16")) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
-  struct Restore {
-    ~Restore() { cpu::fast::force_kernels(nullptr); }
-  } restore;
+  const KernelSetRestore restore;
   const std::uint64_t seed = test::test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
@@ -551,9 +552,7 @@ TEST(CpuFastAvx512, Bf16DotProductsMatchReference) {
 // started with, so every result is one of the two sets' outputs and nothing faults.
 TEST(CpuFastAvx512, SetChangedDuringCallsIsSafe) {
   if (cpu::fast::avx512_bf16_kernels() == nullptr) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
-  struct Restore {
-    ~Restore() { cpu::fast::force_kernels(nullptr); }
-  } restore;
+  const KernelSetRestore restore;
   std::mt19937_64 rng(test::test_seed());
   const Case c{1, 512, 512, 2, 1, 64, true, DType::bf16, Layout::bshd};  // 16 tiles per call
   Inputs in = make_inputs(c, rng);

@@ -20,6 +20,8 @@
 #define SA_HAVE_AVX512_KERNELS 1
 #include <cpuid.h>
 #include <immintrin.h>
+
+#include "cpu/fast_simd_x86.h"
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12 reports the intrinsics' own _mm512_undefined_* placeholders as maybe-uninitialized once inlined.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -41,26 +43,11 @@ SA_AVX512 inline __m512 exp2_ps(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-127.0f));
   const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 f = _mm512_sub_ps(x, n);
-  __m512 p = _mm512_set1_ps(1.5403530393381606e-4f);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076284772e-3f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108664821580e-2f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650695910071e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718055994531e-1f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  __m512 p = _mm512_set1_ps(kExp2Poly[0]);
+#pragma GCC unroll 6
+  for (int i = 1; i < 7; ++i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2Poly[i]));
   const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
   return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-}
-
-// Sums of each of 8 vectors, as one vector: result[k] = sum of the lanes of x[k].
-SA_AVX512 inline __m256 hsum8(const __m256* x) {
-  const __m256 t0 = _mm256_hadd_ps(x[0], x[1]);
-  const __m256 t1 = _mm256_hadd_ps(x[2], x[3]);
-  const __m256 t2 = _mm256_hadd_ps(x[4], x[5]);
-  const __m256 t3 = _mm256_hadd_ps(x[6], x[7]);
-  const __m256 u0 = _mm256_hadd_ps(t0, t1);
-  const __m256 u1 = _mm256_hadd_ps(t2, t3);
-  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
 }
 
 SA_AVX512 inline __m256 fold(__m512 x) {

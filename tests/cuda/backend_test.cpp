@@ -47,11 +47,7 @@ using test::Layout;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-ExecOptions on(Backend b) {
-  ExecOptions o;
-  o.backend = b;
-  return o;
-}
+using test::on;
 
 struct E2ECase {
   std::int64_t batch, seq_q, seq_k, q_heads, kv_heads, head_dim;

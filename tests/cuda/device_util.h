@@ -1,6 +1,6 @@
-// Test helpers for the CUDA tests: a GPU check for GTEST_SKIP, owning device buffers, and device copies of
-// host tensors that keep the host strides byte for byte (so the GPU sees exactly the layout the CPU
-// reference sees, padded and [b, h, s, d] layouts included).
+// Test helpers for the CUDA tests: ExecOptions for a backend, a GPU check for GTEST_SKIP, owning device
+// buffers, and device copies of host tensors that keep the host strides byte for byte (so the GPU sees exactly
+// the layout the CPU reference sees, padded and [b, h, s, d] layouts included).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -8,11 +8,20 @@
 #include <cstdint>
 #include <vector>
 
+#include "sampleattn/config.h"
 #include "sampleattn/error.h"
 #include "sampleattn/tensor.h"
 #include "support/host_tensor.h"
 
 namespace sampleattn::test {
+
+// ExecOptions for `backend` (and a CUDA stream).
+inline ExecOptions on(Backend backend, void* stream = nullptr) {
+  ExecOptions o;
+  o.backend = backend;
+  o.cuda_stream = stream;
+  return o;
+}
 
 inline bool has_gpu() {
   int n = 0;

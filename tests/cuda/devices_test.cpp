@@ -35,12 +35,7 @@ using test::Layout;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-ExecOptions on_backend(Backend b, void* stream = nullptr) {
-  ExecOptions o;
-  o.backend = b;
-  o.cuda_stream = stream;
-  return o;
-}
+using test::on;
 
 struct Shape {
   DType dtype;
@@ -115,7 +110,7 @@ struct OnDevice {
   }
   Selection run_allocating(const Case& p) {
     return sample_attention(view(q), view(k), view(v), view(out), lse_ptr(), p.params, {},
-                            on_backend(Backend::cuda, stream));
+                            on(Backend::cuda, stream));
   }
   void poison(const Case& p) {
     if (cudaStreamSynchronize(stream) != cudaSuccess) throw Error("cudaStreamSynchronize");
@@ -155,7 +150,7 @@ class Devices : public ::testing::Test {
       d.lse.download(p->want_lse.data());
       p->want_selection =
           cuda::selection_from_workspace(d.view(d.q), d.view(d.k), p->params, {}, d.workspace.get(), d.bytes, d.stream);
-      const ExecOptions ref = on_backend(Backend::cpu_reference);
+      const ExecOptions ref = on(Backend::cpu_reference);
       const Selection want = select(p->q.view(), p->k.view(), p->params, {}, ref);
       test::expect_selection_matches(p->want_selection, want,
                                      core::make_problem(p->q.view(), p->k.view(), nullptr, p->params), p->q.view(),
@@ -248,7 +243,7 @@ TEST_F(Devices, SecondDevice) {
     EXPECT_EQ(s.indices, p.want_selection.indices);
     on1.poison(p);
     attend(on1.view(on1.q), on1.view(on1.k), on1.view(on1.v), p.want_selection, on1.view(on1.out), on1.lse_ptr(),
-           p.params, on_backend(Backend::cuda, on1.stream));
+           p.params, on(Backend::cuda, on1.stream));
     on1.expect_as_alone(p, "device 1, attend with device 0's selection");
 
     // Current device 1; something of device 0 in the call. Nothing may be written.
@@ -273,7 +268,7 @@ TEST_F(Devices, SecondDevice) {
     expect_error(
         [&] {
           sample_attention(on1.view(on1.q), on1.view(on1.k), on1.view(on1.v), out1, nullptr, p.params, {},
-                           on_backend(Backend::cuda, on0->stream));
+                           on(Backend::cuda, on0->stream));
         },
         "belongs to cuda:0 but the call runs on cuda:1", "stream of device 0, allocating API");
     // Current device 0, tensors of device 1.
