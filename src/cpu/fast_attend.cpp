@@ -63,7 +63,6 @@ struct Engine {
   const Panel* v = nullptr;
   const Panel16* k16 = nullptr;  // the bf16 path: these instead of k and v
   const Panel16* v16 = nullptr;
-  const PairPanel* v_pairs[2] = {nullptr, nullptr};  // the bf16 path: V paired from key 0 and from key 1
   int dim_padded = 0;
   const Kernels* kern = nullptr;  // read once per call: the set may not change under a running call
 
@@ -131,7 +130,7 @@ void Engine::run_tile(Workspace& ws, const Job& job, const HeadMask& hm) const {
   ws.vp16.resize(kChunk);
   const std::uint8_t* is_column = job.dense ? nullptr : hm.is_column;
   // One chunk of n keys, key j of the chunk at row key(j) of the panels.
-  auto run_chunk = [&](int n, auto key, bool masked, std::int64_t first_key, const std::uint32_t* pairs_from) {
+  auto run_chunk = [&](int n, auto key, bool masked, std::int64_t first_key) {
     KeyChunk c;
     c.n = n;
     c.masked = masked;
@@ -144,7 +143,6 @@ void Engine::run_tile(Workspace& ws, const Job& job, const HeadMask& hm) const {
       }
       c.k16 = ws.kp16.data();
       c.v16 = ws.vp16.data();
-      c.v_pairs = pairs_from;
       kern.attend_chunk_bf16(t, c);
     } else {
       for (int j = 0; j < n; ++j) {
@@ -156,19 +154,14 @@ void Engine::run_tile(Workspace& ws, const Job& job, const HeadMask& hm) const {
       kern.attend_chunk(t, c);
     }
   };
-  // Contiguous chunks of even length take their V pairs from the paired panel of their first key's parity.
   auto run_span = [&](std::int64_t a, std::int64_t e, bool masked) {
-    for (std::int64_t x = a; x < e; x += kChunk) {
-      const int n = static_cast<int>(std::min<std::int64_t>(kChunk, e - x));
-      const std::uint32_t* pairs_from =
-          bf16 && n % 2 == 0 ? v_pairs[x % 2]->data + (x / 2) * static_cast<std::int64_t>(dp) : nullptr;
-      run_chunk(n, [x](int j) { return x + j; }, masked, x, pairs_from);
-    }
+    for (std::int64_t x = a; x < e; x += kChunk)
+      run_chunk(static_cast<int>(std::min<std::int64_t>(kChunk, e - x)), [x](int j) { return x + j; }, masked, x);
   };
   auto run_list = [&](const std::int32_t* idx, std::int64_t count) {
     for (std::int64_t x = 0; x < count; x += kChunk)
       run_chunk(static_cast<int>(std::min<std::int64_t>(kChunk, count - x)),
-                [idx, x](int j) { return static_cast<std::int64_t>(idx[x + j]); }, false, 0, nullptr);
+                [idx, x](int j) { return static_cast<std::int64_t>(idx[x + j]); }, false, 0);
   };
 
   // Bands move right with the row: lo and hi are non-decreasing in r.
@@ -241,7 +234,6 @@ void run(const Problem& p, const TensorView& q, const TensorView& k, const Tenso
                     v.dtype == DType::bf16 && out.dtype == DType::bf16;
   Panel kpanel, vpanel;
   Panel16 kpanel16, vpanel16;
-  PairPanel vpairs[2];
   std::vector<Workspace> workspaces(static_cast<std::size_t>(threads));
   std::vector<std::uint8_t> flags;
   std::vector<HeadMask> masks(static_cast<std::size_t>(group));
@@ -252,12 +244,8 @@ void run(const Problem& p, const TensorView& q, const TensorView& k, const Tenso
       if (bf16) {
         load_panel_bf16(k, b, kvh, p.seq_k, eng.dim_padded, threads, kpanel16);
         load_panel_bf16(v, b, kvh, p.seq_k, eng.dim_padded, threads, vpanel16);
-        load_pair_panel(vpanel16, p.seq_k, eng.dim_padded, 0, threads, vpairs[0]);
-        load_pair_panel(vpanel16, p.seq_k, eng.dim_padded, 1, threads, vpairs[1]);
         eng.k16 = &kpanel16;
         eng.v16 = &vpanel16;
-        eng.v_pairs[0] = &vpairs[0];
-        eng.v_pairs[1] = &vpairs[1];
       } else {
         load_panel(kern, k, b, kvh, p.seq_k, eng.dim_padded, threads, kpanel);
         load_panel(kern, v, b, kvh, p.seq_k, eng.dim_padded, threads, vpanel);

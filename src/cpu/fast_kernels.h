@@ -73,9 +73,6 @@ struct KeyChunk {
   // zeros past head_dim.
   const std::uint16_t* const* k16 = nullptr;
   const std::uint16_t* const* v16 = nullptr;
-  // Optional, for an even n: V already paired by consecutive keys of the chunk, n / 2 rows of dim_padded words
-  // (word x = V[2jj][x] | V[2jj + 1][x] << 16); null: the kernel pairs v16 itself.
-  const std::uint32_t* v_pairs = nullptr;
 };
 
 // Stage 1 for up to kLanes sampled rows of one (batch, head): the exact softmax of each row over its visible

@@ -124,7 +124,6 @@ SA_BF16 void make_pairs(const QueryTile& t, const KeyChunk& c, std::uint32_t* pp
       const __m512i both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0));
       _mm512_storeu_si512(pp + static_cast<std::int64_t>(jj) * rp + ib, _mm512_permutexvar_epi16(order, both));
     }
-    if (c.v_pairs != nullptr) continue;
     const std::uint16_t* v0 = c.v16[2 * jj];
     const std::uint16_t* v1 = second ? c.v16[2 * jj + 1] : nullptr;
     for (int x = 0; x < dp; x += 16) {
@@ -200,9 +199,8 @@ SA_BF16 void attend_chunk_bf16(const QueryTile& t, const KeyChunk& c) {
   scores(t, c);
   avx512_softmax_step(t, c);
   std::uint32_t* pp = t.pairs;
-  std::uint32_t* built = t.pairs + static_cast<std::int64_t>(kChunk / 2) * t.rows_padded;
-  make_pairs(t, c, pp, built);
-  const std::uint32_t* vp = c.v_pairs != nullptr ? c.v_pairs : built;
+  std::uint32_t* vp = t.pairs + static_cast<std::int64_t>(kChunk / 2) * t.rows_padded;
+  make_pairs(t, c, pp, vp);
   const int pairs = (c.n + 1) / 2;
   int x0 = 0;
   for (; x0 + 32 <= t.dim_padded; x0 += 32) pv_columns<2>(t, pp, vp, pairs, x0, 0xffff);

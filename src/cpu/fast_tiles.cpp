@@ -68,28 +68,6 @@ void load_panel_bf16(const TensorView& t, std::int64_t b, std::int64_t h, std::i
   });
 }
 
-void load_pair_panel(const Panel16& v, std::int64_t rows, std::int64_t width, int parity, int threads,
-                     PairPanel& panel) {
-  const std::int64_t pairs = (rows - parity + 1) / 2;
-  std::uint32_t* dst = panel.storage.resize(static_cast<std::size_t>(std::max<std::int64_t>(pairs, 0) * width));
-  panel.data = dst;
-  constexpr std::int64_t kBlock = 128;
-  parallel_for((pairs + kBlock - 1) / kBlock, threads, [&](std::int64_t blk, int) {
-    const std::int64_t end = std::min(pairs, (blk + 1) * kBlock);
-    for (std::int64_t p = blk * kBlock; p < end; ++p) {
-      const std::int64_t k0 = parity + 2 * p, k1 = k0 + 1;
-      const std::uint16_t* a = v.data + k0 * v.ld;
-      std::uint32_t* row = dst + p * width;
-      if (k1 < rows) {
-        const std::uint16_t* b = v.data + k1 * v.ld;
-        for (std::int64_t x = 0; x < width; ++x) row[x] = a[x] | static_cast<std::uint32_t>(b[x]) << 16;
-      } else {
-        for (std::int64_t x = 0; x < width; ++x) row[x] = a[x];
-      }
-    }
-  });
-}
-
 void load_query_pairs(const TensorView& q, std::int64_t b, std::int64_t h, const std::int64_t* rows, int n,
                       int rows_padded, std::uint32_t* qp) {
   const std::int64_t d = q.head_dim(), pairs = (d + 1) / 2;

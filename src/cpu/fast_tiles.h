@@ -62,16 +62,6 @@ struct Panel16 {
 void load_panel_bf16(const TensorView& t, std::int64_t b, std::int64_t h, std::int64_t rows, std::int64_t width,
                      int threads, Panel16& panel);
 
-// V rows of a bf16 panel paired by consecutive keys from key `parity` (0 or 1) on: pair p holds keys
-// parity + 2p and parity + 2p + 1 as the words V[k0][x] | V[k1][x] << 16, width words per pair (a key past
-// rows reads as zero). Contiguous even-length chunks of the bf16 path read their V pairs from here.
-struct PairPanel {
-  const std::uint32_t* data = nullptr;
-  AlignedBuffer<std::uint32_t> storage;
-};
-void load_pair_panel(const Panel16& v, std::int64_t rows, std::int64_t width, int parity, int threads,
-                     PairPanel& panel);
-
 // Q^T as bf16 pairs, (ceil(d / 2), rows_padded) words, of the rows rows[0..n) of (batch b, head h) of a bf16
 // q: word (c, i) = Q[i][2c] | Q[i][2c + 1] << 16, zero past d and in columns n..rows_padded.
 void load_query_pairs(const TensorView& q, std::int64_t b, std::int64_t h, const std::int64_t* rows, int n,
