@@ -1,9 +1,10 @@
 // The fast CPU backend (src/cpu/fast.h) against the CPU reference, through the public API, on fresh random
 // inputs over awkward shapes (Sk = 1, 17, 97, 1025, 4097; Sq < Sk; GQA 1/4/8; d 8..256; batch 2), all three
 // dtypes, strided views and causal / non-causal masks. Outputs start poisoned (NaN), so an element the
-// backend forgot fails the comparison. Every kernel set the CPU has is checked (AVX-512 with BF16 dot
-// products, AVX-512, AVX2, portable): CpuFast.* run the default set, CpuFastKernelSet.* each of them; the AVX-512 set's attention must equal the AVX2 set's bit for bit, and the bf16 path is checked on
-// shapes that reach its pair padding.
+// backend forgot fails the comparison. Every kernel set the CPU has is checked (AMX, AVX-512 with BF16 dot
+// products, AVX-512, AVX2, portable): CpuFast.* run the default set, CpuFastKernelSet.* each of them; the
+// AVX-512 set's attention must equal the AVX2 set's bit for bit, and the two bf16 paths are checked on shapes
+// that reach their pair padding and tile edges.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -448,7 +449,8 @@ TEST_P(CpuFastKernelSet, DenseAttendAndSelectMatchReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Sets, CpuFastKernelSet, ::testing::Values("avx512bf16", "avx512", "avx2", "portable"),
+INSTANTIATE_TEST_SUITE_P(Sets, CpuFastKernelSet,
+                         ::testing::Values("amx", "avx512bf16", "avx512", "avx2", "portable"),
                          [](const ::testing::TestParamInfo<const char*>& info) { return std::string(info.param); });
 
 // The AVX-512 set computes every attention output element with the AVX2 set's operations in the same order
@@ -498,37 +500,56 @@ TEST(CpuFastAvx512, AttentionBitIdenticalToAvx2) {
   }
 }
 
-// The bf16 dot-product path (bf16 q, k, v and out): against the reference with the per-row rounding check,
-// dense, sparse and stage 1, over odd head dims (a zero-padded last pair), odd chunk lengths (a zero key pads the last
-// pair of P and V) and every tail of the row and dim blocks; and not bit-identical to the AVX-512 set on the
-// same inputs, so the path did run (P is rounded to bf16 there).
-TEST(CpuFastAvx512, Bf16DotProductsMatchReference) {
-  if (!cpu::fast::force_kernels("avx512bf16")) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
-  const KernelSetRestore restore;
+// The bf16 paths (bf16 q, k, v and out): the AVX512_BF16 dot products and the AMX tile products, each against
+// the reference with the per-row rounding check, dense, sparse and stage 1, over odd head dims (a zero-padded
+// last pair), odd chunk lengths (a zero key pads the last pair of P and V), every tail of the row and dim
+// blocks, and for AMX head dims on and off its tiles (d 63, 64, 128, 256 on them; others run the bf16 set's
+// code), odd numbers of 16-row and 16-key tiles, whole chunks read in place and gathered or partial ones
+// copied. Neither is bit-identical to the AVX-512 set on the same inputs, and AMX is not bit-identical to the
+// bf16 set on a tile shape, so each path did run (P is rounded to bf16; the sums go in another order).
+class CpuFastBf16Set : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    if (!cpu::fast::force_kernels(GetParam())) GTEST_SKIP() << "no " << GetParam() << " kernels on this CPU";
+  }
+  void TearDown() override { cpu::fast::force_kernels(nullptr); }
+};
+
+TEST_P(CpuFastBf16Set, MatchesReference) {
+  const std::string set = GetParam();
   const std::uint64_t seed = test::test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   std::vector<Case> cases = {{1, 33, 71, 2, 1, 7, true, DType::bf16, Layout::bshd},
                              {2, 97, 97, 4, 2, 130, true, DType::bf16, Layout::bhsd},
                              {1, 64, 1025, 2, 2, 24, false, DType::bf16, Layout::padded},
-                             {1, 300, 300, 8, 1, 256, true, DType::bf16, Layout::bshd}};
+                             {1, 300, 300, 8, 1, 256, true, DType::bf16, Layout::bshd},
+                             {1, 33, 1025, 8, 1, 128, true, DType::bf16, Layout::padded},
+                             {2, 97, 161, 4, 1, 63, false, DType::bf16, Layout::bhsd},
+                             {1, 17, 17, 4, 4, 64, true, DType::bf16, Layout::bshd}};
   for (const Case& c : small_cases())
     if (c.dtype == DType::bf16) cases.push_back(c);
-  bool differs = false;
+  bool differs_wide = false, differs_bf16 = false;
   for (const Case& c : cases) {
     SCOPED_TRACE(describe(c));
     Inputs in = make_inputs(c, rng);
     HostTensor out(c.dtype, c.batch, c.sq, c.hq, c.d, c.layout), ref(DType::f32, c.batch, c.sq, c.hq, c.d);
-    HostTensor wide = out;
-    std::vector<float> lse = poisoned_lse(c), ref_lse = poisoned_lse(c), wide_lse = poisoned_lse(c);
+    HostTensor other = out;
+    std::vector<float> lse = poisoned_lse(c), ref_lse = poisoned_lse(c), other_lse = poisoned_lse(c);
     dense_attention(in.q.view(), in.k.view(), in.v.view(), out.view(), lse.data(), params_of(c), fast_options());
     dense_attention(in.q.view(), in.k.view(), in.v.view(), ref.view(), ref_lse.data(), params_of(c), kRef);
     expect_close(c, in.v, out, ref, lse, ref_lse, reference_lse_twice(c, in, nullptr));
     ASSERT_TRUE(cpu::fast::force_kernels("avx512"));
-    dense_attention(in.q.view(), in.k.view(), in.v.view(), wide.view(), wide_lse.data(), params_of(c),
+    dense_attention(in.q.view(), in.k.view(), in.v.view(), other.view(), other_lse.data(), params_of(c),
                     fast_options());
-    ASSERT_TRUE(cpu::fast::force_kernels("avx512bf16"));
-    differs = differs || std::memcmp(out.data(), wide.data(), out.bytes()) != 0;
+    differs_wide = differs_wide || std::memcmp(out.data(), other.data(), out.bytes()) != 0;
+    if (set == "amx" && (c.d + 1) / 2 % 16 == 0) {
+      ASSERT_TRUE(cpu::fast::force_kernels("avx512bf16"));
+      dense_attention(in.q.view(), in.k.view(), in.v.view(), other.view(), other_lse.data(), params_of(c),
+                      fast_options());
+      differs_bf16 = differs_bf16 || std::memcmp(out.data(), other.data(), out.bytes()) != 0;
+    }
+    ASSERT_TRUE(cpu::fast::force_kernels(set.c_str()));
     const Selection sel = test::random_selection(rng, c.batch, c.hq, c.sq, c.sk, c.causal, 5, c.sk / 4 + 1, c.sq / 5);
     out.poison();
     ref.poison();
@@ -538,15 +559,20 @@ TEST(CpuFastAvx512, Bf16DotProductsMatchReference) {
     attend(in.q.view(), in.k.view(), in.v.view(), sel, ref.view(), ref_lse.data(), params_of(c), kRef);
     expect_close(c, in.v, out, ref, lse, ref_lse, reference_lse_twice(c, in, &sel));
   }
-  EXPECT_TRUE(differs) << "the bf16 path gave the AVX-512 set's bits everywhere: did it run?";
-  // Stage 1 on bf16 dot products (sample_rows_bf16) against the reference selection.
-  for (const Case& c : {cases[0], cases[1], cases[3]}) {
+  EXPECT_TRUE(differs_wide) << "the " << set << " path gave the AVX-512 set's bits everywhere: did it run?";
+  if (set == "amx") EXPECT_TRUE(differs_bf16) << "AMX gave the bf16 set's bits on every tile shape: did it run?";
+  // Stage 1 (sample_rows_bf16) against the reference selection: head dims off and on the tiles, with key
+  // counts that end in a partial 16-key tile.
+  for (const Case& c : {cases[0], cases[1], cases[3], cases[4], cases[5], cases[6]}) {
     SampleConfig config;
     config.sample_ratio = 0.5;
     config.dense_tail = 3;
     check_select(c, config, rng);
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Sets, CpuFastBf16Set, ::testing::Values("amx", "avx512bf16"),
+                         [](const ::testing::TestParamInfo<const char*>& info) { return std::string(info.param); });
 
 // Changing the kernel set while calls run (tests do; a host program might): each call keeps the set it
 // started with, so every result is one of the two sets' outputs and nothing faults.

@@ -98,12 +98,12 @@ void Engine::run_tile(Workspace& ws, const Job& job, const HeadMask& hm) const {
                     ws.row.resize(static_cast<std::size_t>(d)), qt);
     t.qt = qt;
   }
-  t.o = ws.o.resize(static_cast<std::size_t>(nq) * dp);
+  t.o = ws.o.resize(static_cast<std::size_t>(rp) * dp);
   t.m = ws.m.resize(rp);
   t.l = ws.l.resize(rp);
   t.s = ws.s.resize(static_cast<std::size_t>(kChunk) * rp);
   t.corr = ws.corr.resize(rp);
-  std::fill(t.o, t.o + static_cast<std::size_t>(nq) * dp, 0.0f);
+  std::fill(t.o, t.o + static_cast<std::size_t>(rp) * dp, 0.0f);
   std::fill(t.m, t.m + rp, -std::numeric_limits<float>::infinity());
   std::fill(t.l, t.l + rp, 0.0f);
 

@@ -11,14 +11,20 @@ namespace sampleattn::cpu::fast {
 namespace {
 std::atomic<const Kernels*> g_forced{nullptr};
 
-// The widest set allowed: SAMPLEATTN_CPU_KERNELS's (3 = AVX-512 with BF16 dot products, 2 = AVX-512, 1 = AVX2,
-// 0 = portable; -1 for an unknown value), or where unset 3 if the bf16 set is preferred here, else 2.
+// The widest set allowed: SAMPLEATTN_CPU_KERNELS's (4 = AMX, 3 = AVX-512 with BF16 dot products, 2 = AVX-512,
+// 1 = AVX2, 0 = portable; -1 for an unknown value), or where unset 4 if the CPU has AMX, else 3 if the bf16
+// set is preferred here, else 2.
 int kernel_cap() {
   static const int cap = [] {
     const char* v = std::getenv("SAMPLEATTN_CPU_KERNELS");
-    if (v == nullptr || *v == '\0') return bf16_dot_preferred() ? 3 : 2;
+    if (v == nullptr || *v == '\0') return amx_kernels() != nullptr ? 4 : bf16_dot_preferred() ? 3 : 2;
     const std::string_view n(v);
-    return n == "avx512bf16" ? 3 : n == "avx512" ? 2 : n == "avx2" ? 1 : n == "portable" ? 0 : -1;
+    return n == "amx"          ? 4
+           : n == "avx512bf16" ? 3
+           : n == "avx512"     ? 2
+           : n == "avx2"       ? 1
+           : n == "portable"   ? 0
+                               : -1;
   }();
   return cap;
 }
@@ -29,7 +35,8 @@ const Kernels& kernels() {
   if (const Kernels* forced = g_forced.load(std::memory_order_acquire)) return *forced;
   const int cap = kernel_cap();
   SA_CHECK(cap >= 0, "SAMPLEATTN_CPU_KERNELS (", std::getenv("SAMPLEATTN_CPU_KERNELS"),
-           ") must be avx512bf16, avx512, avx2 or portable (the CPU backend's kernel set), or unset");
+           ") must be amx, avx512bf16, avx512, avx2 or portable (the CPU backend's kernel set), or unset");
+  if (const Kernels* k = amx_kernels(); k != nullptr && cap >= 4) return *k;
   if (const Kernels* k = avx512_bf16_kernels(); k != nullptr && cap >= 3) return *k;
   if (const Kernels* k = avx512_kernels(); k != nullptr && cap >= 2) return *k;
   if (const Kernels* k = avx2_kernels(); k != nullptr && cap >= 1) return *k;
@@ -42,7 +49,8 @@ bool force_kernels(const char* name) {
     return true;
   }
   const std::string_view n(name);
-  const Kernels* k = n == "avx512bf16" ? avx512_bf16_kernels()
+  const Kernels* k = n == "amx"          ? amx_kernels()
+                     : n == "avx512bf16" ? avx512_bf16_kernels()
                      : n == "avx512"   ? avx512_kernels()
                      : n == "avx2"     ? avx2_kernels()
                      : n == "portable" ? &portable_kernels()

@@ -1,7 +1,7 @@
 // Inner kernels of the fast CPU backend (fast.h): row conversion, one key chunk of flash attention, and one
 // tile of stage-1 sampled rows. Implementations with the same contract: AVX-512 (F, DQ, BW, VL;
 // fast_kernels_avx512.cpp), the same plus AVX512_BF16 dot products for bf16 data
-// (fast_kernels_avx512_bf16.cpp), AVX2+FMA+F16C (fast_kernels_avx2.cpp), all compiled with per-function target
+// (fast_kernels_avx512_bf16.cpp), the same with AMX tile products (fast_kernels_amx.cpp), AVX2+FMA+F16C (fast_kernels_avx2.cpp), all compiled with per-function target
 // attributes, and portable C++ (fast_kernels_portable.cpp); kernels() picks one at run time.
 //
 // Layouts. Scores are kept transposed, S^T (keys, query rows), so that a vector holds 8 (AVX2) or 16 (AVX-512)
@@ -33,7 +33,7 @@ struct QueryTile {
   int dim = 0;           // head_dim d
   int dim_padded = 0;    // d rounded up to 8: the length of V rows and O rows
   const float* qt = nullptr;  // (d, rows_padded) Q^T * scale * log2(e); padded rows are zero
-  float* o = nullptr;         // (rows, dim_padded) unnormalised output
+  float* o = nullptr;         // (rows_padded, dim_padded) unnormalised output (padded rows are never stored)
   float* m = nullptr;         // (rows_padded) running max of the scores, -inf before the first key
   float* l = nullptr;         // (rows_padded) running sum of exp2(score - m)
   float* s = nullptr;         // (kChunk, rows_padded) scratch: scores, then probabilities
@@ -54,9 +54,10 @@ struct QueryTile {
 };
 
 // Words of QueryTile::pairs scratch: P as bf16 pairs of keys (kChunk / 2, rows_padded), then V as bf16 pairs
-// of keys (kChunk / 2, dim_padded).
+// of keys (kChunk / 2, dim_padded), then room for kChunk K rows of dim_padded bf16 values (the AMX set copies
+// gathered rows there).
 inline std::int64_t pair_scratch_words(int rows_padded, int dim_padded) {
-  return static_cast<std::int64_t>(kChunk / 2) * (rows_padded + dim_padded);
+  return static_cast<std::int64_t>(kChunk / 2) * (rows_padded + 2 * dim_padded);
 }
 
 // Up to kChunk keys, given by row pointers (a contiguous span or a gathered stripe list alike).
@@ -137,15 +138,23 @@ void avx512_softmax_step(const QueryTile& tile, const KeyChunk& chunk);
 void avx512_sample_rows_from_scores(const SampleTile& tile);
 // The AVX-512 set plus attend_chunk_bf16 (AVX512_BF16 dot products), or null where the CPU lacks AVX512_BF16.
 const Kernels* avx512_bf16_kernels();
+// The bf16 set's V pairing: (n/2 rounded up, dp) words, word (jj, x) = V[2jj][x] | V[2jj + 1][x] << 16 for the
+// chunk's keys (a zero key pads an odd n). Call only where avx512_bf16_kernels() is not null.
+void avx512_bf16_v_pairs(const KeyChunk& chunk, int dp, std::uint32_t* vp);
+// The bf16 set with AMX tile products (AMX-TILE and AMX-BF16, fast_kernels_amx.cpp) for its bf16 attention
+// chunks and stage-1 scores where head_dim rounded up to even is a multiple of 32 (up to 256; other head dims
+// run the bf16 set's code), or null where the CPU or the OS (Linux grants the tile state per process) does
+// not offer AMX.
+const Kernels* amx_kernels();
 // Whether the automatic choice takes the bf16 set where it exists: on AMD CPUs only. Zen 5 runs vdpbf16ps
 // zmm at two per cycle, as its FMAs (the set was 1.77x faster than the AVX-512 set here); the Intel Xeon of
 // the device machine runs it at one per cycle against two FMAs, and the set was 1.56x slower there.
 bool bf16_dot_preferred();
 // The set the backend uses: the one force_kernels() named; else the one SAMPLEATTN_CPU_KERNELS names
-// (avx512bf16, avx512, avx2 or portable), or the next narrower one the CPU has; else (unset) the widest the
-// CPU has, with the bf16 set only where bf16_dot_preferred(). Throws sampleattn::Error on any other value.
+// (amx, avx512bf16, avx512, avx2 or portable), or the next narrower one the CPU has; else (unset) the widest
+// the CPU has, with the bf16 set only where bf16_dot_preferred(). Throws sampleattn::Error on any other value.
 const Kernels& kernels();
-// Tests: makes the set called `name` ("avx512bf16", "avx512", "avx2", "portable") the one kernels() returns,
+// Tests: makes the set called `name` ("amx", "avx512bf16", "avx512", "avx2", "portable") the one kernels() returns,
 // or (nullptr) goes back to the automatic choice. False, changing nothing, where that set is not available.
 // A call already running keeps the set it read at its start.
 bool force_kernels(const char* name);

@@ -318,4 +318,4 @@ def test_cpu_kernel_choice_keeps_attention_bit_identical():
 def test_unknown_cpu_kernel_set_is_named():
     r = _run_with_kernels("avx1024")
     assert r.returncode != 0
-    assert "SAMPLEATTN_CPU_KERNELS (avx1024) must be avx512bf16, avx512, avx2 or portable" in r.stderr.decode()
+    assert "SAMPLEATTN_CPU_KERNELS (avx1024) must be amx, avx512bf16, avx512, avx2 or portable" in r.stderr.decode()
