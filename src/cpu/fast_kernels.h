@@ -138,9 +138,6 @@ void avx512_softmax_step(const QueryTile& tile, const KeyChunk& chunk);
 void avx512_sample_rows_from_scores(const SampleTile& tile);
 // The AVX-512 set plus attend_chunk_bf16 (AVX512_BF16 dot products), or null where the CPU lacks AVX512_BF16.
 const Kernels* avx512_bf16_kernels();
-// The bf16 set's V pairing: (n/2 rounded up, dp) words, word (jj, x) = V[2jj][x] | V[2jj + 1][x] << 16 for the
-// chunk's keys (a zero key pads an odd n). Call only where avx512_bf16_kernels() is not null.
-void avx512_bf16_v_pairs(const KeyChunk& chunk, int dp, std::uint32_t* vp);
 // The bf16 set with AMX tile products (AMX-TILE and AMX-BF16, fast_kernels_amx.cpp) for its bf16 attention
 // chunks and stage-1 scores where head_dim rounded up to even is a multiple of 32 (up to 256; other head dims
 // run the bf16 set's code), or null where the CPU or the OS (Linux grants the tile state per process) does

@@ -9,7 +9,7 @@
 //            operand needs), in 2 x 2 blocks of 16 x 16 tiles straight into the scores; then times scale.
 //   softmax: the AVX-512 set's, on the fp32 scores.
 //   P V:     P rounded to bf16 and transposed to (rows, keys) by 16 x 16 word transposes of its key pairs,
-//            V paired by keys (the bf16 set's pairing); O (rows, d) tiles loaded, multiplied into and stored,
+//            V paired by keys; O (rows, d) tiles loaded, multiplied into and stored,
 //            after the rows whose maximum moved were rescaled.
 // Head dims whose pairs are not a multiple of 16 (the tile width) or above 256 run the bf16 set's code.
 // Linux hands out the tile state per process on request (arch_prctl ARCH_REQ_XCOMP_PERM); each call loads the
@@ -138,6 +138,27 @@ SA_AMX void p_rows(const QueryTile& t, int n, int blocks, std::uint32_t* pa) {
     }
 }
 
+// V pairs (n/2 rounded up, dp) words: word (jj, x) = V[2jj][x] | V[2jj + 1][x] << 16 (a zero key pads an odd
+// n); dp is a multiple of 32. Each 32 dims of two keys: one 16-bit interleave per 128-bit lane, then the
+// lanes back in dim order.
+SA_AMX void v_pairs(const KeyChunk& c, int dp, std::uint32_t* vp) {
+  const __m512i first = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+  const __m512i second = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+  const int pairs = (c.n + 1) / 2;
+  for (int jj = 0; jj < pairs; ++jj) {
+    const std::uint16_t* v0 = c.v16[2 * jj];
+    const std::uint16_t* v1 = 2 * jj + 1 < c.n ? c.v16[2 * jj + 1] : nullptr;
+    std::uint32_t* out = vp + static_cast<std::int64_t>(jj) * dp;
+    for (int x = 0; x < dp; x += 32) {
+      const __m512i a = _mm512_loadu_si512(v0 + x);
+      const __m512i b = v1 != nullptr ? _mm512_loadu_si512(v1 + x) : _mm512_setzero_si512();
+      const __m512i lo = _mm512_unpacklo_epi16(a, b), hi = _mm512_unpackhi_epi16(a, b);
+      _mm512_storeu_si512(out + x, _mm512_permutex2var_epi64(lo, first, hi));
+      _mm512_storeu_si512(out + x + 16, _mm512_permutex2var_epi64(lo, second, hi));
+    }
+  }
+}
+
 // O (16 or 32 rows, 32 dims) at o (ld dp floats) += P rows pa (ld 32 words) times V pairs vp (ld dp words).
 template <bool TwoRows>
 SA_AMX inline void pv_tiles(const std::uint32_t* pa, const std::uint32_t* vp, int dp, int blocks, float* o) {
@@ -230,7 +251,7 @@ SA_AMX void attend_chunk_amx(const QueryTile& t, const KeyChunk& c) {
 
   const int pairs = (c.n + 1) / 2, blocks = (pairs + 15) / 16;
   p_rows(t, c.n, blocks, pa);
-  avx512_bf16_v_pairs(c, dp, vp);
+  v_pairs(c, dp, vp);
   std::memset(vp + static_cast<std::int64_t>(pairs) * dp, 0, static_cast<std::size_t>(16 * blocks - pairs) * dp * 4);
   for (int i = 0; i < rp; ++i) {
     const float corr = t.corr[i];

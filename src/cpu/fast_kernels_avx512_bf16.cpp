@@ -107,9 +107,9 @@ SA_BF16 void scores(const QueryTile& t, const KeyChunk& c) {
 }
 
 // P pairs (n/2 rounded up, rp) words: word (jj, i) = bf16(P[2jj][i]) | bf16(P[2jj + 1][i]) << 16 (zero for a
-// key past n).
-SA_BF16 void make_p_pairs(const QueryTile& t, const KeyChunk& c, std::uint32_t* pp) {
-  const int rp = t.rows_padded, pairs = (c.n + 1) / 2;
+// key past n). V pairs (n/2 rounded up, dp) words: word (jj, x) = V[2jj][x] | V[2jj + 1][x] << 16.
+SA_BF16 void make_pairs(const QueryTile& t, const KeyChunk& c, std::uint32_t* pp, std::uint32_t* vp) {
+  const int rp = t.rows_padded, dp = t.dim_padded, pairs = (c.n + 1) / 2;
   // cvtne2ps_pbh(hi, lo) puts lo's 16 values in words 0..15 and hi's in 16..31; interleave them.
   alignas(64) static constexpr std::uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
                                                                 21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
@@ -124,17 +124,8 @@ SA_BF16 void make_p_pairs(const QueryTile& t, const KeyChunk& c, std::uint32_t* 
       const __m512i both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0));
       _mm512_storeu_si512(pp + static_cast<std::int64_t>(jj) * rp + ib, _mm512_permutexvar_epi16(order, both));
     }
-  }
-}
-
-}  // namespace
-
-// V pairs (n/2 rounded up, dp) words: word (jj, x) = V[2jj][x] | V[2jj + 1][x] << 16 (a zero key pads an odd n).
-SA_BF16 void avx512_bf16_v_pairs(const KeyChunk& c, int dp, std::uint32_t* vp) {
-  const int pairs = (c.n + 1) / 2;
-  for (int jj = 0; jj < pairs; ++jj) {
     const std::uint16_t* v0 = c.v16[2 * jj];
-    const std::uint16_t* v1 = 2 * jj + 1 < c.n ? c.v16[2 * jj + 1] : nullptr;
+    const std::uint16_t* v1 = second ? c.v16[2 * jj + 1] : nullptr;
     for (int x = 0; x < dp; x += 16) {
       const __mmask16 lanes = dp - x >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>(0x00ff);
       const __m512i w0 = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lanes, v0 + x));
@@ -145,8 +136,6 @@ SA_BF16 void avx512_bf16_v_pairs(const KeyChunk& c, int dp, std::uint32_t* vp) {
     }
   }
 }
-
-namespace {
 
 // O (R rows, V vectors of 16 dims at x0; the last vector's lanes limited by `last`) = O * corr + P . V.
 template <int R, int V>
@@ -211,8 +200,7 @@ SA_BF16 void attend_chunk_bf16(const QueryTile& t, const KeyChunk& c) {
   avx512_softmax_step(t, c);
   std::uint32_t* pp = t.pairs;
   std::uint32_t* vp = t.pairs + static_cast<std::int64_t>(kChunk / 2) * t.rows_padded;
-  make_p_pairs(t, c, pp);
-  avx512_bf16_v_pairs(c, t.dim_padded, vp);
+  make_pairs(t, c, pp, vp);
   const int pairs = (c.n + 1) / 2;
   int x0 = 0;
   for (; x0 + 32 <= t.dim_padded; x0 += 32) pv_columns<2>(t, pp, vp, pairs, x0, 0xffff);
