@@ -2,10 +2,12 @@
 #include "sampleattn/api.h"
 
 #include <algorithm>
+#include <functional>
 
 #include "core/problem.h"
 #include "core/varlen.h"
 #include "cpu/fast.h"
+#include "cpu/fast_parallel.h"
 #include "cpu/reference.h"
 #include "sampleattn/error.h"
 #ifdef SAMPLEATTN_WITH_CUDA
@@ -49,7 +51,10 @@ void check_inputs(Backend b, const Problem& p, const TensorView& q, const Tensor
     return;
   }
   SA_CHECK(p.head_dim <= 256, "q.head_dim (", p.head_dim, ") must be <= 256 on the CPU backends");
-  core::check_host_inputs(p, q, k, v);
+  const int threads = cpu::fast::resolve_threads(options.num_threads);
+  core::check_host_inputs(p, q, k, v, [threads](std::int64_t n, const std::function<void(std::int64_t)>& body) {
+    cpu::fast::parallel_for(n, threads, [&body](std::int64_t i, int) { body(i); });
+  });
   if (b == Backend::cpu) cpu::check_kernel_choice();
 }
 

@@ -22,6 +22,7 @@
 #include "core/schedule.h"
 #include "cpu/fast_kernels.h"
 #include "sampleattn/api.h"
+#include "sampleattn/error.h"
 #include "support/host_tensor.h"
 #include "support/row_check.h"
 #include "core/tolerance.h"
@@ -347,6 +348,40 @@ TEST(CpuFast, MixedOutputDtypeAndNoLse) {
 
 // Views whose head_dim elements are not adjacent (every other element of a wider buffer) take the
 // element-by-element conversion path.
+// The input checks scan q, k and v in blocks of rows on the backend's threads: over many blocks and threads
+// the error still names the first non-finite element in memory order, and a large value in the last block
+// still counts for the magnitude bounds.
+TEST(CpuFast, InputChecksOverThreadsFindTheFirstBadElement) {
+  std::mt19937_64 rng(test::test_seed());
+  for (const Layout layout : {Layout::bshd, Layout::bhsd, Layout::padded}) {
+    SCOPED_TRACE(static_cast<int>(layout));
+    HostTensor q(DType::bf16, 2, 700, 2, 16, layout), k(DType::bf16, 2, 700, 1, 16), v = k;
+    q.fill_random(rng);
+    k.fill_random(rng);
+    v.fill_random(rng);
+    HostTensor out(DType::bf16, 2, 700, 2, 16);
+    q.set(1, 650, 1, 3, std::nanf(""));
+    q.set(1, 300, 0, 5, INFINITY);
+    q.set(1, 300, 1, 2, std::nanf(""));
+    try {
+      dense_attention(q.view(), k.view(), v.view(), out.view(), nullptr, {}, fast_options(4));
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("q[1, 300, 0, 5] is inf"), std::string::npos) << e.what();
+    }
+    q.set(1, 650, 1, 3, 0.0f);
+    q.set(1, 300, 0, 5, 0.0f);
+    q.set(1, 300, 1, 2, 0.0f);
+    v.set(1, 699, 0, 15, 1e38f);
+    try {
+      dense_attention(q.view(), k.view(), v.view(), out.view(), nullptr, {}, fast_options(3));
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("max|v| (9.9"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(CpuFast, NonUnitElementStride) {
   const std::uint64_t seed = test::test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));

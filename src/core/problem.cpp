@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/half.h"
 #include "sampleattn/error.h"
@@ -202,37 +203,66 @@ void check_config(const SampleConfig& c) {
            c.dense_head_density, ") must be in (0, 1]");
 }
 
-double finite_max_abs(const TensorView& t, const char* name) {
-  // One pass over the bit patterns: for non-negative IEEE values the integer order of |x|'s bits is the
-  // order of |x|, and |x| is finite iff its exponent field is not all ones.
+void serial_loop(std::int64_t n, const std::function<void(std::int64_t i)>& body) {
+  for (std::int64_t i = 0; i < n; ++i) body(i);
+}
+
+namespace {
+
+// Max of the bit patterns of |x| over n elements at stride sd (abs_mask clears the sign). The unit-stride
+// loop is a plain reduction the compiler vectorises.
+template <typename Bits>
+Bits max_abs_bits(const Bits* x, std::int64_t n, std::int64_t sd, Bits abs_mask) {
+  Bits m = 0;
+  if (sd == 1) {
+    for (std::int64_t d = 0; d < n; ++d) m = std::max<Bits>(m, static_cast<Bits>(x[d] & abs_mask));
+  } else {
+    for (std::int64_t d = 0; d < n; ++d) m = std::max<Bits>(m, static_cast<Bits>(x[d * sd] & abs_mask));
+  }
+  return m;
+}
+
+}  // namespace
+
+double finite_max_abs(const TensorView& t, const char* name, const ParallelLoop& loop) {
+  // Over the bit patterns: for non-negative IEEE values the integer order of |x|'s bits is the order of |x|,
+  // and |x| is finite iff its exponent field is not all ones.
   const bool wide = t.dtype == DType::f32;
-  const std::uint32_t abs_mask = wide ? 0x7fffffffu : 0x7fffu;
   const std::uint32_t inf_bits = wide ? 0x7f800000u : t.dtype == DType::f16 ? 0x7c00u : 0x7f80u;
-  const std::int64_t n = t.head_dim(), sd = t.stride[3];
-  std::uint32_t max_bits = 0;
-  for (std::int64_t b = 0; b < t.batch(); ++b)
-    for (std::int64_t s = 0; s < t.seq(); ++s)
-      for (std::int64_t h = 0; h < t.heads(); ++h) {
-        const std::int64_t base = t.offset(b, s, h, 0);
-        std::uint32_t m = 0;
-        if (wide) {
-          const auto* x = static_cast<const std::uint32_t*>(t.data) + base;
-          for (std::int64_t d = 0; d < n; ++d) m = std::max(m, x[d * sd] & abs_mask);
-        } else {
-          const auto* x = static_cast<const std::uint16_t*>(t.data) + base;
-          for (std::int64_t d = 0; d < n; ++d) m = std::max<std::uint32_t>(m, x[d * sd] & abs_mask);
-        }
-        if (m >= inf_bits) {
-          for (std::int64_t d = 0; d < n; ++d) {
-            const float x = load_element(t.data, t.dtype, base + d * sd);
-            if (!std::isfinite(x)) {
-              detail::fail(name, "[", b, ", ", s, ", ", h, ", ", d, "] is ", x,
-                           ": inputs must be finite (NaN/Inf are rejected)");
-            }
-          }
-        }
-        max_bits = std::max(max_bits, m);
+  const std::int64_t n = t.head_dim(), sd = t.stride[3], rows = t.batch() * t.seq(), heads = t.heads();
+  // Blocks of (batch, seq) rows; each keeps its max and its first row holding a non-finite element.
+  constexpr std::int64_t kRowsPerBlock = 256;
+  const std::int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  std::vector<std::uint32_t> block_max(static_cast<std::size_t>(blocks), 0);
+  std::vector<std::int64_t> block_bad(static_cast<std::size_t>(blocks), -1);  // (row * heads + h), or -1
+  loop(blocks, [&](std::int64_t blk) {
+    std::uint32_t mx = 0;
+    const std::int64_t end = std::min(rows, (blk + 1) * kRowsPerBlock);
+    for (std::int64_t r = blk * kRowsPerBlock; r < end; ++r)
+      for (std::int64_t h = 0; h < heads; ++h) {
+        const std::int64_t base = t.offset(r / t.seq(), r % t.seq(), h, 0);
+        const std::uint32_t m =
+            wide ? max_abs_bits(static_cast<const std::uint32_t*>(t.data) + base, n, sd, 0x7fffffffu)
+                 : max_abs_bits(static_cast<const std::uint16_t*>(t.data) + base, n, sd, std::uint16_t{0x7fff});
+        if (m >= inf_bits && block_bad[blk] < 0) block_bad[blk] = r * heads + h;
+        mx = std::max(mx, m);
       }
+    block_max[blk] = mx;
+  });
+  std::uint32_t max_bits = 0;
+  for (std::int64_t blk = 0; blk < blocks; ++blk) {
+    if (const std::int64_t bad = block_bad[blk]; bad >= 0) {
+      const std::int64_t r = bad / heads, b = r / t.seq(), s = r % t.seq(), h = bad % heads;
+      for (std::int64_t d = 0; d < n; ++d) {
+        const float x = load_element(t.data, t.dtype, t.offset(b, s, h, 0) + d * sd);
+        if (!std::isfinite(x)) {
+          detail::fail(name, "[", b, ", ", s, ", ", h, ", ", d, "] is ", x,
+                       ": inputs must be finite (NaN/Inf are rejected)");
+        }
+      }
+    }
+    max_bits = std::max(max_bits, block_max[blk]);
+  }
   if (wide) {
     float f;
     std::memcpy(&f, &max_bits, 4);
@@ -242,10 +272,11 @@ double finite_max_abs(const TensorView& t, const char* name) {
                                : bf16_to_float(static_cast<std::uint16_t>(max_bits));
 }
 
-void check_host_inputs(const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v) {
-  const double max_q = finite_max_abs(q, "q");
-  const double max_k = finite_max_abs(k, "k");
-  const double max_v = v != nullptr ? finite_max_abs(*v, "v") : 0.0;
+void check_host_inputs(const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v,
+                       const ParallelLoop& loop) {
+  const double max_q = finite_max_abs(q, "q", loop);
+  const double max_k = finite_max_abs(k, "k", loop);
+  const double max_v = v != nullptr ? finite_max_abs(*v, "v", loop) : 0.0;
   const double scale = p.scale;
   // |scale * q . k| <= scale * d * max|q| * max|k|; the fp32 kernels must not overflow it (x log2 e).
   const double bound = scale * static_cast<double>(p.head_dim) * max_q * max_k;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "sampleattn/config.h"
 #include "sampleattn/tensor.h"
@@ -47,13 +48,20 @@ TensorView lse_view(const Problem& p, const float* lse, Device device);
 
 void check_config(const SampleConfig& config);
 
+// Runs body(i) once for every i in [0, n), possibly on several threads at once (the CPU backend passes its
+// thread fan-out); the default runs them in order on the caller.
+using ParallelLoop = std::function<void(std::int64_t n, const std::function<void(std::int64_t i)>& body)>;
+void serial_loop(std::int64_t n, const std::function<void(std::int64_t i)>& body);
+
 // Max |x| over the view, throwing unless every element is finite (host views only). Documented input
 // policy of the CPU backends: NaN/Inf in q, k or v is rejected rather than producing a selection computed
-// from garbage.
-double finite_max_abs(const TensorView& t, const char* name);
+// from garbage. The error names the first non-finite element in memory-walk order (batch, seq, head, dim),
+// whatever the loop.
+double finite_max_abs(const TensorView& t, const char* name, const ParallelLoop& loop = serial_loop);
 
 // The CPU backends' input checks: finite q, k, v, small enough for float32 scores, scaled queries and sums
 // of values (bounds in problem.cpp).
-void check_host_inputs(const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v);
+void check_host_inputs(const Problem& p, const TensorView& q, const TensorView& k, const TensorView* v,
+                       const ParallelLoop& loop = serial_loop);
 
 }  // namespace sampleattn::core

@@ -2,6 +2,7 @@
 #include "cpu/fast_tiles.h"
 
 #include <algorithm>
+#include <cstring>
 #include <new>
 
 #include "cpu/fast_parallel.h"
@@ -74,7 +75,11 @@ void load_query_pairs(const TensorView& q, std::int64_t b, std::int64_t h, const
   const auto* base = static_cast<const std::uint16_t*>(q.data);
   for (int i = 0; i < n; ++i) {
     const std::uint16_t* src = base + q.offset(b, rows[i], h, 0);
-    for (std::int64_t c = 0; c < pairs; ++c) {
+    std::int64_t c = 0;
+    if (q.stride[3] == 1) {  // a pair is one 32-bit word of the row
+      for (; c < d / 2; ++c) std::memcpy(qp + c * rows_padded + i, src + 2 * c, sizeof(std::uint32_t));
+    }
+    for (; c < pairs; ++c) {
       const std::uint32_t lo = src[2 * c * q.stride[3]];
       const std::uint32_t hi = 2 * c + 1 < d ? src[(2 * c + 1) * q.stride[3]] : 0u;
       qp[c * rows_padded + i] = lo | hi << 16;
