@@ -1,11 +1,12 @@
 // Fast CPU attention (fast.h): sparse attend() over a Selection and dense(), one engine for both.
 //
 // Work is split per (batch, KV head): its K and V rows are converted to fp32 once (fast_tiles.h), then every
-// query head of the group is cut into tiles of up to 64 consecutive rows, handed out largest first to all
-// threads. A tile [r0, r1) walks, with an online softmax (fast_kernels.h):
+// query head of the group is cut into tiles of up to 64 consecutive rows (128 on the AMX set), handed out
+// largest first to all threads. A tile [r0, r1) walks, with an online softmax (fast_kernels.h):
 //   1. the kept columns left of its band span, lo(r0): gathered by index, no mask (every row keeps them);
 //   2. the band span [lo(r0), hi(r1-1)): an interior [lo(r1-1), hi(r0)) kept by every row, unmasked, and
-//      the two edges (at most 63 keys each) with element masks: band, or a kept column the row sees;
+//      the two edges (fewer keys each than the tile has rows) with element masks: band, or a kept column
+//      the row sees;
 //   3. non-causal only: the kept columns right of the span, gathered, no mask.
 // So the cost follows the kept entries, plus at most two edge chunks per tile. Dense attention and the
 // dense-tail rows are the same walk with band = all visible keys and no columns. With bf16 q, k, v and out
@@ -193,13 +194,14 @@ void Engine::run_tile(Workspace& ws, const Job& job, const HeadMask& hm) const {
 }
 
 // Tiles of one query head: the body rows [0, body) under the head's mask, the dense-tail rows after them.
-void add_jobs(const Problem& p, std::int64_t h, std::int64_t body, const HeadMask& hm, std::vector<Job>& jobs) {
+void add_jobs(const Problem& p, std::int64_t h, std::int64_t body, const HeadMask& hm, int tile_rows,
+              std::vector<Job>& jobs) {
   auto add = [&](std::int64_t from, std::int64_t to, bool dense) {
-    for (std::int64_t r0 = from; r0 < to; r0 += kMaxTileRows) {
+    for (std::int64_t r0 = from; r0 < to; r0 += tile_rows) {
       Job j;
       j.h = h;
       j.r0 = r0;
-      j.r1 = std::min(to, r0 + kMaxTileRows);
+      j.r1 = std::min(to, r0 + tile_rows);
       j.dense = dense;
       const std::int64_t last = j.r1 - 1;
       std::int64_t keys = p.visible_end(last);
@@ -268,7 +270,7 @@ void run(const Problem& p, const TensorView& q, const TensorView& k, const Tenso
           for (std::int32_t j : cols) f[j] = 1;
           hm.is_column = f;
         }
-        add_jobs(p, h, body, hm, jobs);
+        add_jobs(p, h, body, hm, bf16 ? kern.bf16_tile_rows : kTileRows, jobs);
       }
       std::stable_sort(jobs.begin(), jobs.end(), [](const Job& x, const Job& y) { return x.cost > y.cost; });
       parallel_for(static_cast<std::int64_t>(jobs.size()), threads, [&](std::int64_t i, int t) {

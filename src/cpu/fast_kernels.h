@@ -18,17 +18,17 @@
 namespace sampleattn::cpu::fast {
 
 inline constexpr int kLanes = 16;        // query rows are padded to a multiple of this (two 8-float vectors)
-inline constexpr int kMaxTileRows = 64;  // query rows per attention tile
+inline constexpr int kTileRows = 64;     // query rows per attention tile (Kernels::bf16_tile_rows may differ)
 inline constexpr int kChunk = 64;        // keys per attention chunk
 inline constexpr float kLog2e = 1.4426950408889634f;
 inline constexpr float kLn2 = 0.6931471805599453f;
 
 inline std::int64_t round_up(std::int64_t x, std::int64_t m) { return (x + m - 1) / m * m; }
 
-// One attention tile: up to kMaxTileRows consecutive query rows of one (batch, head). Buffers belong to the
-// calling thread; the kernel updates o, m, l in place (online softmax).
+// One attention tile: up to kTileRows (or the set's bf16_tile_rows) consecutive query rows of one (batch,
+// head). Buffers belong to the calling thread; the kernel updates o, m, l in place (online softmax).
 struct QueryTile {
-  int rows = 0;          // valid rows, 1..kMaxTileRows
+  int rows = 0;          // valid rows, 1..kTileRows (or bf16_tile_rows)
   int rows_padded = 0;   // rows rounded up to kLanes
   int dim = 0;           // head_dim d
   int dim_padded = 0;    // d rounded up to 8: the length of V rows and O rows
@@ -123,6 +123,8 @@ struct Kernels {
   // Null, or sample_rows from bf16 pairs (SampleTile::qp, k16): the same fp32 softmax and sums, scores from
   // exact bf16 products. Used when q and k are bf16.
   void (*sample_rows_bf16)(const SampleTile& tile);
+  // Query rows per attention tile when attend_chunk_bf16 runs (a multiple of kLanes).
+  int bf16_tile_rows = kTileRows;
 };
 
 const Kernels& portable_kernels();
