@@ -2,11 +2,14 @@
 // checked against worked examples and brute-force counting.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <limits>
 #include <random>
+#include <vector>
 
 #include "core/schedule.h"
 #include "core/threshold.h"
+#include "support/host_tensor.h"
 
 namespace sampleattn {
 namespace {
@@ -75,6 +78,56 @@ TEST(Threshold, AlphaOneKeepsExactlyTheColumnsWithMass) {
   EXPECT_EQ(core::choose_columns<double>(tiny, 5, 1.0, 0), (std::vector<std::int32_t>{0, 1, 2, 4}));
   const float tiny_f[] = {1e-30f, 1.0f, 1e-9f, 0.0f, 1e-38f};
   EXPECT_EQ(core::choose_columns<float>(tiny_f, 5, 1.0, 0), (std::vector<std::int32_t>{0, 1, 2, 4}));
+}
+
+// The column choice written out plainly (SPEC step 3: descending score, the lower index first among ties,
+// the running sum in that order; alpha = 1 keeps every column with mass), against choose_columns on random
+// scores with many exact ties, zeros and a negative zero, in float and double.
+template <typename Score>
+std::vector<std::int32_t> choose_plainly(const std::vector<Score>& s, double alpha, std::int64_t sinks) {
+  std::vector<std::int32_t> order(s.size());
+  for (std::size_t j = 0; j < s.size(); ++j) order[j] = static_cast<std::int32_t>(j);
+  std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return s[a] > s[b]; });
+  double total = 0.0;
+  for (std::int32_t j : order) total += s[j];
+  std::vector<std::int32_t> kept;
+  double running = 0.0;
+  for (std::int32_t j : order) {
+    if ((alpha < 1.0 && running >= alpha * total) || !(s[j] > 0)) break;
+    running += s[j];
+    kept.push_back(j);
+  }
+  for (std::int64_t j = 0; j < std::min<std::int64_t>(sinks, static_cast<std::int64_t>(s.size())); ++j)
+    kept.push_back(static_cast<std::int32_t>(j));
+  std::sort(kept.begin(), kept.end());
+  kept.erase(std::unique(kept.begin(), kept.end()), kept.end());
+  return kept;
+}
+
+template <typename Score>
+void check_against_plain(std::mt19937_64& rng) {
+  for (const int n : {1, 2, 17, 1000, 5000}) {
+    std::vector<Score> s(static_cast<std::size_t>(n));
+    std::uniform_int_distribution<int> level(0, 12);
+    std::exponential_distribution<double> heavy(1.0);
+    for (Score& x : s) {
+      const int l = level(rng);
+      x = l == 0 ? Score(0) : l < 6 ? static_cast<Score>(l) / Score(8) : static_cast<Score>(heavy(rng));
+    }
+    s[static_cast<std::size_t>(n / 2)] = -Score(0);
+    for (const double alpha : {0.1, 0.5, 0.8, 0.95, 0.999, 1.0})
+      for (const std::int64_t sinks : {0, 3})
+        ASSERT_EQ(core::choose_columns<Score>(s.data(), n, alpha, sinks), choose_plainly(s, alpha, sinks))
+            << "n " << n << " alpha " << alpha << " sinks " << sinks;
+  }
+}
+
+TEST(Threshold, MatchesThePlainDefinitionOnTiesAndZeros) {
+  std::mt19937_64 rng(test::test_seed());
+  for (int rep = 0; rep < 5; ++rep) {
+    check_against_plain<double>(rng);
+    check_against_plain<float>(rng);
+  }
 }
 
 TEST(Threshold, SinkColumnsAreForcedOnce) {

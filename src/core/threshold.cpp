@@ -2,18 +2,31 @@
 #include "core/threshold.h"
 
 #include <algorithm>
-#include <numeric>
+#include <cstdint>
+#include <cstring>
 
 namespace sampleattn::core {
 
 template <typename Score>
 std::vector<std::int32_t> choose_columns(const Score* scores, std::int64_t n, double alpha,
                                          std::int64_t sink_tokens) {
+  // Descending score, the lower index first among ties: sorted as (score bits, index) pairs held together
+  // (for non-negative doubles the bit patterns order as the values; + 0.0 turns a -0 into +0).
+  struct Entry {
+    std::uint64_t bits;
+    std::int32_t index;
+  };
+  std::vector<Entry> entries(static_cast<std::size_t>(n));
+  for (std::int64_t j = 0; j < n; ++j) {
+    const double v = static_cast<double>(scores[j]) + 0.0;
+    std::memcpy(&entries[static_cast<std::size_t>(j)].bits, &v, sizeof v);
+    entries[static_cast<std::size_t>(j)].index = static_cast<std::int32_t>(j);
+  }
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return a.bits != b.bits ? a.bits > b.bits : a.index < b.index;
+  });
   std::vector<std::int32_t> order(static_cast<std::size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  // Descending score; the stable sort over ascending indices puts the lower index first among ties.
-  std::stable_sort(order.begin(), order.end(),
-                   [scores](std::int32_t a, std::int32_t b) { return scores[a] > scores[b]; });
+  for (std::size_t i = 0; i < entries.size(); ++i) order[i] = entries[i].index;
   double total = 0.0;
   for (std::int32_t j : order) total += static_cast<double>(scores[j]);
   const double target = alpha * total;

@@ -2,8 +2,8 @@
 //
 // Per (batch, KV head) the K rows are converted once (fast_tiles.h; kept bf16 for bf16 dot products where
 // the kernel set has them and q and k are bf16). Per query head, the sampled rows
-// (core::sampled_rows) go in tiles of 16 to the threads, tile i to thread i % T (a static split, so a given
-// thread count always sums in the same order). Each tile scores its rows against all their visible keys,
+// (core::sampled_rows) go in tiles of 16 to the threads by a static split (largest tile first to the least
+// loaded thread, each thread's tiles then in row order: a given thread count always sums in the same order). Each tile scores its rows against all their visible keys,
 // takes the exact softmax of each row, and adds the probabilities per key column into the thread's fp64
 // colscore, and the part outside each row's band into `outside` (fast_kernels.h: sample_rows). The
 // threads' arrays are then summed in thread order, core::choose_columns<double> picks the columns, and
@@ -98,6 +98,29 @@ void sample_tile(const Kernels& kern, const Problem& p, const TensorView& q, con
   }
 }
 
+// Tiles [0, tiles) of sampled rows (16 rows each, tile i's last row rows[16 i + 15] or the last) split over
+// `threads`: the largest first (cost = the visible keys of its last row), each to the thread with the least
+// cost so far (the lower t among equals). Returns each thread's tiles in ascending order.
+std::vector<std::vector<std::int64_t>> split_tiles(const Problem& p, const std::vector<std::int64_t>& rows,
+                                                   std::int64_t tiles, int threads) {
+  std::vector<std::int64_t> order(static_cast<std::size_t>(tiles)), cost(static_cast<std::size_t>(tiles));
+  for (std::int64_t i = 0; i < tiles; ++i) {
+    order[i] = i;
+    const std::int64_t last = std::min<std::int64_t>((i + 1) * kLanes, static_cast<std::int64_t>(rows.size())) - 1;
+    cost[i] = p.visible_end(rows[last]);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) { return cost[a] > cost[b]; });
+  std::vector<std::vector<std::int64_t>> mine(static_cast<std::size_t>(threads));
+  std::vector<std::int64_t> load(static_cast<std::size_t>(threads), 0);
+  for (std::int64_t i : order) {
+    const auto t = static_cast<std::size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+    load[t] += cost[i];
+    mine[t].push_back(i);
+  }
+  for (auto& m : mine) std::sort(m.begin(), m.end());
+  return mine;
+}
+
 }  // namespace
 
 Selection select(const Problem& p, const TensorView& q, const TensorView& k, const SampleConfig& config,
@@ -111,6 +134,7 @@ Selection select(const Problem& p, const TensorView& q, const TensorView& k, con
   const std::int64_t n = static_cast<std::int64_t>(rows.size());
   const std::int64_t tiles = (n + kLanes - 1) / kLanes;
   const int threads = static_cast<int>(std::min<std::int64_t>(resolve_threads(num_threads), tiles));
+  const std::vector<std::vector<std::int64_t>> split = split_tiles(p, rows, tiles, threads);
 
   std::vector<ThreadState> states(static_cast<std::size_t>(threads));
   std::vector<double> colscore(static_cast<std::size_t>(group * sk)), outside(static_cast<std::size_t>(group * sk));
@@ -138,7 +162,7 @@ Selection select(const Problem& p, const TensorView& q, const TensorView& k, con
           ThreadState& ts = states[t];
           ts.colscore.assign(static_cast<std::size_t>(sk), 0.0);
           ts.outside.assign(static_cast<std::size_t>(sk), 0.0);
-          for (std::int64_t tile = t; tile < tiles; tile += threads) {
+          for (const std::int64_t tile : split[static_cast<std::size_t>(t)]) {
             const int cnt = static_cast<int>(std::min<std::int64_t>(kLanes, n - tile * kLanes));
             sample_tile(kern, p, q, keys, b, h, window, config.dense_tail, rows.data() + tile * kLanes, cnt, ts);
           }
@@ -146,7 +170,7 @@ Selection select(const Problem& p, const TensorView& q, const TensorView& k, con
         // Sum the threads' arrays in thread order, in parallel over key ranges.
         double* cs = colscore.data() + g * sk;
         double* os = outside.data() + g * sk;
-        constexpr std::int64_t kBlock = 4096;
+        constexpr std::int64_t kBlock = 1024;
         parallel_for((sk + kBlock - 1) / kBlock, threads, [&](std::int64_t blk, int) {
           const std::int64_t end = std::min(sk, (blk + 1) * kBlock);
           for (std::int64_t j = blk * kBlock; j < end; ++j) {
