@@ -2,8 +2,6 @@
 // in tiles, on 1 thread, then on several at once. The floor of the CPU backend's AMX set (bench/NOTES.md).
 // Usage: build/bench/sampleattn_amx_peak [threads ...]   (Linux on x86-64; exits 1 without AMX)
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
@@ -12,21 +10,15 @@
 #include <thread>
 #include <vector>
 
-namespace {
+#include "cpu/amx_config.h"
 
-struct alignas(64) TileConfig {
-  std::uint8_t palette = 1;
-  std::uint8_t start_row = 0;
-  std::uint8_t reserved[14] = {};
-  std::uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
-  std::uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
-};
+namespace {
 
 constexpr long kIters = 2000000;
 constexpr double kFlopPerIter = 4.0 * 16 * 16 * 32 * 2;  // 4 tile products of 16 x 16 x 32 multiply-adds
 
 __attribute__((target("amx-tile,amx-bf16"))) void products(long iters) {
-  static const TileConfig config;
+  static const sampleattn::cpu::amx::TileConfig config;
   alignas(64) static const std::uint16_t zeros[16 * 32] = {};
   alignas(64) float out[16 * 16];
   _tile_loadconfig(&config);
@@ -51,8 +43,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void products(long iters) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  constexpr long kReqXcompPerm = 0x1023, kXfeatureTileData = 18;
-  if (syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureTileData) != 0) {
+  if (!sampleattn::cpu::amx::request_tile_state()) {
     std::printf("no AMX tile state on this CPU or OS\n");
     return 1;
   }

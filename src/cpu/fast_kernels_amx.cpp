@@ -23,8 +23,8 @@
 #define SA_HAVE_AMX_KERNELS 1
 #include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+
+#include "cpu/amx_config.h"
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
@@ -43,15 +43,8 @@ constexpr int kMaxPairs = 128;  // head_dim up to 256
 // other sets' tiles (dense 16K on the device machine's 16-core Xeon: -10%; sparse at 10%: the same).
 constexpr int kAmxTileRows = 128;
 
-// Palette 1, all eight tiles 16 rows of 64 bytes: tiles 0-3 accumulate, 4-5 left operands, 6-7 right ones.
-struct alignas(64) TileConfig {
-  std::uint8_t palette = 1;
-  std::uint8_t start_row = 0;
-  std::uint8_t reserved[14] = {};
-  std::uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
-  std::uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
-};
-const TileConfig kConfig;
+// Tiles 0-3 accumulate, 4-5 hold left operands, 6-7 right ones.
+const amx::TileConfig kConfig;
 
 const Kernels* g_bf16 = nullptr;  // the bf16 set, for head dims the tiles do not fit
 
@@ -350,8 +343,7 @@ bool amx_usable() {
   if ((lo & (3u << 17)) != (3u << 17)) return false;
   if (__get_cpuid_count(0x1d, 1, &a, &b, &c, &d) == 0) return false;
   if ((b & 0xffffu) < 64 || (b >> 16) < 8 || (c & 0xffffu) < 16) return false;
-  constexpr long kReqXcompPerm = 0x1023, kXfeatureTileData = 18;
-  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureTileData) == 0;
+  return amx::request_tile_state();
 }
 
 }  // namespace
