@@ -542,13 +542,7 @@ TEST(CpuFastAvx512, AttentionBitIdenticalToAvx2) {
 // code), odd numbers of 16-row and 16-key tiles, whole chunks read in place and gathered or partial ones
 // copied. Neither is bit-identical to the AVX-512 set on the same inputs, and AMX is not bit-identical to the
 // bf16 set on a tile shape, so each path did run (P is rounded to bf16; the sums go in another order).
-class CpuFastBf16Set : public ::testing::TestWithParam<const char*> {
- protected:
-  void SetUp() override {
-    if (!cpu::fast::force_kernels(GetParam())) GTEST_SKIP() << "no " << GetParam() << " kernels on this CPU";
-  }
-  void TearDown() override { cpu::fast::force_kernels(nullptr); }
-};
+class CpuFastBf16Set : public CpuFastKernelSet {};
 
 TEST_P(CpuFastBf16Set, MatchesReference) {
   const std::string set = GetParam();
