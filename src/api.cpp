@@ -51,10 +51,14 @@ void check_inputs(Backend b, const Problem& p, const TensorView& q, const Tensor
     return;
   }
   SA_CHECK(p.head_dim <= 256, "q.head_dim (", p.head_dim, ") must be <= 256 on the CPU backends");
-  const int threads = cpu::fast::resolve_threads(options.num_threads);
-  core::check_host_inputs(p, q, k, v, [threads](std::int64_t n, const std::function<void(std::int64_t)>& body) {
-    cpu::fast::parallel_for(n, threads, [&body](std::int64_t i, int) { body(i); });
-  });
+  if (b == Backend::cpu) {  // the scan on the fast backend's threads; the reference stays on one
+    const int threads = cpu::fast::resolve_threads(options.num_threads);
+    core::check_host_inputs(p, q, k, v, [threads](std::int64_t n, const std::function<void(std::int64_t)>& body) {
+      cpu::fast::parallel_for(n, threads, [&body](std::int64_t i, int) { body(i); });
+    });
+  } else {
+    core::check_host_inputs(p, q, k, v);
+  }
   if (b == Backend::cpu) cpu::check_kernel_choice();
 }
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -65,17 +66,34 @@ TEST(CpuParallel, NestedAndConcurrentRegions) {
   EXPECT_EQ(failures.load(), 0);
 }
 
-// After fork() only the forking thread exists in the child: the parent's workers must not be waited for.
+// Whether another thread runs some t >= 1 while fn(0) waits (up to 10 s) for it: the pool has live workers.
+bool workers_run_while_caller_waits() {
+  const std::thread::id caller = std::this_thread::get_id();
+  std::atomic<bool> other{false};
+  parallel_run(4, [&](int t) {
+    if (t != 0) {
+      if (std::this_thread::get_id() != caller) other.store(true);
+      return;
+    }
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!other.load() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  });
+  return other.load();
+}
+
+// After fork() only the forking thread exists in the child: the child must get workers of its own (with the
+// parent's pool it would count workers that are not there and run every t on the caller), and its regions
+// must not wait for the parent's.
 TEST(CpuParallel, ForkedChildRunsRegions) {
 #if defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "ThreadSanitizer does not support threads started after a multi-threaded fork";
 #endif
-  ASSERT_TRUE(each_once(8));  // the parent's pool has workers now
+  ASSERT_TRUE(workers_run_while_caller_waits());  // the parent's pool has workers now
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    alarm(30);  // a hang ends the child with SIGALRM
-    bool ok = true;
+    alarm(60);  // a hang ends the child with SIGALRM
+    bool ok = workers_run_while_caller_waits();
     for (int rep = 0; rep < 10; ++rep) ok = ok && each_once(6);
     _exit(ok ? 0 : 1);
   }

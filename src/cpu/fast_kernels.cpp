@@ -36,7 +36,9 @@ const Kernels& kernels() {
   const int cap = kernel_cap();
   SA_CHECK(cap >= 0, "SAMPLEATTN_CPU_KERNELS (", std::getenv("SAMPLEATTN_CPU_KERNELS"),
            ") must be amx, avx512bf16, avx512, avx2 or portable (the CPU backend's kernel set), or unset");
-  if (const Kernels* k = amx_kernels(); k != nullptr && cap >= 4) return *k;
+  // The cap first: asking for AMX changes the process (Linux grants the tile state for good).
+  if (cap >= 4)
+    if (const Kernels* k = amx_kernels()) return *k;
   if (const Kernels* k = avx512_bf16_kernels(); k != nullptr && cap >= 3) return *k;
   if (const Kernels* k = avx512_kernels(); k != nullptr && cap >= 2) return *k;
   if (const Kernels* k = avx2_kernels(); k != nullptr && cap >= 1) return *k;
