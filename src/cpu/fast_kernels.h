@@ -134,10 +134,8 @@ const Kernels* avx2_kernels();
 // DQ, BW or VL, or the AVX2 set.
 const Kernels* avx512_kernels();
 // The AVX-512 sets' masking and online-softmax step over the fp32 scores in tile.s (fast_kernels_avx512.cpp;
-// call only where avx512_kernels() is not null); the _rows form for rows [row_begin, row_end) (multiples of
-// 16) of scores still to be multiplied by `scale`.
+// call only where avx512_kernels() is not null).
 void avx512_softmax_step(const QueryTile& tile, const KeyChunk& chunk);
-void avx512_softmax_rows(const QueryTile& tile, const KeyChunk& chunk, int row_begin, int row_end, float scale);
 // The AVX-512 sets' stage 1 after the scores: tile.s holds the (end, kLanes) scores in log2 units.
 void avx512_sample_rows_from_scores(const SampleTile& tile);
 // The AVX-512 set plus attend_chunk_bf16 (AVX512_BF16 dot products), or null where the CPU lacks AVX512_BF16.

@@ -6,8 +6,8 @@
 //
 //   Q K^T:   S^T (keys, rows) = K (16 keys x 32 d per tile, the K rows in place when the chunk's keys are
 //            consecutive, else copied) times Q^T pairs (QueryTile::qp: already the pair layout a tile's right
-//            operand needs), in 2 x 2 blocks of 16 x 16 tiles straight into the scores.
-//   softmax: the AVX-512 set's, on the fp32 scores, times scale on the way.
+//            operand needs), in 2 x 2 blocks of 16 x 16 tiles straight into the scores; then times scale.
+//   softmax: the AVX-512 set's, on the fp32 scores.
 //   P V:     P rounded to bf16 and transposed to (rows, keys) by 16 x 16 word transposes of its key pairs,
 //            V paired by keys; O (rows, d) tiles loaded, multiplied into and stored,
 //            after the rows whose maximum moved were rescaled.
@@ -111,16 +111,15 @@ SA_AMX inline void transpose16(__m512i w[16]) {
   }
 }
 
-// P rows [row_begin, row_end) (multiples of 16) by 16 * blocks pairs of keys as bf16 pairs, row i at
-// pa + 32 i: word (i, jj) = bf16(P[2jj][i]) | bf16(P[2jj + 1][i]) << 16 from the probabilities S^T in t.s;
-// zero for keys past n.
-SA_AMX void p_rows(const QueryTile& t, int n, int blocks, int row_begin, int row_end, std::uint32_t* pa) {
+// P (rows_padded, 16 * blocks pairs of keys) as bf16 pairs, row i at pa + 32 i: word (i, jj) =
+// bf16(P[2jj][i]) | bf16(P[2jj + 1][i]) << 16 from the probabilities S^T in t.s; zero for keys past n.
+SA_AMX void p_rows(const QueryTile& t, int n, int blocks, std::uint32_t* pa) {
   const int rp = t.rows_padded;
   alignas(64) static constexpr std::uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
                                                                 21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
                                                                 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
   const __m512i order = _mm512_load_si512(kInterleave);
-  for (int ib = row_begin; ib < row_end; ib += 16)
+  for (int ib = 0; ib < rp; ib += 16)
     for (int kb = 0; kb < blocks; ++kb) {
       __m512i w[16];
       for (int c = 0; c < 16; ++c) {
@@ -220,65 +219,52 @@ SA_AMX void attend_chunk_amx(const QueryTile& t, const KeyChunk& c) {
   auto* kbuf = reinterpret_cast<std::uint16_t*>(vp + static_cast<std::int64_t>(kChunk / 2) * dp);
   std::int64_t kb = 0;
   const std::uint16_t* k = key_rows(c, t.dim_pairs, kbuf, &kb);
-  const int key_groups = (c.n + 15) / 16, row_groups = rp / 16;
-  const int pairs = (c.n + 1) / 2, blocks = (pairs + 15) / 16;
 
-  // S^T for the 16-row groups r and r + 1 (if two), all keys.
-  auto scores = [&](int r, bool two) SA_AMX {
-    for (int g = 0; g < key_groups; g += 2) {
-      const auto* kg = reinterpret_cast<const std::uint16_t*>(reinterpret_cast<const char*>(k) + 16 * g * kb);
-      float* s = t.s + static_cast<std::int64_t>(16 * g) * rp + 16 * r;
-      const std::uint32_t* q = t.qp + 16 * r;
-      if (g + 1 < key_groups) {
-        if (two) {
-          qk_tiles<true, true>(kg, kb, q, rp, steps, s);
-        } else {
-          qk_tiles<true, false>(kg, kb, q, rp, steps, s);
-        }
-      } else if (two) {
-        qk_tiles<false, true>(kg, kb, q, rp, steps, s);
-      } else {
-        qk_tiles<false, false>(kg, kb, q, rp, steps, s);
-      }
-    }
-  };
-  // The softmax, P's rows and O's rescale for the same rows, on the vector units.
-  auto probabilities = [&](int r, bool two) SA_AMX {
-    const int r0 = 16 * r, r1 = 16 * (r + (two ? 2 : 1));
-    avx512_softmax_rows(t, c, r0, r1, t.q_scale);
-    p_rows(t, c.n, blocks, r0, r1, pa);
-    for (int i = r0; i < r1; ++i) {
-      const float corr = t.corr[i];
-      if (corr == 1.0f) continue;
-      float* o = t.o + static_cast<std::int64_t>(i) * dp;
-      const __m512 cr = _mm512_set1_ps(corr);
-      for (int x = 0; x < dp; x += 16) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_loadu_ps(o + x), cr));
-    }
-  };
-  auto output = [&](int r, bool two) SA_AMX {
-    for (int x = 0; x < dp; x += 32) {
-      const std::uint32_t* p = pa + static_cast<std::int64_t>(16 * r) * 32;
-      float* o = t.o + static_cast<std::int64_t>(16 * r) * dp + x;
-      if (two) {
-        pv_tiles<true>(p, vp + x, dp, blocks, o);
-      } else {
-        pv_tiles<false>(p, vp + x, dp, blocks, o);
-      }
-    }
-  };
-
-  // Blocks of 32 rows, software-pipelined: the tile products of block b + 1's scores come before block b's
-  // vector work in program order, so the tile unit computes them while the vector units run the softmax.
   _tile_loadconfig(&kConfig);
-  scores(0, row_groups > 1);
+  const int key_groups = (c.n + 15) / 16, row_groups = rp / 16;
+  for (int g = 0; g < key_groups; g += 2) {
+    const std::uint16_t* kg = reinterpret_cast<const std::uint16_t*>(reinterpret_cast<const char*>(k) + 16 * g * kb);
+    float* s = t.s + static_cast<std::int64_t>(16 * g) * rp;
+    const bool two_keys = g + 1 < key_groups;
+    int r = 0;
+    for (; r + 2 <= row_groups; r += 2) {
+      if (two_keys) {
+        qk_tiles<true, true>(kg, kb, t.qp + 16 * r, rp, steps, s + 16 * r);
+      } else {
+        qk_tiles<false, true>(kg, kb, t.qp + 16 * r, rp, steps, s + 16 * r);
+      }
+    }
+    if (r < row_groups) {
+      if (two_keys) {
+        qk_tiles<true, false>(kg, kb, t.qp + 16 * r, rp, steps, s + 16 * r);
+      } else {
+        qk_tiles<false, false>(kg, kb, t.qp + 16 * r, rp, steps, s + 16 * r);
+      }
+    }
+  }
+  scale_scores(t.s, static_cast<std::int64_t>(c.n) * rp, t.q_scale);
+  avx512_softmax_step(t, c);
+
+  const int pairs = (c.n + 1) / 2, blocks = (pairs + 15) / 16;
+  p_rows(t, c.n, blocks, pa);
   v_pairs(c, dp, vp);
   std::memset(vp + static_cast<std::int64_t>(pairs) * dp, 0, static_cast<std::size_t>(16 * blocks - pairs) * dp * 4);
-  for (int r = 0; r < row_groups; r += 2) {
-    const bool two = r + 1 < row_groups;
-    if (r + 2 < row_groups) scores(r + 2, r + 3 < row_groups);
-    probabilities(r, two);
-    output(r, two);
+  for (int i = 0; i < rp; ++i) {
+    const float corr = t.corr[i];
+    if (corr == 1.0f) continue;
+    float* o = t.o + static_cast<std::int64_t>(i) * dp;
+    const __m512 cr = _mm512_set1_ps(corr);
+    for (int x = 0; x < dp; x += 16) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_loadu_ps(o + x), cr));
   }
+  int r = 0;
+  for (; r + 2 <= row_groups; r += 2)
+    for (int x = 0; x < dp; x += 32)
+      pv_tiles<true>(pa + static_cast<std::int64_t>(16 * r) * 32, vp + x, dp, blocks,
+                     t.o + static_cast<std::int64_t>(16 * r) * dp + x);
+  if (r < row_groups)
+    for (int x = 0; x < dp; x += 32)
+      pv_tiles<false>(pa + static_cast<std::int64_t>(16 * r) * 32, vp + x, dp, blocks,
+                      t.o + static_cast<std::int64_t>(16 * r) * dp + x);
   _tile_release();
 }
 

@@ -168,14 +168,12 @@ SA_AVX512 void pv_columns(const QueryTile& t, const KeyChunk& c, int x0, __mmask
 
 }  // namespace
 
-// Mask, then the online-softmax step for 16 rows at a time (as softmax_step of the AVX2 set), scores s
-// times `scale` (1 on the fp32 paths: then x * 1 and fma(s, 1, -m) = s - m give the AVX2 set's bits):
-//   m' = max(m, scale max_j s_j);  corr = 2^(m - m');  p_j = 2^(scale s_j - m');  l' = l * corr + sum_j p_j.
-SA_AVX512 void avx512_softmax_rows(const QueryTile& t, const KeyChunk& c, int row_begin, int row_end, float scale) {
+// Mask, then the online-softmax step for 16 rows at a time (as softmax_step of the AVX2 set):
+//   m' = max(m, max_j s_j);  corr = 2^(m - m');  p_j = 2^(s_j - m');  l' = l * corr + sum_j p_j.
+SA_AVX512 void avx512_softmax_step(const QueryTile& t, const KeyChunk& c) {
   const int rp = t.rows_padded;
   const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  const __m512 sc = _mm512_set1_ps(scale);
-  for (int ib = row_begin; ib < row_end; ib += 16) {
+  for (int ib = 0; ib < rp; ib += 16) {
     float* s = t.s + ib;
     __m512 mx = neg_inf;
     if (c.masked) {
@@ -196,23 +194,22 @@ SA_AVX512 void avx512_softmax_rows(const QueryTile& t, const KeyChunk& c, int ro
       for (int j = 0; j < c.n; ++j) mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + j * rp));
     }
     const __m512 m_old = _mm512_loadu_ps(t.m + ib);
-    const __m512 m_new = _mm512_max_ps(m_old, _mm512_mul_ps(mx, sc));
+    const __m512 m_new = _mm512_max_ps(m_old, mx);
     const __m512 m_use =
         _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m_new, neg_inf, _CMP_EQ_OQ), m_new, _mm512_setzero_ps());
     const __m512 corr = exp2_ps(_mm512_sub_ps(m_old, m_use));
-    const __m512 neg_m = _mm512_sub_ps(_mm512_setzero_ps(), m_use);
     __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
     int j = 0;
     for (; j + 2 <= c.n; j += 2) {
-      const __m512 p0 = exp2_ps(_mm512_fmadd_ps(_mm512_loadu_ps(s + j * rp), sc, neg_m));
-      const __m512 p1 = exp2_ps(_mm512_fmadd_ps(_mm512_loadu_ps(s + (j + 1) * rp), sc, neg_m));
+      const __m512 p0 = exp2_ps(_mm512_sub_ps(_mm512_loadu_ps(s + j * rp), m_use));
+      const __m512 p1 = exp2_ps(_mm512_sub_ps(_mm512_loadu_ps(s + (j + 1) * rp), m_use));
       _mm512_storeu_ps(s + j * rp, p0);
       _mm512_storeu_ps(s + (j + 1) * rp, p1);
       sum0 = _mm512_add_ps(sum0, p0);
       sum1 = _mm512_add_ps(sum1, p1);
     }
     if (j < c.n) {
-      const __m512 p0 = exp2_ps(_mm512_fmadd_ps(_mm512_loadu_ps(s + j * rp), sc, neg_m));
+      const __m512 p0 = exp2_ps(_mm512_sub_ps(_mm512_loadu_ps(s + j * rp), m_use));
       _mm512_storeu_ps(s + j * rp, p0);
       sum0 = _mm512_add_ps(sum0, p0);
     }
@@ -220,10 +217,6 @@ SA_AVX512 void avx512_softmax_rows(const QueryTile& t, const KeyChunk& c, int ro
     _mm512_storeu_ps(t.m + ib, m_new);
     _mm512_storeu_ps(t.corr + ib, corr);
   }
-}
-
-SA_AVX512 void avx512_softmax_step(const QueryTile& t, const KeyChunk& c) {
-  avx512_softmax_rows(t, c, 0, t.rows_padded, 1.0f);
 }
 
 namespace {
