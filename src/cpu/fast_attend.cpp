@@ -64,6 +64,7 @@ struct Engine {
   const Panel* v = nullptr;
   const Panel16* k16 = nullptr;  // the bf16 path: these instead of k and v
   const Panel16* v16 = nullptr;
+  const std::uint32_t* v_pairs = nullptr;  // the bf16 path where the set wants them (load_v_pairs)
   int dim_padded = 0;
   const Kernels* kern = nullptr;  // read once per call: the set may not change under a running call
 
@@ -130,14 +131,15 @@ void Engine::run_tile(Workspace& ws, const Job& job, const HeadMask& hm) const {
   ws.kp16.resize(kChunk);
   ws.vp16.resize(kChunk);
   const std::uint8_t* is_column = job.dense ? nullptr : hm.is_column;
-  // One chunk of n keys, key j of the chunk at row key(j) of the panels.
-  auto run_chunk = [&](int n, auto key, bool masked, std::int64_t first_key) {
+  // One chunk of n keys, key j of the chunk at row key(j) of the panels (consecutive: key(j) = first_key + j).
+  auto run_chunk = [&](int n, auto key, bool masked, std::int64_t first_key, bool consecutive) {
     KeyChunk c;
     c.n = n;
     c.masked = masked;
     c.first_key = static_cast<std::int32_t>(first_key);
     c.is_column = masked ? is_column : nullptr;
     if (bf16) {
+      if (v_pairs != nullptr && consecutive && first_key % 2 == 0) c.v_pairs = v_pairs + first_key / 2 * dp;
       for (int j = 0; j < n; ++j) {
         ws.kp16[j] = k16->data + key(j) * k16->ld;
         ws.vp16[j] = v16->data + key(j) * v16->ld;
@@ -155,14 +157,18 @@ void Engine::run_tile(Workspace& ws, const Job& job, const HeadMask& hm) const {
       kern.attend_chunk(t, c);
     }
   };
+  // With V pairs, a span from an odd key starts with a chunk one key short, so that the rest start even.
   auto run_span = [&](std::int64_t a, std::int64_t e, bool masked) {
-    for (std::int64_t x = a; x < e; x += kChunk)
-      run_chunk(static_cast<int>(std::min<std::int64_t>(kChunk, e - x)), [x](int j) { return x + j; }, masked, x);
+    for (std::int64_t x = a; x < e;) {
+      const std::int64_t n = std::min<std::int64_t>(v_pairs != nullptr && x % 2 != 0 ? kChunk - 1 : kChunk, e - x);
+      run_chunk(static_cast<int>(n), [x](int j) { return x + j; }, masked, x, true);
+      x += n;
+    }
   };
   auto run_list = [&](const std::int32_t* idx, std::int64_t count) {
     for (std::int64_t x = 0; x < count; x += kChunk)
       run_chunk(static_cast<int>(std::min<std::int64_t>(kChunk, count - x)),
-                [idx, x](int j) { return static_cast<std::int64_t>(idx[x + j]); }, false, 0);
+                [idx, x](int j) { return static_cast<std::int64_t>(idx[x + j]); }, false, 0, false);
   };
 
   // Bands move right with the row: lo and hi are non-decreasing in r.
@@ -236,6 +242,8 @@ void run(const Problem& p, const TensorView& q, const TensorView& k, const Tenso
                     v.dtype == DType::bf16 && out.dtype == DType::bf16;
   Panel kpanel, vpanel;
   Panel16 kpanel16, vpanel16;
+  AlignedBuffer<std::uint32_t> vpairs;
+  const bool want_v_pairs = bf16 && kern.wants_v_pairs != nullptr && kern.wants_v_pairs(static_cast<int>(p.head_dim));
   std::vector<Workspace> workspaces(static_cast<std::size_t>(threads));
   std::vector<std::uint8_t> flags;
   std::vector<HeadMask> masks(static_cast<std::size_t>(group));
@@ -248,6 +256,10 @@ void run(const Problem& p, const TensorView& q, const TensorView& k, const Tenso
         load_panel_bf16(v, b, kvh, p.seq_k, eng.dim_padded, threads, vpanel16);
         eng.k16 = &kpanel16;
         eng.v16 = &vpanel16;
+        if (want_v_pairs) {
+          load_v_pairs(v, b, kvh, p.seq_k, eng.dim_padded, threads, vpairs);
+          eng.v_pairs = vpairs.data();
+        }
       } else {
         load_panel(kern, k, b, kvh, p.seq_k, eng.dim_padded, threads, kpanel);
         load_panel(kern, v, b, kvh, p.seq_k, eng.dim_padded, threads, vpanel);

@@ -74,6 +74,10 @@ struct KeyChunk {
   // zeros past head_dim.
   const std::uint16_t* const* k16 = nullptr;
   const std::uint16_t* const* v16 = nullptr;
+  // The bf16 path, where the set asks for it (Kernels::wants_v_pairs) and the chunk's keys are consecutive
+  // from an even first_key: V as pairs of keys, row jj (dim_padded words) = keys 2 jj and 2 jj + 1, word x =
+  // V[.][x] | V[.][x] << 16, at least 16 rows past the chunk's last pair readable (later keys or zeros).
+  const std::uint32_t* v_pairs = nullptr;
 };
 
 // Stage 1 for up to kLanes sampled rows of one (batch, head): the exact softmax of each row over its visible
@@ -125,6 +129,9 @@ struct Kernels {
   void (*sample_rows_bf16)(const SampleTile& tile);
   // Query rows per attention tile when attend_chunk_bf16 runs (a multiple of kLanes).
   int bf16_tile_rows = kTileRows;
+  // Null, or whether attend_chunk_bf16 reads KeyChunk::v_pairs for this head_dim (the caller then builds
+  // them once per KV head).
+  bool (*wants_v_pairs)(int head_dim) = nullptr;
 };
 
 const Kernels& portable_kernels();

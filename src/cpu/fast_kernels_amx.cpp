@@ -9,7 +9,8 @@
 //            operand needs), in 2 x 2 blocks of 16 x 16 tiles straight into the scores; then times scale.
 //   softmax: the AVX-512 set's, on the fp32 scores.
 //   P V:     P rounded to bf16 and transposed to (rows, keys) by 16 x 16 word transposes of its key pairs,
-//            V paired by keys; O (rows, d) tiles loaded, multiplied into and stored,
+//            V paired by keys (once per KV head by the caller for chunks of consecutive keys from an even
+//            key, else per chunk); O (rows, d) tiles loaded, multiplied into and stored,
 //            after the rows whose maximum moved were rescaled.
 // Head dims whose pairs are not a multiple of 16 (the tile width) or above 256 run the bf16 set's code.
 // Linux hands out the tile state per process on request (arch_prctl ARCH_REQ_XCOMP_PERM); each call loads the
@@ -49,6 +50,7 @@ const amx::TileConfig kConfig;
 const Kernels* g_bf16 = nullptr;  // the bf16 set, for head dims the tiles do not fit
 
 bool fits_tiles(int dim_pairs) { return dim_pairs % 16 == 0 && dim_pairs <= kMaxPairs; }
+bool wants_v_pairs(int head_dim) { return fits_tiles((head_dim + 1) / 2); }
 
 // S^T (16 or 32 keys, 16 or 32 rows) at s (ld rp floats) = K rows (stride kb bytes) times Q^T pairs qp (ld rp).
 template <bool TwoKeys, bool TwoRows>
@@ -247,8 +249,13 @@ SA_AMX void attend_chunk_amx(const QueryTile& t, const KeyChunk& c) {
 
   const int pairs = (c.n + 1) / 2, blocks = (pairs + 15) / 16;
   p_rows(t, c.n, blocks, pa);
-  v_pairs(c, dp, vp);
-  std::memset(vp + static_cast<std::int64_t>(pairs) * dp, 0, static_cast<std::size_t>(16 * blocks - pairs) * dp * 4);
+  // V pairs: the caller's (built once per KV head; the rows past the chunk meet zero P words), or this chunk's.
+  const std::uint32_t* vb = c.v_pairs;
+  if (vb == nullptr) {
+    v_pairs(c, dp, vp);
+    std::memset(vp + static_cast<std::int64_t>(pairs) * dp, 0, static_cast<std::size_t>(16 * blocks - pairs) * dp * 4);
+    vb = vp;
+  }
   for (int i = 0; i < rp; ++i) {
     const float corr = t.corr[i];
     if (corr == 1.0f) continue;
@@ -259,11 +266,11 @@ SA_AMX void attend_chunk_amx(const QueryTile& t, const KeyChunk& c) {
   int r = 0;
   for (; r + 2 <= row_groups; r += 2)
     for (int x = 0; x < dp; x += 32)
-      pv_tiles<true>(pa + static_cast<std::int64_t>(16 * r) * 32, vp + x, dp, blocks,
+      pv_tiles<true>(pa + static_cast<std::int64_t>(16 * r) * 32, vb + x, dp, blocks,
                      t.o + static_cast<std::int64_t>(16 * r) * dp + x);
   if (r < row_groups)
     for (int x = 0; x < dp; x += 32)
-      pv_tiles<false>(pa + static_cast<std::int64_t>(16 * r) * 32, vp + x, dp, blocks,
+      pv_tiles<false>(pa + static_cast<std::int64_t>(16 * r) * 32, vb + x, dp, blocks,
                       t.o + static_cast<std::int64_t>(16 * r) * dp + x);
   _tile_release();
 }
@@ -354,7 +361,7 @@ const Kernels* amx_kernels() {
     if (base == nullptr || !amx_usable()) return nullptr;
     g_bf16 = base;
     static const Kernels k{"amx",      base->convert_row, base->store_row, base->attend_chunk, base->sample_rows,
-                           attend_chunk_amx, sample_rows_amx,  kAmxTileRows};
+                           attend_chunk_amx, sample_rows_amx,  kAmxTileRows,     wants_v_pairs};
     return &k;
   }();
   return set;

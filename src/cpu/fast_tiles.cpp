@@ -69,6 +69,27 @@ void load_panel_bf16(const TensorView& t, std::int64_t b, std::int64_t h, std::i
   });
 }
 
+void load_v_pairs(const TensorView& v, std::int64_t b, std::int64_t h, std::int64_t rows, std::int64_t width,
+                  int threads, AlignedBuffer<std::uint32_t>& pairs) {
+  const std::int64_t d = v.head_dim(), sd = v.stride[3], n = (rows + 1) / 2 + 16;
+  const auto* base = static_cast<const std::uint16_t*>(v.data);
+  std::uint32_t* dst = pairs.resize(static_cast<std::size_t>(n * width));
+  constexpr std::int64_t kBlock = 128;
+  parallel_for((n + kBlock - 1) / kBlock, threads, [&](std::int64_t blk, int) {
+    const std::int64_t end = std::min(n, (blk + 1) * kBlock);
+    for (std::int64_t p = blk * kBlock; p < end; ++p) {
+      std::uint32_t* row = dst + p * width;
+      std::fill(row, row + width, 0u);
+      for (std::int64_t half = 0; half < 2; ++half) {
+        const std::int64_t key = 2 * p + half;
+        if (key >= rows) break;
+        const std::uint16_t* src = base + v.offset(b, key, h, 0);
+        for (std::int64_t x = 0; x < d; ++x) row[x] |= static_cast<std::uint32_t>(src[x * sd]) << (16 * half);
+      }
+    }
+  });
+}
+
 void load_query_pairs(const TensorView& q, std::int64_t b, std::int64_t h, const std::int64_t* rows, int n,
                       int rows_padded, std::uint32_t* qp) {
   const std::int64_t d = q.head_dim(), pairs = (d + 1) / 2;

@@ -62,6 +62,12 @@ struct Panel16 {
 void load_panel_bf16(const TensorView& t, std::int64_t b, std::int64_t h, std::int64_t rows, std::int64_t width,
                      int threads, Panel16& panel);
 
+// V of one (batch, head) of a bf16 view as pairs of keys (KeyChunk::v_pairs): ceil(rows / 2) + 16 rows of
+// `width` (>= head_dim) words, row p word x = V[2p][x] | V[2p + 1][x] << 16, zero past head_dim, past key
+// rows - 1 and in the 16 padding rows.
+void load_v_pairs(const TensorView& v, std::int64_t b, std::int64_t h, std::int64_t rows, std::int64_t width,
+                  int threads, AlignedBuffer<std::uint32_t>& pairs);
+
 // Q^T as bf16 pairs, (ceil(d / 2), rows_padded) words, of the rows rows[0..n) of (batch b, head h) of a bf16
 // q: word (c, i) = Q[i][2c] | Q[i][2c + 1] << 16, zero past d and in columns n..rows_padded.
 void load_query_pairs(const TensorView& q, std::int64_t b, std::int64_t h, const std::int64_t* rows, int n,
