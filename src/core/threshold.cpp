@@ -4,29 +4,43 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 namespace sampleattn::core {
 
 template <typename Score>
 std::vector<std::int32_t> choose_columns(const Score* scores, std::int64_t n, double alpha,
                                          std::int64_t sink_tokens) {
-  // Descending score, the lower index first among ties: sorted as (score bits, index) pairs held together
-  // (for non-negative doubles the bit patterns order as the values; + 0.0 turns a -0 into +0).
-  struct Entry {
-    std::uint64_t bits;
-    std::int32_t index;
-  };
-  std::vector<Entry> entries(static_cast<std::size_t>(n));
-  for (std::int64_t j = 0; j < n; ++j) {
+  // Descending score, the lower index first among ties: a stable LSD radix sort of the indices by the
+  // complemented bits of the scores (for non-negative doubles the bit patterns order as the values; + 0.0
+  // turns a -0 into +0), 11 bits a pass, passes where every key has the same digit skipped.
+  const auto count = static_cast<std::size_t>(n);
+  std::vector<std::uint64_t> keys(count), keys_tmp(count);
+  std::vector<std::int32_t> order(count), order_tmp(count);
+  for (std::size_t j = 0; j < count; ++j) {
     const double v = static_cast<double>(scores[j]) + 0.0;
-    std::memcpy(&entries[static_cast<std::size_t>(j)].bits, &v, sizeof v);
-    entries[static_cast<std::size_t>(j)].index = static_cast<std::int32_t>(j);
+    std::memcpy(&keys[j], &v, sizeof v);
+    keys[j] = ~keys[j];
+    order[j] = static_cast<std::int32_t>(j);
   }
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-    return a.bits != b.bits ? a.bits > b.bits : a.index < b.index;
-  });
-  std::vector<std::int32_t> order(static_cast<std::size_t>(n));
-  for (std::size_t i = 0; i < entries.size(); ++i) order[i] = entries[i].index;
+  constexpr int kBits = 11;
+  constexpr std::size_t kBuckets = std::size_t{1} << kBits;
+  std::vector<std::size_t> start(kBuckets);
+  for (int shift = 0; shift < 64; shift += kBits) {
+    std::fill(start.begin(), start.end(), 0);
+    for (std::uint64_t key : keys) ++start[(key >> shift) & (kBuckets - 1)];
+    if (count > 0 && start[(keys[0] >> shift) & (kBuckets - 1)] == count) continue;
+    std::size_t sum = 0;
+    for (std::size_t& c : start) sum += std::exchange(c, sum);
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t at = start[(keys[i] >> shift) & (kBuckets - 1)]++;
+      keys_tmp[at] = keys[i];
+      order_tmp[at] = order[i];
+    }
+    keys.swap(keys_tmp);
+    order.swap(order_tmp);
+  }
   double total = 0.0;
   for (std::int32_t j : order) total += static_cast<double>(scores[j]);
   const double target = alpha * total;
