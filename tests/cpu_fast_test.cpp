@@ -440,6 +440,18 @@ TEST(CpuFast, NonUnitElementStride) {
   }
 }
 
+// Sparse attention of the current kernel set over a random selection against the reference's.
+void expect_sparse_matches_reference(const Case& c, const Inputs& in, std::mt19937_64& rng) {
+  const Selection sel = test::random_selection(rng, c.batch, c.hq, c.sq, c.sk, c.causal, 5, c.sk / 4 + 1, c.sq / 5);
+  HostTensor out(c.dtype, c.batch, c.sq, c.hq, c.d, c.layout), ref(DType::f32, c.batch, c.sq, c.hq, c.d);
+  out.poison();
+  ref.poison();
+  std::vector<float> lse = poisoned_lse(c), ref_lse = poisoned_lse(c);
+  attend(in.q.view(), in.k.view(), in.v.view(), sel, out.view(), lse.data(), params_of(c), fast_options());
+  attend(in.q.view(), in.k.view(), in.v.view(), sel, ref.view(), ref_lse.data(), params_of(c), kRef);
+  expect_close(c, in.v, out, ref, lse, ref_lse, reference_lse_twice(c, in, &sel));
+}
+
 // Puts the automatic kernel choice back when a test that forced a set ends.
 struct KernelSetRestore {
   ~KernelSetRestore() { cpu::fast::force_kernels(nullptr); }
@@ -467,14 +479,7 @@ TEST_P(CpuFastKernelSet, DenseAttendAndSelectMatchReference) {
     dense_attention(in.q.view(), in.k.view(), in.v.view(), out.view(), lse.data(), params_of(c), fast_options());
     dense_attention(in.q.view(), in.k.view(), in.v.view(), ref.view(), ref_lse.data(), params_of(c), kRef);
     expect_close(c, in.v, out, ref, lse, ref_lse, reference_lse_twice(c, in, nullptr));
-    const Selection sel = test::random_selection(rng, c.batch, c.hq, c.sq, c.sk, c.causal, 5, c.sk / 4 + 1, c.sq / 5);
-    out.poison();
-    ref.poison();
-    lse = poisoned_lse(c);
-    ref_lse = poisoned_lse(c);
-    attend(in.q.view(), in.k.view(), in.v.view(), sel, out.view(), lse.data(), params_of(c), fast_options());
-    attend(in.q.view(), in.k.view(), in.v.view(), sel, ref.view(), ref_lse.data(), params_of(c), kRef);
-    expect_close(c, in.v, out, ref, lse, ref_lse, reference_lse_twice(c, in, &sel));
+    expect_sparse_matches_reference(c, in, rng);
   }
   for (const Case& c : {small_cases()[4], small_cases()[22]}) {
     SampleConfig config;
@@ -579,14 +584,7 @@ TEST_P(CpuFastBf16Set, MatchesReference) {
       differs_bf16 = differs_bf16 || std::memcmp(out.data(), other.data(), out.bytes()) != 0;
     }
     ASSERT_TRUE(cpu::fast::force_kernels(set.c_str()));
-    const Selection sel = test::random_selection(rng, c.batch, c.hq, c.sq, c.sk, c.causal, 5, c.sk / 4 + 1, c.sq / 5);
-    out.poison();
-    ref.poison();
-    lse = poisoned_lse(c);
-    ref_lse = poisoned_lse(c);
-    attend(in.q.view(), in.k.view(), in.v.view(), sel, out.view(), lse.data(), params_of(c), fast_options());
-    attend(in.q.view(), in.k.view(), in.v.view(), sel, ref.view(), ref_lse.data(), params_of(c), kRef);
-    expect_close(c, in.v, out, ref, lse, ref_lse, reference_lse_twice(c, in, &sel));
+    expect_sparse_matches_reference(c, in, rng);
   }
   EXPECT_TRUE(differs_wide) << "the " << set << " path gave the AVX-512 set's bits everywhere: did it run?";
   if (set == "amx") EXPECT_TRUE(differs_bf16) << "AMX gave the bf16 set's bits on every tile shape: did it run?";
