@@ -1,8 +1,9 @@
 // Inner kernels of the fast CPU backend (fast.h): row conversion, one key chunk of flash attention, and one
 // tile of stage-1 sampled rows. Implementations with the same contract: AVX-512 (F, DQ, BW, VL;
 // fast_kernels_avx512.cpp), the same plus AVX512_BF16 dot products for bf16 data
-// (fast_kernels_avx512_bf16.cpp), the same with AMX tile products (fast_kernels_amx.cpp), AVX2+FMA+F16C (fast_kernels_avx2.cpp), all compiled with per-function target
-// attributes, and portable C++ (fast_kernels_portable.cpp); kernels() picks one at run time.
+// (fast_kernels_avx512_bf16.cpp), the same with AMX tile products (fast_kernels_amx.cpp), AVX2+FMA+F16C
+// (fast_kernels_avx2.cpp), all compiled with per-function target attributes, and portable C++
+// (fast_kernels_portable.cpp); kernels() picks one at run time.
 //
 // Layouts. Scores are kept transposed, S^T (keys, query rows), so that a vector holds 8 (AVX2) or 16 (AVX-512)
 // query rows of one key: the row max and sum of the online softmax are then vertical (element-wise)

@@ -276,7 +276,8 @@ SA_AMX void attend_chunk_amx(const QueryTile& t, const KeyChunk& c) {
 }
 
 // Scores of the 16 sampled rows against 64 consecutive keys at k (stride kb bytes) into s (16 floats a key).
-SA_AMX inline void sample_tiles4(const std::uint16_t* k, std::int64_t kb, const std::uint32_t* qp, int steps, float* s) {
+SA_AMX inline void sample_tiles4(const std::uint16_t* k, std::int64_t kb, const std::uint32_t* qp, int steps,
+                                 float* s) {
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);

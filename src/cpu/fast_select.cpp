@@ -3,9 +3,9 @@
 // Per (batch, KV head) the K rows are converted once (fast_tiles.h; kept bf16 for bf16 dot products where
 // the kernel set has them and q and k are bf16). Per query head, the sampled rows
 // (core::sampled_rows) go in tiles of 16 to the threads by a static split (largest tile first to the least
-// loaded thread, each thread's tiles then in row order: a given thread count always sums in the same order). Each tile scores its rows against all their visible keys,
-// takes the exact softmax of each row, and adds the probabilities per key column into the thread's fp64
-// colscore, and the part outside each row's band into `outside` (fast_kernels.h: sample_rows). The
+// loaded thread, each thread's tiles then in row order: a given thread count always sums in the same order).
+// Each tile scores its rows against all their visible keys, takes the exact softmax of each row, and adds
+// the probabilities per key column into the thread's fp64 colscore, and the part outside each row's band into `outside` (fast_kernels.h: sample_rows). The
 // threads' arrays are then summed in thread order, core::choose_columns<double> picks the columns, and
 //   sampled_coverage = 1 - (mass outside the bands in columns not chosen) / n,
 // the same quantity the reference computes as (band mass + chosen columns' outside mass) / n.
