@@ -5,8 +5,9 @@
 // (core::sampled_rows) go in tiles of 16 to the threads by a static split (largest tile first to the least
 // loaded thread, each thread's tiles then in row order: a given thread count always sums in the same order).
 // Each tile scores its rows against all their visible keys, takes the exact softmax of each row, and adds
-// the probabilities per key column into the thread's fp64 colscore, and the part outside each row's band into `outside` (fast_kernels.h: sample_rows). The
-// threads' arrays are then summed in thread order, core::choose_columns<double> picks the columns, and
+// the probabilities per key column into the thread's fp64 colscore, and the part outside each row's band
+// into `outside` (fast_kernels.h: sample_rows). The threads' arrays are then summed in thread order,
+// core::choose_columns<double> picks the columns, and
 //   sampled_coverage = 1 - (mass outside the bands in columns not chosen) / n,
 // the same quantity the reference computes as (band mass + chosen columns' outside mass) / n.
 #include <algorithm>
