@@ -4,7 +4,7 @@
 Drives run_attention on PyTorch tensors through the C entry point in bench/cuda_attention_capi.cpp (one
 shared library per kernel variant, --lib NAME=PATH, the first is the primary), on the same inputs and in
 the same run as SDPA's cuDNN and flash backends. Cases (issue 3): H200, bf16, Hq 32, Hkv 8, d 128, causal,
-S in 8K / 32K / 128K:
+S in 8K / 32K / 128K (--head-dim: the same cases at another head_dim):
   dense      ours vs SDPA cuDNN and flash; our output checked against cuDNN's within the bf16 tolerance;
   sparse     window + random columns at kept densities ~5/10/20/50%: effective TFLOP/s over kept entries;
   minference window 8% + 1024 random columns per head: time vs cuDNN dense (targets 2.81x / 3.79x);
@@ -190,7 +190,7 @@ def run(args):
 
     flush = flush_buffer()
     results = {"cases": [], "checks": []}
-    hq, hkv, d, dt = 32, 8, 128, torch.bfloat16
+    hq, hkv, d, dt = 32, 8, args.head_dim, torch.bfloat16
 
     def log(msg):
         print(msg, flush=True)
@@ -299,7 +299,7 @@ def run(args):
         torch.cuda.empty_cache()
 
     # Other dense shapes at 32K: head_dim 64 (bf16) and fp16 at head_dim 128, primary kernel only.
-    for dd, dtype, tag in ((64, torch.bfloat16, "bf16"), (128, torch.float16, "f16")):
+    for dd, dtype, tag in ((64, torch.bfloat16, "bf16"), (128, torch.float16, "f16")) if d == 128 else ():
         seq = 32768
         q, k, v = new_qkv(seq, d=dd, dtype=dtype)
         out = torch.empty_like(q)
@@ -398,6 +398,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--seqs", type=int, nargs="+", default=[8192, 32768, 131072])
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--head-dim", type=int, default=128, help="head_dim of the main cases (64, 96, 128 or 256)")
     ap.add_argument("--reps", type=int, default=0, help="timed runs per case (default 3 at 64K and above, else 5)")
     ap.add_argument("--million", action="store_true", help="also the 1M-token sparse check")
     ap.add_argument("--profile-one", action="store_true",

@@ -3,8 +3,8 @@
 
 Drives the library through bench/cuda_e2e_capi.cpp (ctypes) on PyTorch tensors, in one process:
   --check   dense attention and alpha = 1 SampleAttention against PyTorch SDPA (cuDNN backend), bf16/fp16,
-            GQA, head_dim 64/128, within the dtype's tolerance (src/core/tolerance.h); exit code 1 on failure.
-  --bench   H200, bf16, Hq 32, Hkv 8, d 128, causal, on the structured generator (include/sampleattn/workload.h):
+            GQA, head_dim 64/96/128/256, within the dtype's tolerance (src/core/tolerance.h); exit code 1 on failure.
+  --bench   H200, bf16, Hq 32, Hkv 8, d 128 (--head-dim), causal, on the structured generator (include/sampleattn/workload.h):
             selection (stages 1 + 2) vs SDPA cuDNN (the faster of its native-GQA and pre-expanded forms, nothing
             but the attention call timed; in order, then alternately: alternating_ms), our dense
             kernel, sample_attention end to end with its density and exact CRA on sampled rows,
@@ -214,7 +214,8 @@ def cudnn_baselines(q, k, v, reps):
 def check(sa):
     ok = True
     cases = [(4096, 8, 2, 128, torch.bfloat16, True), (2048, 4, 4, 64, torch.float16, True),
-             (1537, 8, 1, 128, torch.bfloat16, True), (1000, 4, 2, 64, torch.bfloat16, False)]
+             (1537, 8, 1, 128, torch.bfloat16, True), (1000, 4, 2, 64, torch.bfloat16, False),
+             (2049, 8, 2, 96, torch.bfloat16, True), (1537, 4, 1, 256, torch.float16, True)]
     seed = int(os.environ.get("SAMPLEATTN_TEST_SEED", time.time()))
     print(f"check seed {seed} (SAMPLEATTN_TEST_SEED={seed} repeats it)")
     g = torch.Generator(device="cuda").manual_seed(seed)
@@ -316,9 +317,9 @@ def kernel_profile(fn):
 MIXES = {"default": 0, "no-dense": 1}  # head profile mixes of bench/cuda_e2e_capi.cpp sa_workload
 
 
-def bench(sa, lengths, flex_lengths, reps, mixes=("default",), on_case=lambda results: None):
+def bench(sa, lengths, flex_lengths, reps, mixes=("default",), on_case=lambda results: None, d=128):
     """Every (length, head mix) case; on_case(results) after each one (the JSON is written as it grows)."""
-    Hq, Hkv, d = 32, 8, 128
+    Hq, Hkv = 32, 8
     results = []
     for S, mix in [(S, m) for S in lengths for m in mixes]:
         print(f"== S={S}  (Hq {Hq}, Hkv {Hkv}, d {d}, bf16, causal, structured workload, {mix} head mix)", flush=True)
@@ -478,6 +479,7 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--mixes", default="default", help="head profile mixes, e.g. default,no-dense")
     ap.add_argument("--out", default="")
+    ap.add_argument("--head-dim", type=int, default=128, help="--bench head_dim (64, 96, 128 or 256)")
     ap.add_argument("--commit", default=os.environ.get("SAMPLEATTN_COMMIT", "unknown"))
     ap.add_argument("--profile-call", default="",
                     help="only one call of cudnn-gqa, cudnn-expanded, selection, sample-attention, flex, uniform or "
@@ -506,7 +508,7 @@ def main():
                 with open(a.out, "w") as f:
                     json.dump(doc, f, indent=1)
 
-        bench(sa, lengths, flex, a.reps, [m for m in a.mixes.split(",") if m], write)
+        bench(sa, lengths, flex, a.reps, [m for m in a.mixes.split(",") if m], write, a.head_dim)
     sys.exit(0 if ok else 1)
 
 

@@ -28,7 +28,7 @@ options:
   --seq N            tokens (16384; K and M suffixes allowed)
   --heads N          query heads (8)
   --kv-heads N       key/value heads (2)
-  --head-dim N       head dimension (128; 16 to 256, and 64 or 128 on CUDA)
+  --head-dim N       head dimension (128; 16 to 256, and 64, 96, 128 or 256 on CUDA)
   --batch N          batch size (1)
   --dtype T          f32, f16, bf16 (bf16)
   --seed S           generator seed (0)

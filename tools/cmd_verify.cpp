@@ -26,7 +26,7 @@ namespace {
 constexpr const char* kHelp = R"(usage: sampleattn verify [options]
 
 Checks the fast backends against the fp64 CPU reference on random cases (shapes with Sk = 1, 17, 97, 300, 1025,
-Sq < Sk, GQA 1/4/8, head_dim 64 and 128, float32 / float16 / bfloat16, causal and not): dense attention,
+Sq < Sk, GQA 1/4/8, head_dim 64, 96, 128 and 256, float32 / float16 / bfloat16, causal and not): dense attention,
 sparse attention on the reference's selection, the selection itself (equal up to rounding at the alpha
 cut) and select + attend end to end. Exit code 1 on any mismatch.
 
@@ -56,12 +56,13 @@ Case random_case(std::mt19937_64& rng, int index, bool cuda_only_dims) {
   static const std::int64_t kSk[] = {1, 17, 97, 300, 1025};
   static const std::int64_t kGroup[] = {1, 4, 8};
   static const DType kTypes[] = {DType::bf16, DType::f16, DType::f32};
+  static const std::int64_t kDims[] = {128, 64, 96, 256};
   Case c{};
   c.sk = kSk[index % 5];
   c.sq = (index % 3 == 1) ? 1 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(c.sk)) : c.sk;
   c.hkv = 1 + static_cast<std::int64_t>(rng() % 2);
   c.hq = c.hkv * kGroup[index % 3];
-  c.d = (index % 2) ? 64 : 128;
+  c.d = kDims[(index + index / 4) % 4];
   c.batch = c.sk <= 97 ? 2 : 1;
   c.causal = index % 4 != 3;
   c.dtype = kTypes[index % (cuda_only_dims ? 2 : 3)];

@@ -7,7 +7,8 @@
 //   sampleattn::cuda::sample_attention(q, k, v, out, lse, params, config, ws, bytes, stream);
 //   Selection s = sampleattn::cuda::selection_from_workspace(q, k, params, config, ws, bytes, stream);
 //
-// Tensors are CUDA views (tensor.h) of bfloat16 or float16 with head_dim 64 or 128, head_dim contiguous;
+// Tensors are CUDA views (tensor.h) of bfloat16 or float16 with head_dim 64, 96, 128 or 256 (256 needs a GPU that
+// gives a block 160 KiB of shared memory: A100, H100, H200), head_dim contiguous;
 // shapes and the optional lse output as in api.h. The call runs on the current device: the tensors, the
 // workspace and `stream` (a cudaStream_t; nullptr: the legacy default stream) must belong to it. Any number of
 // host threads may call at once, each with its own workspace. The workspace must be 256-byte aligned

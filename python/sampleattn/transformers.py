@@ -132,7 +132,7 @@ _recorder = _Recorder()
 # What the CUDA backend has kernels for (src/cuda/backend.cpp, check_device_inputs). Checked here first so that
 # the common fallbacks cost no exception; anything else the backend rejects is caught below.
 _CUDA_DTYPES = (torch.bfloat16, torch.float16)
-_CUDA_HEAD_DIMS = (64, 128)
+_CUDA_HEAD_DIMS = (64, 96, 128, 256)
 _warned: set = set()
 
 

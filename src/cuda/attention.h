@@ -60,13 +60,16 @@ constexpr std::int64_t kSmallWindowRows = SAMPLEATTN_SM90_SMALL_WINDOW;
 AttentionParams attention_params(const core::Problem& p, const TensorView& q, const TensorView& k,
                                  const TensorView& v, const TensorView& out, float* lse);
 
-// Whether a kernel instance exists for (dtype, head_dim) on the current device.
+// Whether a kernel instance exists for (dtype, head_dim) and runs on the current device (compute capability 8.0
+// or newer, and the shared memory the instance needs: head_dim 256 needs 160 KiB per block).
 bool attention_supported(DType dtype, std::int64_t head_dim);
+// The same, as an Error naming the dtype, head_dim and what the device lacks.
+void check_attention_supported(DType dtype, std::int64_t head_dim);
 // The checks run_attention makes, without launching anything (callers validate before enqueuing work).
 void check_attention_params(const AttentionParams& params);
 // Launches on `stream` (a cudaStream_t); no allocation, no synchronisation (graph-capturable). Throws
-// sampleattn::Error naming the argument for unsupported parameters (dtype, head_dim, head_dim stride != 1,
-// seq_q > seq_k, seq_k >= 2^31 - 256, batch > 65535) and on a launch failure.
+// sampleattn::Error naming the argument for unsupported parameters (dtype, head_dim other than 64, 96, 128 and
+// 256, head_dim stride != 1, seq_q > seq_k, seq_k >= 2^31 - 256, batch > 65535) and on a launch failure.
 void run_attention(const AttentionParams& params, void* stream);
 
 }  // namespace sampleattn::cuda

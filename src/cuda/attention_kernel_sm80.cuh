@@ -1,7 +1,8 @@
 // The sm_80 attention kernel (FlashAttention-2 structure) and its launch template, dense and sparse.
-// One thread block per (query tile of 128 rows, query head, batch); each warp owns 16 or 32 query rows.
-//   Q tile   [128, d] -> shared memory (cp.async) -> registers (ldmatrix): once with 16 rows a warp,
-//            per K tile with 32.
+// One thread block per (query tile of 128 rows, 64 at head_dim 256, query head, batch); each warp owns 16 or 32
+// query rows. head_dim 64, 96, 128, 256 (tile shapes: attention_sm80_shape.h).
+//   Q tile   [128, d] -> shared memory (cp.async) -> registers (ldmatrix): once with 16 rows a warp (d <= 128),
+//            per K tile otherwise.
 //   K/V      [64, d] tiles, two shared-memory stages: tile t + 1 is copied while tile t is computed.
 //            Contiguous tiles read keys [n0, n0 + 64); gathered tiles read the kept columns' rows by index
 //            (16-byte cp.async per chunk; the indices themselves come one tile ahead, by cp.async too).
@@ -19,40 +20,40 @@
 #include "cuda/attention_args.h"
 #include "cuda/attention_plan.cuh"
 #include "cuda/ptx_sm80.cuh"
+#include "cuda/attention_sm80_shape.h"
 #include "cuda/attention_softmax_sm80.cuh"
 #include "cuda/attention_tile_sm80.cuh"
 
 namespace sampleattn::cuda::sm80 {
 
-// Tile shape. Each warp owns kWarpRows query rows (kMTiles m16 slices). 32 rows a warp (4 warps, two
-// blocks per SM) halves the shared-memory reads of K and V per FLOP against 16 rows a warp (8 warps, Q kept
-// in registers): on the H200, dense causal 8K / 32K / 128K took 1.82 / 27.1 / 436 ms against 2.12 / 32.1 /
-// 501 ms (bench/NOTES.md). SAMPLEATTN_SM80_WARP_ROWS=16 builds the other for comparison.
-#ifndef SAMPLEATTN_SM80_WARP_ROWS
-#define SAMPLEATTN_SM80_WARP_ROWS 32
-#endif
-
+// Tile shape (attention_sm80_shape.h). Each warp owns kWarpRows query rows (kMTiles m16 slices). 32 rows a warp
+// (4 warps, two blocks per SM) halves the shared-memory reads of K and V per FLOP against 16 rows a warp (8
+// warps, Q kept in registers): on the H200, dense causal 8K / 32K / 128K took 1.82 / 27.1 / 436 ms against
+// 2.12 / 32.1 / 501 ms (bench/NOTES.md). SAMPLEATTN_SM80_WARP_ROWS=16 builds the other for comparison; head_dim
+// 256 always runs 16 rows a warp with Q re-read from shared memory (its O fills 128 registers).
 template <typename Elem, int kD>
 struct Config {
-  static constexpr int kBlockM = 128;
-  static constexpr int kBlockN = 64;
-  static constexpr int kWarpRows = SAMPLEATTN_SM80_WARP_ROWS;
+  static constexpr Shape kShape = shape_for(kD);
+  static constexpr int kBlockM = kShape.block_m;
+  static constexpr int kBlockN = kShape.block_n;
+  static constexpr int kWarpRows = kShape.warp_rows;
   static constexpr int kMTiles = kWarpRows / 16;
   static constexpr int kWarps = kBlockM / kWarpRows;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kMinBlocks = kMTiles == 1 ? 1 : 2;   // blocks per SM the registers must allow
-  static constexpr bool kQInRegisters = kMTiles == 1;      // else Q is re-read from shared memory per tile
+  static constexpr int kMinBlocks = kMTiles == 1 ? 1 : 2;  // blocks per SM the registers must allow
+  static constexpr bool kQInRegisters = kMTiles == 1 && kD <= 128;  // else Q is re-read from shared memory per tile
   static constexpr int kNTiles = kBlockN / 8;  // 8-key n-tiles of S per m16 slice
   static constexpr int kOTiles = kD / 8;       // 8-column n-tiles of O per m16 slice
   static constexpr int kKSteps = kD / 16;      // k-steps of Q K^T
-  using Copy = CopyLayout<kD, kThreads>;
-  static constexpr int kKvPasses = kBlockN / Copy::kRowsPerPass;
-  static constexpr int kQPasses = kBlockM / Copy::kRowsPerPass;
-  static constexpr int kTileElems = kBlockN * kD;
-  // Q [128, d] + 2 stages x (K, V) [64, d]: 96 KiB at d = 128, 48 KiB at d = 64.
-  static constexpr int kSmemBytes = (kBlockM + 4 * kBlockN) * kD * static_cast<int>(sizeof(Elem));
-  static_assert(kD == 64 || kD == 128, "head_dim 64 or 128");
+  using Smem = Layout<kD>;
+  using KvCopy = TileCopy<kD, kThreads, kBlockN>;
+  using QCopy = TileCopy<kD, kThreads, kBlockM>;
+  static constexpr int kTileElems = kBlockN * Smem::kRowElems;
+  // Q [block_m, d] + 2 stages x (K, V) [64, d]: 96 KiB at d = 128, 48 KiB at d = 64, 78 KiB at d = 96, 160 KiB at 256.
+  static constexpr int kSmemBytes = smem_bytes(kD);
+  static_assert(supported_head_dim(kD), "head_dim 64, 96, 128 or 256");
   static_assert(kWarpRows == 16 || kWarpRows == 32, "16 or 32 query rows per warp");
+  static_assert(kSmemBytes == (kBlockM + 4 * kBlockN) * Smem::kRowElems * static_cast<int>(sizeof(Elem)), "shape");
 };
 
 // Bits [a, b) of a 64-bit word, 0 <= a, b <= 64. The low n bits are ~0 >> (64 - n) by PTX's shr, which clamps
@@ -126,11 +127,11 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, Config<Elem, kD>::
     attention_kernel_sm80(const KernelArgs a) {
   using Cfg = Config<Elem, kD>;
   constexpr int kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kMT = Cfg::kMTiles;
-  constexpr int kChunks = Cfg::Copy::kChunks, kRowsPerPass = Cfg::Copy::kRowsPerPass;
+  using Smem = typename Cfg::Smem;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   Elem* q_s = reinterpret_cast<Elem*>(smem_raw);
-  Elem* k_s = q_s + kBlockM * kD;         // [2][64][d]
-  Elem* v_s = k_s + 2 * Cfg::kTileElems;  // [2][64][d]
+  Elem* k_s = q_s + kBlockM * Smem::kRowElems;  // [2][64][row]
+  Elem* v_s = k_s + 2 * Cfg::kTileElems;        // [2][64][row]
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const BlockTile<Elem> bt(a, kBlockM);
@@ -140,13 +141,14 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, Config<Elem, kD>::
   const Elem* v_g = bt.v;
 
   // Q tile: rows past seq_q are zero-filled (their outputs are never stored).
-  const int copy_chunk_id = tid % kChunks, copy_row = tid / kChunks;
+  const typename Cfg::QCopy q_copy(tid);
 #pragma unroll
-  for (int pass = 0; pass < Cfg::kQPasses; ++pass) {
-    const int row = copy_row + pass * kRowsPerPass;
+  for (int pass = 0; pass < Cfg::QCopy::kPasses; ++pass) {
+    if (!q_copy.active(pass)) continue;
+    const int row = q_copy.row(pass), chunk = q_copy.chunk(pass);
     const bool valid = m0 + row < a.seq_q;
-    const Elem* src = q_g + (valid ? (m0 + row) * a.q_stride[1] : 0) + copy_chunk_id * 8;
-    copy_chunk(q_s + swizzled<kD>(row, copy_chunk_id), src, valid, a.aligned_inputs);
+    const Elem* src = q_g + (valid ? (m0 + row) * a.q_stride[1] : 0) + chunk * 8;
+    copy_chunk(q_s + Smem::offset(row, chunk), src, valid, a.aligned_inputs);
   }
 
   TilePlan<kBlockN> pl = make_plan<kBlockN>(a, bh, m0, m1, load_head_selection(a, bh));
@@ -171,12 +173,14 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, Config<Elem, kD>::
       cp_async_4(smem_addr(&bits_s[t & 3][tid]), valid ? pl.bitmap + word : pl.bitmap, valid);
     }
   };
+  const typename Cfg::KvCopy kv_copy(tid);
   auto issue_tile = [&](int t) {
     const TileRef tr = tile_ref(pl, t);
     const int stage = static_cast<int>(t & 1);
 #pragma unroll
-    for (int pass = 0; pass < Cfg::kKvPasses; ++pass) {
-      const int row = copy_row + pass * kRowsPerPass;
+    for (int pass = 0; pass < Cfg::KvCopy::kPasses; ++pass) {
+      if (!kv_copy.active(pass)) continue;
+      const int row = kv_copy.row(pass), chunk = kv_copy.chunk(pass);
       std::int64_t key;
       bool valid;
       if (tr.gather) {
@@ -187,9 +191,9 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, Config<Elem, kD>::
         valid = key < a.seq_k;
         if (!valid) key = 0;
       }
-      const int dst = stage * Cfg::kTileElems + swizzled<kD>(row, copy_chunk_id);
-      copy_chunk(k_s + dst, k_g + key * a.k_stride[1] + copy_chunk_id * 8, valid, a.aligned_inputs);
-      copy_chunk(v_s + dst, v_g + key * a.v_stride[1] + copy_chunk_id * 8, valid, a.aligned_inputs);
+      const int dst = stage * Cfg::kTileElems + Smem::offset(row, chunk);
+      copy_chunk(k_s + dst, k_g + key * a.k_stride[1] + chunk * 8, valid, a.aligned_inputs);
+      copy_chunk(v_s + dst, v_g + key * a.v_stride[1] + chunk * 8, valid, a.aligned_inputs);
     }
   };
 
@@ -209,14 +213,14 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, Config<Elem, kD>::
   if (num_tiles > 1) fetch_metadata(1);
   cp_async_commit();
 
-  // ldmatrix byte offsets inside a row for k-step / column pair 0; step j is offset ^ (j << 5)
-  // (chunk 2j + x is stored at (2j + x) ^ (row % 8) = 2j ^ (x ^ row % 8), and every row used is = lane mod 8).
-  const std::uint32_t q_base = smem_addr(q_s) + (warp * Cfg::kWarpRows + (lane & 15)) * kD * 2;
-  const std::uint32_t q_off = ((lane >> 4) ^ (lane & 7)) << 4;
-  const std::uint32_t k_row = ((lane & 7) + ((lane >> 4) << 3)) * kD * 2;
-  const std::uint32_t k_off = (((lane >> 3) & 1) ^ (lane & 7)) << 4;
-  const std::uint32_t v_row = ((lane & 7) + (((lane >> 3) & 1) << 3)) * kD * 2;
-  const std::uint32_t v_off = ((lane >> 4) ^ (lane & 7)) << 4;
+  // ldmatrix byte offsets inside a row for k-step / column pair 0; step j is Smem::step(offset, j).
+  constexpr int kRowBytes = Smem::kRowBytes;
+  const std::uint32_t q_base = smem_addr(q_s) + (warp * Cfg::kWarpRows + (lane & 15)) * kRowBytes;
+  const std::uint32_t q_off = Smem::lane_offset(lane >> 4, lane);
+  const std::uint32_t k_row = ((lane & 7) + ((lane >> 4) << 3)) * kRowBytes;
+  const std::uint32_t k_off = Smem::lane_offset((lane >> 3) & 1, lane);
+  const std::uint32_t v_row = ((lane & 7) + (((lane >> 3) & 1) << 3)) * kRowBytes;
+  const std::uint32_t v_off = Smem::lane_offset(lane >> 4, lane);
 
   // Q fragments stay in registers only with one m16 slice per warp (32 registers at d = 128).
   std::uint32_t q_frag[Cfg::kQInRegisters ? Cfg::kKSteps : 1][4];
@@ -245,7 +249,7 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, Config<Elem, kD>::
     if constexpr (Cfg::kQInRegisters) {
       if (t == 0) {
 #pragma unroll
-        for (int ks = 0; ks < Cfg::kKSteps; ++ks) ldmatrix_x4(q_frag[ks], q_base + (q_off ^ (ks << 5)));
+        for (int ks = 0; ks < Cfg::kKSteps; ++ks) ldmatrix_x4(q_frag[ks], q_base + Smem::step(q_off, ks));
       }
     }
 
@@ -269,13 +273,13 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, Config<Elem, kD>::
 #pragma unroll
           for (int e = 0; e < 4; ++e) qa[mi][e] = q_frag[ks][e];
         } else {
-          ldmatrix_x4(qa[mi], q_base + mi * 16 * kD * 2 + (q_off ^ (ks << 5)));
+          ldmatrix_x4(qa[mi], q_base + mi * 16 * kRowBytes + Smem::step(q_off, ks));
         }
       }
 #pragma unroll
       for (int np = 0; np < Cfg::kNTiles / 2; ++np) {
         std::uint32_t kb[4];
-        ldmatrix_x4(kb, k_stage + np * 16 * kD * 2 + (k_off ^ (ks << 5)));
+        ldmatrix_x4(kb, k_stage + np * 16 * kRowBytes + Smem::step(k_off, ks));
 #pragma unroll
         for (int mi = 0; mi < kMT; ++mi) {
           mma_16816<Elem>(s[mi][2 * np], qa[mi], kb[0], kb[1]);
@@ -312,7 +316,7 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, Config<Elem, kD>::
 #pragma unroll
       for (int dp = 0; dp < Cfg::kOTiles / 2; ++dp) {
         std::uint32_t vb[4];
-        ldmatrix_x4_trans(vb, v_stage + kk * 16 * kD * 2 + (v_off ^ (dp << 5)));
+        ldmatrix_x4_trans(vb, v_stage + kk * 16 * kRowBytes + Smem::step(v_off, dp));
 #pragma unroll
         for (int mi = 0; mi < kMT; ++mi) {
           mma_16816<Elem>(o[mi][2 * dp], pa[mi], vb[0], vb[1]);
@@ -353,6 +357,7 @@ __global__ void __launch_bounds__(Config<Elem, kD>::kThreads, Config<Elem, kD>::
 template <typename Elem, int kD>
 cudaError_t launch_attention_sm80(const KernelArgs& a, std::int64_t batch, cudaStream_t stream) {
   using Cfg = Config<Elem, kD>;
+  if (a.block_m != Cfg::kBlockM) return cudaErrorInvalidValue;  // the grid must be counted in this shape's tiles
   auto kernel = attention_kernel_sm80<Elem, kD>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;

@@ -11,6 +11,7 @@
 #include "cuda/attention.h"
 #include "cuda/attention_args.h"
 #include "cuda/attention_instances.h"
+#include "cuda/attention_sm80_shape.h"
 #include "sampleattn/error.h"
 
 namespace sampleattn::cuda {
@@ -21,11 +22,15 @@ constexpr std::int64_t kMinBlockM = 64;  // fewest query rows per thread block (
 using Launcher = cudaError_t (*)(const KernelArgs&, std::int64_t, cudaStream_t);
 
 Launcher select_sm80(DType dtype, std::int64_t head_dim) {
-  if (dtype == DType::bf16 && head_dim == 64) return launch_attention_sm80_bf16_d64;
-  if (dtype == DType::bf16 && head_dim == 128) return launch_attention_sm80_bf16_d128;
-  if (dtype == DType::f16 && head_dim == 64) return launch_attention_sm80_f16_d64;
-  if (dtype == DType::f16 && head_dim == 128) return launch_attention_sm80_f16_d128;
-  return nullptr;
+  const bool bf16 = dtype == DType::bf16;
+  if (!bf16 && dtype != DType::f16) return nullptr;
+  switch (head_dim) {
+    case 64: return bf16 ? launch_attention_sm80_bf16_d64 : launch_attention_sm80_f16_d64;
+    case 96: return bf16 ? launch_attention_sm80_bf16_d96 : launch_attention_sm80_f16_d96;
+    case 128: return bf16 ? launch_attention_sm80_bf16_d128 : launch_attention_sm80_f16_d128;
+    case 256: return bf16 ? launch_attention_sm80_bf16_d256 : launch_attention_sm80_f16_d256;
+    default: return nullptr;
+  }
 }
 
 // SAMPLEATTN_CUDA_KERNELS=sm80 keeps the sm_80 kernels on a Hopper GPU (tests of both families on one GPU,
@@ -50,11 +55,30 @@ Launcher select_sm90(DType dtype, std::int64_t head_dim) {
   return nullptr;
 }
 
-bool device_is_sm80_or_newer() {
-  int device = 0, major = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
-  return major >= 8;
+// The current device's compute capability major and the shared memory a block may opt in to (0, 0 without one).
+struct DeviceLimits {
+  int major = 0, smem_optin = 0;
+};
+DeviceLimits device_limits() {
+  DeviceLimits l;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&l.major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&l.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+    cudaGetLastError();
+    return {};
+  }
+  return l;
+}
+
+// Shared memory of the instance that runs (dtype, head_dim) on this device: the sm_80 kernel's is the largest
+// of the two families (the sm_90a instances are checked by their *_runnable()).
+int instance_smem_bytes(std::int64_t head_dim) { return sm80::smem_bytes(static_cast<int>(head_dim)); }
+
+// Query rows per block of the instance that runs the launch.
+std::int64_t block_rows(bool sm90, bool small_window, std::int64_t head_dim) {
+  if (sm90) return small_window ? 64 : 128;
+  return sm80::shape_for(static_cast<int>(head_dim)).block_m;
 }
 
 // Rows of 16-bit elements that start on 16-byte boundaries: base aligned, batch/seq/head strides % 8 == 0.
@@ -79,12 +103,24 @@ void check_tensor(const void* data, const std::int64_t (&stride)[4], const char*
 }  // namespace
 
 bool attention_supported(DType dtype, std::int64_t head_dim) {
-  return select_sm80(dtype, head_dim) != nullptr && device_is_sm80_or_newer();
+  if (select_sm80(dtype, head_dim) == nullptr) return false;
+  const DeviceLimits l = device_limits();
+  return l.major >= 8 && l.smem_optin >= instance_smem_bytes(head_dim);
+}
+
+void check_attention_supported(DType dtype, std::int64_t head_dim) {
+  SA_CHECK(select_sm80(dtype, head_dim) != nullptr, "attention: no CUDA kernel for dtype ", to_string(dtype),
+           " and head_dim ", head_dim, " (bfloat16 / float16 with head_dim 64, 96, 128 or 256)");
+  const DeviceLimits l = device_limits();
+  SA_CHECK(l.major >= 8, "the CUDA backend needs a GPU of compute capability 8.0 or newer (this one: ", l.major, ".x)");
+  SA_CHECK(l.smem_optin >= instance_smem_bytes(head_dim), "attention: head_dim ", head_dim, " needs ",
+           instance_smem_bytes(head_dim), " bytes of shared memory per thread block, and this GPU allows ",
+           l.smem_optin, " (head_dim 256 runs on GPUs such as the A100, H100 and H200)");
 }
 
 void check_attention_params(const AttentionParams& p) {
-  SA_CHECK(select_sm80(p.dtype, p.head_dim) != nullptr, "attention: no CUDA kernel for dtype ", to_string(p.dtype), " and head_dim ",
-           p.head_dim, " (bf16 / float16 with head_dim 64 or 128)");
+  SA_CHECK(select_sm80(p.dtype, p.head_dim) != nullptr, "attention: no CUDA kernel for dtype ", to_string(p.dtype),
+           " and head_dim ", p.head_dim, " (bfloat16 / float16 with head_dim 64, 96, 128 or 256)");
   SA_CHECK(p.batch > 0 && p.seq_q > 0 && p.seq_k > 0 && p.q_heads > 0 && p.kv_heads > 0,
            "attention: sizes must be > 0 (batch ", p.batch, ", seq_q ", p.seq_q, ", seq_k ", p.seq_k,
            ", q_heads ", p.q_heads, ", kv_heads ", p.kv_heads, ")");
@@ -106,10 +142,11 @@ void check_attention_params(const AttentionParams& p) {
 
 void run_attention(const AttentionParams& p, void* stream) {
   check_attention_params(p);
+  check_attention_supported(p.dtype, p.head_dim);
   const Launcher sm90 = select_sm90(p.dtype, p.head_dim);
   const Launcher launch = sm90 != nullptr ? sm90 : select_sm80(p.dtype, p.head_dim);
   const bool small_window = p.col_indices != nullptr && p.window_hint > 0 && p.window_hint <= kSmallWindowRows;
-  const std::int64_t block_m = sm90 != nullptr && small_window ? 64 : 128;
+  const std::int64_t block_m = block_rows(sm90 != nullptr, small_window, p.head_dim);
   const std::int64_t m_tiles = (p.seq_q + block_m - 1) / block_m;
 
   KernelArgs a;

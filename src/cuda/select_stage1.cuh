@@ -32,10 +32,23 @@ constexpr int kColKeys = 128;    // pass 2: keys per block (32 per warp)
 constexpr int kColQueries = 64;  // pass 2: sampled queries per tile
 constexpr float kInf = __builtin_huge_valf();
 
-// Shared-memory row stride in elements: +16 bytes per row, so the 8 rows of an ldmatrix hit distinct banks.
+// Shared-memory row stride in elements: +16 bytes per row, so the 8 rows of an ldmatrix hit distinct banks
+// (for every head_dim that is a multiple of 32: rows 16 mod 128 bytes or 80 / 208 bytes apart).
 template <int D>
 constexpr int smem_stride() {
   return D + 8;
+}
+
+// head_dim up to 128 keeps each warp's 32 rows of A fragments (Q in pass 1, K in pass 2) in registers for the
+// whole loop (64 registers at d = 128) with three blocks per SM; at d = 256 they would take 128, so they are
+// re-read from shared memory per k-step, one block per SM (its tiles take 132 KiB).
+template <int D>
+constexpr bool fragments_in_registers() {
+  return D <= 128;
+}
+template <int D>
+constexpr int min_blocks() {
+  return fragments_in_registers<D>() ? 3 : 1;
 }
 
 template <int D>
@@ -112,7 +125,7 @@ __device__ __forceinline__ void load_keys(T* dst, const T* kbase, std::int64_t k
 // kvh * group + g, so the query heads of a GQA group share each K tile and rows of similar position share a
 // block. Blocks run from the last rows (longest key range) to the first.
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, 3) lse_kernel(const Stage1Args a) {
+__global__ void __launch_bounds__(kThreads, min_blocks<D>()) lse_kernel(const Stage1Args a) {
   constexpr int kStride = smem_stride<D>(), kSteps = D / 16;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* qs = reinterpret_cast<T*>(smem_raw);  // [kLseRows][kStride]
@@ -147,14 +160,19 @@ __global__ void __launch_bounds__(kThreads, 3) lse_kernel(const Stage1Args a) {
   cp_async_wait<0>();
   __syncthreads();
 
-  // This warp's 32 rows as A fragments, held for the whole key loop.
+  // This warp's 32 rows as A fragments, held for the whole key loop (or re-read per k-step, d = 256).
   const int r0 = warp * 32;
-  std::uint32_t qa[2][kSteps][4];
+  constexpr bool kHeld = fragments_in_registers<D>();
+  auto q_frag = [&](std::uint32_t(&f)[4], int mt, int kk) {
+    ldmatrix_x4(f, qs + (r0 + mt * 16 + (lane % 16)) * kStride + kk * 16 + (lane / 16) * 8);
+  };
+  std::uint32_t qa[2][kHeld ? kSteps : 1][4];
+  if constexpr (kHeld) {
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+    for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-    for (int kk = 0; kk < kSteps; ++kk)
-      ldmatrix_x4(qa[mt][kk], qs + (r0 + mt * 16 + (lane % 16)) * kStride + kk * 16 + (lane / 16) * 8);
+      for (int kk = 0; kk < kSteps; ++kk) q_frag(qa[mt][kk], mt, kk);
+  }
 
   int end[2][2];  // one past the last visible key of each of the thread's rows (Sk < 2^31)
   float m[2][2], l[2][2];
@@ -184,17 +202,22 @@ __global__ void __launch_bounds__(kThreads, 3) lse_kernel(const Stage1Args a) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
 #pragma unroll
-    for (int kk = 0; kk < kSteps; ++kk)
+    for (int kk = 0; kk < kSteps; ++kk) {
+      if constexpr (!kHeld) {
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) q_frag(qa[mt][0], mt, kk);
+      }
 #pragma unroll
       for (int np = 0; np < 4; ++np) {
         std::uint32_t bk[4];
         ldmatrix_x4(bk, kt + (np * 16 + (lane % 8) + (lane / 16) * 8) * kStride + kk * 16 + ((lane / 8) % 2) * 8);
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt) {
-          mma_16816<T>(acc[mt][2 * np], qa[mt][kk], bk[0], bk[1]);
-          mma_16816<T>(acc[mt][2 * np + 1], qa[mt][kk], bk[2], bk[3]);
+          mma_16816<T>(acc[mt][2 * np], qa[mt][kHeld ? kk : 0], bk[0], bk[1]);
+          mma_16816<T>(acc[mt][2 * np + 1], qa[mt][kHeld ? kk : 0], bk[2], bk[3]);
         }
       }
+    }
     const int j0 = static_cast<int>(key_lo + tile * kLseKeys);
     const bool masked = j0 + kLseKeys > end_min;
 #pragma unroll
@@ -249,7 +272,7 @@ __global__ void __launch_bounds__(kThreads, 3) lse_kernel(const Stage1Args a) {
 // (i >= i_start) stream through shared memory 64 at a time (double-buffered cp.async). Per key the thread
 // sums P over its columns; a quad shuffle finishes the row sum at the end of each head.
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, 3) colsum_kernel(const Stage1Args a) {
+__global__ void __launch_bounds__(kThreads, min_blocks<D>()) colsum_kernel(const Stage1Args a) {
   constexpr int kStride = smem_stride<D>(), kChunks = D / 8, kSteps = D / 16;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* ks = reinterpret_cast<T*>(smem_raw);                              // [kColKeys][kStride]
@@ -330,12 +353,17 @@ __global__ void __launch_bounds__(kThreads, 3) colsum_kernel(const Stage1Args a)
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
-  std::uint32_t ka[2][kSteps][4];
+  constexpr bool kHeld = fragments_in_registers<D>();
+  auto k_frag = [&](std::uint32_t(&f)[4], int mt, int kk) {
+    ldmatrix_x4(f, ks + (key_row0 + mt * 16 + (lane % 16)) * kStride + kk * 16 + (lane / 16) * 8);
+  };
+  std::uint32_t ka[2][kHeld ? kSteps : 1][4];
+  if constexpr (kHeld) {
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+    for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-    for (int kk = 0; kk < kSteps; ++kk)
-      ldmatrix_x4(ka[mt][kk], ks + (key_row0 + mt * 16 + (lane % 16)) * kStride + kk * 16 + (lane / 16) * 8);
+      for (int kk = 0; kk < kSteps; ++kk) k_frag(ka[mt][kk], mt, kk);
+  }
 
   // A tile needs no per-element test when every key of the block is visible to, and outside the band of,
   // every query of the tile and no query is in the dense tail (causal only; queries ascend in position).
@@ -355,17 +383,22 @@ __global__ void __launch_bounds__(kThreads, 3) colsum_kernel(const Stage1Args a)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
 #pragma unroll
-    for (int kk = 0; kk < kSteps; ++kk)
+    for (int kk = 0; kk < kSteps; ++kk) {
+      if constexpr (!kHeld) {
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) k_frag(ka[mt][0], mt, kk);
+      }
 #pragma unroll
       for (int np = 0; np < 4; ++np) {
         std::uint32_t bq[4];
         ldmatrix_x4(bq, qt + (np * 16 + (lane % 8) + (lane / 16) * 8) * kStride + kk * 16 + ((lane / 8) % 2) * 8);
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt) {
-          mma_16816<T>(acc[mt][2 * np], ka[mt][kk], bq[0], bq[1]);
-          mma_16816<T>(acc[mt][2 * np + 1], ka[mt][kk], bq[2], bq[3]);
+          mma_16816<T>(acc[mt][2 * np], ka[mt][kHeld ? kk : 0], bq[0], bq[1]);
+          mma_16816<T>(acc[mt][2 * np + 1], ka[mt][kHeld ? kk : 0], bq[2], bq[3]);
         }
       }
+    }
     const std::int64_t i0 = i_start + (t % per_head) * kColQueries;
     const std::int64_t i_last = (i0 + kColQueries < n ? i0 + kColQueries : n) - 1;
     const std::int64_t first_pos = pos_off + sampled_row(i0, seq_q, n, a.inv_sampled);

@@ -4,7 +4,9 @@
 namespace sampleattn::cuda {
 
 bool stage1_sm90_f16_runnable(std::int64_t head_dim) {
-  return head_dim == 64 ? sel::stage1_sm90_runnable<__half, 64>() : sel::stage1_sm90_runnable<__half, 128>();
+  if (head_dim == 64) return sel::stage1_sm90_runnable<__half, 64>();
+  if (head_dim == 128) return sel::stage1_sm90_runnable<__half, 128>();
+  return false;  // other head dims run the sm_80 kernels
 }
 
 void launch_stage1_sm90_f16(const Stage1Args& args, std::int64_t head_dim, int pass, cudaStream_t stream) {

@@ -1,6 +1,6 @@
 // The CUDA attention kernels (src/cuda/attention.h, run_attention) against the CPU reference
 // (src/cpu/reference.h, fp64): dense and sparse with hand-built selections (random columns, windows,
-// dense tail), Sq < Sk, GQA 1/4/8, head_dim 64/128, bf16/fp16, Sk = 1, 17, 97, 1025, 4097, and
+// dense tail), Sq < Sk, GQA 1/4/8, head_dim 64/96/128/256, bf16/fp16, Sk = 1, 17, 97, 1025, 4097, and
 // [b, h, s, d] and padded (unaligned) layouts. Inputs are uploaded byte for byte, so the kernel sees the
 // same strides as the reference; outputs and lse are poisoned (NaN) first, so an unwritten element fails,
 // and the padding of padded layouts must still hold the poison afterwards. Outputs are also checked per row
@@ -367,6 +367,30 @@ TEST_F(AttentionCuda, SparseMatchesReference) {
   for (const Case& c : cases) run_case(c, seed);
 }
 
+// head_dim 96 (rows padded in shared memory, 12 chunks a row) and 256 (64-row blocks, Q re-read per tile): the
+// sm_80 kernel on every GPU. Awkward lengths, GQA 1/4/8, Sq < Sk, both causal modes, every layout, dense and sparse.
+TEST_F(AttentionCuda, HeadDims96And256MatchReference) {
+  const std::uint64_t seed = test::test_seed();
+  const Case cases[] = {
+      {1, 1, 1, 1, 1, 96, DType::bf16, true, Layout::bshd, false},
+      {1, 17, 17, 4, 1, 256, DType::f16, true, Layout::bshd, false},
+      {2, 97, 97, 2, 2, 96, DType::f16, false, Layout::bhsd, false},
+      {1, 50, 97, 8, 1, 256, DType::bf16, true, Layout::padded, false},
+      {1, 300, 1025, 8, 1, 96, DType::bf16, true, Layout::padded, false, 0, 0, 0, 2.0f},
+      {1, 130, 4097, 4, 1, 256, DType::bf16, true, Layout::bshd, false, 0, 0, 0, 2.5f},
+      {1, 129, 4097, 8, 8, 96, DType::f16, true, Layout::bhsd, false},
+      {1, 1, 1, 1, 1, 256, DType::bf16, true, Layout::bshd, true, 1, 1},
+      {1, 17, 17, 4, 1, 96, DType::f16, true, Layout::bshd, true, 3, 4},
+      {2, 97, 97, 4, 1, 256, DType::bf16, true, Layout::bhsd, true, 10, 20, 3},
+      {1, 60, 97, 2, 2, 96, DType::bf16, false, Layout::padded, true, 7, 9},
+      {1, 300, 1025, 8, 2, 256, DType::f16, true, Layout::padded, true, 100, 60, 5},
+      {1, 257, 4097, 8, 1, 96, DType::bf16, true, Layout::bshd, true, 1, 1000, 40, 2.0f},
+      {1, 200, 4097, 4, 4, 256, DType::bf16, false, Layout::bshd, true, 300, 900, 0, 2.5f},
+      {1, 300, 2049, 4, 1, 256, DType::bf16, true, Layout::bshd, true, 200, 1950},
+  };
+  for (const Case& c : cases) run_case(c, seed);
+}
+
 // q, k, v and out each in its own layout (aligned ones keep the fast copy path, the padded one takes the
 // other): a kernel reading v with k's strides, or writing out with q's, fails here.
 TEST_F(AttentionCuda, MixedLayoutsMatchReference) {
@@ -405,15 +429,18 @@ TEST_F(AttentionCuda, SmallCasesForSanitizers) {
       {1, 140, 200, 2, 2, 64, DType::f16, false, Layout::padded, true, 20, 40},
       {2, 129, 300, 4, 1, 128, DType::bf16, true, Layout::bhsd, true, 30, 50, 7},
       {1, 100, 400, 2, 1, 128, DType::bf16, true, Layout::bshd, true, 20, 380},
+      {1, 70, 150, 2, 1, 96, DType::f16, true, Layout::padded, true, 20, 40},
+      {1, 70, 150, 2, 2, 256, DType::bf16, false, Layout::bshd, true, 20, 40},
   };
   for (const Case& c : cases) run_case(c, seed);
 }
 
 TEST(AttentionCudaHost, RejectsUnsupportedShapes) {
   EXPECT_FALSE(cuda::attention_supported(DType::f32, 128));
-  EXPECT_FALSE(cuda::attention_supported(DType::bf16, 96));
+  EXPECT_FALSE(cuda::attention_supported(DType::bf16, 80));
+  EXPECT_FALSE(cuda::attention_supported(DType::f16, 512));
   cuda::AttentionParams ap;
-  ap.head_dim = 96;
+  ap.head_dim = 80;
   ap.batch = ap.seq_q = ap.seq_k = ap.q_heads = ap.kv_heads = 1;
   EXPECT_THROW(cuda::run_attention(ap, nullptr), Error);
   ap.head_dim = 128;

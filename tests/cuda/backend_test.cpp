@@ -146,6 +146,19 @@ TEST_F(BackendCuda, SampleAttentionMatchesReference) {
   for (const E2ECase& c : cases) run_e2e(c, seed);
 }
 
+// The whole call (stage 1, stage 2, attention) at head_dim 96 and 256, which run the sm_80 kernels on every GPU.
+TEST_F(BackendCuda, HeadDims96And256MatchReference) {
+  const std::uint64_t seed = test::test_seed();
+  const E2ECase cases[] = {
+      {1, 17, 17, 4, 1, 96, DType::f16},
+      {2, 97, 97, 4, 4, 256, DType::bf16, Layout::bhsd, true, 0.9, 1, 3},
+      {1, 1025, 1025, 8, 2, 96, DType::bf16, Layout::padded, true, 0.95, 4, 16, 3.0f},
+      {1, 300, 1025, 8, 1, 256, DType::f16, Layout::bshd, false, 0.9},
+      {1, 300, 4097, 4, 1, 256, DType::bf16, Layout::bshd, true, 0.8, 0, 0, 3.0f},
+  };
+  for (const E2ECase& c : cases) run_e2e(c, seed);
+}
+
 TEST_F(BackendCuda, StructuredWorkloadMatchesReference) {
   const std::uint64_t seed = test::test_seed();
   WorkloadConfig wc;
@@ -551,6 +564,8 @@ TEST_F(BackendCuda, SmallCasesForSanitizers) {
   const E2ECase cases[] = {
       {1, 90, 150, 4, 2, 64, DType::bf16, Layout::bshd, true, 0.9, 2, 5},
       {1, 70, 130, 2, 1, 128, DType::f16, Layout::padded, false, 0.95},
+      {1, 90, 150, 4, 1, 96, DType::bf16, Layout::padded, true, 0.9, 1, 3},
+      {1, 70, 130, 2, 2, 256, DType::f16, Layout::bshd, true, 0.95},
   };
   for (const E2ECase& c : cases) run_e2e(c, seed);
 }

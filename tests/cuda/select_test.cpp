@@ -1,7 +1,7 @@
 // CUDA selection (stages 1 and 2, src/cuda/select_*.cu) against the CPU reference through the public API
 // (sampleattn::select with Backend::cuda vs Backend::cpu_reference) on fresh random inputs and on the
 // structured generator (include/sampleattn/workload.h): Sk = 1, 17, 97, 1025, 2049, 4097, 12289, Sq < Sk, GQA 1/4/8,
-// head_dim 64/128, bf16/fp16, [b, s, h, d], [b, h, s, d] and padded (unaligned) layouts, causal and not,
+// head_dim 64/96/128/256, bf16/fp16, [b, s, h, d], [b, h, s, d] and padded (unaligned) layouts, causal and not,
 // sinks, dense tail, alpha < 1 and = 1, every row sampled; plus the NaN/Inf policy. Stage 1 runs its sm_90a
 // kernels on Hopper and its sm_80 kernels elsewhere (SAMPLEATTN_CUDA_KERNELS=sm80 forces them, as
 // scripts/device_test.sh does in its second run). Stage 2 alone (cuda::run_stage2) on crafted column scores
@@ -119,6 +119,22 @@ TEST_F(SelectCuda, RandomInputsMatchReference) {
   for (const SelCase& c : cases) run_random(c, seed);
 }
 
+// head_dim 96 and 256 run the sm_80 stage 1 on every GPU (at 256 its fragments are re-read from shared memory).
+TEST_F(SelectCuda, HeadDims96And256MatchReference) {
+  const std::uint64_t seed = test::test_seed();
+  const SelCase cases[] = {
+      {1, 1, 1, 1, 1, 96, DType::bf16},
+      {1, 17, 17, 4, 1, 256, DType::f16, Layout::bshd, true, 0.95, 0.05, 0, 0, 2.0f},
+      {2, 97, 97, 4, 4, 96, DType::bf16, Layout::bhsd, true, 0.9, 0.2, 0, 0, 2.0f},
+      {1, 50, 97, 8, 1, 256, DType::bf16, Layout::padded, true, 0.95, 0.1, 2, 3, 2.0f},
+      {1, 1025, 1025, 8, 2, 96, DType::f16, Layout::padded, true, 0.95, 0.05, 4, 16, 3.0f},
+      {1, 300, 1025, 4, 1, 256, DType::bf16, Layout::bshd, false, 0.9, 0.05, 0, 0, 3.0f},
+      {1, 4097, 4097, 8, 1, 256, DType::bf16, Layout::bshd, true, 0.95, 0.05, 0, 0, 3.0f},
+      {1, 2000, 4097, 4, 4, 96, DType::f16, Layout::bhsd, true, 0.8, 0.05, 0, 0, 3.0f},
+  };
+  for (const SelCase& c : cases) run_random(c, seed);
+}
+
 TEST_F(SelectCuda, AlphaOneAndEveryRowSampled) {
   const std::uint64_t seed = test::test_seed();
   const SelCase cases[] = {
@@ -204,9 +220,9 @@ TEST_F(SelectCuda, RejectsUnsupportedInputs) {
   ExecOptions gpu;
   gpu.backend = Backend::cuda;
   EXPECT_THROW(select(dq.view(), dk.view(), {}, {}, gpu), Error);
-  HostTensor q96(DType::bf16, 1, 8, 2, 96), k96(DType::bf16, 1, 8, 2, 96);
-  DeviceTensor dq96(q96), dk96(k96);
-  EXPECT_THROW(select(dq96.view(), dk96.view(), {}, {}, gpu), Error);
+  HostTensor q80(DType::bf16, 1, 8, 2, 80), k80(DType::bf16, 1, 8, 2, 80);
+  DeviceTensor dq80(q80), dk80(k80);
+  EXPECT_THROW(select(dq80.view(), dk80.view(), {}, {}, gpu), Error);
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and sampleattn.bu
 
 DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16}
 # (batch, seq_q, seq_k, q_heads, kv_heads, head_dim)
-SHAPES = [(1, 1024, 1024, 32, 8, 128), (2, 1025, 1025, 8, 1, 64), (1, 257, 4097, 4, 4, 128), (1, 17, 17, 2, 2, 64)]
+SHAPES = [(1, 1024, 1024, 32, 8, 128), (2, 1025, 1025, 8, 1, 64), (1, 257, 4097, 4, 4, 128), (1, 17, 17, 2, 2, 64),
+          (1, 300, 1025, 8, 2, 96), (1, 200, 1025, 4, 1, 256)]
 
 
 def _qkv(gen, shape, dtype, bhsd=True):
@@ -100,7 +101,7 @@ def test_alpha_one_and_dense_match_sdpa(gen, shape, name):
 
 
 @pytest.mark.parametrize("name", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES[:3], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("shape", SHAPES[:3] + SHAPES[4:], ids=lambda s: "x".join(map(str, s)))
 def test_sparse_output_matches_sdpa_with_the_selection_mask(gen, shape, name):
     q, k, v = _qkv(gen, shape, DTYPES[name], bhsd=shape[0] == 1)
     out, lse, sel = sampleattn.sample_attention(q, k, v, alpha=0.9, return_lse=True, return_selection=True)
@@ -190,14 +191,15 @@ def test_torch_compile_cuda(gen):
     torch.testing.assert_close(compiled(q, k, v), layer(q, k, v), atol=1e-3, rtol=1e-4)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_transformers_bf16_alpha_one_matches_sdpa(family):
+@pytest.mark.parametrize("family,head_dim", [("llama", 128), ("qwen2", 128), ("llama", 96), ("llama", 256)])
+def test_transformers_bf16_alpha_one_matches_sdpa(family, head_dim):
     transformers = pytest.importorskip("transformers")
     import sampleattn.transformers as sat
 
     cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[family]
+    extra = {} if head_dim == 512 // 4 else {"head_dim": head_dim}  # 96 and 256 run the sm_80 kernels
     config = cls(vocab_size=1000, hidden_size=512, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, max_position_embeddings=8192)
+                 num_key_value_heads=2, max_position_embeddings=8192, **extra)
     saved = sat.settings()
     sat.register(min_seq_len=0, alpha=1.0)
     try:
