@@ -18,7 +18,7 @@
 //   Two consumers take turns to issue their products (named barriers), so that the softmax of one runs
 //   while the tensor cores work for the other.
 // Shapes: (kConsumers, kBlockN) = (2, 128), or (1, 64) for small windows (two blocks per SM; the 64-row, 64-key
-// tiles waste fewer keys at the band edges). 128-key tiles against 64: +6% dense, 3-11% faster sparse at 32K
+// tiles waste fewer keys at the band edges); head_dim 256: (2, 64), since 128-key stages would not fit. 128-key tiles against 64: +6% dense, 3-11% faster sparse at 32K
 // and 128K in spite of more waste at band edges and in the last gathered tile (bench/NOTES.md).
 // Launched only on compute capability 9.0 with the sm_90a cubin (attention_launch.cu checks the binary); other
 // targets compile an empty body. Bench results and the versions tried: bench/NOTES.md.
@@ -65,17 +65,22 @@ struct Config {
   static constexpr int kOTiles = kD / 8;
   static constexpr int kKSteps = kD / 16;
   static constexpr int kPSteps = kBlockN / 16;
-  using Copy = sm80::CopyLayout<kD, 128>;  // the producer warpgroup copies
+  // The producer warpgroup's copies of Q and of contiguous K / V tiles: rows of 64 or 128 elements in passes of
+  // whole rows (Copy); rows of 256 elements (4 rows a pass would change the swizzle pattern between passes) in
+  // the layout of gathered tiles, 8 threads a row.
+  static constexpr bool kRowCopies = kD <= 128;
+  using Copy = sm80::CopyLayout<kRowCopies ? kD : 128, 128>;
   static constexpr int kKvPasses = kBlockN / Copy::kRowsPerPass;
   static constexpr int kQPasses = kBlockM / Copy::kRowsPerPass;
   static constexpr int kTileElems = kBlockN * kD;
   static constexpr int kTileBytes = kTileElems * 2;
   // Q [64 kConsumers, d] + K and V stages [kBlockN, d] + 1 KiB to align the swizzled tiles: with 2 + 3 stages at
-  // d = 128, 193 KiB (2, 128), 97 KiB (1, 64: two blocks fit an SM).
+  // d = 128, 193 KiB (2, 128), 97 KiB (1, 64: two blocks fit an SM); at d = 256, 225 KiB (2, 64).
   static constexpr int kSmemBytes = (kBlockM * kD + (kKStages + kVStages) * kTileElems) * 2 + 1024;
-  static_assert(kD == 64 || kD == 128, "head_dim 64 or 128");
+  static_assert(kD == 64 || kD == 128 || kD == 256, "head_dim 64, 128 or 256");
   static_assert(kConsumers == 1 || kConsumers == 2, "one or two consumer warpgroups");
-  static_assert(kBlockN == 64 * kConsumers, "64-key tiles with one consumer, 128 with two");
+  static_assert(kBlockN == 64 * kConsumers || (kD == 256 && kConsumers == 2 && kBlockN == 64),
+                "64-key tiles with one consumer, 128 with two (64 at head_dim 256, for shared memory)");
   static_assert(kTileBytes % 1024 == 0, "swizzled tiles must stay 1024-byte aligned");
   // The warpgroups' registers must add up to at most the block's pool, or setmaxnreg.inc waits forever.
   static constexpr int kLaunchRegs = (65536 / (kThreads * kMinBlocks)) & ~7;
@@ -95,7 +100,9 @@ __device__ __forceinline__ void wgmma_qk(float (&s)[kBlockN / 8][4], std::uint64
 
 template <typename Elem, int kD>
 __device__ __forceinline__ void wgmma_pv(float (&o)[kD / 8][4], const std::uint32_t (&p)[4], std::uint64_t desc) {
-  if constexpr (kD == 128) {
+  if constexpr (kD == 256) {
+    wgmma_m64n256k16_rs<Elem, 1>(o, p, desc, 1);
+  } else if constexpr (kD == 128) {
     wgmma_m64n128k16_rs<Elem, 1>(o, p, desc, 1);
   } else {
     wgmma_m64n64k16_rs<Elem, 1>(o, p, desc, 1);
@@ -145,7 +152,18 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     // arrivals, after tile 0's copies, cover them). A whole tile with aligned rows takes the contiguous K/V
     // tiles' form: one global address plus constant steps, one shared address plus immediates (the general
     // form, with an address product and a branch per copy, took ~2,000 cycles of every block's start).
-    if (a.aligned_inputs && bt.m1 - bt.m0 == kBlockM) {
+    if constexpr (!Cfg::kRowCopies) {
+      const int qrow = tid / 8, qchunk = tid % 8;  // the gathered tiles' layout: 8 threads a row
+#pragma unroll
+      for (int i = 0; i < kBlockM / 16; ++i) {
+        const int row = qrow + 16 * i;
+        const bool valid = bt.m0 + row < a.seq_q;
+        const Elem* src = bt.q + (valid ? (bt.m0 + row) * a.q_stride[1] : 0) + qchunk * 8;
+#pragma unroll
+        for (int p = 0; p < kD / 64; ++p)
+          sm80::copy_chunk(q_s + sw128_offset<kBlockM>(row, qchunk + 8 * p), src + 64 * p, valid, a.aligned_inputs);
+      }
+    } else if (a.aligned_inputs && bt.m1 - bt.m0 == kBlockM) {
       const char* src = reinterpret_cast<const char*>(bt.q + (bt.m0 + crow) * a.q_stride[1] + chunk * 8);
       const std::int64_t step = a.q_stride[1] * static_cast<std::int64_t>(sizeof(Elem)) * kRowsPerPass;
       const std::uint32_t dst = smem_addr(q_s + sw128_offset<kBlockM>(crow, chunk));
@@ -232,6 +250,17 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
           } else {
             gather_tile(t, to, from, row_bytes, rows, std::true_type{});
           }
+        } else if constexpr (!Cfg::kRowCopies) {
+          // Rows of 256 elements: the gathered tiles' layout, one address per row.
+          const std::uint32_t to = smem_addr(dst + sw128_offset<kBlockN>(grow, gchunk));
+          const char* row =
+              static_cast<const char*>(add_wide_product(from, static_cast<std::uint32_t>(tr.base + grow), row_bytes));
+          const std::int64_t step = stride * static_cast<std::int64_t>(sizeof(Elem)) * 16;
+#pragma unroll
+          for (int i = 0; i < kRowsPerThread; ++i)
+#pragma unroll
+            for (int p = 0; p < kD / 64; ++p)
+              sm80::cp_async_16(to + i * 16 * 128 + p * kBlockN * 128, row + i * step + p * 128, true);
         } else {
           // Chunk `chunk` of row crow is chunk gchunk of its 64-column half chunk / 8.
           const std::uint32_t to = smem_addr(dst + sw128_offset<kBlockN>(crow, chunk));
@@ -526,7 +555,11 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
 template <typename Elem, int kD>
 bool attention_sm90_runnable() {
   static Sm90Check check;
-  return check.runnable(attention_kernel_sm90<Elem, kD, 1, 64>, attention_kernel_sm90<Elem, kD, 2, 128>);
+  if constexpr (kD == 256) {
+    return check.runnable(attention_kernel_sm90<Elem, kD, 2, 64>);
+  } else {
+    return check.runnable(attention_kernel_sm90<Elem, kD, 1, 64>, attention_kernel_sm90<Elem, kD, 2, 128>);
+  }
 }
 
 template <typename Elem, int kD, int kConsumers, int kBlockN>
@@ -540,11 +573,17 @@ cudaError_t launch_instance(const KernelArgs& a, std::int64_t batch, cudaStream_
   return cudaGetLastError();
 }
 
-// a.block_m (chosen by the host) picks the instance: 64 rows x 64 keys or 128 x 128.
+// a.block_m (chosen by the host) picks the instance: 64 rows x 64 keys or 128 x 128; head_dim 256 runs 128 rows
+// x 64 keys only.
 template <typename Elem, int kD>
 cudaError_t launch_attention_sm90(const KernelArgs& a, std::int64_t batch, cudaStream_t stream) {
-  if (a.block_m == 64) return launch_instance<Elem, kD, 1, 64>(a, batch, stream);
-  return launch_instance<Elem, kD, 2, 128>(a, batch, stream);
+  if constexpr (kD == 256) {
+    if (a.block_m != 128) return cudaErrorInvalidValue;
+    return launch_instance<Elem, kD, 2, 64>(a, batch, stream);
+  } else {
+    if (a.block_m == 64) return launch_instance<Elem, kD, 1, 64>(a, batch, stream);
+    return launch_instance<Elem, kD, 2, 128>(a, batch, stream);
+  }
 }
 
 }  // namespace sampleattn::cuda::sm90

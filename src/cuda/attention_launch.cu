@@ -46,13 +46,22 @@ bool sm80_forced() {
 // The sm_90a instance for (dtype, head_dim) when it runs on the current device, else the sm_80 one.
 Launcher select_sm90(DType dtype, std::int64_t head_dim) {
   if (select_sm80(dtype, head_dim) == nullptr || sm80_forced()) return nullptr;
-  if (dtype == DType::bf16 && head_dim == 64 && attention_sm90_bf16_d64_runnable()) return launch_attention_sm90_bf16_d64;
-  if (dtype == DType::bf16 && head_dim == 128 && attention_sm90_bf16_d128_runnable())
-    return launch_attention_sm90_bf16_d128;
-  if (dtype == DType::f16 && head_dim == 64 && attention_sm90_f16_d64_runnable()) return launch_attention_sm90_f16_d64;
-  if (dtype == DType::f16 && head_dim == 128 && attention_sm90_f16_d128_runnable())
-    return launch_attention_sm90_f16_d128;
-  return nullptr;
+  const bool bf16 = dtype == DType::bf16;
+  switch (head_dim) {
+    case 64:
+      if (bf16 && attention_sm90_bf16_d64_runnable()) return launch_attention_sm90_bf16_d64;
+      if (!bf16 && attention_sm90_f16_d64_runnable()) return launch_attention_sm90_f16_d64;
+      return nullptr;
+    case 128:
+      if (bf16 && attention_sm90_bf16_d128_runnable()) return launch_attention_sm90_bf16_d128;
+      if (!bf16 && attention_sm90_f16_d128_runnable()) return launch_attention_sm90_f16_d128;
+      return nullptr;
+    case 256:
+      if (bf16 && attention_sm90_bf16_d256_runnable()) return launch_attention_sm90_bf16_d256;
+      if (!bf16 && attention_sm90_f16_d256_runnable()) return launch_attention_sm90_f16_d256;
+      return nullptr;
+    default: return nullptr;  // head_dim 96: the sm_80 kernel
+  }
 }
 
 // The current device's compute capability major and the shared memory a block may opt in to (0, 0 without one).
@@ -71,13 +80,13 @@ DeviceLimits device_limits() {
   return l;
 }
 
-// Shared memory of the instance that runs (dtype, head_dim) on this device: the sm_80 kernel's is the largest
-// of the two families (the sm_90a instances are checked by their *_runnable()).
+// Shared memory the sm_80 instance of head_dim needs: the one every GPU of compute capability 8.0 or newer can
+// fall back to (where an sm_90a instance runs, the GPU gives a block 227 KiB, more than any instance needs).
 int instance_smem_bytes(std::int64_t head_dim) { return sm80::smem_bytes(static_cast<int>(head_dim)); }
 
-// Query rows per block of the instance that runs the launch.
+// Query rows per block of the instance that runs the launch (the sm_90a head_dim 256 instance has one shape).
 std::int64_t block_rows(bool sm90, bool small_window, std::int64_t head_dim) {
-  if (sm90) return small_window ? 64 : 128;
+  if (sm90) return small_window && head_dim != 256 ? 64 : 128;
   return sm80::shape_for(static_cast<int>(head_dim)).block_m;
 }
 

@@ -104,6 +104,10 @@ __device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[8][4], const std::
 template <typename Elem, int kTransB>
 __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[16][4], const std::uint32_t (&a)[4],
                                                   std::uint64_t desc_b, int accumulate);
+// N = 256: the P V product at head_dim 256 (MN-major).
+template <typename Elem, int kTransB>
+__device__ __forceinline__ void wgmma_m64n256k16_rs(float (&d)[32][4], const std::uint32_t (&a)[4],
+                                                  std::uint64_t desc_b, int accumulate);
 // d[64 x 64] (+)= A[64 x 16] * B[16 x 64], both K-major in shared memory (descriptors).
 template <typename Elem>
 __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[8][4], std::uint64_t desc_a, std::uint64_t desc_b,
@@ -121,8 +125,15 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[16][4], std::uint
 #define SA_WGMMA_ACC_N128(d)                                                                                    \
   SA_WGMMA_ACC_N64(d), SA_WGMMA_ACC4(d, 8), SA_WGMMA_ACC4(d, 9), SA_WGMMA_ACC4(d, 10), SA_WGMMA_ACC4(d, 11),   \
       SA_WGMMA_ACC4(d, 12), SA_WGMMA_ACC4(d, 13), SA_WGMMA_ACC4(d, 14), SA_WGMMA_ACC4(d, 15)
+#define SA_WGMMA_ACC_N256(d)                                                                                    \
+  SA_WGMMA_ACC_N128(d), SA_WGMMA_ACC4(d, 16), SA_WGMMA_ACC4(d, 17), SA_WGMMA_ACC4(d, 18), SA_WGMMA_ACC4(d, 19), \
+      SA_WGMMA_ACC4(d, 20), SA_WGMMA_ACC4(d, 21), SA_WGMMA_ACC4(d, 22), SA_WGMMA_ACC4(d, 23), SA_WGMMA_ACC4(d, 24), \
+      SA_WGMMA_ACC4(d, 25), SA_WGMMA_ACC4(d, 26), SA_WGMMA_ACC4(d, 27), SA_WGMMA_ACC4(d, 28), SA_WGMMA_ACC4(d, 29), \
+      SA_WGMMA_ACC4(d, 30), SA_WGMMA_ACC4(d, 31)
 #define SA_WGMMA_REGS_N64 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
 #define SA_WGMMA_REGS_N128 SA_WGMMA_REGS_N64 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+
+#define SA_WGMMA_REGS_N256 SA_WGMMA_REGS_N128 ", %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
 
 // RS: A = {A0 .. A0 + 3} registers, then DESC (B) and FLAG (accumulate) operand numbers.
 #define SA_WGMMA_RS(N, ELEM, TYPE, TRANS, A, DESC, FLAG)                                                        \
@@ -137,6 +148,7 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[16][4], std::uint
   }
 #define SA_WGMMA_RS_N64(ELEM, TYPE, TRANS) SA_WGMMA_RS(64, ELEM, TYPE, TRANS, "%32, %33, %34, %35", "%36", "%37")
 #define SA_WGMMA_RS_N128(ELEM, TYPE, TRANS) SA_WGMMA_RS(128, ELEM, TYPE, TRANS, "%64, %65, %66, %67", "%68", "%69")
+#define SA_WGMMA_RS_N256(ELEM, TYPE, TRANS) SA_WGMMA_RS(256, ELEM, TYPE, TRANS, "%128, %129, %130, %131", "%132", "%133")
 
 SA_WGMMA_RS_N64(__nv_bfloat16, "bf16", 0)
 SA_WGMMA_RS_N64(__nv_bfloat16, "bf16", 1)
@@ -146,6 +158,8 @@ SA_WGMMA_RS_N128(__nv_bfloat16, "bf16", 0)
 SA_WGMMA_RS_N128(__nv_bfloat16, "bf16", 1)
 SA_WGMMA_RS_N128(__half, "f16", 0)
 SA_WGMMA_RS_N128(__half, "f16", 1)
+SA_WGMMA_RS_N256(__nv_bfloat16, "bf16", 1)
+SA_WGMMA_RS_N256(__half, "f16", 1)
 
 // SS: A and B descriptors, then the accumulate flag (operand numbers DESCS, FLAG); both operands K-major.
 #define SA_WGMMA_SS(N, ELEM, TYPE, DESCS, FLAG)                                                                  \
@@ -167,11 +181,14 @@ SA_WGMMA_SS_N128(__half, "f16")
 #undef SA_WGMMA_SS_N128
 #undef SA_WGMMA_SS_N64
 #undef SA_WGMMA_SS
+#undef SA_WGMMA_RS_N256
 #undef SA_WGMMA_RS_N128
 #undef SA_WGMMA_RS_N64
 #undef SA_WGMMA_RS
+#undef SA_WGMMA_REGS_N256
 #undef SA_WGMMA_REGS_N128
 #undef SA_WGMMA_REGS_N64
+#undef SA_WGMMA_ACC_N256
 #undef SA_WGMMA_ACC_N128
 #undef SA_WGMMA_ACC_N64
 #undef SA_WGMMA_ACC4

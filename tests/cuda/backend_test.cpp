@@ -146,7 +146,7 @@ TEST_F(BackendCuda, SampleAttentionMatchesReference) {
   for (const E2ECase& c : cases) run_e2e(c, seed);
 }
 
-// The whole call (stage 1, stage 2, attention) at head_dim 96 and 256, which run the sm_80 kernels on every GPU.
+// The whole call (stage 1, stage 2, attention) at head_dim 96 and 256 (stage 1 runs its sm_80 kernels there).
 TEST_F(BackendCuda, HeadDims96And256MatchReference) {
   const std::uint64_t seed = test::test_seed();
   const E2ECase cases[] = {
