@@ -32,7 +32,7 @@ constexpr int colsum_key_elems_sm90() {
 }
 // Pass 2: the stages' swizzled [64 kHeads][d] query tiles, the key tile, per stage 64 query positions and
 // 64 kHeads lse, the stages' full and empty mbarriers (at d = 128: 99 KiB with two heads per tile, 101 KiB
-// with one; two blocks per SM).
+// with one; two blocks per SM; at d = 256: 195 KiB / 198 KiB, one block).
 template <int D, int kHeads>
 constexpr int colsum_smem_bytes_sm90() {
   constexpr int kStages = colsum_stages_sm90<kHeads>();
@@ -128,7 +128,7 @@ struct ColKeysSm90<T, D, 2> {
 // -8% at 32K, -6% at 128K against one; the bulk copies instead of every thread's cp.async of a quarter row
 // (with its row cursor): -14% at 32K, -12% at 128K (bench/NOTES.md).
 template <typename T, int D, int kHeads>
-__global__ void __launch_bounds__(kThreadsSm90, 2) colsum_kernel_sm90(const Stage1Args a) {
+__global__ void __launch_bounds__(kThreadsSm90, min_blocks_sm90<D>()) colsum_kernel_sm90(const Stage1Args a) {
 #if SAMPLEATTN_SM90A
   constexpr int kN = kColQueries * kHeads;  // queries per tile
   constexpr int kStages = colsum_stages_sm90<kHeads>();

@@ -13,6 +13,12 @@
 namespace sampleattn::cuda::sel {
 
 constexpr int kThreadsSm90 = 256;  // two warpgroups
+// Blocks per SM the kernels' registers must allow: two up to head_dim 128; at 256 the tiles take ~195 KiB of
+// shared memory, so one block runs per SM and its threads may take twice the registers.
+template <int D>
+constexpr int min_blocks_sm90() {
+  return D <= 128 ? 2 : 1;
+}
 
 // Shared memory from the first 1024-byte boundary: the 128-byte swizzle is a function of address bits 4..9.
 __device__ __forceinline__ unsigned char* align_1024(unsigned char* p) {

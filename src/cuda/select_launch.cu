@@ -39,7 +39,7 @@ bool sm80_forced() {
 // Block = 32 rows (head bh, row i < sampled_stride) of 256 threads. The first 32 threads combine their row's
 // lse2 = M + log2 sum_c l_c 2^(m_c - M) over the chunks the row sees (chunk c starts at key c * key_chunk),
 // +inf past n; NaN in any partial stays NaN. Where a.qs_image is set, every thread then copies up to two of
-// the rows' 16-byte query chunks (head_dim <= 128) into the image (consecutive threads on consecutive chunks of a row) and head 0's
+// the rows' 16-byte query chunks (head_dim <= 256) into the image (consecutive threads on consecutive chunks of a row) and head 0's
 // rows write qs_pos. 32 rows per block: a block per 256 rows left the 8K selection's few blocks copying 16
 // chunks each, one after another.
 constexpr int kCombineThreads = 256, kCombineRows = 32;
@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const Stage1Ar
   const int total = static_cast<int>(rows - x0 < kCombineRows ? rows - x0 : kCombineRows) * chunks;
   const auto* q = static_cast<const unsigned short*>(a.q);
   auto* image = static_cast<uint4*>(a.qs_image);  // 16-byte chunks
-  constexpr int kPerThread = kCombineRows * 16 / kCombineThreads;  // enough for head_dim 128
+  constexpr int kPerThread = kCombineRows * 32 / kCombineThreads;  // enough for head_dim 256
   uint4 v[kPerThread];
 #pragma unroll
   for (int u = 0; u < kPerThread; ++u) {

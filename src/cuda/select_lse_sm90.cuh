@@ -27,7 +27,7 @@ constexpr int kLseStagesSm90 = 2;
 constexpr float kLazyLimit = 1073741824.0f;
 
 // Pass 1: 2 x [128][d] swizzled key tiles, the swizzled [128][d] query tile, the stages' full and empty
-// mbarriers; +1 KiB to align the swizzle (97 KiB at d = 128: two blocks per SM).
+// mbarriers; +1 KiB to align the swizzle (97 KiB at d = 128: two blocks per SM; 193 KiB at d = 256).
 template <int D>
 constexpr int lse_smem_bytes_sm90() {
   return 1024 + kLseStagesSm90 * kLseKeysSm90 * D * 2 + kLseRows * D * 2 + 2 * kLseStagesSm90 * 8;
@@ -58,7 +58,7 @@ __device__ __forceinline__ void product_64x128(float (&acc)[16][4], std::uint64_
 // Each thread keeps its own reference max per row (kLazyLimit); the quad's four (max, sum) pairs of a row are
 // combined once, at the end.
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreadsSm90, 2) lse_kernel_sm90(const Stage1Args a) {
+__global__ void __launch_bounds__(kThreadsSm90, min_blocks_sm90<D>()) lse_kernel_sm90(const Stage1Args a) {
 #if SAMPLEATTN_SM90A
   constexpr int kChunks = D / 8;
   constexpr int kTileElems = kLseKeysSm90 * D;
