@@ -17,7 +17,8 @@
 # Devices.SecondDevice (tests/cuda/devices_test.cpp) and test_cuda.py's second-device test skip on one GPU: run them
 # on a two-GPU machine (device kind nvidia-h200-x2).
 # Switches: TESTS=0 skips the gtest + sanitizer part, SAN=0 the sanitizers, GTEST_FILTER, GTEST_FILTER_SM80 and
-# GTEST_FILTER_COLSUM1 narrow the three test runs.
+# GTEST_FILTER_COLSUM1 narrow the three test runs. The main run alone takes ~5 minutes (LARGE=0), the sm_80 one ~3:
+# with one device call limited to 600 s, split the parts over calls (e.g. GTEST_FILTER, or TESTS=0 CHECK=1).
 set -uo pipefail
 MODE=${1:-run}
 B=${2:-build-cudaselect}
@@ -67,7 +68,7 @@ run_gtest() {
 if [ "${TESTS:-1}" = 1 ]; then
   echo "== gtest (CUDA)"
   # The 1M-token case (LARGE=1) also runs a CPU selection of one head: ~1-3 minutes more.
-  run_gtest tests "$([ "${LARGE:-1}" = 1 ] && echo 480 || echo 300)" "${GTEST_FILTER:-*}" SAMPLEATTN_LARGE_TESTS="${LARGE:-1}"
+  run_gtest tests "$([ "${LARGE:-1}" = 1 ] && echo 540 || echo 420)" "${GTEST_FILTER:-*}" SAMPLEATTN_LARGE_TESTS="${LARGE:-1}"
   echo "== gtest (CUDA), sm_80 kernels forced"
   run_gtest tests-sm80 300 "${GTEST_FILTER_SM80:-Attention*:Select*:BackendCuda.OffsetsBeyondUint32}" \
     SAMPLEATTN_CUDA_KERNELS=sm80
