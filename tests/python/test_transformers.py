@@ -91,6 +91,27 @@ def test_from_config_alpha_one_matches_sdpa(rng, family):
         assert np.all(layer.kept_columns == 150)
 
 
+def test_gemma3_explicit_head_dim_and_scaling(rng):
+    # Gemma 3: head_dim set apart from hidden_size / heads, the softmax scale from query_pre_attn_scalar (not
+    # 1 / sqrt(head_dim)), q/k norms, and sliding-window layers beside full ones. At alpha = 1 the logits equal
+    # SDPA's; the full layer runs sample_attention, the sliding one falls back.
+    config = transformers.Gemma3TextConfig(**dict(TINY, head_dim=48), query_pre_attn_scalar=20, sliding_window=32,
+                                           layer_types=["sliding_attention", "full_attention"])
+    dense, sparse = _pair(config)
+    ids = _ids(rng, 2, 150)
+    want = _reference_run(dense, ids).logits
+    with torch.no_grad():
+        got = sparse(ids).logits
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+    stats = sat.last_stats()
+    assert stats[0].path != "sample_attention" and stats[0].reason  # its sliding mask goes to SDPA
+    assert stats[1].path == "sample_attention" and np.all(stats[1].kept_columns == 150)
+    # The scale reached the kernel: with the default 1 / sqrt(48) instead the logits differ.
+    sparse.model.layers[1].self_attn.scaling = 48 ** -0.5
+    with torch.no_grad():
+        assert (sparse(ids).logits - want).abs().max().item() > 1e-3
+
+
 def test_from_pretrained(rng, tmp_path):
     dense, _ = _pair(_config("llama"))
     dense.save_pretrained(tmp_path)
