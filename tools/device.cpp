@@ -7,6 +7,7 @@
 #ifdef SAMPLEATTN_WITH_CUDA
 #include <cuda_runtime.h>
 
+#include "cuda/attention.h"
 #include "cuda/backend.h"
 #endif
 
@@ -28,6 +29,7 @@ void check(cudaError_t e, const char* what) {
 #ifdef SAMPLEATTN_WITH_CUDA
 
 bool cuda_present() { return cuda::available(); }
+bool cuda_supports(DType dtype, std::int64_t head_dim) { return cuda::attention_supported(dtype, head_dim); }
 
 std::string gpu_description() {
   if (!cuda_present()) return "";
@@ -64,6 +66,7 @@ void DeviceBuffer::download(void* host, std::size_t bytes) const {
 #else
 
 bool cuda_present() { return false; }
+bool cuda_supports(DType, std::int64_t) { return false; }
 std::string gpu_description() { return ""; }
 void device_sync() {}
 DeviceBuffer::DeviceBuffer(std::size_t bytes) : bytes_(bytes) {

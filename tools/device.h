@@ -12,6 +12,8 @@ namespace sampleattn::cli {
 
 // Built with the CUDA backend and a device answers.
 bool cuda_present();
+// The current device has a CUDA kernel for dtype and head_dim (head_dim 256 needs 160 KiB of shared memory a block).
+bool cuda_supports(DType dtype, std::int64_t head_dim);
 // "NVIDIA H200 (sm_90, driver 13.0)" or "" when no device is present.
 std::string gpu_description();
 // Waits for all work on the current device (no-op without CUDA).

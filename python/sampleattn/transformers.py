@@ -133,7 +133,27 @@ _recorder = _Recorder()
 # the common fallbacks cost no exception; anything else the backend rejects is caught below.
 _CUDA_DTYPES = (torch.bfloat16, torch.float16)
 _CUDA_HEAD_DIMS = (64, 96, 128, 256)
+# head_dim 256 needs this much shared memory a thread block where it runs the sm_80-class kernel (src/cuda/
+# attention_launch.cu: 160 KiB plus the kernel's static arrays); GPUs of compute capability 8.6 / 8.9 / 12.x give
+# less (99 KiB), and the call would fail there.
+_D256_SMEM_BYTES = 163840 + 2048
+_smem_ok: dict = {}
 _warned: set = set()
+
+
+def _cuda_head_dim_runs(device: "torch.device", head_dim: int) -> bool:
+    """Whether the CUDA backend has a kernel for head_dim on `device`."""
+    if head_dim not in _CUDA_HEAD_DIMS:
+        return False
+    if head_dim != 256:
+        return True
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _smem_ok:
+        props = torch.cuda.get_device_properties(index)
+        optin = getattr(props, "shared_memory_per_block_optin", None)
+        _smem_ok[index] = (optin >= _D256_SMEM_BYTES if optin is not None
+                           else props.minor == 0 and props.major in (8, 9, 10))
+    return _smem_ok[index]
 
 
 def _count(name: str, value: Any) -> int:
@@ -263,7 +283,7 @@ def _fallback_reason(module, query, key, value, attention_mask, dropout, is_caus
         return f"unsupported dtype: {str(query.dtype).replace('torch.', '')}"
     if key.dtype != query.dtype or value.dtype != query.dtype:
         return f"mixed dtypes: {query.dtype}, {key.dtype}, {value.dtype}"
-    if query.is_cuda and (query.dtype not in _CUDA_DTYPES or query.shape[-1] not in _CUDA_HEAD_DIMS):
+    if query.is_cuda and (query.dtype not in _CUDA_DTYPES or not _cuda_head_dim_runs(query.device, query.shape[-1])):
         return f"unsupported on CUDA: {query.dtype}, head_dim {query.shape[-1]}"
     return ""
 

@@ -14,7 +14,7 @@ struct KernelArgs {
   float* lse = nullptr;     // [B, Hq, Sq] or null
   std::int64_t q_stride[3]{}, k_stride[3]{}, v_stride[3]{}, out_stride[3]{};  // batch, seq, head
   std::int64_t seq_q = 0, seq_k = 0, q_heads = 0, group = 1;  // group = Hq / Hkv
-  std::int64_t block_m = 128;  // query rows per block; sm_90: 64 (64-key tiles) or 128 (128-key tiles)
+  std::int64_t block_m = 128;  // query rows per block: sm_90 64 or 128 (64 only below d 256); sm_80 128 (64 at d 256)
   std::int64_t num_m_tiles = 0;                                // ceil(Sq / block_m)
   float scale_log2 = 1.0f;                                     // softmax scale * log2(e)
   bool causal = true;

@@ -64,25 +64,29 @@ Launcher select_sm90(DType dtype, std::int64_t head_dim) {
   }
 }
 
-// The current device's compute capability major and the shared memory a block may opt in to (0, 0 without one).
+// The current device's compute capability major and the shared memory a block may opt in to; `error` is the
+// runtime's error where it could not tell (no device, no driver).
 struct DeviceLimits {
   int major = 0, smem_optin = 0;
+  cudaError_t error = cudaSuccess;
 };
 DeviceLimits device_limits() {
   DeviceLimits l;
   int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&l.major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&l.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
-    cudaGetLastError();
-    return {};
-  }
+  l.error = cudaGetDevice(&device);
+  if (l.error == cudaSuccess) l.error = cudaDeviceGetAttribute(&l.major, cudaDevAttrComputeCapabilityMajor, device);
+  if (l.error == cudaSuccess)
+    l.error = cudaDeviceGetAttribute(&l.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   return l;
 }
 
-// Shared memory the sm_80 instance of head_dim needs: the one every GPU of compute capability 8.0 or newer can
-// fall back to (where an sm_90a instance runs, the GPU gives a block 227 KiB, more than any instance needs).
-int instance_smem_bytes(std::int64_t head_dim) { return sm80::smem_bytes(static_cast<int>(head_dim)); }
+// Shared memory the sm_80 instance of head_dim needs, dynamic plus the kernel's static arrays (1.1 KiB by ptxas;
+// 2 KiB budgeted): the instance every GPU of compute capability 8.0 or newer can fall back to. Where an sm_90a
+// instance runs, the GPU gives a block 227 KiB, which each sm_90a Config checks at compile time.
+constexpr int kSm80StaticSmemBudget = 2048;
+int instance_smem_bytes(std::int64_t head_dim) {
+  return sm80::smem_bytes(static_cast<int>(head_dim)) + kSm80StaticSmemBudget;
+}
 
 // Query rows per block of the instance that runs the launch (the sm_90a head_dim 256 instance has one shape).
 std::int64_t block_rows(bool sm90, bool small_window, std::int64_t head_dim) {
@@ -114,14 +118,17 @@ void check_tensor(const void* data, const std::int64_t (&stride)[4], const char*
 bool attention_supported(DType dtype, std::int64_t head_dim) {
   if (select_sm80(dtype, head_dim) == nullptr) return false;
   const DeviceLimits l = device_limits();
-  return l.major >= 8 && l.smem_optin >= instance_smem_bytes(head_dim);
+  return l.error == cudaSuccess && l.major >= 8 && l.smem_optin >= instance_smem_bytes(head_dim);
 }
 
 void check_attention_supported(DType dtype, std::int64_t head_dim) {
   SA_CHECK(select_sm80(dtype, head_dim) != nullptr, "attention: no CUDA kernel for dtype ", to_string(dtype),
            " and head_dim ", head_dim, " (bfloat16 / float16 with head_dim 64, 96, 128 or 256)");
   const DeviceLimits l = device_limits();
-  SA_CHECK(l.major >= 8, "the CUDA backend needs a GPU of compute capability 8.0 or newer (this one: ", l.major, ".x)");
+  SA_CHECK(l.error == cudaSuccess, "attention (", to_string(dtype), ", head_dim ", head_dim,
+           "): no usable CUDA device (", cudaGetErrorString(l.error), ")");
+  SA_CHECK(l.major >= 8, "attention (", to_string(dtype), ", head_dim ", head_dim,
+           "): the CUDA backend needs a GPU of compute capability 8.0 or newer (this one: ", l.major, ".x)");
   SA_CHECK(l.smem_optin >= instance_smem_bytes(head_dim), "attention: head_dim ", head_dim, " needs ",
            instance_smem_bytes(head_dim), " bytes of shared memory per thread block, and this GPU allows ",
            l.smem_optin, " (head_dim 256 runs on GPUs such as the A100, H100 and H200)");

@@ -1,6 +1,7 @@
 // Tile shape of the sm_80 attention kernel per head_dim (attention_kernel_sm80.cuh), readable on the host so
 // that the launcher knows the query rows per block and the shared memory an instance needs before it launches.
-//   d 64, 96, 128: 128 query rows per block, 4 warps x 32 rows, Q re-read from shared memory per K tile.
+//   d 64, 96, 128: 128 query rows per block, 4 warps x 32 rows (8 x 16 with SAMPLEATTN_SM80_WARP_ROWS=16, Q then
+//                  in registers), Q re-read from shared memory per K tile.
 //   d 256: 64 query rows per block, 4 warps x 16 rows (O alone is 128 registers a thread), Q from shared memory;
 //          160 KiB of shared memory, so it runs where a block may opt in to that much (A100, H100 / H200; not
 //          the 99 KiB of sm_86 / sm_89 GPUs).
@@ -27,7 +28,8 @@ constexpr bool supported_head_dim(int d) { return d == 64 || d == 96 || d == 128
 
 constexpr Shape shape_for(int d) {
   const bool swizzled = d % 64 == 0;
-  return d == 256 ? Shape{64, 16, 64, d, true} : Shape{128, SAMPLEATTN_SM80_WARP_ROWS, 64, swizzled ? d : d + 8, swizzled};
+  if (d == 256) return Shape{64, 16, 64, d, true};
+  return Shape{128, SAMPLEATTN_SM80_WARP_ROWS, 64, swizzled ? d : d + 8, swizzled};
 }
 
 // Q [block_m] + two stages of K and V [block_n] rows, 16-bit elements.

@@ -109,11 +109,11 @@ void check_device_inputs(const core::Problem& p, const TensorView& q, const Tens
            ") is not supported by the CUDA backend (bfloat16 or float16)");
   SA_CHECK(p.head_dim == 64 || p.head_dim == 96 || p.head_dim == 128 || p.head_dim == 256, "q.head_dim (", p.head_dim,
            ") is not supported by the CUDA backend (64, 96, 128 or 256)");
-  check_attention_supported(dtype, p.head_dim);
   int device = -1;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
   SA_CHECK(device == q.device_index, "q is on cuda:", q.device_index, " but the current device is cuda:", device,
            " (make q's device current first)");
+  check_attention_supported(dtype, p.head_dim);
   if (out != nullptr) {
     SA_CHECK(out->dtype == dtype, "out.dtype (", to_string(out->dtype), ") must equal q.dtype (", to_string(dtype),
              ") on the CUDA backend");

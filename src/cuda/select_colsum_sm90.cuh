@@ -32,7 +32,7 @@ constexpr int colsum_key_elems_sm90() {
 }
 // Pass 2: the stages' swizzled [64 kHeads][d] query tiles, the key tile, per stage 64 query positions and
 // 64 kHeads lse, the stages' full and empty mbarriers (at d = 128: 99 KiB with two heads per tile, 101 KiB
-// with one; two blocks per SM; at d = 256: 195 KiB / 198 KiB, one block).
+// with one; two blocks per SM; at d = 256: 195 KiB / 197 KiB, one block).
 template <int D, int kHeads>
 constexpr int colsum_smem_bytes_sm90() {
   constexpr int kStages = colsum_stages_sm90<kHeads>();

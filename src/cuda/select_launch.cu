@@ -38,7 +38,7 @@ bool sm80_forced() {
 
 // Block = 32 rows (head bh, row i < sampled_stride) of 256 threads. The first 32 threads combine their row's
 // lse2 = M + log2 sum_c l_c 2^(m_c - M) over the chunks the row sees (chunk c starts at key c * key_chunk),
-// +inf past n; NaN in any partial stays NaN. Where a.qs_image is set, every thread then copies up to two of
+// +inf past n; NaN in any partial stays NaN. Where a.qs_image is set, every thread then copies up to four of
 // the rows' 16-byte query chunks (head_dim <= 256) into the image (consecutive threads on consecutive chunks of a row) and head 0's
 // rows write qs_pos. 32 rows per block: a block per 256 rows left the 8K selection's few blocks copying 16
 // chunks each, one after another.
@@ -121,8 +121,8 @@ std::int64_t stage1_key_chunk_sm90(std::int64_t seq_k) {
 }
 
 void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, void* stream) {
-  SA_CHECK(head_dim == 64 || head_dim == 96 || head_dim == 128 || head_dim == 256, "CUDA selection: no kernel for head_dim ",
-           head_dim, " (64, 96, 128 or 256)");
+  SA_CHECK(head_dim == 64 || head_dim == 96 || head_dim == 128 || head_dim == 256,
+           "CUDA selection: no kernel for head_dim ", head_dim, " (64, 96, 128 or 256)");
   SA_CHECK(dtype == DType::bf16 || dtype == DType::f16, "CUDA selection: no kernel for dtype ", to_string(dtype),
            " (bfloat16 or float16)");
   // The sm_90a pass 1 reads whole 128-key tiles up to its chunk's end, masking only at row ends.

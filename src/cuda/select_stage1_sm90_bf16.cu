@@ -1,5 +1,6 @@
 // Stage 1 sm_90a kernel instances for bf16 (head_dim 64, 128 and 256): select_stage1_sm90.cuh and its two passes.
 #include "cuda/select_stage1_sm90.cuh"
+#include "sampleattn/error.h"
 
 namespace sampleattn::cuda {
 
@@ -14,7 +15,8 @@ void launch_stage1_sm90_bf16(const Stage1Args& args, std::int64_t head_dim, int 
   switch (head_dim) {
     case 64: return sel::launch_stage1_sm90_instance<__nv_bfloat16, 64>(args, pass, stream);
     case 128: return sel::launch_stage1_sm90_instance<__nv_bfloat16, 128>(args, pass, stream);
-    default: return sel::launch_stage1_sm90_instance<__nv_bfloat16, 256>(args, pass, stream);
+    case 256: return sel::launch_stage1_sm90_instance<__nv_bfloat16, 256>(args, pass, stream);
+    default: detail::fail("CUDA selection: no sm_90a kernel for head_dim ", head_dim);
   }
 }
 

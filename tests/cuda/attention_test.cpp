@@ -24,6 +24,7 @@
 #include "core/problem.h"
 #include "cpu/reference.h"
 #include "cuda/attention.h"
+#include "cuda/device_util.h"
 #include "sampleattn/error.h"
 #include "support/host_tensor.h"
 #include "support/row_check.h"
@@ -389,7 +390,8 @@ TEST_F(AttentionCuda, HeadDims96And256MatchReference) {
       {1, 100, 4097, 2, 2, 256, DType::bf16, false, Layout::bshd, true, 300, 900, 0, 2.5f},
       {1, 300, 2049, 4, 1, 256, DType::bf16, true, Layout::bshd, true, 200, 1950},
   };
-  for (const Case& c : cases) run_case(c, seed);
+  if (const int n = test::run_where_supported(cases, [&](const Case& c) { run_case(c, seed); }))
+    GTEST_SKIP() << n << " head_dim 256 case(s) left out: this GPU gives a block too little shared memory";
 }
 
 // q, k, v and out each in its own layout (aligned ones keep the fast copy path, the padded one takes the
@@ -432,8 +434,11 @@ TEST_F(AttentionCuda, SmallCasesForSanitizers) {
       {1, 100, 400, 2, 1, 128, DType::bf16, true, Layout::bshd, true, 20, 380},
       {1, 70, 150, 2, 1, 96, DType::f16, true, Layout::padded, true, 20, 40},
       {1, 70, 150, 2, 2, 256, DType::bf16, false, Layout::bshd, true, 20, 40},
+      {1, 70, 150, 4, 2, 256, DType::f16, true, Layout::padded, true, 20, 40},
+      {1, 70, 150, 2, 1, 96, DType::bf16, true, Layout::bshd, true, 20, 40},
   };
-  for (const Case& c : cases) run_case(c, seed);
+  if (const int n = test::run_where_supported(cases, [&](const Case& c) { run_case(c, seed); }))
+    GTEST_SKIP() << n << " head_dim 256 case(s) left out: this GPU gives a block too little shared memory";
 }
 
 TEST(AttentionCudaHost, RejectsUnsupportedShapes) {

@@ -146,7 +146,8 @@ TEST_F(BackendCuda, SampleAttentionMatchesReference) {
   for (const E2ECase& c : cases) run_e2e(c, seed);
 }
 
-// The whole call (stage 1, stage 2, attention) at head_dim 96 and 256 (stage 1 runs its sm_80 kernels there).
+// The whole call (stage 1, stage 2, attention) at head_dim 96 (sm_80 kernels on every GPU) and 256 (sm_90a ones on
+// Hopper).
 TEST_F(BackendCuda, HeadDims96And256MatchReference) {
   const std::uint64_t seed = test::test_seed();
   const E2ECase cases[] = {
@@ -156,7 +157,8 @@ TEST_F(BackendCuda, HeadDims96And256MatchReference) {
       {1, 300, 1025, 8, 1, 256, DType::f16, Layout::bshd, false, 0.9},
       {1, 300, 4097, 4, 1, 256, DType::bf16, Layout::bshd, true, 0.8, 0, 0, 3.0f},
   };
-  for (const E2ECase& c : cases) run_e2e(c, seed);
+  if (const int n = test::run_where_supported(cases, [&](const E2ECase& c) { run_e2e(c, seed); }))
+    GTEST_SKIP() << n << " head_dim 256 case(s) left out: this GPU gives a block too little shared memory";
 }
 
 TEST_F(BackendCuda, StructuredWorkloadMatchesReference) {
@@ -566,8 +568,11 @@ TEST_F(BackendCuda, SmallCasesForSanitizers) {
       {1, 70, 130, 2, 1, 128, DType::f16, Layout::padded, false, 0.95},
       {1, 90, 150, 4, 1, 96, DType::bf16, Layout::padded, true, 0.9, 1, 3},
       {1, 70, 130, 2, 2, 256, DType::f16, Layout::bshd, true, 0.95},
+      {1, 90, 150, 8, 2, 256, DType::bf16, Layout::padded, true, 0.9, 1, 3},  // pass 2 two heads a tile
+      {1, 70, 130, 4, 1, 96, DType::f16, Layout::bshd, false, 0.95},
   };
-  for (const E2ECase& c : cases) run_e2e(c, seed);
+  if (const int n = test::run_where_supported(cases, [&](const E2ECase& c) { run_e2e(c, seed); }))
+    GTEST_SKIP() << n << " head_dim 256 case(s) left out: this GPU gives a block too little shared memory";
 }
 
 // ---------------------------------------------------------------------------------------------------------

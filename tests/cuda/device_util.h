@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "cuda/attention.h"
 #include "sampleattn/config.h"
 #include "sampleattn/error.h"
 #include "sampleattn/tensor.h"
@@ -28,6 +29,22 @@ inline bool has_gpu() {
   const bool ok = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
   cudaGetLastError();
   return ok;
+}
+
+// Calls run(c) for each case whose (dtype, head_dim) has a kernel on this GPU and returns how many it left out:
+// head_dim 256 needs 160 KiB of shared memory a block, which sm_86 / sm_89 / sm_120 GPUs do not give (the caller
+// then skips the test, after the other cases ran, saying so).
+template <typename Cases, typename Run>
+int run_where_supported(const Cases& cases, Run run) {
+  int left_out = 0;
+  for (const auto& c : cases) {
+    if (cuda::attention_supported(c.dtype, c.head_dim)) {
+      run(c);
+    } else {
+      ++left_out;
+    }
+  }
+  return left_out;
 }
 
 class DeviceBuffer {

@@ -119,7 +119,8 @@ TEST_F(SelectCuda, RandomInputsMatchReference) {
   for (const SelCase& c : cases) run_random(c, seed);
 }
 
-// head_dim 96 and 256 run the sm_80 stage 1 on every GPU (at 256 its fragments are re-read from shared memory).
+// head_dim 96 runs the sm_80 stage 1 on every GPU; 256 the sm_90a one on Hopper (one block per SM) and the sm_80
+// one elsewhere (its fragments re-read from shared memory).
 TEST_F(SelectCuda, HeadDims96And256MatchReference) {
   const std::uint64_t seed = test::test_seed();
   const SelCase cases[] = {
@@ -132,7 +133,8 @@ TEST_F(SelectCuda, HeadDims96And256MatchReference) {
       {1, 4097, 4097, 8, 1, 256, DType::bf16, Layout::bshd, true, 0.95, 0.05, 0, 0, 3.0f},
       {1, 2000, 4097, 4, 4, 96, DType::f16, Layout::bhsd, true, 0.8, 0.05, 0, 0, 3.0f},
   };
-  for (const SelCase& c : cases) run_random(c, seed);
+  if (const int n = test::run_where_supported(cases, [&](const SelCase& c) { run_random(c, seed); }))
+    GTEST_SKIP() << n << " head_dim 256 case(s) left out: this GPU gives a block too little shared memory";
 }
 
 TEST_F(SelectCuda, AlphaOneAndEveryRowSampled) {
