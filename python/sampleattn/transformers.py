@@ -9,17 +9,22 @@
 Works for every model whose attention layers call transformers' AttentionInterface (Llama, Mistral,
 Qwen2, ...). Routing, per attention call:
 - SampleAttention for causal prefills of at least `min_seq_len` query tokens that carry no mask;
+- Band attention (exact: the window and nothing else, through the sparse kernels, cost O(S w)) for the causal
+  sliding-window layers of a prefill without padding (Gemma 3, Mistral, GPT-OSS, ...: the `sliding_window` of
+  the call, or of the module). The mask builder hands such layers no mask, as flash_attention_2's does; every
+  other path below then applies the window itself (stats: path "band", reason "sliding_window").
 - PyTorch SDPA (transformers' own sdpa path, the mask honoured) otherwise: short prompts, decoding, any
-  padding or custom mask, non-causal layers, sliding windows that bite, position biases, training dropout,
-  or a dtype (float64, ...) / head size that the backend does not cover. A mask is never dropped: whenever
-  one reaches the attention function, dense attention applies it.
+  padding or custom mask, non-causal layers, position biases, training dropout, or a dtype (float64, ...) /
+  head size that the backend does not cover. A mask is never dropped: whenever one reaches the attention
+  function, dense attention applies it.
 - The model's own eager attention function for layers with attention sinks (GPT-OSS: the module's `sinks`,
   passed as `s_aux`), on every call (prefill and decoding): neither SDPA nor the sparse kernels apply sinks,
   and the model's eager function does (stats: path "eager", reason "attention_sinks"). Where the model has no
   such function, the first forward raises ValueError.
 - Softcapping raises ValueError (SDPA cannot apply it; some transformers releases would silently drop it).
 The mask builder registered with the implementation is transformers' sdpa one: it hands no mask at all
-for a plain causal prefill without padding, and a materialised mask in every other case.
+for a plain causal prefill without padding (a sliding-window layer's included, see above), and a materialised
+mask in every other case.
 - Packed sequences (padding-free batches: the cu_seq_lens_q / cu_seq_lens_k kwargs of a batch-1 call, which
   transformers' own SDPA and eager paths ignore) run per sequence (sample_attention_varlen; stats: one row per
   sequence with queries) when no mask comes with them and the longest sequence reaches min_seq_len; otherwise
@@ -62,8 +67,9 @@ _settings: Dict[str, Any] = dict(_DEFAULTS)
 class LayerStats:
     """What one attention layer did in the last forward pass.
 
-    path: "sample_attention", "sdpa" or "eager" (attention sinks: the model's own eager function); reason: why
-    the fallback was used ("" on the sample_attention path).
+    path: "sample_attention", "band" (a sliding-window layer: its window only, exact), "sdpa" or "eager"
+    (attention sinks: the model's own eager function); reason: why that path was used ("" on the sample_attention
+    path).
     density, sampled_coverage, kept_columns, window: [batch, q_heads] arrays (sample_attention path only):
     kept / visible causal entries, the fraction of the sampled rows' mass the mask keeps, the number of
     selected key columns and the local window per head. For a packed batch (cu_seq_lens kwargs) on the
@@ -211,12 +217,26 @@ def register(name: str = NAME, **settings: Any) -> None:
     with AttentionMaskInterface), then applies `settings` as configure() does. Call before from_pretrained
     / from_config; calling again only updates the settings."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.masking_utils import AttentionMaskInterface
 
     checked = _validated(settings)  # nothing is registered with a bad setting
     AttentionInterface.register(name, sample_attention_forward)
-    AttentionMaskInterface.register(name, sdpa_mask)
+    AttentionMaskInterface.register(name, _mask_builder)
     configure(**checked)
+
+
+def _mask_builder(*args, **kwargs):
+    """transformers' sdpa mask builder, except that a causal sliding-window mask (local_size = the config's
+    sliding_window; not a chunked or bidirectional one) is skipped where the plain causal mask would be (no
+    padding, a prefill or one query row): the attention function then applies the window itself."""
+    from transformers.masking_utils import sdpa_mask
+
+    config, local = kwargs.get("config"), kwargs.get("local_size")
+    if (local is not None and config is not None and local == getattr(config, "sliding_window", None)
+            and getattr(config, "attention_chunk_size", None) is None and kwargs.get("allow_is_causal_skip", True)
+            and not kwargs.get("allow_is_bidirectional_skip", False)):
+        kwargs = dict(kwargs, local_size=None)  # sdpa_mask reads it only to decide whether to skip
+    return sdpa_mask(*args, **kwargs)
 
 
 def last_stats(prefill: bool = False) -> Dict[Any, LayerStats]:
@@ -235,6 +255,7 @@ def summary(prefill: bool = False) -> Dict[str, Any]:
         "sample_attention_layers": len(sampled),
         "sdpa_layers": sum(s.path == "sdpa" for s in stats.values()),
         "eager_layers": sum(s.path == "eager" for s in stats.values()),
+        "band_layers": sum(s.path == "band" for s in stats.values()),
         "mean_density": float(np.mean([s.mean_density for s in sampled])) if sampled else 1.0,
         "min_sampled_coverage": float(min(s.sampled_coverage.min() for s in sampled)) if sampled else 1.0,
         "reasons": sorted({s.reason for s in stats.values() if s.reason}),
@@ -270,9 +291,6 @@ def _fallback_reason(module, query, key, value, attention_mask, dropout, is_caus
         return "short"
     if dropout and getattr(module, "training", False):
         return "dropout"
-    window = kwargs.get("sliding_window")
-    if window is not None and k_len > int(window):
-        return "sliding_window"
     if kwargs.get("position_bias") is not None:
         return "position_bias"
     if kwargs.get("output_attentions", False):
@@ -364,6 +382,35 @@ def _eager(module, query, key, value, attention_mask, dropout, scaling, is_causa
     return function(module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs)
 
 
+def _sliding_window(module, kwargs) -> Optional[int]:
+    """The layer's sliding window: the call's `sliding_window` (transformers passes it to attention functions whose
+    mask builder skips the window, as flash_attention_2's), else the module's own attribute; None for full
+    attention."""
+    window = kwargs.get("sliding_window")
+    if window is None:
+        window = getattr(module, "sliding_window", None)
+    return None if window is None else int(window)
+
+
+def _band_mask(q_len: int, k_len: int, window: int, device) -> torch.Tensor:
+    """Boolean [1, 1, q_len, k_len]: query i (at key position k_len - q_len + i) keeps keys p - window < j <= p."""
+    pos_q = torch.arange(q_len, device=device)[:, None] + (k_len - q_len)
+    pos_k = torch.arange(k_len, device=device)[None, :]
+    return ((pos_k <= pos_q) & (pos_k > pos_q - window))[None, None]
+
+
+def _band_forward(module, query, key, value, window, scaling):
+    """The window alone, exact, through the sparse kernels: a selection of band `window` and no columns."""
+    q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+    batch, seq_q, heads = q.shape[0], q.shape[1], q.shape[2]
+    selection = _api.Selection(batch, heads, seq_q, k.shape[1], np.full(batch * heads, window, np.int64),
+                               np.zeros(batch * heads + 1, np.int64), np.zeros(0, np.int32), True)
+    out = _api.attend(q, k, v, selection, scale=scaling)
+    _recorder.record(LayerStats(layer=_layer_key(module), path="band", reason="sliding_window", batch=batch,
+                                q_heads=heads, seq_q=seq_q, seq_k=k.shape[1]))
+    return out, None
+
+
 def _packed_offsets(query, key, kwargs):
     """(cu_q, cu_k) as int64 CPU tensors when the call carries more than one packed sequence (transformers'
     padding-free kwargs cu_seq_lens_q / cu_seq_lens_k, which its SDPA and eager paths ignore); None otherwise.
@@ -407,9 +454,10 @@ def _packed_offsets(query, key, kwargs):
     return cu_q, cu_k
 
 
-def _packed_mask(cu_q, cu_k, causal: bool, device) -> torch.Tensor:
+def _packed_mask(cu_q, cu_k, causal: bool, device, window: Optional[int] = None) -> torch.Tensor:
     """Boolean [1, 1, total_q, total_k]: each sequence's queries see their own sequence's keys (causally: up to
-    their position, a sequence's queries being its last positions). Built on `device`."""
+    their position, a sequence's queries being its last positions; with `window`, only the last `window` of
+    those). Built on `device`."""
     cu_q, cu_k = cu_q.to(device), cu_k.to(device)
     lq, lk = cu_q.diff(), cu_k.diff()
     seq_q = torch.repeat_interleave(torch.arange(len(lq), device=device), lq)
@@ -419,6 +467,8 @@ def _packed_mask(cu_q, cu_k, causal: bool, device) -> torch.Tensor:
         pos_q = torch.arange(len(seq_q), device=device) - cu_q[seq_q] + (lk - lq)[seq_q]
         pos_k = torch.arange(len(seq_k), device=device) - cu_k[seq_k]
         keep &= pos_k[None, :] <= pos_q[:, None]
+        if window is not None:
+            keep &= pos_k[None, :] > pos_q[:, None] - window
     return keep[None, None]
 
 
@@ -431,10 +481,12 @@ def _with_packing(attention_mask, packing):
     return attention_mask.masked_fill(~packing, torch.finfo(attention_mask.dtype).min)
 
 
-def _packed_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs, reason, packed):
+def _packed_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs, reason, packed,
+                    window):
     """Packed sequences: SampleAttention per sequence (sample_attention_varlen), or the fallback with the
     block-diagonal mask that keeps the sequences apart (combined with transformers' mask when it built one:
-    without a cache it builds the packing itself, and sliding windows)."""
+    without a cache it builds the packing itself, and sliding windows; where it built none, a sliding `window`
+    that bites joins the block-diagonal mask)."""
     cu_q, cu_k = packed
     compiling = torch.compiler.is_compiling()
     # A static cache's empty tail: the keys (and the mask's columns) past the packed keys. Compiled, their count
@@ -453,8 +505,13 @@ def _packed_forward(module, query, key, value, attention_mask, dropout, scaling,
     longest = kwargs.get("max_length_q") if compiling else int(cu_q.diff().max())
     if not reason and isinstance(longest, int) and longest < int(_settings["min_seq_len"]):
         reason = "short"
+    band = attention_mask is None and causal and window is not None
+    if band and not compiling:
+        band = int(cu_k.diff().max()) > window
+    if band and not reason:
+        reason = "sliding_window"
     if reason or attention_mask is not None:
-        mask = _with_packing(attention_mask, _packed_mask(cu_q, cu_k, causal, query.device))
+        mask = _with_packing(attention_mask, _packed_mask(cu_q, cu_k, causal, query.device, window if band else None))
         if reason == "attention_sinks":
             return _eager(module, query, key, value, mask, dropout, scaling, False, kwargs, reason)
         return _sdpa(module, query, key, value, mask, dropout, scaling, False, kwargs, reason or "attention_mask")
@@ -494,10 +551,34 @@ def sample_attention_forward(
     seq_k, d] (the cache included). Returns (out [batch, seq_q, q_heads, d], None)."""
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     reason = _fallback_reason(module, query, key, value, attention_mask, dropout, causal, kwargs)
+    window = _sliding_window(module, kwargs)
     packed = _packed_offsets(query, key, kwargs)
     if packed is not None:
         return _packed_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs,
-                               "" if reason == "attention_mask" else reason, packed)
+                               "" if reason == "attention_mask" else reason, packed, window)
+    q_len = query.shape[2]
+    # A sliding window and no mask: the mask builder skipped the window (or none was built), so it is applied
+    # here, on every path. With several query rows and more keys than queries (no mask: a static cache's empty
+    # tail, see below) the rows are the first q_len keys.
+    band = attention_mask is None and causal and window is not None
+    if band and q_len > 1 and key.shape[2] > q_len:
+        key, value = key[:, :, :q_len], value[:, :, :q_len]
+    band = band and key.shape[2] > window
+    if band and (reason or torch.compiler.is_compiling()):
+        mask = _band_mask(q_len, key.shape[2], window, query.device)
+        if reason == "attention_sinks":
+            return _eager(module, query, key, value, mask, dropout, scaling, False, kwargs, reason)
+        return _sdpa(module, query, key, value, mask, dropout, scaling, False, kwargs, reason or "sliding_window")
+    if band:
+        try:
+            return _band_forward(module, query, key, value, window, scaling)
+        except _api.Error as err:
+            message = str(err)
+            if message not in _warned:
+                _warned.add(message)
+                warnings.warn(f"sampleattn: falling back to SDPA: {message}", RuntimeWarning, stacklevel=2)
+            return _sdpa(module, query, key, value, _band_mask(q_len, key.shape[2], window, query.device), dropout,
+                         scaling, False, kwargs, f"unsupported: {message}")
     if reason == "attention_sinks":
         return _eager(module, query, key, value, attention_mask, dropout, scaling, is_causal, kwargs, reason)
     if reason:

@@ -94,7 +94,7 @@ def test_from_config_alpha_one_matches_sdpa(rng, family):
 def test_gemma3_explicit_head_dim_and_scaling(rng):
     # Gemma 3: head_dim set apart from hidden_size / heads, the softmax scale from query_pre_attn_scalar (not
     # 1 / sqrt(head_dim)), q/k norms, and sliding-window layers beside full ones. At alpha = 1 the logits equal
-    # SDPA's; the full layer runs sample_attention, the sliding one falls back.
+    # SDPA's; the full layer runs sample_attention, the sliding one its window alone (the band path).
     config = transformers.Gemma3TextConfig(**dict(TINY, head_dim=48), query_pre_attn_scalar=20, sliding_window=32,
                                            layer_types=["sliding_attention", "full_attention"])
     dense, sparse = _pair(config)
@@ -104,12 +104,37 @@ def test_gemma3_explicit_head_dim_and_scaling(rng):
         got = sparse(ids).logits
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
     stats = sat.last_stats()
-    assert stats[0].path != "sample_attention" and stats[0].reason  # its sliding mask goes to SDPA
+    assert stats[0].path == "band" and stats[0].reason == "sliding_window"
     assert stats[1].path == "sample_attention" and np.all(stats[1].kept_columns == 150)
     # The scale reached the kernel: with the default 1 / sqrt(48) instead the logits differ.
     sparse.model.layers[1].self_attn.scaling = 48 ** -0.5
     with torch.no_grad():
         assert (sparse(ids).logits - want).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("family", ["gemma3", "mistral"])
+def test_sliding_layers_prefill_then_decode(rng, family):
+    # A prefill longer than the window, then decoding past it: each step's logits against the SDPA model's, with
+    # the caches transformers picks for each (Gemma 3: sliding layers keep the last window of keys only).
+    if family == "gemma3":
+        config = transformers.Gemma3TextConfig(**dict(TINY, head_dim=16), sliding_window=24,
+                                               layer_types=["sliding_attention", "full_attention"])
+    else:
+        config = _config("mistral", sliding_window=24)
+    dense, sparse = _pair(config)
+    ids = _ids(rng, 2, 90)
+    with torch.no_grad():
+        want = dense(ids, use_cache=True)
+        got = sparse(ids, use_cache=True)
+        torch.testing.assert_close(got.logits, want.logits, atol=2e-5, rtol=1e-5)
+        assert "band" in {s.path for s in sat.last_stats().values()}
+        cache_d, cache_s = want.past_key_values, got.past_key_values
+        for _ in range(6):
+            step = want.logits[:, -1:].argmax(-1)
+            want = dense(step, past_key_values=cache_d, use_cache=True)
+            got = sparse(step, past_key_values=cache_s, use_cache=True)
+            torch.testing.assert_close(got.logits, want.logits, atol=2e-5, rtol=1e-5)
+            cache_d, cache_s = want.past_key_values, got.past_key_values
 
 
 def test_from_pretrained(rng, tmp_path):
@@ -192,13 +217,29 @@ def test_short_prompts_and_decoding_use_sdpa(rng):
 
 
 def test_sliding_window_mask_is_honoured(rng):
+    # Mistral's layers all slide (window 16 < the prompt's 64): without padding each runs the band path (the
+    # window alone, through the sparse kernels, whatever alpha); with padding transformers builds the mask and
+    # SDPA applies it. Both against transformers' SDPA with its own masks.
     dense, sparse = _pair(_config("mistral", sliding_window=16))
     sat.configure(alpha=0.3)
-    ids = _ids(rng, 1, 64)
+    ids = _ids(rng, 2, 64)
     want = _reference_run(dense, ids).logits
     with torch.no_grad():
-        torch.testing.assert_close(sparse(ids).logits, want, atol=0, rtol=0)
+        torch.testing.assert_close(sparse(ids).logits, want, atol=2e-5, rtol=1e-5)
+    stats = sat.last_stats()
+    assert {s.path for s in stats.values()} == {"band"} and {s.reason for s in stats.values()} == {"sliding_window"}
+    assert sat.summary()["band_layers"] == 2
+    padding = torch.ones(2, 64, dtype=torch.long)
+    padding[1, :5] = 0
+    want = _reference_run(dense, ids, attention_mask=padding).logits
+    with torch.no_grad():
+        torch.testing.assert_close(sparse(ids, attention_mask=padding).logits[padding.bool()],
+                                   want[padding.bool()], atol=0, rtol=0)
     assert {s.path for s in sat.last_stats().values()} == {"sdpa"}
+    # Full attention instead (no window) gives other logits: the window did bite.
+    full, _ = _pair(_config("mistral"))
+    full.load_state_dict(dense.state_dict())
+    assert (_reference_run(full, ids).logits - want).abs().max().item() > 1e-3
 
 
 class _Module(torch.nn.Module):
@@ -243,8 +284,24 @@ def test_attention_function_masks_and_alignment(rng):
     torch.testing.assert_close(got, want, atol=0, rtol=0)
     assert sat.last_stats()[0].reason == "attention_mask"
 
+    # A sliding window without a mask (the mask builder skips it): applied here, on the band path and on every
+    # fallback (a short prompt, decoding, attention sinks' eager path are tested with models below).
+    band = torch.ones(40, 40, dtype=torch.bool).tril() & ~torch.ones(40, 40, dtype=torch.bool).tril(-8)
+    want, _ = sdpa_attention_forward(module, q, k, v, band[None, None])
     got, _ = sat.sample_attention_forward(module, q, k, v, None, sliding_window=8)
-    assert sat.last_stats()[0].reason == "sliding_window"
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+    assert sat.last_stats()[0].path == "band" and sat.last_stats()[0].reason == "sliding_window"
+    sat.configure(min_seq_len=100)
+    got, _ = sat.sample_attention_forward(module, q, k, v, None, sliding_window=8)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+    assert sat.last_stats()[0].path == "sdpa" and sat.last_stats()[0].reason == "short"
+    module.sliding_window = 8  # no kwarg: the module's attribute
+    got, _ = sat.sample_attention_forward(module, q, k, v, None)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+    del module.sliding_window
+    sat.configure(min_seq_len=0)
+    got, _ = sat.sample_attention_forward(module, q[:, :, -1:], k, v, None, sliding_window=8)  # decoding
+    torch.testing.assert_close(got, want[:, -1:], atol=2e-5, rtol=0)
     with pytest.raises(ValueError, match="softcap"):  # SDPA refuses it too: never approximated away
         sat.sample_attention_forward(module, q, k, v, None, softcap=30.0)
     assert sat.last_stats()[0].reason == "softcap"
@@ -596,11 +653,12 @@ def test_summary_recomputed_from_the_per_layer_stats(rng):
         "sample_attention_layers": 2,
         "sdpa_layers": sum(s.path == "sdpa" for s in stats.values()),
         "eager_layers": sum(s.path == "eager" for s in stats.values()),
+        "band_layers": sum(s.path == "band" for s in stats.values()),
         "mean_density": pytest.approx(float(np.mean([np.mean(s.density) for s in sampled])), rel=1e-12),
         "min_sampled_coverage": pytest.approx(min(layer_min), rel=1e-12),
         "reasons": sorted({s.reason for s in fallback}),
     }
-    assert summary["sdpa_layers"] + summary["eager_layers"] == 1
+    assert summary["sdpa_layers"] + summary["eager_layers"] + summary["band_layers"] == 1
 
 
 def _packed_kwargs(lens):
