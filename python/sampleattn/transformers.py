@@ -10,20 +10,22 @@ Works for every model whose attention layers call transformers' AttentionInterfa
 Qwen2, ...). Routing, per attention call:
 - SampleAttention for causal prefills of at least `min_seq_len` query tokens that carry no mask;
 - Band attention (exact: the window and nothing else, through the sparse kernels, cost O(S w)) for the causal
-  sliding-window layers of a prefill without padding (Gemma 3, Mistral, GPT-OSS, ...: the `sliding_window` of
-  the call, or of the module). The mask builder hands such layers no mask, as flash_attention_2's does; every
-  other path below then applies the window itself (stats: path "band", reason "sliding_window").
+  sliding-window layers of a prefill without padding, in the models known to hand their window to the attention
+  function (Gemma 2 / 3 / 3n / 4, Mistral, Mixtral, Qwen2 / 3, Phi-3, GPT-OSS, ...: _WINDOW_PASSING_MODELS). For
+  those the mask builder skips the sliding mask where it would skip a causal one, as flash_attention_2's does,
+  and every other path below applies the window itself (stats: path "band", reason "sliding_window"; in grad
+  mode SDPA with the window as a mask).
 - PyTorch SDPA (transformers' own sdpa path, the mask honoured) otherwise: short prompts, decoding, any
   padding or custom mask, non-causal layers, position biases, training dropout, or a dtype (float64, ...) /
   head size that the backend does not cover. A mask is never dropped: whenever one reaches the attention
-  function, dense attention applies it.
+  function, dense attention applies it (and a window the builder skipped is applied here, see above).
 - The model's own eager attention function for layers with attention sinks (GPT-OSS: the module's `sinks`,
   passed as `s_aux`), on every call (prefill and decoding): neither SDPA nor the sparse kernels apply sinks,
   and the model's eager function does (stats: path "eager", reason "attention_sinks"). Where the model has no
   such function, the first forward raises ValueError.
 - Softcapping raises ValueError (SDPA cannot apply it; some transformers releases would silently drop it).
-The mask builder registered with the implementation is transformers' sdpa one: it hands no mask at all
-for a plain causal prefill without padding (a sliding-window layer's included, see above), and a materialised
+The mask builder registered with the implementation is transformers' sdpa one, wrapped: it hands no mask at
+all for a plain causal prefill without padding (and for the sliding-window layers above), and a materialised
 mask in every other case.
 - Packed sequences (padding-free batches: the cu_seq_lens_q / cu_seq_lens_k kwargs of a batch-1 call, which
   transformers' own SDPA and eager paths ignore) run per sequence (sample_attention_varlen; stats: one row per
@@ -225,14 +227,26 @@ def register(name: str = NAME, **settings: Any) -> None:
     configure(**checked)
 
 
+# Models whose sliding-window layers hand their window to the attention function (the call's `sliding_window`,
+# or the module's attribute), and whose full layers do not: checked against SDPA with transformers' own masks on
+# transformers 5.17 and 5.24. Other models (PhiMoE, BLT, Doge, ... rely on the mask alone) keep the mask.
+_WINDOW_PASSING_MODELS = frozenset({
+    "mistral", "mixtral", "ministral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3", "starcoder2", "gemma2",
+    "gemma3", "gemma3_text", "gemma3n", "gemma3n_text", "gemma4", "gemma4_text", "cohere2", "olmo3", "smollm3",
+    "minimax", "dots1", "modernbert-decoder", "gpt_oss",
+})
+
+
 def _mask_builder(*args, **kwargs):
     """transformers' sdpa mask builder, except that a causal sliding-window mask (local_size = the config's
-    sliding_window; not a chunked or bidirectional one) is skipped where the plain causal mask would be (no
-    padding, a prefill or one query row): the attention function then applies the window itself."""
+    sliding_window; not a chunked or bidirectional one) of a model in _WINDOW_PASSING_MODELS is skipped where the
+    plain causal mask would be (no padding, a prefill or one query row): the attention function then applies the
+    window itself."""
     from transformers.masking_utils import sdpa_mask
 
     config, local = kwargs.get("config"), kwargs.get("local_size")
     if (local is not None and config is not None and local == getattr(config, "sliding_window", None)
+            and getattr(config, "model_type", None) in _WINDOW_PASSING_MODELS
             and getattr(config, "attention_chunk_size", None) is None and kwargs.get("allow_is_causal_skip", True)
             and not kwargs.get("allow_is_bidirectional_skip", False)):
         kwargs = dict(kwargs, local_size=None)  # sdpa_mask reads it only to decide whether to skip
@@ -383,13 +397,17 @@ def _eager(module, query, key, value, attention_mask, dropout, scaling, is_causa
 
 
 def _sliding_window(module, kwargs) -> Optional[int]:
-    """The layer's sliding window: the call's `sliding_window` (transformers passes it to attention functions whose
-    mask builder skips the window, as flash_attention_2's), else the module's own attribute; None for full
-    attention."""
-    window = kwargs.get("sliding_window")
-    if window is None:
+    """The layer's sliding window: the call's `sliding_window` where the call passes one (None included: EXAONE 4
+    passes None on its full layers, whose modules carry the config's window), else, for the models of
+    _WINDOW_PASSING_MODELS (Qwen2-MoE keeps it there), the module's own attribute; None for full attention (also
+    for a window <= 0)."""
+    if "sliding_window" in kwargs:
+        window = kwargs["sliding_window"]
+    elif getattr(getattr(module, "config", None), "model_type", None) in _WINDOW_PASSING_MODELS:
         window = getattr(module, "sliding_window", None)
-    return None if window is None else int(window)
+    else:
+        window = None
+    return int(window) if window is not None and int(window) > 0 else None
 
 
 def _band_mask(q_len: int, k_len: int, window: int, device) -> torch.Tensor:
@@ -564,11 +582,14 @@ def sample_attention_forward(
     if band and q_len > 1 and key.shape[2] > q_len:
         key, value = key[:, :, :q_len], value[:, :, :q_len]
     band = band and key.shape[2] > window
-    if band and (reason or torch.compiler.is_compiling()):
+    # The sparse kernels are inference only: in grad mode the band goes to SDPA as a mask (exact, differentiable).
+    grad = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)
+    if band and (reason or grad or torch.compiler.is_compiling()):
         mask = _band_mask(q_len, key.shape[2], window, query.device)
         if reason == "attention_sinks":
             return _eager(module, query, key, value, mask, dropout, scaling, False, kwargs, reason)
-        return _sdpa(module, query, key, value, mask, dropout, scaling, False, kwargs, reason or "sliding_window")
+        return _sdpa(module, query, key, value, mask, dropout, scaling, False, kwargs,
+                     reason or ("sliding_window, grad mode" if grad else "sliding_window"))
     if band:
         try:
             return _band_forward(module, query, key, value, window, scaling)

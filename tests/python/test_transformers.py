@@ -137,6 +137,34 @@ def test_sliding_layers_prefill_then_decode(rng, family):
             cache_d, cache_s = want.past_key_values, got.past_key_values
 
 
+@pytest.mark.parametrize("family", ["exaone4", "phimoe"])
+def test_sliding_windows_of_models_that_keep_them_in_the_mask(rng, family):
+    # EXAONE 4 puts the config's window on every module and passes sliding_window=None on its full layers; PhiMoE
+    # applies its window through the mask alone. Neither may lose a window or gain one.
+    if family == "exaone4":
+        config = transformers.Exaone4Config(**dict(TINY, num_hidden_layers=4), sliding_window=16,
+                                            sliding_window_pattern=2)
+    else:
+        config = transformers.PhimoeConfig(**TINY, sliding_window=16, num_local_experts=2)
+    dense, sparse = _pair(config)
+    ids = _ids(rng, 2, 80)
+    want = _reference_run(dense, ids).logits
+    with torch.no_grad():
+        torch.testing.assert_close(sparse(ids).logits, want, atol=2e-5, rtol=1e-5)
+
+
+def test_sliding_layers_in_grad_mode(rng):
+    # The sparse kernels are inference only: in grad mode a sliding layer takes SDPA with its window as a mask, and
+    # backward works.
+    dense, sparse = _pair(_config("mistral", sliding_window=16))
+    ids = _ids(rng, 1, 64)
+    want = _reference_run(dense, ids).logits
+    got = sparse(ids).logits
+    torch.testing.assert_close(got.detach(), want, atol=2e-5, rtol=1e-5)
+    got.sum().backward()
+    assert all(s.path == "sdpa" and s.reason == "sliding_window, grad mode" for s in sat.last_stats().values())
+
+
 def test_from_pretrained(rng, tmp_path):
     dense, _ = _pair(_config("llama"))
     dense.save_pretrained(tmp_path)
@@ -295,10 +323,17 @@ def test_attention_function_masks_and_alignment(rng):
     got, _ = sat.sample_attention_forward(module, q, k, v, None, sliding_window=8)
     torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
     assert sat.last_stats()[0].path == "sdpa" and sat.last_stats()[0].reason == "short"
-    module.sliding_window = 8  # no kwarg: the module's attribute
+    module.sliding_window = 8  # no kwarg: the module's attribute, read for models known to keep it there
+    module.config = transformers.Qwen2MoeConfig()
     got, _ = sat.sample_attention_forward(module, q, k, v, None)
     torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
-    del module.sliding_window
+    assert sat.last_stats()[0].reason == "short"
+    module.config = transformers.PhimoeConfig()  # not one of them: the attribute is not read
+    got, _ = sat.sample_attention_forward(module, q, k, v, None)
+    assert sat.last_stats()[0].reason == "short" and (got - want).abs().max().item() > 1e-3
+    got, _ = sat.sample_attention_forward(module, q, k, v, None, sliding_window=None)  # EXAONE 4's full layers
+    assert (got - want).abs().max().item() > 1e-3
+    del module.sliding_window, module.config
     sat.configure(min_seq_len=0)
     got, _ = sat.sample_attention_forward(module, q[:, :, -1:], k, v, None, sliding_window=8)  # decoding
     torch.testing.assert_close(got, want[:, -1:], atol=2e-5, rtol=0)
@@ -742,7 +777,8 @@ def test_packed_sequences_compiled_fullgraph(rng):
     with torch.no_grad():
         eager = sparse(ids, **kwargs).logits
         compiled = torch.compile(sparse, fullgraph=True, backend="aot_eager")
-        torch.testing.assert_close(compiled(ids, **kwargs).logits, eager, atol=0, rtol=0)
+        # Not bitwise: with transformers 5.17 the traced model's other ops differ from eager's by ~1e-7.
+        torch.testing.assert_close(compiled(ids, **kwargs).logits, eager, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("compiled", [False, True])
