@@ -236,6 +236,46 @@ def test_transformers_bf16_alpha_one_matches_sdpa(family, head_dim):
         sat.configure(**saved)
 
 
+@pytest.mark.parametrize("family", ["mistral", "gemma3"])
+def test_transformers_sliding_layers_band_path(family):
+    # Sliding-window layers of a long prefill run their window alone through the CUDA kernels (path "band"); the
+    # logits match the SDPA model's (its own masks), the full layers at alpha 1 as in the test above.
+    transformers = pytest.importorskip("transformers")
+    import sampleattn.transformers as sat
+
+    if family == "mistral":
+        config = transformers.MistralConfig(vocab_size=1000, hidden_size=512, intermediate_size=1024,
+                                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                            max_position_embeddings=8192, sliding_window=256)
+    else:
+        config = transformers.Gemma3TextConfig(vocab_size=1000, hidden_size=512, intermediate_size=1024,
+                                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                               head_dim=128, max_position_embeddings=8192, sliding_window=256,
+                                               layer_types=["sliding_attention", "full_attention"])
+    saved = sat.settings()
+    sat.register(min_seq_len=0, alpha=1.0)
+    try:
+        torch.manual_seed(0)
+        with torch.device("cuda"):
+            dense = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="sdpa",
+                                                                  dtype=torch.bfloat16).eval()
+            sparse = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config),
+                                                                   attn_implementation="sample_attention",
+                                                                   dtype=torch.bfloat16).eval()
+        sparse.load_state_dict(dense.state_dict())
+        ids = torch.randint(0, 1000, (1, 3000), device="cuda")
+        with torch.no_grad():
+            a = dense(ids).logits.float()
+            sat.reset_stats()
+            b = sparse(ids).logits.float()
+        paths = [s.path for _, s in sorted(sat.last_stats().items(), key=lambda item: str(item[0]))]
+        assert "band" in paths and all(p in ("band", "sample_attention") for p in paths), paths
+        rel = ((a - b).norm() / a.norm()).item()
+        assert rel < 1e-2, f"relative logit error {rel:.3g}"
+    finally:
+        sat.configure(**saved)
+
+
 def test_generate_16k_prompt_default_settings():
     transformers = pytest.importorskip("transformers")
     import sampleattn.transformers as sat
