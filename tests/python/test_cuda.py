@@ -199,16 +199,12 @@ def test_torch_compile_cuda(gen):
     torch.testing.assert_close(compiled(q, k, v), layer(q, k, v), atol=1e-3, rtol=1e-4)
 
 
-@pytest.mark.parametrize("family,head_dim", [("llama", 128), ("qwen2", 128), ("llama", 96), ("llama", 256)])
-def test_transformers_bf16_alpha_one_matches_sdpa(family, head_dim):
+def _bf16_logits(config, ids):
+    """Logits of the SDPA model and of the sample_attention model (same random weights, bf16, on the GPU; alpha 1,
+    min_seq_len 0), and the per-layer stats of the latter."""
     transformers = pytest.importorskip("transformers")
     import sampleattn.transformers as sat
 
-    _skip_without_kernel(head_dim)
-    cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[family]
-    extra = {} if head_dim == 512 // 4 else {"head_dim": head_dim}  # other kernel instances than 128's
-    config = cls(vocab_size=1000, hidden_size=512, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, max_position_embeddings=8192, **extra)
     saved = sat.settings()
     sat.register(min_seq_len=0, alpha=1.0)
     try:
@@ -223,17 +219,30 @@ def test_transformers_bf16_alpha_one_matches_sdpa(family, head_dim):
                                                                    dtype=torch.bfloat16).eval()
         assert dense.config._attn_implementation == "sdpa"
         sparse.load_state_dict(dense.state_dict())
-        ids = torch.randint(0, 1000, (1, 3000), device="cuda")
         with torch.no_grad():
             sat.reset_stats()
             a = dense(ids).logits.float()
             assert sat.last_stats() == {}, "the reference model ran sample_attention"
             b = sparse(ids).logits.float()
-        assert sat.summary()["sample_attention_layers"] == 2
-        rel = ((a - b).norm() / a.norm()).item()
-        assert rel < 1e-2, f"relative logit error {rel:.3g}"
+        return a, b, sat.last_stats()
     finally:
         sat.configure(**saved)
+
+
+_MODEL = dict(vocab_size=1000, hidden_size=512, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=8192)
+
+
+@pytest.mark.parametrize("family,head_dim", [("llama", 128), ("qwen2", 128), ("llama", 96), ("llama", 256)])
+def test_transformers_bf16_alpha_one_matches_sdpa(family, head_dim):
+    transformers = pytest.importorskip("transformers")
+    _skip_without_kernel(head_dim)
+    cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[family]
+    extra = {} if head_dim == 512 // 4 else {"head_dim": head_dim}  # other kernel instances than 128's
+    a, b, stats = _bf16_logits(cls(**_MODEL, **extra), torch.randint(0, 1000, (1, 3000), device="cuda"))
+    assert [s.path for s in stats.values()] == ["sample_attention"] * 2
+    rel = ((a - b).norm() / a.norm()).item()
+    assert rel < 1e-2, f"relative logit error {rel:.3g}"
 
 
 @pytest.mark.parametrize("family", ["mistral", "gemma3"])
@@ -241,39 +250,16 @@ def test_transformers_sliding_layers_band_path(family):
     # Sliding-window layers of a long prefill run their window alone through the CUDA kernels (path "band"); the
     # logits match the SDPA model's (its own masks), the full layers at alpha 1 as in the test above.
     transformers = pytest.importorskip("transformers")
-    import sampleattn.transformers as sat
-
     if family == "mistral":
-        config = transformers.MistralConfig(vocab_size=1000, hidden_size=512, intermediate_size=1024,
-                                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                            max_position_embeddings=8192, sliding_window=256)
+        config = transformers.MistralConfig(**_MODEL, sliding_window=256)
     else:
-        config = transformers.Gemma3TextConfig(vocab_size=1000, hidden_size=512, intermediate_size=1024,
-                                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                               head_dim=128, max_position_embeddings=8192, sliding_window=256,
+        config = transformers.Gemma3TextConfig(**_MODEL, head_dim=128, sliding_window=256,
                                                layer_types=["sliding_attention", "full_attention"])
-    saved = sat.settings()
-    sat.register(min_seq_len=0, alpha=1.0)
-    try:
-        torch.manual_seed(0)
-        with torch.device("cuda"):
-            dense = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="sdpa",
-                                                                  dtype=torch.bfloat16).eval()
-            sparse = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config),
-                                                                   attn_implementation="sample_attention",
-                                                                   dtype=torch.bfloat16).eval()
-        sparse.load_state_dict(dense.state_dict())
-        ids = torch.randint(0, 1000, (1, 3000), device="cuda")
-        with torch.no_grad():
-            a = dense(ids).logits.float()
-            sat.reset_stats()
-            b = sparse(ids).logits.float()
-        paths = [s.path for _, s in sorted(sat.last_stats().items(), key=lambda item: str(item[0]))]
-        assert "band" in paths and all(p in ("band", "sample_attention") for p in paths), paths
-        rel = ((a - b).norm() / a.norm()).item()
-        assert rel < 1e-2, f"relative logit error {rel:.3g}"
-    finally:
-        sat.configure(**saved)
+    a, b, stats = _bf16_logits(config, torch.randint(0, 1000, (1, 3000), device="cuda"))
+    paths = [s.path for s in stats.values()]
+    assert "band" in paths and all(p in ("band", "sample_attention") for p in paths), paths
+    rel = ((a - b).norm() / a.norm()).item()
+    assert rel < 1e-2, f"relative logit error {rel:.3g}"
 
 
 def test_generate_16k_prompt_default_settings():
