@@ -10,6 +10,8 @@
 // an ldmatrix then start 208 bytes apart, in 8 different groups of 4 banks.
 #pragma once
 
+#include <cstdint>
+
 namespace sampleattn::cuda::sm80 {
 
 #ifndef SAMPLEATTN_SM80_WARP_ROWS
@@ -24,7 +26,8 @@ struct Shape {
   bool swizzled;  // rows stored swizzled (else padded)
 };
 
-constexpr bool supported_head_dim(int d) { return d == 64 || d == 96 || d == 128 || d == 256; }
+// The head dims the CUDA backend has kernels for (every stage: attention and both selection passes).
+constexpr bool supported_head_dim(std::int64_t d) { return d == 64 || d == 96 || d == 128 || d == 256; }
 
 constexpr Shape shape_for(int d) {
   const bool swizzled = d % 64 == 0;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cuda/attention.h"
+#include "cuda/attention_sm80_shape.h"
 #include "cuda/check.h"
 #include "cuda/workspace.h"
 #include "sampleattn/error.h"
@@ -107,7 +108,7 @@ void check_device_inputs(const core::Problem& p, const TensorView& q, const Tens
   const DType dtype = q.dtype;
   SA_CHECK(dtype == DType::bf16 || dtype == DType::f16, "q.dtype (", to_string(dtype),
            ") is not supported by the CUDA backend (bfloat16 or float16)");
-  SA_CHECK(p.head_dim == 64 || p.head_dim == 96 || p.head_dim == 128 || p.head_dim == 256, "q.head_dim (", p.head_dim,
+  SA_CHECK(sm80::supported_head_dim(p.head_dim), "q.head_dim (", p.head_dim,
            ") is not supported by the CUDA backend (64, 96, 128 or 256)");
   int device = -1;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");

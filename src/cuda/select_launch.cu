@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda/attention_sm80_shape.h"
 #include "cuda/check.h"
 #include "cuda/pdl.cuh"
 #include "cuda/select_args.h"
@@ -121,8 +122,8 @@ std::int64_t stage1_key_chunk_sm90(std::int64_t seq_k) {
 }
 
 void launch_stage1(const Stage1Args& args, DType dtype, std::int64_t head_dim, void* stream) {
-  SA_CHECK(head_dim == 64 || head_dim == 96 || head_dim == 128 || head_dim == 256,
-           "CUDA selection: no kernel for head_dim ", head_dim, " (64, 96, 128 or 256)");
+  SA_CHECK(sm80::supported_head_dim(head_dim), "CUDA selection: no kernel for head_dim ", head_dim,
+           " (64, 96, 128 or 256)");
   SA_CHECK(dtype == DType::bf16 || dtype == DType::f16, "CUDA selection: no kernel for dtype ", to_string(dtype),
            " (bfloat16 or float16)");
   // The sm_90a pass 1 reads whole 128-key tiles up to its chunk's end, masking only at row ends.
