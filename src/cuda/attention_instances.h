@@ -1,7 +1,6 @@
 // The compiled attention kernel instances (one .cu file each: attention_sm{80,90}_<dtype>_d<head_dim>.cu),
 // so that each compiles on its own and the dispatch (attention_launch.cu) needs no kernel code. The sm_90
-// instances (head_dim 64, 128 and 256) run only where their *_runnable() says so (compute capability 9.0, sm_90a
-// binary present); head_dim 96 runs the sm_80 instances on every GPU.
+// instances run only where their *_runnable() says so (compute capability 9.0, sm_90a binary present).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -22,14 +21,18 @@ cudaError_t launch_attention_sm80_f16_d128(const KernelArgs& args, std::int64_t 
 cudaError_t launch_attention_sm80_f16_d256(const KernelArgs& args, std::int64_t batch, cudaStream_t stream);
 
 cudaError_t launch_attention_sm90_bf16_d64(const KernelArgs& args, std::int64_t batch, cudaStream_t stream);
+cudaError_t launch_attention_sm90_bf16_d96(const KernelArgs& args, std::int64_t batch, cudaStream_t stream);
 cudaError_t launch_attention_sm90_bf16_d128(const KernelArgs& args, std::int64_t batch, cudaStream_t stream);
 cudaError_t launch_attention_sm90_f16_d64(const KernelArgs& args, std::int64_t batch, cudaStream_t stream);
+cudaError_t launch_attention_sm90_f16_d96(const KernelArgs& args, std::int64_t batch, cudaStream_t stream);
 cudaError_t launch_attention_sm90_f16_d128(const KernelArgs& args, std::int64_t batch, cudaStream_t stream);
 cudaError_t launch_attention_sm90_bf16_d256(const KernelArgs& args, std::int64_t batch, cudaStream_t stream);
 cudaError_t launch_attention_sm90_f16_d256(const KernelArgs& args, std::int64_t batch, cudaStream_t stream);
 bool attention_sm90_bf16_d64_runnable();
+bool attention_sm90_bf16_d96_runnable();
 bool attention_sm90_bf16_d128_runnable();
 bool attention_sm90_f16_d64_runnable();
+bool attention_sm90_f16_d96_runnable();
 bool attention_sm90_f16_d128_runnable();
 bool attention_sm90_bf16_d256_runnable();
 bool attention_sm90_f16_d256_runnable();

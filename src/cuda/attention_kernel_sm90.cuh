@@ -18,7 +18,8 @@
 //   Two consumers take turns to issue their products (named barriers), so that the softmax of one runs
 //   while the tensor cores work for the other.
 // Shapes: (kConsumers, kBlockN) = (2, 128), or (1, 64) for small windows (two blocks per SM; the 64-row, 64-key
-// tiles waste fewer keys at the band edges); head_dim 256: (2, 64), since 128-key stages would not fit. 128-key
+// tiles waste fewer keys at the band edges); head_dim 256: (2, 64), since 128-key stages would not fit; head_dim 96
+// as 128 (Config::kDs). 128-key
 // tiles against 64: +6% dense, 3-11% faster sparse at 32K and 128K in spite of more waste at band edges and in the
 // last gathered tile (bench/NOTES.md).
 // Launched only on compute capability 9.0 with the sm_90a cubin (attention_launch.cu checks the binary); other
@@ -44,6 +45,10 @@ template <typename Elem, int kD, int kConsumers, int kBlockN_>
 struct Config {
   static constexpr int kBlockM = 64 * kConsumers;
   static constexpr int kBlockN = kBlockN_;
+  // Columns a row of Q, K, V and O has in shared memory and in the accumulators: head_dim 96 is stored 128 wide
+  // (the 128-byte swizzle is 64 elements wide), its columns 96..127 neither copied nor read by Q K^T (6 k-steps);
+  // P V runs 128 wide and the epilogue drops those columns.
+  static constexpr int kDs = kD == 96 ? 128 : kD;
   static constexpr int kThreads = 128 * (kConsumers + 1);
   static constexpr int kMinBlocks = kConsumers == 1 ? 2 : 1;  // blocks per SM
   // Registers per thread after reallocation: the launch gives 65536 / (kThreads kMinBlocks), rounded down to
@@ -63,22 +68,28 @@ struct Config {
   // and 5-20% with two (bench/NOTES.md, fourteenth session).
   static constexpr bool kSpanFromLast = kConsumers == 1;
   static constexpr int kNTiles = kBlockN / 8;
-  static constexpr int kOTiles = kD / 8;
-  static constexpr int kKSteps = kD / 16;
+  static constexpr int kOTiles = kDs / 8;
+  static constexpr int kOutTiles = kD / 8;  // the accumulator tiles that hold output columns (global stores)
+  static constexpr int kKSteps = kD / 16;  // of Q K^T, over head_dim columns
   static constexpr int kPSteps = kBlockN / 16;
   // The producer warpgroup's copies of Q and of contiguous K / V tiles: rows of 64 or 128 elements in passes of
-  // whole rows (Copy); rows of 256 elements (4 rows a pass would change the swizzle pattern between passes) in
-  // the layout of gathered tiles, 8 threads a row.
-  static constexpr bool kRowCopies = kD <= 128;
+  // whole rows (Copy); rows of 96 (12 chunks do not divide the threads) and 256 elements (4 rows a pass would
+  // change the swizzle pattern between passes) in the layout of gathered tiles, 8 threads a row: chunk c + 8 p
+  // of a row for p < kDBlocks where copied(c, p).
+  static constexpr bool kRowCopies = kD == 64 || kD == 128;
   using Copy = sm80::CopyLayout<kRowCopies ? kD : 128, 128>;
   static constexpr int kKvPasses = kBlockN / Copy::kRowsPerPass;
   static constexpr int kQPasses = kBlockM / Copy::kRowsPerPass;
-  static constexpr int kTileElems = kBlockN * kD;
+  static constexpr int kTileElems = kBlockN * kDs;
+  static constexpr int kDBlocks = kDs / 64;  // 64-column blocks of a stored row
+  // Whether chunk c + 8 p (c < 8) of a row holds head_dim columns (at head_dim 96 the second block's first 4).
+  static __device__ __forceinline__ bool copied(int c, int p) { return kD % 64 == 0 || c + 8 * p < kD / 8; }
   static constexpr int kTileBytes = kTileElems * 2;
   // Q [64 kConsumers, d] + K and V stages [kBlockN, d] + 1 KiB to align the swizzled tiles: with 2 + 3 stages at
-  // d = 128, 193 KiB (2, 128), 97 KiB (1, 64: two blocks fit an SM); at d = 256, 225 KiB (2, 64).
-  static constexpr int kSmemBytes = (kBlockM * kD + (kKStages + kVStages) * kTileElems) * 2 + 1024;
-  static_assert(kD == 64 || kD == 128 || kD == 256, "head_dim 64, 128 or 256");
+  // d = 128 (and 96, stored 128 wide), 193 KiB (2, 128), 97 KiB (1, 64: two blocks fit an SM); at d = 256,
+  // 225 KiB (2, 64).
+  static constexpr int kSmemBytes = (kBlockM * kDs + (kKStages + kVStages) * kTileElems) * 2 + 1024;
+  static_assert(kD == 64 || kD == 96 || kD == 128 || kD == 256, "head_dim 64, 96, 128 or 256");
   static_assert(kConsumers == 1 || kConsumers == 2, "one or two consumer warpgroups");
   static_assert(kBlockN == 64 * kConsumers || (kD == 256 && kConsumers == 2 && kBlockN == 64),
                 "64-key tiles with one consumer, 128 with two (64 at head_dim 256, for shared memory)");
@@ -86,7 +97,7 @@ struct Config {
   // The warpgroups' registers must add up to at most the block's pool, or setmaxnreg.inc waits forever.
   static constexpr int kLaunchRegs = (65536 / (kThreads * kMinBlocks)) & ~7;
   static_assert(kProducerRegs + kConsumers * kConsumerRegs <= (kConsumers + 1) * kLaunchRegs, "register budget");
-  // The kernel's static shared memory (barriers, idx_s, order_s: 2 KiB by ptxas at (2, 64) and (2, 128)) comes on
+  // The kernel's static shared memory (barriers, idx_s, order_s: 2 KiB by ptxas at (2, 64), 3 KiB at (2, 128)) comes on
   // top; at d = 256 the two together are exactly the 227 KiB a block may have.
   static constexpr int kStaticSmemBudget = 2048;
   static_assert(kSmemBytes + kStaticSmemBudget <= 227 * 1024 &&
@@ -126,9 +137,9 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   // The swizzle pattern is a function of address bits 7..9: tiles start on 1024-byte boundaries.
   unsigned char* smem_aligned = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
-  Elem* q_s = reinterpret_cast<Elem*>(smem_aligned);  // [kBlockM][d]
-  Elem* k_s = q_s + kBlockM * kD;                     // [kKStages][kBlockN][d]
-  Elem* v_s = k_s + kKStages * Cfg::kTileElems;       // [kVStages][kBlockN][d]
+  Elem* q_s = reinterpret_cast<Elem*>(smem_aligned);  // [kBlockM][kDs]
+  Elem* k_s = q_s + kBlockM * Cfg::kDs;               // [kKStages][kBlockN][kDs]
+  Elem* v_s = k_s + kKStages * Cfg::kTileElems;       // [kVStages][kBlockN][kDs]
   __shared__ __align__(8) std::uint64_t full_k[kKStages], empty_k[kKStages], full_v[kVStages], empty_v[kVStages];
   // The producer's stripe search result (left_count, right_begin; find_stripes), for the consumers, which
   // need it only after their first tile: stripes_full completes when it is written.
@@ -166,8 +177,9 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
         const bool valid = bt.m0 + row < a.seq_q;
         const Elem* src = bt.q + (valid ? (bt.m0 + row) * a.q_stride[1] : 0) + qchunk * 8;
 #pragma unroll
-        for (int p = 0; p < kD / 64; ++p)
-          sm80::copy_chunk(q_s + sw128_offset<kBlockM>(row, qchunk + 8 * p), src + 64 * p, valid, a.aligned_inputs);
+        for (int p = 0; p < Cfg::kDBlocks; ++p)
+          if (Cfg::copied(qchunk, p))
+            sm80::copy_chunk(q_s + sw128_offset<kBlockM>(row, qchunk + 8 * p), src + 64 * p, valid, a.aligned_inputs);
       }
     } else if (a.aligned_inputs && bt.m1 - bt.m0 == kBlockM) {
       const char* src = reinterpret_cast<const char*>(bt.q + (bt.m0 + crow) * a.q_stride[1] + chunk * 8);
@@ -231,8 +243,8 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
           const char* row =
               static_cast<const char*>(add_wide_product(from, static_cast<std::uint32_t>(key[j]), row_bytes));
 #pragma unroll
-          for (int p = 0; p < kD / 64; ++p)
-            sm80::cp_async_16(to + i * 16 * 128 + p * kBlockN * 128, row + p * 128, valid);
+          for (int p = 0; p < Cfg::kDBlocks; ++p)
+            if (Cfg::copied(gchunk, p)) sm80::cp_async_16(to + i * 16 * 128 + p * kBlockN * 128, row + p * 128, valid);
         }
       }
     };
@@ -257,7 +269,7 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
             gather_tile(t, to, from, row_bytes, rows, std::true_type{});
           }
         } else if constexpr (!Cfg::kRowCopies) {
-          // Rows of 256 elements: the gathered tiles' layout, one address per row.
+          // Rows of 96 or 256 elements: the gathered tiles' layout, one address per row.
           const std::uint32_t to = smem_addr(dst + sw128_offset<kBlockN>(grow, gchunk));
           const char* row =
               static_cast<const char*>(add_wide_product(from, static_cast<std::uint32_t>(tr.base + grow), row_bytes));
@@ -265,8 +277,9 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
 #pragma unroll
           for (int i = 0; i < kRowsPerThread; ++i)
 #pragma unroll
-            for (int p = 0; p < kD / 64; ++p)
-              sm80::cp_async_16(to + i * 16 * 128 + p * kBlockN * 128, row + i * step + p * 128, true);
+            for (int p = 0; p < Cfg::kDBlocks; ++p)
+              if (Cfg::copied(gchunk, p))
+                sm80::cp_async_16(to + i * 16 * 128 + p * kBlockN * 128, row + i * step + p * 128, true);
         } else {
           // Chunk `chunk` of row crow is chunk gchunk of its 64-column half chunk / 8.
           const std::uint32_t to = smem_addr(dst + sw128_offset<kBlockN>(crow, chunk));
@@ -290,7 +303,8 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
         const std::int64_t key = tr.gather ? idx_s[t & 1][grow * kRowsPerThread + i] : tr.base + row;
         const Elem* from = src + (valid ? key * stride : 0) + gchunk * 8;
 #pragma unroll
-        for (int p = 0; p < kD / 64; ++p) {
+        for (int p = 0; p < Cfg::kDBlocks; ++p) {
+          if (!Cfg::copied(gchunk, p)) continue;
           Elem* chunk_to = to + i * 16 * 64 + p * kBlockN * 64;  // sw128_offset of (row, gchunk + 8 p)
           if (a.aligned_inputs) {
             sm80::cp_async_16(smem_addr(chunk_to), from + 64 * p, valid);
@@ -417,7 +431,7 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     wgmma_commit();
     if constexpr (!kFirst) {
 #pragma unroll
-      for (int kk = 0; kk < Cfg::kPSteps; ++kk) wgmma_pv<Elem, kD>(o, p_prev[kk], v_desc(vp, kk));
+      for (int kk = 0; kk < Cfg::kPSteps; ++kk) wgmma_pv<Elem, Cfg::kDs>(o, p_prev[kk], v_desc(vp, kk));
       wgmma_commit();
     }
     turn_end();
@@ -470,7 +484,7 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     turn_begin();
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < Cfg::kPSteps; ++kk) wgmma_pv<Elem, kD>(o, p[kk], v_desc(last, kk));
+    for (int kk = 0; kk < Cfg::kPSteps; ++kk) wgmma_pv<Elem, Cfg::kDs>(o, p[kk], v_desc(last, kk));
     wgmma_commit();
     turn_end();
     wgmma_wait<0>();
@@ -508,7 +522,9 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     // Through this warp's 16 rows of the Q tile (read only by its warpgroup's products, all done; the wait
     // for tile 0 covered the Q copies): the fragments go to shared memory, then back as whole 16-byte chunks,
     // so that each instruction writes whole rows (the fragments' own 4-byte stores touch 8 rows each and took
-    // ~2,500 cycles of every block's end). Conflict-free both ways: the Q tile's 128-byte swizzle.
+    // ~2,500 cycles of every block's end). Conflict-free both ways: the Q tile's 128-byte swizzle. Every
+    // accumulator tile goes to shared memory, at head_dim 96 the 4 without output columns too: with those left
+    // dead ptxas serialised the kernel's wgmma instructions (C7511, "insufficient register resources").
     const int wrow = cwarp * 16;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
@@ -520,11 +536,18 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
       }
     }
     __syncwarp();
-    constexpr int kRowChunks = kD / 8, kRowsPerStore = 32 / kRowChunks;
-    const int chunk_out = lane % kRowChunks;
+    // The warp's 16 rows, 32 16-byte chunks at a time: whole rows, or at head_dim 96 (12 chunks a row) 8/3 rows.
+    constexpr int kRowChunks = kD / 8;
 #pragma unroll
-    for (int j = 0; j < 16 / kRowsPerStore; ++j) {
-      const int row = wrow + j * kRowsPerStore + lane / kRowChunks;
+    for (int j = 0; j < 16 * kRowChunks / 32; ++j) {
+      int row, chunk_out;
+      if constexpr (32 % kRowChunks == 0) {
+        row = wrow + j * (32 / kRowChunks) + lane / kRowChunks;
+        chunk_out = lane % kRowChunks;
+      } else {
+        row = wrow + (32 * j + lane) / kRowChunks;
+        chunk_out = (32 * j + lane) % kRowChunks;
+      }
       const uint4 v = *reinterpret_cast<const uint4*>(q_s + sw128_offset<kBlockM>(row, chunk_out));
       const std::int64_t r = bt.m0 + row;
       if (r < a.seq_q) *reinterpret_cast<uint4*>(out_g + r * a.out_stride[1] + chunk_out * 8) = v;
@@ -536,7 +559,7 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
       if (r >= a.seq_q) continue;
       Elem* dst = out_g + r * a.out_stride[1] + 2 * (lane & 3);
 #pragma unroll
-      for (int dt = 0; dt < Cfg::kOTiles; ++dt) {
+      for (int dt = 0; dt < Cfg::kOutTiles; ++dt) {
         const std::uint32_t packed = sm80::pack2<Elem>(o[dt][2 * i] * inv_sum[i], o[dt][2 * i + 1] * inv_sum[i]);
         if (a.aligned_out) {
           *reinterpret_cast<std::uint32_t*>(dst + dt * 8) = packed;

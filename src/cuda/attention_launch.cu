@@ -52,6 +52,10 @@ Launcher select_sm90(DType dtype, std::int64_t head_dim) {
       if (bf16 && attention_sm90_bf16_d64_runnable()) return launch_attention_sm90_bf16_d64;
       if (!bf16 && attention_sm90_f16_d64_runnable()) return launch_attention_sm90_f16_d64;
       return nullptr;
+    case 96:
+      if (bf16 && attention_sm90_bf16_d96_runnable()) return launch_attention_sm90_bf16_d96;
+      if (!bf16 && attention_sm90_f16_d96_runnable()) return launch_attention_sm90_f16_d96;
+      return nullptr;
     case 128:
       if (bf16 && attention_sm90_bf16_d128_runnable()) return launch_attention_sm90_bf16_d128;
       if (!bf16 && attention_sm90_f16_d128_runnable()) return launch_attention_sm90_f16_d128;
@@ -60,7 +64,7 @@ Launcher select_sm90(DType dtype, std::int64_t head_dim) {
       if (bf16 && attention_sm90_bf16_d256_runnable()) return launch_attention_sm90_bf16_d256;
       if (!bf16 && attention_sm90_f16_d256_runnable()) return launch_attention_sm90_f16_d256;
       return nullptr;
-    default: return nullptr;  // head_dim 96: the sm_80 kernel
+    default: return nullptr;
   }
 }
 
