@@ -4,9 +4,8 @@
 // strides multiples of 8) take the cp.async path; other strides work through a slower plain-load path.
 // Kernels: src/cuda/attention_kernel_sm90.cuh (wgmma, mbarriers, a producer warpgroup; compute capability 9.0
 // with the sm_90a cubin) and src/cuda/attention_kernel_sm80.cuh (mma.sync; every other GPU of compute
-// capability 8.0 or newer, or any GPU with SAMPLEATTN_CUDA_KERNELS=sm80; head_dim 96 always); one thread block per
-// 128 query rows of one head (64 for sm_90 small windows at head_dim 64 / 128, and for the sm_80 kernel at head_dim
-// 256). Plan of the sparse key runs: src/cuda/attention_plan.cuh; measurements: bench/NOTES.md.
+// capability 8.0 or newer, or any GPU with SAMPLEATTN_CUDA_KERNELS=sm80); one thread block per 128 query rows of one
+// head (64 for sm_90 small windows at head_dim 64 / 96 / 128, and for the sm_80 kernel at head_dim 256). Plan of the sparse key runs: src/cuda/attention_plan.cuh; measurements: bench/NOTES.md.
 #pragma once
 
 #include <cstdint>

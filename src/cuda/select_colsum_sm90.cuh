@@ -30,13 +30,13 @@ template <int D, int kHeads>
 constexpr int colsum_key_elems_sm90() {
   return kHeads == 1 ? kColKeys * smem_stride<D>() : 0;
 }
-// Pass 2: the stages' swizzled [64 kHeads][d] query tiles, the key tile, per stage 64 query positions and
-// 64 kHeads lse, the stages' full and empty mbarriers (at d = 128: 99 KiB with two heads per tile, 101 KiB
-// with one; two blocks per SM; at d = 256: 195 KiB / 197 KiB, one block).
+// Pass 2: the stages' swizzled [64 kHeads][ds] query tiles (ds = stored_dim_sm90<D>), the key tile, per stage
+// 64 query positions and 64 kHeads lse, the stages' full and empty mbarriers (at d = 128: 99 KiB with two heads
+// per tile, 101 KiB with one; two blocks per SM; at d = 256: 195 KiB / 197 KiB, one block).
 template <int D, int kHeads>
 constexpr int colsum_smem_bytes_sm90() {
   constexpr int kStages = colsum_stages_sm90<kHeads>();
-  return 1024 + kStages * kColQueries * kHeads * D * 2 + colsum_key_elems_sm90<D, kHeads>() * 2 +
+  return 1024 + kStages * kColQueries * kHeads * stored_dim_sm90<D>() * 2 + colsum_key_elems_sm90<D, kHeads>() * 2 +
          kStages * kColQueries * (4 + 4 * kHeads) + 2 * kStages * 8;
 }
 
@@ -133,10 +133,11 @@ __global__ void __launch_bounds__(kThreadsSm90, min_blocks_sm90<D>()) colsum_ker
   constexpr int kN = kColQueries * kHeads;  // queries per tile
   constexpr int kStages = colsum_stages_sm90<kHeads>();
   static_assert(kStages >= 2, "a stage is refilled only after every thread's empty arrival for its last tile");
-  constexpr int kTileElems = kN * D;
+  constexpr int kDBlocks = stored_dim_sm90<D>() / 64;  // 64-column blocks of a stored row
+  constexpr int kTileElems = kN * kDBlocks * 64;
   static_assert(kTileElems * 2 % 1024 == 0, "swizzled tiles must stay 1024-byte aligned");
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  T* qs = reinterpret_cast<T*>(align_1024(smem_raw));     // [kStages][kN][D], 128-byte swizzle
+  T* qs = reinterpret_cast<T*>(align_1024(smem_raw));     // [kStages][kN][kDBlocks * 64], 128-byte swizzle
   T* ks = qs + kStages * kTileElems;  // the key tile (ColKeysSm90)
   int* qpos = reinterpret_cast<int*>(ks + colsum_key_elems_sm90<D, kHeads>());  // [kStages][kColQueries]
   float* qlse = reinterpret_cast<float*>(qpos + kStages * kColQueries);  // [kStages][kN]
@@ -188,7 +189,7 @@ __global__ void __launch_bounds__(kThreadsSm90, min_blocks_sm90<D>()) colsum_ker
   // Tile t of the block is (pair p, tile q of the pair) with t = p * per_head + q: rows i_first + 64 q ..
   // + 63 of the pair's heads, straight from the image the combine kernel wrote (Stage1Args::qs_image). There a
   // head's rows are 128-byte rows per 64-column block, already in the tile's swizzle wherever the tile starts
-  // at a multiple of 8, so a tile is kHeads * D / 64 bulk copies of 64 rows, plus the rows' lse (kHeads * 256
+  // at a multiple of 8, so a tile is kHeads * kDBlocks bulk copies of 64 rows, plus the rows' lse (kHeads * 256
   // bytes) and positions (256 bytes): issued by one thread, counted by the stage's full barrier in bytes.
   // i_first rounds i_start down to a multiple of 8; the rows before i_start precede key j0, so the first tile
   // of a pair takes the per-group path, which skips or masks them.
@@ -207,9 +208,9 @@ __global__ void __launch_bounds__(kThreadsSm90, min_blocks_sm90<D>()) colsum_ker
     const std::int64_t h0 = b * a.q_heads + kvh * group + static_cast<std::int64_t>(p) * kHeads;
 #pragma unroll
     for (int hh = 0; hh < kHeads; ++hh) {
-      const T* src = static_cast<const T*>(a.qs_image) + ((h0 + hh) * (D / 64) * stride + row0) * 64;
+      const T* src = static_cast<const T*>(a.qs_image) + ((h0 + hh) * kDBlocks * stride + row0) * 64;
 #pragma unroll
-      for (int o = 0; o < D / 64; ++o)
+      for (int o = 0; o < kDBlocks; ++o)
         sm90::bulk_copy(smem_addr(qs) + stage * (kTileElems * 2) + o * kBlockBytes + hh * (kColQueries * 128),
                         src + o * stride * 64, kColQueries * 128, bar);
       sm90::bulk_copy(smem_addr(qlse) + (stage * kN + hh * kColQueries) * 4, a.lse2 + (h0 + hh) * stride + row0,

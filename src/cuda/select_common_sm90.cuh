@@ -20,6 +20,14 @@ constexpr int min_blocks_sm90() {
   return D <= 128 ? 2 : 1;
 }
 
+// Columns a row has in the sm_90a stage 1 tiles and in the image of the sampled rows (Stage1Args::qs_image):
+// whole 64-column blocks of the 128-byte swizzle, so head_dim 96 is stored 128 wide. Columns from D on are
+// neither copied nor read (the products run D / 16 k-steps).
+template <int D>
+constexpr int stored_dim_sm90() {
+  return (D + 63) / 64 * 64;
+}
+
 // Shared memory from the first 1024-byte boundary: the 128-byte swizzle is a function of address bits 4..9.
 __device__ __forceinline__ unsigned char* align_1024(unsigned char* p) {
   return p + ((1024u - (smem_addr(p) & 1023u)) & 1023u);

@@ -77,6 +77,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const Stage1Ar
   if (a.qs_image == nullptr) return;  // block-uniform
   __syncthreads();
   const int chunks = static_cast<int>(a.head_dim / 8);
+  const int blocks = (chunks + 7) / 8;  // 64-column blocks of an image row (stored_dim_sm90: head_dim 96 in 2)
   const int total = static_cast<int>(rows - x0 < kCombineRows ? rows - x0 : kCombineRows) * chunks;
   const auto* q = static_cast<const unsigned short*>(a.q);
   auto* image = static_cast<uint4*>(a.qs_image);  // 16-byte chunks
@@ -105,7 +106,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const Stage1Ar
     if (c < total) {
       const std::int64_t xr = x0 + c / chunks, bh = xr / stride, i = xr % stride;
       const int ch = c % chunks;
-      image[((bh * (chunks / 8) + ch / 8) * stride + i) * 8 + ((ch & 7) ^ (i & 7))] = v[u];
+      image[((bh * blocks + ch / 8) * stride + i) * 8 + ((ch & 7) ^ (i & 7))] = v[u];
     }
   }
 }

@@ -26,11 +26,13 @@ constexpr int kLseStagesSm90 = 2;
 // partial sum can overflow: < 2^30 per tile, at most 2^20 tiles per chunk (seq_k < 2^31), so < 2^50.
 constexpr float kLazyLimit = 1073741824.0f;
 
-// Pass 1: 2 x [128][d] swizzled key tiles, the swizzled [128][d] query tile, the stages' full and empty
-// mbarriers; +1 KiB to align the swizzle (97 KiB at d = 128: two blocks per SM; 193 KiB at d = 256).
+// Pass 1: 2 x [128][ds] swizzled key tiles, the swizzled [128][ds] query tile (ds = stored_dim_sm90<D>), the
+// stages' full and empty mbarriers; +1 KiB to align the swizzle (97 KiB at d = 96 and 128: two blocks per SM;
+// 193 KiB at d = 256).
 template <int D>
 constexpr int lse_smem_bytes_sm90() {
-  return 1024 + kLseStagesSm90 * kLseKeysSm90 * D * 2 + kLseRows * D * 2 + 2 * kLseStagesSm90 * 8;
+  constexpr int kDs = stored_dim_sm90<D>();
+  return 1024 + kLseStagesSm90 * kLseKeysSm90 * kDs * 2 + kLseRows * kDs * 2 + 2 * kLseStagesSm90 * 8;
 }
 
 // S[64 x 128] = A * B^T with both operands in shared memory: A = this warpgroup's 64 rows of a swizzled
@@ -60,15 +62,16 @@ __device__ __forceinline__ void product_64x128(float (&acc)[16][4], std::uint64_
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreadsSm90, min_blocks_sm90<D>()) lse_kernel_sm90(const Stage1Args a) {
 #if SAMPLEATTN_SM90A
-  constexpr int kChunks = D / 8;
-  constexpr int kTileElems = kLseKeysSm90 * D;
+  constexpr int kDs = stored_dim_sm90<D>();
+  constexpr int kChunks = kDs / 8;  // of a stored row; the first D / 8 are copied
+  constexpr int kTileElems = kLseKeysSm90 * kDs;
   static_assert(kTileElems * 2 % 1024 == 0, "swizzled tiles must stay 1024-byte aligned");
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  T* ks = reinterpret_cast<T*>(align_1024(smem_raw));  // [kLseStagesSm90][kLseKeysSm90][D], 128-byte swizzle
-  T* qs = ks + kLseStagesSm90 * kTileElems;               // [kLseRows][D], 128-byte swizzle
+  T* ks = reinterpret_cast<T*>(align_1024(smem_raw));  // [kLseStagesSm90][kLseKeysSm90][kDs], 128-byte swizzle
+  T* qs = ks + kLseStagesSm90 * kTileElems;               // [kLseRows][kDs], 128-byte swizzle
   // Per stage a "full" barrier (every thread's copies of the tile landed) and an "empty" one (every thread's
   // product on it done): the two warpgroups meet only through these, not at a block barrier per tile.
-  std::uint64_t* full = reinterpret_cast<std::uint64_t*>(qs + kLseRows * D);  // [kLseStagesSm90]
+  std::uint64_t* full = reinterpret_cast<std::uint64_t*>(qs + kLseRows * kDs);  // [kLseStagesSm90]
   std::uint64_t* empty = full + kLseStagesSm90;                             // [kLseStagesSm90]
   pdl_trigger();  // the first kernel of the chain (pdl.cuh): launched the plain way
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -99,7 +102,7 @@ __global__ void __launch_bounds__(kThreadsSm90, min_blocks_sm90<D>()) lse_kernel
   // Key tile `tile` of the chunk into stage `buf`, rows past Sk as zeros (their scores are masked). The thread
   // copies chunk `ch` of rows row0 + kRowStep * it: rows 8 apart share the swizzle, so the shared offsets are
   // one base plus multiples of kRowStep * 128 bytes, and the per-tile work is a few instructions per copy;
-  // tiles that end before Sk skip the row tests.
+  // tiles that end before Sk skip the row tests. Threads of the stored columns past D copy nothing.
   constexpr int kRowStep = kThreadsSm90 / kChunks, kIters = kLseKeysSm90 / kRowStep;
   static_assert(kRowStep % 8 == 0, "rows of one thread share the swizzle phase");
   const int ch = tid % kChunks, row0 = tid / kChunks;
@@ -107,7 +110,9 @@ __global__ void __launch_bounds__(kThreadsSm90, min_blocks_sm90<D>()) lse_kernel
   const T* k_src = kbase + (key_lo + row0) * a.k_stride[1] + ch * 8;
   const std::int64_t k_step = kRowStep * a.k_stride[1], k_tile_step = kLseKeysSm90 * a.k_stride[1];
   const int rows_left = static_cast<int>(a.seq_k - key_lo - row0);  // Sk < 2^31
+  const bool copies = kDs == D || ch < D / 8;
   auto load_tile = [&](int tile, int buf) {
+    if (!copies) return;
     const int left = rows_left - tile * kLseKeysSm90;  // this thread's rows it * kRowStep < left exist
     const T* src = k_src + tile * k_tile_step;
     const std::uint32_t dst = k_dst + buf * kTileElems * 2;

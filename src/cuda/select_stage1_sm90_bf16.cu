@@ -1,4 +1,4 @@
-// Stage 1 sm_90a kernel instances for bf16 (head_dim 64, 128 and 256): select_stage1_sm90.cuh and its two passes.
+// Stage 1 sm_90a kernel instances for bf16 (head_dim 64, 96, 128 and 256): select_stage1_sm90.cuh and its two passes.
 #include "cuda/select_stage1_sm90.cuh"
 #include "sampleattn/error.h"
 
@@ -6,14 +6,16 @@ namespace sampleattn::cuda {
 
 bool stage1_sm90_bf16_runnable(std::int64_t head_dim) {
   if (head_dim == 64) return sel::stage1_sm90_runnable<__nv_bfloat16, 64>();
+  if (head_dim == 96) return sel::stage1_sm90_runnable<__nv_bfloat16, 96>();
   if (head_dim == 128) return sel::stage1_sm90_runnable<__nv_bfloat16, 128>();
   if (head_dim == 256) return sel::stage1_sm90_runnable<__nv_bfloat16, 256>();
-  return false;  // head_dim 96 runs the sm_80 kernels
+  return false;
 }
 
 void launch_stage1_sm90_bf16(const Stage1Args& args, std::int64_t head_dim, int pass, cudaStream_t stream) {
   switch (head_dim) {
     case 64: return sel::launch_stage1_sm90_instance<__nv_bfloat16, 64>(args, pass, stream);
+    case 96: return sel::launch_stage1_sm90_instance<__nv_bfloat16, 96>(args, pass, stream);
     case 128: return sel::launch_stage1_sm90_instance<__nv_bfloat16, 128>(args, pass, stream);
     case 256: return sel::launch_stage1_sm90_instance<__nv_bfloat16, 256>(args, pass, stream);
     default: detail::fail("CUDA selection: no sm_90a kernel for head_dim ", head_dim);

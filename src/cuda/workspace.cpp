@@ -140,7 +140,9 @@ WorkspaceLayout workspace_layout(const SelectPlan& plan) {
   l.part_l = place(mul({static_cast<std::size_t>(plan.num_chunks), rows, sizeof(float)}));
   const std::size_t stride = static_cast<std::size_t>(sampled_stride(plan.num_sampled));
   l.lse2 = place(mul({heads, stride, sizeof(float)}));
-  l.qs_image = place(mul({heads, stride, static_cast<std::size_t>(plan.problem.head_dim), 2}));
+  // Rows of whole 64-column blocks (sel::stored_dim_sm90): head_dim 96 takes 128 columns.
+  const std::size_t image_cols = static_cast<std::size_t>((plan.problem.head_dim + 63) / 64 * 64);
+  l.qs_image = place(mul({heads, stride, image_cols, 2}));
   l.qs_pos = place(mul({stride, sizeof(std::int32_t)}));
   l.colscore = place(mul({heads, sk, sizeof(float)}));
   l.inside = place(mul({heads, sk, sizeof(float)}));

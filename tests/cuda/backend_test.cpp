@@ -146,8 +146,8 @@ TEST_F(BackendCuda, SampleAttentionMatchesReference) {
   for (const E2ECase& c : cases) run_e2e(c, seed);
 }
 
-// The whole call (stage 1, stage 2, attention) at head_dim 96 (sm_80 kernels on every GPU) and 256 (sm_90a ones on
-// Hopper).
+// The whole call (stage 1, stage 2, attention) at head_dim 96 and 256 (sm_90a kernels on Hopper, sm_80 ones
+// elsewhere).
 TEST_F(BackendCuda, HeadDims96And256MatchReference) {
   const std::uint64_t seed = test::test_seed();
   const E2ECase cases[] = {

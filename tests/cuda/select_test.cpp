@@ -119,8 +119,8 @@ TEST_F(SelectCuda, RandomInputsMatchReference) {
   for (const SelCase& c : cases) run_random(c, seed);
 }
 
-// head_dim 96 runs the sm_80 stage 1 on every GPU; 256 the sm_90a one on Hopper (one block per SM) and the sm_80
-// one elsewhere (its fragments re-read from shared memory).
+// head_dim 96 and 256 run the sm_90a stage 1 on Hopper (96: rows stored 128 wide; 256: one block per SM) and the
+// sm_80 one elsewhere (at 256 its fragments re-read from shared memory).
 TEST_F(SelectCuda, HeadDims96And256MatchReference) {
   const std::uint64_t seed = test::test_seed();
   const SelCase cases[] = {
@@ -561,6 +561,11 @@ TEST(SelectPlanHost, KeyChunkAndPlanFollowTheCoreSchedule) {
   EXPECT_GE(l.qs_image - l.lse2, 16u * stride * sizeof(float));
   EXPECT_GE(l.qs_pos - l.qs_image, 16u * stride * 128 * 2);
   EXPECT_GE(l.colscore - l.qs_pos, stride * sizeof(std::int32_t));
+  // The image holds whole 64-column blocks: head_dim 96 rows take 128 columns (sel::stored_dim_sm90).
+  core::Problem d96 = p;
+  d96.head_dim = 96;
+  const cuda::WorkspaceLayout l96 = cuda::workspace_layout(cuda::make_plan(d96, cfg));
+  EXPECT_GE(l96.qs_pos - l96.qs_image, 16u * stride * 128 * 2);
   alignas(256) static unsigned char small[512];
   EXPECT_THROW(cuda::carve_workspace(small, sizeof(small), l), Error);
   EXPECT_THROW(cuda::carve_workspace(small + 8, l.bytes, l), Error);
