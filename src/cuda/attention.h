@@ -49,7 +49,7 @@ struct AttentionParams {
   std::int64_t dense_tail = 0;
   // Host-side hint: the band width most heads use (e.g. the SampleConfig's window), 0 if unknown. On sm_90
   // a sparse launch with 0 < window_hint <= kSmallWindowRows uses 64-row query tiles (less waste at the band
-  // edges; head_dim 64 and 128 only); it never changes results.
+  // edges; every head_dim but 256); it never changes results.
   std::int64_t window_hint = 0;
 };
 

@@ -11,7 +11,7 @@
 //              and need none).
 //   consumer g owns rows 64 g .. 64 g + 63 (each warp 16). Per tile t: wait for K_t (and V_{t-1}), issue
 //              S_t = Q K_t^T (wgmma m64n{kBlockN}k16, Q and K from 128-byte-swizzled shared memory) and
-//              O += P_{t-1} V_{t-1} (m64n{d}k16, P from registers), wait for S_t, free K_t, mask and softmax
+//              O += P_{t-1} V_{t-1} (m64n{kDs}k16, P from registers), wait for S_t, free K_t, mask and softmax
 //              tile t while the tensor cores work on P_{t-1} V_{t-1}, wait for that product, free V_{t-1},
 //              rescale O. At the end each warp writes its 16 rows of O into its rows of the Q tile and stores
 //              them back as whole rows.
@@ -97,9 +97,9 @@ struct Config {
   // The warpgroups' registers must add up to at most the block's pool, or setmaxnreg.inc waits forever.
   static constexpr int kLaunchRegs = (65536 / (kThreads * kMinBlocks)) & ~7;
   static_assert(kProducerRegs + kConsumers * kConsumerRegs <= (kConsumers + 1) * kLaunchRegs, "register budget");
-  // The kernel's static shared memory (barriers, idx_s, order_s: 2 KiB by ptxas at (2, 64), 3 KiB at (2, 128)) comes on
-  // top; at d = 256 the two together are exactly the 227 KiB a block may have.
-  static constexpr int kStaticSmemBudget = 2048;
+  // The kernel's static shared memory (barriers, idx_s, order_s: by ptxas 2 KiB with 64-key tiles, 3 KiB with
+  // 128) comes on top; at d = 256 the two together are exactly the 227 KiB a block may have.
+  static constexpr int kStaticSmemBudget = kBlockN == 128 ? 3072 : 2048;
   static_assert(kSmemBytes + kStaticSmemBudget <= 227 * 1024 &&
                     kMinBlocks * (kSmemBytes + kStaticSmemBudget) <= 228 * 1024,
                 "shared memory");
@@ -166,8 +166,8 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
   const int chunk = tid % kChunks, crow = tid / kChunks;
   if (warp < 4) {
     // The producer's copies of Q first: they need no plan, so they overlap its loads (the first full barrier's
-    // arrivals, after tile 0's copies, cover them). A whole tile with aligned rows takes the contiguous K/V
-    // tiles' form: one global address plus constant steps, one shared address plus immediates (the general
+    // arrivals, after tile 0's copies, cover them). At d 64 / 128 a whole tile with aligned rows takes the
+    // contiguous K/V tiles' form: one global address plus constant steps, one shared address plus immediates (the general
     // form, with an address product and a branch per copy, took ~2,000 cycles of every block's start).
     if constexpr (!Cfg::kRowCopies) {
       const int qrow = tid / 8, qchunk = tid % 8;  // the gathered tiles' layout: 8 threads a row
@@ -206,7 +206,7 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     // Producer.
     setmaxnreg_dec<Cfg::kProducerRegs>();
     // A gathered tile has its own thread layout: 8 threads per row, thread (grow, gchunk) = (tid / 8, tid % 8)
-    // copies chunks gchunk + 8 p (p < d / 64) of rows grow + 16 i (i < kRowsPerThread), so that it needs one
+    // copies chunks gchunk + 8 p (p < kDBlocks, where copied(gchunk, p)) of rows grow + 16 i (i < kRowsPerThread), so that it needs one
     // address per row (key * row bytes + base: one 32 x 32 -> 64-bit multiply-add) and reads its chunks at
     // immediate offsets from it; the destinations are one shared address plus immediates (rows 16 apart keep
     // row % 8, hence the swizzle pattern). A warp still reads four 128-byte row halves per copy instruction.
@@ -251,7 +251,7 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
     // Rows of K or V for tile t into their stage; the stage's "full" barrier gets this thread's arrival when
     // the copies have landed. With aligned inputs and row strides below 2^32 bytes (narrow_strides: 32-bit row
     // bytes), a gathered tile takes gather_tile and a contiguous tile inside the sequence (every dense tile
-    // but the last) the Q layout: one address plus constant steps, one shared address plus immediates (the
+    // but the last) at d 64 / 128 the Q layout: one address plus constant steps, one shared address plus immediates (the
     // row step of the passes is a multiple of 8, so the swizzle pattern is the same in every pass; gather_tile's
     // layout for contiguous tiles too measured 1.5% slower dense and 7% slower on nearly full heads at 128K).
     // The last contiguous tile, unaligned inputs and wider strides take the general path.
@@ -521,7 +521,7 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
   if (a.aligned_out_rows && num_tiles > 0) {
     // Through this warp's 16 rows of the Q tile (read only by its warpgroup's products, all done; the wait
     // for tile 0 covered the Q copies): the fragments go to shared memory, then back as whole 16-byte chunks,
-    // so that each instruction writes whole rows (the fragments' own 4-byte stores touch 8 rows each and took
+    // so that each instruction writes whole rows but at d 96 (the fragments' own 4-byte stores touch 8 rows each and took
     // ~2,500 cycles of every block's end). Conflict-free both ways: the Q tile's 128-byte swizzle. Every
     // accumulator tile goes to shared memory, at head_dim 96 the 4 without output columns too: with those left
     // dead ptxas serialised the kernel's wgmma instructions (C7511, "insufficient register resources").
