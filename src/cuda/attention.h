@@ -1,11 +1,12 @@
-// Plain parameter struct and launcher of the CUDA attention kernels (dense and sparse). No framework types.
-// Layout of every tensor: [batch, seq, heads, head_dim] with int64 element strides; the head_dim stride
-// must be 1. Rows that start on 16-byte boundaries (base pointer 16-byte aligned, batch / seq / head
-// strides multiples of 8) take the cp.async path; other strides work through a slower plain-load path.
-// Kernels: src/cuda/attention_kernel_sm90.cuh (wgmma, mbarriers, a producer warpgroup; compute capability 9.0
-// with the sm_90a cubin) and src/cuda/attention_kernel_sm80.cuh (mma.sync; every other GPU of compute
-// capability 8.0 or newer, or any GPU with SAMPLEATTN_CUDA_KERNELS=sm80); one thread block per 128 query rows of one
-// head (64 for sm_90 small windows at head_dim 64 / 96 / 128, and for the sm_80 kernel at head_dim 256). Plan of the sparse key runs: src/cuda/attention_plan.cuh; measurements: bench/NOTES.md.
+// Plain parameter struct and launcher of the CUDA attention kernels (dense and sparse). No framework types. Layout of
+// every tensor: [batch, seq, heads, head_dim] with int64 element strides; the head_dim stride must be 1. Rows that
+// start on 16-byte boundaries (base pointer 16-byte aligned, batch / seq / head strides multiples of 8) take the
+// cp.async path; other strides work through a slower plain-load path. Kernels: src/cuda/attention_kernel_sm90.cuh
+// (wgmma, mbarriers, a producer warpgroup; compute capability 9.0 with the sm_90a cubin) and
+// src/cuda/attention_kernel_sm80.cuh (mma.sync; every other GPU of compute capability 8.0 or newer, or any GPU with
+// SAMPLEATTN_CUDA_KERNELS=sm80); one thread block per 128 query rows of one head (64 for sm_90 small windows at
+// head_dim 64 / 96 / 128, and for the sm_80 kernel at head_dim 256). Plan of the sparse key runs:
+// src/cuda/attention_plan.cuh; measurements: bench/NOTES.md.
 #pragma once
 
 #include <cstdint>

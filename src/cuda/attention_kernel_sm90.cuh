@@ -166,9 +166,9 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
   const int chunk = tid % kChunks, crow = tid / kChunks;
   if (warp < 4) {
     // The producer's copies of Q first: they need no plan, so they overlap its loads (the first full barrier's
-    // arrivals, after tile 0's copies, cover them). At d 64 / 128 a whole tile with aligned rows takes the
-    // contiguous K/V tiles' form: one global address plus constant steps, one shared address plus immediates (the general
-    // form, with an address product and a branch per copy, took ~2,000 cycles of every block's start).
+    // arrivals, after tile 0's copies, cover them). At d 64 / 128 a whole tile with aligned rows takes the contiguous
+    // K/V tiles' form: one global address plus constant steps, one shared address plus immediates (the general form,
+    // with an address product and a branch per copy, took ~2,000 cycles of every block's start).
     if constexpr (!Cfg::kRowCopies) {
       const int qrow = tid / 8, qchunk = tid % 8;  // the gathered tiles' layout: 8 threads a row
 #pragma unroll
@@ -205,15 +205,14 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
   if (warp < 4) {
     // Producer.
     setmaxnreg_dec<Cfg::kProducerRegs>();
-    // A gathered tile has its own thread layout: 8 threads per row, thread (grow, gchunk) = (tid / 8, tid % 8)
-    // copies chunks gchunk + 8 p (p < kDBlocks, where copied(gchunk, p)) of rows grow + 16 i (i < kRowsPerThread), so that it needs one
-    // address per row (key * row bytes + base: one 32 x 32 -> 64-bit multiply-add) and reads its chunks at
-    // immediate offsets from it; the destinations are one shared address plus immediates (rows 16 apart keep
-    // row % 8, hence the swizzle pattern). A warp still reads four 128-byte row halves per copy instruction.
-    // (The copy loop is the producer's whole cost and it shares the SM's issue slots with the consumers: with
-    // ~11 instructions per gathered copy (a key load, select and product per copy) a head keeping 95% of its
-    // columns ran at 0.72x the dense rate at 128K on the H200; with ~3, as here and for contiguous tiles, at
-    // 0.94x.)
+    // A gathered tile has its own thread layout: 8 threads per row, thread (grow, gchunk) = (tid / 8, tid % 8) copies
+    // chunks gchunk + 8 p (p < kDBlocks, where copied(gchunk, p)) of rows grow + 16 i (i < kRowsPerThread), so that it
+    // needs one address per row (key * row bytes + base: one 32 x 32 -> 64-bit multiply-add) and reads its chunks at
+    // immediate offsets from it; the destinations are one shared address plus immediates (rows 16 apart keep row % 8,
+    // hence the swizzle pattern). A warp still reads four 128-byte row halves per copy instruction. (The copy loop is
+    // the producer's whole cost and it shares the SM's issue slots with the consumers: with ~11 instructions per
+    // gathered copy (a key load, select and product per copy) a head keeping 95% of its columns ran at 0.72x the dense
+    // rate at 128K on the H200; with ~3, as here and for contiguous tiles, at 0.94x.)
     constexpr int kRowsPerThread = kBlockN / 16;
     const int grow = tid / 8, gchunk = tid % 8;
     // Keys of a gathered tile t, staged in idx_s[t & 1] one tile ahead so that its copies only wait on shared
@@ -248,13 +247,13 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
         }
       }
     };
-    // Rows of K or V for tile t into their stage; the stage's "full" barrier gets this thread's arrival when
-    // the copies have landed. With aligned inputs and row strides below 2^32 bytes (narrow_strides: 32-bit row
-    // bytes), a gathered tile takes gather_tile and a contiguous tile inside the sequence (every dense tile
-    // but the last) at d 64 / 128 the Q layout: one address plus constant steps, one shared address plus immediates (the
-    // row step of the passes is a multiple of 8, so the swizzle pattern is the same in every pass; gather_tile's
-    // layout for contiguous tiles too measured 1.5% slower dense and 7% slower on nearly full heads at 128K).
-    // The last contiguous tile, unaligned inputs and wider strides take the general path.
+    // Rows of K or V for tile t into their stage; the stage's "full" barrier gets this thread's arrival when the copies
+    // have landed. With aligned inputs and row strides below 2^32 bytes (narrow_strides: 32-bit row bytes), a gathered
+    // tile takes gather_tile and a contiguous tile inside the sequence (every dense tile but the last) at d 64 / 128
+    // the Q layout: one address plus constant steps, one shared address plus immediates (the row step of the passes is
+    // a multiple of 8, so the swizzle pattern is the same in every pass; gather_tile's layout for contiguous tiles too
+    // measured 1.5% slower dense and 7% slower on nearly full heads at 128K). The last contiguous tile, unaligned
+    // inputs and wider strides take the general path.
     auto copy_tile = [&](int t, Elem* dst, const Elem* src, std::int64_t stride, std::uint64_t* full) {
       const sm80::TileRef tr = sm80::tile_ref<kBlockN, Cfg::kSpanFromLast>(pl, t);
       if (a.aligned_inputs && a.narrow_strides && (tr.gather || tr.base + kBlockN <= a.seq_k)) {
@@ -519,12 +518,12 @@ __global__ void __launch_bounds__(Config<Elem, kD, kConsumers, kBlockN>::kThread
   float inv_sum[2], lse[2];
   softmax.finish(inv_sum, lse);
   if (a.aligned_out_rows && num_tiles > 0) {
-    // Through this warp's 16 rows of the Q tile (read only by its warpgroup's products, all done; the wait
-    // for tile 0 covered the Q copies): the fragments go to shared memory, then back as whole 16-byte chunks,
-    // so that each instruction writes whole rows but at d 96 (the fragments' own 4-byte stores touch 8 rows each and took
-    // ~2,500 cycles of every block's end). Conflict-free both ways: the Q tile's 128-byte swizzle. Every
-    // accumulator tile goes to shared memory, at head_dim 96 the 4 without output columns too: with those left
-    // dead ptxas serialised the kernel's wgmma instructions (C7511, "insufficient register resources").
+    // Through this warp's 16 rows of the Q tile (read only by its warpgroup's products, all done; the wait for tile 0
+    // covered the Q copies): the fragments go to shared memory, then back as whole 16-byte chunks, so that each
+    // instruction writes whole rows but at d 96 (the fragments' own 4-byte stores touch 8 rows each and took ~2,500
+    // cycles of every block's end). Conflict-free both ways: the Q tile's 128-byte swizzle. Every accumulator tile goes
+    // to shared memory, at head_dim 96 the 4 without output columns too: with those left dead ptxas serialised the
+    // kernel's wgmma instructions (C7511, "insufficient register resources").
     const int wrow = cwarp * 16;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {

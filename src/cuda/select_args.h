@@ -41,9 +41,9 @@ struct Stage1Args {
   float* lse2 = nullptr;            // [B * Hq, sampled_stride]: log2-sum-exp2 of each sampled row (combined, read by
                                     // pass 2); +inf in the rows past n
   // [B * Hq, ceil(head_dim / 64), sampled_stride, 64]: the sampled query rows as the sm_90a pass 2 reads them, in
-  // 64-column blocks with 128-byte rows, 16-byte chunk c of row i at chunk c ^ (i % 8) (the tiles' swizzle),
-  // zeros past n; columns from head_dim on (head_dim 96) are not written (the products never read them). The combine kernel writes it (and qs_pos) where it is set: run_selection sets it,
-  // launch_stage1 clears it for the sm_80 kernels.
+  // 64-column blocks with 128-byte rows, 16-byte chunk c of row i at chunk c ^ (i % 8) (the tiles' swizzle), zeros past
+  // n; columns from head_dim on (head_dim 96) are not written (the products never read them). The combine kernel writes
+  // it (and qs_pos) where it is set: run_selection sets it, launch_stage1 clears it for the sm_80 kernels.
   void* qs_image = nullptr;
   std::int32_t* qs_pos = nullptr;  // [sampled_stride]: key position Sk - Sq + t_i of sampled row i, -1 past n
   float* colscore = nullptr;       // [B * Hq, Sk]: sum over sampled rows of P[row, j]

@@ -369,8 +369,9 @@ TEST_F(AttentionCuda, SparseMatchesReference) {
 }
 
 // head_dim 96 (on Hopper the sm_90a kernel with rows stored 128 wide, 12 of 16 chunks copied; the sm_80 kernel with
-// rows padded in shared memory where SAMPLEATTN_CUDA_KERNELS=sm80 or elsewhere) and 256 (on Hopper the sm_90a
-// kernel with 128 x 64 tiles; the sm_80 kernel with 64-row blocks where SAMPLEATTN_CUDA_KERNELS=sm80 or elsewhere). Awkward lengths, GQA 1/4/8, Sq < Sk, both causal modes, every layout, dense and sparse.
+// rows padded in shared memory where SAMPLEATTN_CUDA_KERNELS=sm80 or elsewhere) and 256 (on Hopper the sm_90a kernel
+// with 128 x 64 tiles; the sm_80 kernel with 64-row blocks where SAMPLEATTN_CUDA_KERNELS=sm80 or elsewhere). Awkward
+// lengths, GQA 1/4/8, Sq < Sk, both causal modes, every layout, dense and sparse.
 TEST_F(AttentionCuda, HeadDims96And256MatchReference) {
   const std::uint64_t seed = test::test_seed();
   const Case cases[] = {
