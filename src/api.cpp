@@ -106,6 +106,31 @@ void attend(const TensorView& q, const TensorView& k, const TensorView& v, const
   }
 }
 
+void window_attention(const TensorView& q, const TensorView& k, const TensorView& v, std::int64_t window,
+                      const TensorView& out, float* lse, const AttnParams& params, const ExecOptions& options) {
+  const Problem p = core::make_problem(q, k, &v, params);
+  core::check_output(p, q, k, &v, out, lse);
+  SA_CHECK(window >= 1, "window_attention: window (", window, ") must be >= 1: the diagonal is kept");
+  const Backend b = resolve(options, q);
+  check_inputs(b, p, q, k, &v, &out, lse, options);
+#ifdef SAMPLEATTN_WITH_CUDA
+  if (b == Backend::cuda) return cuda::attend_window(p, q, k, v, window, out, lse, options.cuda_stream);
+#endif
+  Selection s;
+  s.batch = p.batch;
+  s.heads = p.q_heads;
+  s.seq_q = p.seq_q;
+  s.seq_k = p.seq_k;
+  s.causal = p.causal;
+  s.window.assign(static_cast<std::size_t>(p.batch * p.q_heads), std::min(window, p.seq_k));
+  s.offsets.assign(static_cast<std::size_t>(p.batch * p.q_heads + 1), 0);
+  if (b == Backend::cpu_reference) {
+    ref::attend(p, q, k, v, s, out, lse);
+  } else {
+    cpu::attend(p, q, k, v, s, out, lse, options.num_threads);
+  }
+}
+
 Selection sample_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                            float* lse, const AttnParams& params, const SampleConfig& config,
                            const ExecOptions& options) {

@@ -216,6 +216,8 @@ TEST(ApiErrors, EveryBadInputThrowsNamingTheArgumentAndValues) {
         {kAttend, [](Inputs& in) { attend(in.qv, in.kv, in.vv, in.selection, in.ov, nullptr, in.params, in.options); }},
         {kSample, [](Inputs& in) { sample_attention(in.qv, in.kv, in.vv, in.ov, nullptr, in.params, in.config, in.options); }},
         {kDense, [](Inputs& in) { dense_attention(in.qv, in.kv, in.vv, in.ov, nullptr, in.params, in.options); }},
+        // window_attention takes dense_attention's arguments (and a window, valid here): the same checks.
+        {kDense, [](Inputs& in) { window_attention(in.qv, in.kv, in.vv, 3, in.ov, nullptr, in.params, in.options); }},
         {kMetrics, [](Inputs& in) { exact_metrics(in.qv, in.kv, in.vv, in.selection, in.rows, in.params); }},
     };
     for (const auto& [call, fn] : calls) {
@@ -267,6 +269,7 @@ TEST(ApiErrors, TheUnbrokenInputsWork) {
   Inputs in(rng);
   EXPECT_NO_THROW(sample_attention(in.qv, in.kv, in.vv, in.ov, nullptr, in.params, in.config, in.options));
   EXPECT_NO_THROW(exact_metrics(in.qv, in.kv, in.vv, in.selection, in.rows, in.params));
+  EXPECT_NO_THROW(window_attention(in.qv, in.kv, in.vv, 3, in.ov, nullptr, in.params, in.options));
 }
 
 // lse: aligned, and apart from out and the inputs.

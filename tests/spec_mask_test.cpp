@@ -2,15 +2,18 @@
 // mask code (core::band, count_entries, the reference's row masks): the band, the kept columns, causality
 // and the dense tail of every row, in fp64, on hand-built selections over awkward shapes. Also the alpha = 1
 // rule on inputs built so that a column with a negligible sampled score carries a non-sampled row's mass.
+// And window_attention (the band alone) against the same formula.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/tolerance.h"
 #include "sampleattn/api.h"
+#include "sampleattn/error.h"
 #include "support/host_tensor.h"
 
 namespace sampleattn {
@@ -134,6 +137,64 @@ TEST(SpecMask, HandBuiltSelectionsMatchTheSpecFormula) {
                 << "head " << bh;
           }
         }
+      }
+    }
+  }
+}
+
+// window_attention: the band alone (SPEC step 4 with no columns and no tail), checked row by row against the
+// formula, for windows from 1 to past seq_k, causal and not, on both CPU backends; a window below 1 is refused.
+TEST(SpecMask, WindowAttentionKeepsTheBandAlone) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  struct Shape {
+    std::int64_t batch, sq, sk, hq, hkv, d;
+  };
+  const Shape shapes[] = {{1, 1, 1, 1, 1, 8}, {2, 17, 97, 4, 4, 8}, {1, 97, 97, 8, 2, 16}, {1, 60, 130, 8, 1, 8}};
+  for (const Shape& sh : shapes) {
+    HostTensor q(DType::f32, sh.batch, sh.sq, sh.hq, sh.d), k(DType::f32, sh.batch, sh.sk, sh.hkv, sh.d),
+        v(DType::f32, sh.batch, sh.sk, sh.hkv, sh.d);
+    q.fill_random(rng, 1.5f);
+    k.fill_random(rng);
+    v.fill_random(rng);
+    for (const bool causal : {true, false}) {
+      for (const std::int64_t window : {std::int64_t{1}, 1 + static_cast<std::int64_t>(rng() % 9), sh.sk + 3}) {
+        SCOPED_TRACE("shape " + std::to_string(sh.sq) + "x" + std::to_string(sh.sk) + " heads " +
+                     std::to_string(sh.hq) + "/" + std::to_string(sh.hkv) + (causal ? " causal" : " non-causal") +
+                     " window " + std::to_string(window));
+        Selection band;  // what the formula reads: the window of every head, no columns, no tail
+        band.batch = sh.batch;
+        band.heads = sh.hq;
+        band.seq_q = sh.sq;
+        band.seq_k = sh.sk;
+        band.causal = causal;
+        band.window.assign(static_cast<std::size_t>(sh.batch * sh.hq), window);
+        band.offsets.assign(static_cast<std::size_t>(sh.batch * sh.hq + 1), 0);
+        const core::Tolerance tol = core::tolerance(DType::f32);
+        for (const Backend backend : {Backend::cpu_reference, Backend::cpu}) {
+          HostTensor out(DType::f32, sh.batch, sh.sq, sh.hq, sh.d);
+          std::vector<float> lse(static_cast<std::size_t>(sh.batch * sh.hq * sh.sq), std::nanf(""));
+          window_attention(q.view(), k.view(), v.view(), window, out.view(), lse.data(), {causal}, {backend});
+          for (std::int64_t b = 0; b < sh.batch; ++b)
+            for (std::int64_t h = 0; h < sh.hq; ++h)
+              for (std::int64_t r = 0; r < sh.sq; ++r) {
+                const SpecRow row = spec_row(q, k, v, band, b, h, r);
+                for (std::int64_t c = 0; c < sh.d; ++c)
+                  ASSERT_NEAR(out.at(b, r, h, c), row.sparse[c], tol.out * test::max_abs(v))
+                      << to_string(backend) << " head " << h << " row " << r << " dim " << c;
+                ASSERT_NEAR(lse[(b * sh.hq + h) * sh.sq + r], row.lse, tol.lse) << to_string(backend) << " row " << r;
+              }
+        }
+      }
+    }
+    HostTensor out(DType::f32, sh.batch, sh.sq, sh.hq, sh.d);
+    for (const std::int64_t bad : {std::int64_t{0}, std::int64_t{-5}}) {
+      try {
+        window_attention(q.view(), k.view(), v.view(), bad, out.view());
+        ADD_FAILURE() << "window_attention accepted window " << bad;
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("window (" + std::to_string(bad) + ")"), std::string::npos) << e.what();
       }
     }
   }

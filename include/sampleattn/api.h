@@ -25,6 +25,14 @@ void attend(const TensorView& q, const TensorView& k, const TensorView& v, const
             const TensorView& out, float* lse = nullptr, const AttnParams& params = {},
             const ExecOptions& options = {});
 
+// Sliding-window attention, exact: attend() over the selection of window `window` (>= 1) in every head and no
+// columns, i.e. causal row r keeps keys p(r) - window < j <= p(r) (non-causal: |j - p(r)| < window). The cost
+// follows the band (O(Sq * window)), as for the window-attention layers of Mistral or Gemma. On CUDA the selection
+// is built on the device: nothing is copied from the host, so the call can be captured in a CUDA graph.
+void window_attention(const TensorView& q, const TensorView& k, const TensorView& v, std::int64_t window,
+                      const TensorView& out, float* lse = nullptr, const AttnParams& params = {},
+                      const ExecOptions& options = {});
+
 // select() then attend(); returns the selection that was used.
 Selection sample_attention(const TensorView& q, const TensorView& k, const TensorView& v,
                            const TensorView& out, float* lse = nullptr, const AttnParams& params = {},

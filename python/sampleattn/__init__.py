@@ -34,6 +34,7 @@ from ._api import (  # noqa: E402
     sample_attention,
     sample_attention_varlen,
     select,
+    window_attention,
 )
 
 __version__ = "0.1.0"
@@ -48,6 +49,7 @@ __all__ = [
     "sample_attention",
     "sample_attention_varlen",
     "select",
+    "window_attention",
 ]
 
 if _torch is not None:

@@ -406,6 +406,32 @@ def attend(
     return _result(out, lse, None)
 
 
+def window_attention(
+    q: Any,
+    k: Any,
+    v: Any,
+    window: int,
+    *,
+    causal: bool = True,
+    scale: Optional[float] = None,
+    return_lse: bool = False,
+    out: Optional[Any] = None,
+    backend: str = "auto",
+    num_threads: int = 0,
+):
+    """Sliding-window attention, exact: causal row r keeps keys p(r) - window < j <= p(r) (non-causal:
+    |j - p(r)| < window), at a cost that follows the band. On CUDA nothing is copied from the host, so the call
+    can be captured in a CUDA graph."""
+    q, k, v = _inputs("raise", q=q, k=k, v=v)
+    _check_backend(backend)
+    window = _integer("window", window)
+    scale, threads = _scale(scale), _threads(num_threads)
+    out, out_view, lse = _outputs(q, out, return_lse)
+    with _DeviceGuard(q):
+        _C.window_attention(q, k, v, window, out_view, lse, bool(causal), scale, backend, threads, _stream(q))
+    return _result(out, lse, None)
+
+
 def dense_attention(
     q: Any,
     k: Any,

@@ -418,12 +418,10 @@ def _band_mask(q_len: int, k_len: int, window: int, device) -> torch.Tensor:
 
 
 def _band_forward(module, query, key, value, window, scaling):
-    """The window alone, exact, through the sparse kernels: a selection of band `window` and no columns."""
+    """The window alone, exact, through window_attention (the sparse kernels over a band-only selection)."""
     q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
     batch, seq_q, heads = q.shape[0], q.shape[1], q.shape[2]
-    selection = _api.Selection(batch, heads, seq_q, k.shape[1], np.full(batch * heads, window, np.int64),
-                               np.zeros(batch * heads + 1, np.int64), np.zeros(0, np.int32), True)
-    out = _api.attend(q, k, v, selection, scale=scaling)
+    out = _api.window_attention(q, k, v, window, scale=scaling)
     _recorder.record(LayerStats(layer=_layer_key(module), path="band", reason="sliding_window", batch=batch,
                                 q_heads=heads, seq_q=seq_q, seq_k=k.shape[1]))
     return out, None

@@ -424,6 +424,20 @@ NB_MODULE(_sampleattn, m) {
       nb::arg("causal"), nb::arg("scale").none(), nb::arg("backend"), nb::arg("num_threads"), nb::arg("stream"));
 
   m.def(
+      "window_attention",
+      [](const InArray& q, const InArray& k, const InArray& v, std::int64_t window, const OutArray& out,
+         const std::optional<OutArray>& lse, bool causal, std::optional<float> scale, const std::string& backend,
+         int num_threads, std::uintptr_t stream) {
+        const auto [qv, kv, vv, ov, lp] = call_views(q, k, v, out, lse);
+        const auto params = attn_params(causal, scale);
+        const auto options = exec_options(backend, num_threads, stream);
+        nb::gil_scoped_release unlocked;
+        sampleattn::window_attention(qv, kv, vv, window, ov, lp, params, options);
+      },
+      nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("window"), nb::arg("out"), nb::arg("lse").none(),
+      nb::arg("causal"), nb::arg("scale").none(), nb::arg("backend"), nb::arg("num_threads"), nb::arg("stream"));
+
+  m.def(
       "dense_attention",
       [](const InArray& q, const InArray& k, const InArray& v, const OutArray& out,
          const std::optional<OutArray>& lse, bool causal, std::optional<float> scale, const std::string& backend,

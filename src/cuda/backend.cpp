@@ -12,6 +12,7 @@
 #include "cuda/attention.h"
 #include "cuda/attention_sm80_shape.h"
 #include "cuda/check.h"
+#include "cuda/fill.h"
 #include "cuda/workspace.h"
 #include "sampleattn/error.h"
 
@@ -172,6 +173,35 @@ void attend(const core::Problem& p, const TensorView& q, const TensorView& k, co
   ap.bitmap_words = words;
   ap.dense_tail = selection.dense_tail;
   ap.window_hint = heads > 0 ? *std::max_element(window.begin(), window.end()) : 0;
+  run_attention(ap, stream);
+}
+
+void attend_window(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
+                   std::int64_t window, const TensorView& out, float* lse, void* stream) {
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  const std::int64_t heads = p.batch * p.q_heads;
+  const std::int64_t words = (p.seq_k + 31) / 32;
+  // window [heads] int32, counts [heads] int32 (0), offsets [heads + 1] int64 (0), bitmap [heads, words] (0),
+  // one index (never read: no head keeps a column).
+  const std::size_t off_counts = static_cast<std::size_t>(heads) * 4;
+  const std::size_t off_offsets = (off_counts + static_cast<std::size_t>(heads) * 4 + 7) / 8 * 8;
+  const std::size_t off_bitmap = off_offsets + static_cast<std::size_t>(heads + 1) * 8;
+  const std::size_t off_indices = off_bitmap + static_cast<std::size_t>(heads * words) * 4;
+  StreamBuffer buffer(off_indices + 4, s);
+  auto* base = static_cast<unsigned char*>(buffer.get());
+  const std::int32_t w = static_cast<std::int32_t>(std::min<std::int64_t>(window, p.seq_k));
+  fill_i32(reinterpret_cast<std::int32_t*>(base), heads, w, stream);
+  SA_CUDA_CHECK(cudaMemsetAsync(base + off_counts, 0, off_indices + 4 - off_counts, s));
+
+  AttentionParams ap = attention_params(p, q, k, v, out, lse);
+  ap.window = reinterpret_cast<const std::int32_t*>(base);
+  ap.col_counts = reinterpret_cast<const std::int32_t*>(base + off_counts);
+  ap.col_offsets = reinterpret_cast<const std::int64_t*>(base + off_offsets);
+  ap.col_bitmap = reinterpret_cast<const std::uint32_t*>(base + off_bitmap);
+  ap.col_indices = reinterpret_cast<const std::int32_t*>(base + off_indices);
+  ap.bitmap_words = words;
+  ap.dense_tail = 0;
+  ap.window_hint = w;
   run_attention(ap, stream);
 }
 

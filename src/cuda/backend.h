@@ -27,6 +27,10 @@ Selection select(const core::Problem& p, const TensorView& q, const TensorView& 
 // Uploads `selection`, then runs sparse attention on `stream`.
 void attend(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
             const Selection& selection, const TensorView& out, float* lse, void* stream);
+// Sliding-window attention: the selection of window `window` (>= 1) and no columns, built on the device (no host
+// arrays, no copy from the host: graph-capturable), then sparse attention on `stream`.
+void attend_window(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
+                   std::int64_t window, const TensorView& out, float* lse, void* stream);
 void dense(const core::Problem& p, const TensorView& q, const TensorView& k, const TensorView& v,
            const TensorView& out, float* lse, void* stream);
 // Select + attend with the selection kept on the device. When `selection_out` is non-null the selection

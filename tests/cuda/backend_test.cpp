@@ -1,9 +1,9 @@
 // The CUDA backend end to end (src/cuda/backend.cpp, include/sampleattn/cuda.h) against the CPU reference:
-// sample_attention's selection vs the reference selection, its output and lse vs the fp64 reference
-// attention over the same selection; alpha = 1 vs dense; attend() with a host selection; the workspace API
-// on a non-default stream and under CUDA graph capture; the NaN/Inf policy end to end; argument errors; and
-// (SAMPLEATTN_LARGE_TESTS=1) a 1M-token prefill checked on a sample of rows in fp64. Outputs are poisoned
-// (NaN) before each run, so an unwritten element fails. Skips without a GPU.
+// sample_attention's selection vs the reference selection, its output and lse vs the fp64 reference attention over the
+// same selection; alpha = 1 vs dense; attend() with a host selection; window_attention (also captured in a graph); the
+// workspace API on a non-default stream and under CUDA graph capture; the NaN/Inf policy end to end; argument errors;
+// and (SAMPLEATTN_LARGE_TESTS=1) a 1M-token prefill checked on a sample of rows in fp64. Outputs are poisoned (NaN)
+// before each run, so an unwritten element fails. Skips without a GPU.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -515,6 +515,122 @@ TEST_F(BackendCuda, WorkspaceApiUnderGraphCapture) {
   EXPECT_THROW(
       cuda::sample_attention(dq.view(), dk.view(), dv.view(), dout.view(), nullptr, {}, cfg, nullptr, bytes, stream),
       Error);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+// window_attention on CUDA (the band selection built on the device) against the fp64 reference over the same
+// band: awkward lengths, GQA 1/4/8, Sq < Sk, non-causal, bhsd and padded layouts, head_dim 64 / 96 / 128 / 256,
+// windows from 1 to past Sk.
+struct WindowCase {
+  std::int64_t batch, seq_q, seq_k, q_heads, kv_heads, head_dim;
+  DType dtype;
+  Layout layout;
+  bool causal;
+  std::int64_t window;
+};
+
+Selection band_selection(const WindowCase& c) {
+  Selection s;
+  s.batch = c.batch;
+  s.heads = c.q_heads;
+  s.seq_q = c.seq_q;
+  s.seq_k = c.seq_k;
+  s.causal = c.causal;
+  s.window.assign(static_cast<std::size_t>(c.batch * c.q_heads), c.window);
+  s.offsets.assign(static_cast<std::size_t>(c.batch * c.q_heads + 1), 0);
+  return s;
+}
+
+void run_window(const WindowCase& c, std::uint64_t seed) {
+  SCOPED_TRACE("B" + std::to_string(c.batch) + " Sq" + std::to_string(c.seq_q) + " Sk" + std::to_string(c.seq_k) +
+               " Hq" + std::to_string(c.q_heads) + " Hkv" + std::to_string(c.kv_heads) + " d" +
+               std::to_string(c.head_dim) + " " + to_string(c.dtype) + " layout" +
+               std::to_string(static_cast<int>(c.layout)) + (c.causal ? " causal" : " non-causal") + " window " +
+               std::to_string(c.window) + " seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  HostTensor q(c.dtype, c.batch, c.seq_q, c.q_heads, c.head_dim, c.layout);
+  HostTensor k(c.dtype, c.batch, c.seq_k, c.kv_heads, c.head_dim, c.layout);
+  HostTensor v(c.dtype, c.batch, c.seq_k, c.kv_heads, c.head_dim, c.layout);
+  HostTensor out(c.dtype, c.batch, c.seq_q, c.q_heads, c.head_dim, c.layout);  // poisoned
+  q.fill_random(rng, 2.0f);
+  k.fill_random(rng);
+  v.fill_random(rng);
+  DeviceTensor dq(q), dk(k), dv(v), dout(out);
+  std::vector<float> lse(static_cast<std::size_t>(c.batch * c.q_heads * c.seq_q), kNaN);
+  DeviceBuffer dlse(lse);
+  AttnParams params;
+  params.causal = c.causal;
+  window_attention(dq.view(), dk.view(), dv.view(), c.window, dout.view(), static_cast<float*>(dlse.get()), params,
+                   on(Backend::cuda));
+  dout.download(out);
+  dlse.download(lse.data());
+  expect_attention_matches(q, k, v, band_selection(c), out, lse, params);
+}
+
+TEST_F(BackendCuda, WindowAttentionMatchesReference) {
+  const std::uint64_t seed = test::test_seed();
+  const WindowCase cases[] = {
+      {1, 1, 1, 1, 1, 64, DType::bf16, Layout::bshd, true, 1},
+      {1, 17, 17, 4, 1, 128, DType::f16, Layout::bshd, true, 4},
+      {2, 97, 97, 4, 4, 64, DType::bf16, Layout::bhsd, false, 9},
+      {1, 60, 97, 8, 1, 128, DType::bf16, Layout::padded, true, 200},
+      {1, 1025, 1025, 8, 2, 96, DType::bf16, Layout::bshd, true, 300},
+      {1, 300, 4097, 8, 1, 128, DType::f16, Layout::padded, true, 1000},
+      {1, 300, 1025, 4, 4, 64, DType::f16, Layout::bshd, false, 130},
+      {1, 129, 4097, 2, 2, 256, DType::bf16, Layout::bshd, true, 513},
+  };
+  if (const int n = test::run_where_supported(cases, [&](const WindowCase& c) { run_window(c, seed); }))
+    GTEST_SKIP() << n << " head_dim 256 case(s) left out: this GPU gives a block too little shared memory";
+}
+
+// window_attention allocates and builds its band on the stream (no copy from the host), so a graph captures it:
+// the replay must reproduce the eager run exactly.
+TEST_F(BackendCuda, WindowAttentionUnderGraphCapture) {
+  const std::uint64_t seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const WindowCase c{1, 1500, 2048, 8, 2, 128, DType::bf16, Layout::bshd, true, 256};
+  HostTensor q(c.dtype, 1, c.seq_q, c.q_heads, c.head_dim), k(c.dtype, 1, c.seq_k, c.kv_heads, c.head_dim),
+      v(c.dtype, 1, c.seq_k, c.kv_heads, c.head_dim), out(c.dtype, 1, c.seq_q, c.q_heads, c.head_dim);
+  q.fill_random(rng, 2.0f);
+  k.fill_random(rng);
+  v.fill_random(rng);
+  DeviceTensor dq(q), dk(k), dv(v), dout(out);
+  std::vector<float> lse(static_cast<std::size_t>(c.q_heads * c.seq_q), kNaN);
+  DeviceBuffer dlse(lse);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  auto run = [&] {
+    window_attention(dq.view(), dk.view(), dv.view(), c.window, dout.view(), static_cast<float*>(dlse.get()), {},
+                     on(Backend::cuda, stream));
+  };
+  run();
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  HostTensor eager_out = out;
+  dout.download(eager_out);
+  std::vector<float> eager_lse(lse.size());
+  dlse.download(eager_lse.data());
+
+  dout.upload(out);  // poisoned again
+  dlse.upload(lse.data());
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  run();
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  HostTensor graph_out = out;
+  dout.download(graph_out);
+  std::vector<float> graph_lse(lse.size());
+  dlse.download(graph_lse.data());
+  EXPECT_EQ(test::max_abs_diff(graph_out, eager_out), 0.0) << "graph replay must reproduce the eager run";
+  EXPECT_EQ(test::max_abs_diff(graph_lse, eager_lse), 0.0);
+  expect_attention_matches(q, k, v, band_selection(c), graph_out, graph_lse, {});
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);

@@ -179,6 +179,24 @@ def test_no_selection_path_is_graph_capturable_and_equal(gen):
     assert sel.density > 0
 
 
+def test_window_attention_matches_sdpa_and_is_graph_capturable(gen):
+    # The band selection is built on the device: nothing comes from the host, so the call can be captured.
+    q, k, v = _qkv(gen, (1, 1536, 2048, 8, 2, 128), torch.bfloat16)
+    window = 300
+    pos = torch.arange(1536, device="cuda")[:, None] + (2048 - 1536)
+    j = torch.arange(2048, device="cuda")[None, :]
+    want = _sdpa(q, k, v, mask=(j > pos - window) & (j <= pos))
+    eager = sampleattn.window_attention(q, k, v, window)
+    torch.testing.assert_close(eager.float(), want, atol=2e-2, rtol=0)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = sampleattn.window_attention(q, k, v, window)
+    captured.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(captured, eager, atol=0, rtol=0)
+
+
 def test_bad_input_on_cuda(gen):
     q, k, v = _qkv(gen, (1, 64, 64, 4, 2, 64), torch.bfloat16)
     with pytest.raises(sampleattn.Error, match=r"k\.device"):

@@ -68,6 +68,20 @@ def test_dense_and_alpha_one_match_sdpa(rng):
     torch.testing.assert_close(full, sdpa, atol=2e-5, rtol=0)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_window_attention_matches_the_spec_band(rng, causal):
+    q, k, v = _qkv(rng, batch=2, sq=40, sk=70, hq=4, hkv=2, d=32)
+    for window in (1, 9, 200):
+        out, lse = sampleattn.window_attention(q, k, v, window, causal=causal, return_lse=True)
+        band = ref.band(40, 70, window, causal)
+        want, want_lse = ref.attention(_np64(q), _np64(k), _np64(v), [[band] * 4] * 2, 1.0 / math.sqrt(32))
+        tol_out, tol_lse = ref.tolerance("f32")
+        assert np.abs(_np64(out) - want).max() <= tol_out * np.abs(_np64(v)).max(), window
+        assert np.abs(lse.numpy() - want_lse).max() <= tol_lse, window
+    with pytest.raises(sampleattn.Error, match=r"window \(0\)"):
+        sampleattn.window_attention(q, k, v, 0)
+
+
 def test_requires_grad_inputs_raise_in_grad_mode(rng):
     # The library has no autograd: a silently detached result would lose the gradients, so the plain functions
     # refuse inputs that require grad while grad mode is on, and run as usual under no_grad / inference_mode.
