@@ -15,6 +15,9 @@
         stats: float64 [n_sequences, q_heads, 4] on the CPU, as above per sequence (a sequence without queries:
         density 0, sampled coverage 1, no columns, window 0).
 
+    torch.ops.sampleattn.window_attention(q, k, v, window, causal, scale)
+        -> out [batch, seq_q, q_heads, head_dim]: exact sliding-window attention (window_attention).
+
 Each op has a fake (meta) implementation giving the output shapes, which is all torch.compile needs. The
 ops have no autograd formula: they serve inference (prefill); backward through them raises.
 Importing this module registers the ops; `import sampleattn` does so whenever torch is importable.
@@ -68,6 +71,23 @@ def sample_attention(
 @sample_attention.register_fake
 def _sample_attention_fake(q, k, v, alpha=0.95, sample_ratio=0.05, window_ratio=0.08, sink_tokens=0, causal=True,
                            scale=None, dense_head_density=1.0):
+    return q.new_empty(q.shape)
+
+
+@torch.library.custom_op("sampleattn::window_attention", mutates_args=())
+def window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: int,
+    causal: bool = True,
+    scale: Optional[float] = None,
+) -> torch.Tensor:
+    return _api.window_attention(q.detach(), k.detach(), v.detach(), window, causal=causal, scale=scale)
+
+
+@window_attention.register_fake
+def _window_attention_fake(q, k, v, window, causal=True, scale=None):
     return q.new_empty(q.shape)
 
 

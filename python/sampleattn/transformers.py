@@ -582,7 +582,11 @@ def sample_attention_forward(
     band = band and key.shape[2] > window
     # The sparse kernels are inference only: in grad mode the band goes to SDPA as a mask (exact, differentiable).
     grad = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)
-    if band and (reason or grad or torch.compiler.is_compiling()):
+    if band and not reason and not grad and torch.compiler.is_compiling():
+        # Inside a compiled graph: the op (traced through its fake implementation); no stats recorded.
+        q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+        return torch.ops.sampleattn.window_attention(q, k, v, window, True, scaling), None
+    if band and (reason or grad):
         mask = _band_mask(q_len, key.shape[2], window, query.device)
         if reason == "attention_sinks":
             return _eager(module, query, key, value, mask, dropout, scaling, False, kwargs, reason)

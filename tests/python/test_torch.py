@@ -203,6 +203,18 @@ def test_opcheck(rng, op):
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
 
 
+def test_window_attention_op(rng):
+    q, k, v = _qkv(rng, sq=32, sk=48)
+    eager = sampleattn.window_attention(q, k, v, 7, scale=0.1)
+    torch.testing.assert_close(torch.ops.sampleattn.window_attention(q, k, v, 7, True, 0.1), eager, atol=0, rtol=0)
+    torch.library.opcheck(torch.ops.sampleattn.window_attention.default, (q, k, v, 7, True, None),
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda q, k, v: torch.ops.sampleattn.window_attention(q * 1.0, k, v, 7) * 2,
+                             fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(q, k, v), sampleattn.window_attention(q, k, v, 7) * 2, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("dynamic", [False, True])
 def test_torch_compile_fullgraph(rng, dynamic):
     torch._dynamo.reset()

@@ -375,6 +375,27 @@ def test_compiled_model_fullgraph(rng):
         torch.testing.assert_close(compiled(ids).logits, want, atol=2e-5, rtol=1e-5)
 
 
+def test_compiled_sliding_model_fullgraph(rng):
+    # Under torch.compile a sliding layer's band runs as torch.ops.sampleattn.window_attention (no O(S^2) mask): the
+    # traced graph holds the op and no SDPA, and the compiled model matches the SDPA model.
+    dense, sparse = _pair(_config("mistral", sliding_window=24))
+    ids = _ids(rng, 1, 90)
+    want = _reference_run(dense, ids).logits
+    graphs = []
+
+    def keep_graph(gm, _example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(sparse, fullgraph=True, backend=keep_graph)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(ids).logits, want, atol=2e-5, rtol=1e-5)
+    code = "".join(gm.code for gm in graphs)
+    assert "sampleattn.window_attention" in code
+    assert "scaled_dot_product_attention" not in code
+
+
 @pytest.mark.parametrize(
     "setting, value, message",
     [
